@@ -1,0 +1,72 @@
+import { createWriteStream, existsSync, mkdirSync, renameSync, statSync } from 'node:fs'
+import { once } from 'node:events'
+import path from 'node:path'
+
+/**
+ * Deterministic benchmark data (no network, same bytes on every machine):
+ * orders with a string id, an integer, a 2-decimal amount, an ISO date, a
+ * status and a note of which about 15% contain a comma and are quoted.
+ */
+
+const STATUSES = ['new', 'paid', 'shipped', 'cancelled', 'refunded']
+export const ORDERS_HEADER = 'order_id,customer_id,amount,order_date,status,note'
+
+/** Park–Miller: tiny, fast, reproducible. */
+function random(seed: number): () => number {
+  let state = seed % 2147483647 || 1
+  return () => (state = (state * 48271) % 2147483647)
+}
+
+function ordersLines(count: number, seed: number, firstId: number): string[] {
+  const next = random(seed)
+  const lines: string[] = new Array(count)
+  for (let i = 0; i < count; i++) {
+    const r = next()
+    const amount = ((r % 10_000_000) / 100).toFixed(2)
+    const month = String(1 + (r % 12)).padStart(2, '0')
+    const day = String(1 + (r % 28)).padStart(2, '0')
+    const note = r % 100 < 15 ? `"gift, wrapped ${r % 9973} with care"` : `standard delivery ${r % 9973} to door`
+    lines[i] = `ORD-${String(firstId + i).padStart(9, '0')},${r % 1_000_000},${amount},2024-${month}-${day},${STATUSES[r % STATUSES.length]},${note}`
+  }
+  return lines
+}
+
+async function writeAtomically(target: string, produce: (write: (text: string) => Promise<void>) => Promise<void>): Promise<void> {
+  mkdirSync(path.dirname(target), { recursive: true })
+  const temp = `${target}.tmp`
+  const out = createWriteStream(temp)
+  await produce(async (text) => {
+    if (!out.write(text)) await once(out, 'drain')
+  })
+  out.end()
+  await once(out, 'finish')
+  renameSync(temp, target)
+}
+
+/** A CSV of `rows` orders (~74 bytes a row). Reused when it already exists. */
+export async function ordersCsv(target: string, rows: number, seed = 1): Promise<{ file: string; rows: number; bytes: number }> {
+  if (!existsSync(target)) {
+    await writeAtomically(target, async (write) => {
+      await write(`${ORDERS_HEADER}\n`)
+      const chunk = 20_000
+      for (let start = 0; start < rows; start += chunk) {
+        const count = Math.min(chunk, rows - start)
+        await write(`${ordersLines(count, seed + start, start + 1).join('\n')}\n`)
+      }
+    })
+  }
+  return { file: target, rows, bytes: statSync(target).size }
+}
+
+/** `files` CSVs of `rowsPerFile` orders each, every file different. Reused when the folder is complete. */
+export async function smallFiles(dir: string, files: number, rowsPerFile: number): Promise<{ dir: string; files: number; rows: number }> {
+  const done = path.join(dir, '.complete')
+  if (!existsSync(done)) {
+    for (let index = 0; index < files; index++) {
+      const name = path.join(dir, `orders-${String(index).padStart(5, '0')}.csv`)
+      await writeAtomically(name, async (write) => write(`${ORDERS_HEADER}\n${ordersLines(rowsPerFile, 7919 * (index + 1), index * rowsPerFile + 1).join('\n')}\n`))
+    }
+    await writeAtomically(done, async (write) => write(String(files)))
+  }
+  return { dir, files, rows: files * rowsPerFile }
+}

@@ -1,0 +1,70 @@
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { timed, type Timed } from './measure.js'
+
+/** The repository root, from dist/bench/ at run time. */
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+const BIN = path.join(REPO_ROOT, 'bin/filedge.js')
+
+export const ORDERS_COLUMNS = `{
+  order_id: { type: 'string', required: true },
+  customer_id: { type: 'integer', required: true },
+  amount: { type: 'float', required: true },
+  order_date: { type: 'date', required: true },
+  status: 'string',
+  note: 'string',
+}`
+
+export interface Project {
+  readonly dir: string
+  /** Runs the real CLI (`--reporter json`) and returns its timing and the run summary. */
+  run(args?: readonly string[]): Promise<Timed & { summary: Record<string, number> }>
+  /** Deletes the ledger and the destination files, keeping the config. */
+  reset(): void
+  remove(): void
+}
+
+/**
+ * A throwaway project like a user's: a config file, `node_modules/filedge`
+ * pointing at this repository, and the real CLI run as a child process, so
+ * what is measured includes startup, config loading, the ledger and
+ * provenance — everything a user waits for.
+ */
+export function project(options: { sourceDir: string; include: string; destination: string; imports: string; columns?: string; extra?: string; state: readonly string[] }): Project {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'filedge-bench-'))
+  mkdirSync(path.join(dir, 'node_modules'))
+  symlinkSync(REPO_ROOT, path.join(dir, 'node_modules', 'filedge'), 'dir')
+  writeFileSync(
+    path.join(dir, 'filedge.config.ts'),
+    `import { defineConfig } from 'filedge'
+${options.imports}
+export default defineConfig({
+  pipelines: [{
+    name: 'orders',
+    source: { dir: ${JSON.stringify(options.sourceDir)}, include: [${JSON.stringify(options.include)}] },
+    destination: ${options.destination},
+    table: 'orders',
+    columns: ${options.columns ?? ORDERS_COLUMNS},
+    ${options.extra ?? ''}
+  }],
+})
+`,
+  )
+  const reset = () => {
+    for (const entry of ['.filedge', ...options.state]) rmSync(path.join(dir, entry), { recursive: true, force: true })
+  }
+  return {
+    dir,
+    async run(args = []) {
+      const result = await timed(process.execPath, [BIN, '--reporter', 'json', ...args], { cwd: dir })
+      const last = result.stdout.trim().split('\n').at(-1) ?? '{}'
+      const summary = JSON.parse(last) as Record<string, number>
+      if (summary.failed > 0) throw new Error(`filedge failed a file: ${result.stdout}`)
+      return { ...result, summary }
+    },
+    reset,
+    remove: () => rmSync(dir, { recursive: true, force: true }),
+  }
+}

@@ -1,0 +1,263 @@
+import { createHash } from 'node:crypto'
+import { spawn } from 'node:child_process'
+import { createReadStream, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { pipeline } from 'node:stream/promises'
+import { hashFile } from '../core/source/hash.js'
+import { ordersCsv, smallFiles } from './data.js'
+import { alternate, median, timed } from './measure.js'
+import { project, REPO_ROOT } from './project.js'
+
+export interface BenchOptions {
+  readonly rows: number
+  readonly files: number
+  readonly rowsPerFile: number
+  readonly reps: number
+  readonly large: boolean
+  readonly dataDir: string
+}
+
+export interface Row {
+  readonly work: string
+  readonly filedge: string
+  readonly native?: string
+  readonly ratio?: number
+  readonly target: string
+  /** undefined: informational, no target. */
+  readonly met?: boolean
+  readonly detail?: Record<string, unknown>
+}
+
+const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`
+const perSecond = (count: number, ms: number) => Math.round(count / (ms / 1000))
+const format = new Intl.NumberFormat('en-US')
+
+async function bigCsv(options: BenchOptions) {
+  return ordersCsv(path.join(options.dataDir, `orders-${options.rows}`, `orders-${options.rows}.csv`), options.rows)
+}
+
+const SQLITE_TABLE = `CREATE TABLE orders (order_id TEXT NOT NULL, customer_id INTEGER NOT NULL, amount REAL NOT NULL, order_date TEXT NOT NULL, status TEXT, note TEXT) STRICT`
+
+/** 1M rows into SQLite: filedge (provenance, coercion and ledger included) vs `sqlite3 .import` into the same typed table, same journal mode. */
+export async function sqliteBulk(options: BenchOptions): Promise<Row[]> {
+  const data = await bigCsv(options)
+  const filedge = project({
+    sourceDir: path.dirname(data.file),
+    include: path.basename(data.file),
+    imports: "import { sqlite } from 'filedge/plugins/sqlite'",
+    destination: "sqlite({ path: 'warehouse.db' })",
+    state: ['warehouse.db', 'warehouse.db-wal', 'warehouse.db-shm'],
+  })
+  const nativeDir = mkdtempSync(path.join(os.tmpdir(), 'filedge-bench-native-'))
+  const nativeDb = path.join(nativeDir, 'native.db')
+  try {
+    const runs = await alternate(
+      options.reps,
+      async () => {
+        filedge.reset()
+        return filedge.run()
+      },
+      async () => {
+        rmSync(nativeDir, { recursive: true, force: true })
+        mkdirSync(nativeDir)
+        await timed('sqlite3', [nativeDb, 'PRAGMA journal_mode=WAL;', SQLITE_TABLE])
+        return timed('sqlite3', [nativeDb, '.mode csv', `.import --skip 1 ${data.file} orders`])
+      },
+    )
+    const ours = median(runs.a.map((run) => run.ms))
+    const theirs = median(runs.b.map((run) => run.ms))
+    const rss = Math.max(...runs.a.map((run) => run.maxRssMb))
+    return [
+      {
+        work: `${format.format(data.rows)} rows → SQLite`,
+        filedge: `${seconds(ours)} (${format.format(perSecond(data.rows, ours))} rows/s)`,
+        native: `${seconds(theirs)} sqlite3 .import`,
+        ratio: ours / theirs,
+        target: '≤ 2.0× sqlite3 .import',
+        met: ours / theirs <= 2.0,
+        detail: { filedgeMs: runs.a.map((run) => Math.round(run.ms)), nativeMs: runs.b.map((run) => Math.round(run.ms)), bytes: data.bytes },
+      },
+      { work: `peak RSS loading ${format.format(data.rows)} rows (${Math.round(data.bytes / 2 ** 20)} MB)`, filedge: `${Math.round(rss)} MB`, target: 'informational' },
+    ]
+  } finally {
+    filedge.remove()
+    rmSync(nativeDir, { recursive: true, force: true })
+  }
+}
+
+/** Many small files into SQLite (files/s), then a rerun over them once committed (nothing to do). */
+export async function sqliteSmallFiles(options: BenchOptions): Promise<Row[]> {
+  const data = await smallFiles(path.join(options.dataDir, `small-${options.files}x${options.rowsPerFile}`), options.files, options.rowsPerFile)
+  const filedge = project({
+    sourceDir: data.dir,
+    include: '*.csv',
+    imports: "import { sqlite } from 'filedge/plugins/sqlite'",
+    destination: "sqlite({ path: 'warehouse.db' })",
+    state: ['warehouse.db', 'warehouse.db-wal', 'warehouse.db-shm'],
+  })
+  try {
+    const loads: number[] = []
+    const inProcess: number[] = []
+    const reruns: number[] = []
+    const rerunsInProcess: number[] = []
+    for (let rep = 0; rep < options.reps; rep++) {
+      filedge.reset()
+      const load = await filedge.run()
+      if (load.summary.committed !== data.files) throw new Error(`expected ${data.files} files committed, got ${load.summary.committed}`)
+      loads.push(load.ms)
+      inProcess.push(load.summary.durationMs)
+      const rerun = await filedge.run()
+      if (rerun.summary.committed !== 0) throw new Error('the rerun loaded files again')
+      reruns.push(rerun.ms)
+      rerunsInProcess.push(rerun.summary.durationMs)
+    }
+    const load = median(loads)
+    const rerun = median(reruns)
+    return [
+      {
+        work: `${format.format(data.files)} × ${options.rowsPerFile}-row files → SQLite`,
+        filedge: `${format.format(perSecond(data.files, load))} files/s, ${format.format(perSecond(data.rows, load))} rows/s (${seconds(load)}; run itself ${seconds(median(inProcess))})`,
+        target: '≥ 1,600 files/s',
+        met: perSecond(data.files, load) >= 1600,
+        detail: { wallMs: loads.map(Math.round), inProcessMs: inProcess },
+      },
+      {
+        work: `no-op rerun over ${format.format(data.files)} committed files`,
+        filedge: `${seconds(rerun)} (run itself ${seconds(median(rerunsInProcess))})`,
+        target: '≤ 0.3 s',
+        met: rerun <= 300,
+        detail: { wallMs: reruns.map(Math.round), inProcessMs: rerunsInProcess },
+      },
+    ]
+  } finally {
+    filedge.remove()
+  }
+}
+
+/** filedge's file hashing vs Node's crypto stream over the same file. */
+export async function hashing(options: BenchOptions): Promise<Row[]> {
+  const data = await bigCsv(options)
+  const raw = async () => {
+    const started = performance.now()
+    const hash = createHash('sha256')
+    await pipeline(createReadStream(data.file), hash)
+    hash.digest('hex')
+    return performance.now() - started
+  }
+  const ours = async () => {
+    const started = performance.now()
+    await hashFile(data.file)
+    return performance.now() - started
+  }
+  const runs = await alternate(Math.max(options.reps, 5), ours, raw)
+  const mbps = (ms: number) => Math.round(data.bytes / 2 ** 20 / (ms / 1000))
+  const ratio = mbps(median(runs.a)) / mbps(median(runs.b))
+  return [
+    {
+      work: `SHA-256 of a ${Math.round(data.bytes / 2 ** 20)} MB file`,
+      filedge: `${mbps(median(runs.a))} MB/s`,
+      native: `${mbps(median(runs.b))} MB/s Node crypto stream`,
+      ratio,
+      target: '≥ 0.9× raw stream',
+      met: ratio >= 0.9,
+    },
+  ]
+}
+
+/** Peak RSS of filedge loading a ~1 GB CSV into SQLite. Opt-in (`--large`): generating the file takes a while. */
+export async function largeFile(options: BenchOptions): Promise<Row[]> {
+  if (!options.large) return []
+  const rows = 14_000_000
+  const data = await ordersCsv(path.join(options.dataDir, `orders-${rows}`, `orders-${rows}.csv`), rows)
+  const filedge = project({
+    sourceDir: path.dirname(data.file),
+    include: path.basename(data.file),
+    imports: "import { sqlite } from 'filedge/plugins/sqlite'",
+    destination: "sqlite({ path: 'warehouse.db' })",
+    state: ['warehouse.db', 'warehouse.db-wal', 'warehouse.db-shm'],
+  })
+  try {
+    const run = await filedge.run()
+    return [
+      {
+        work: `peak RSS loading a ${(statSync(data.file).size / 2 ** 30).toFixed(2)} GB CSV → SQLite`,
+        filedge: `${Math.round(run.maxRssMb)} MB (${seconds(run.ms)})`,
+        target: '≤ 256 MB',
+        met: run.maxRssMb <= 256,
+      },
+    ]
+  } finally {
+    filedge.remove()
+  }
+}
+
+/**
+ * Watch latency: from a file's last write to its rows being committed, minus
+ * the settle window (the time filedge deliberately waits to be sure the file
+ * is complete). 50 small files, written one at a time.
+ */
+export async function watchLatency(options: BenchOptions): Promise<Row[]> {
+  const settleMs = 200
+  const files = 50
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'filedge-bench-watch-src-'))
+  const filedge = project({
+    sourceDir: dir,
+    include: '*.csv',
+    imports: "import { sqlite } from 'filedge/plugins/sqlite'",
+    destination: "sqlite({ path: 'warehouse.db' })",
+    columns: "{ id: 'string', n: 'integer' }",
+    state: [],
+  })
+  writeFileSync(path.join(filedge.dir, 'filedge.config.ts'), readFileSync(path.join(filedge.dir, 'filedge.config.ts'), 'utf8').replace('pipelines:', `watch: { settle: '${settleMs}ms' },\n  pipelines:`))
+  const child = spawn(process.execPath, [path.join(REPO_ROOT, 'bin/filedge.js'), '--watch', '--reporter', 'json'], { cwd: filedge.dir, stdio: ['ignore', 'pipe', 'inherit'] })
+  const committed = new Map<string, number>()
+  let ready = false
+  let buffer = ''
+  child.stdout!.on('data', (chunk: Buffer) => {
+    buffer += chunk.toString()
+    let newline
+    while ((newline = buffer.indexOf('\n')) >= 0) {
+      const event = JSON.parse(buffer.slice(0, newline)) as { event: string; path?: string; message?: string }
+      buffer = buffer.slice(newline + 1)
+      if (event.event === 'log' && event.message?.includes('Ctrl-C to stop')) ready = true
+      // Stamped on arrival: the same clock as the writes, no parsing of the event's own time.
+      if (event.event === 'file:committed' && event.path !== undefined) committed.set(path.basename(event.path), performance.now())
+    }
+  })
+  const until = async (check: () => boolean, what: string) => {
+    const deadline = performance.now() + 30_000
+    while (!check()) {
+      if (performance.now() > deadline) throw new Error(`watch bench: timed out waiting for ${what}`)
+      await new Promise((resolve) => setTimeout(resolve, 2))
+    }
+  }
+  try {
+    await until(() => ready, 'the watcher to start')
+    const latencies: number[] = []
+    for (let index = 0; index < files; index++) {
+      const name = `drop-${String(index).padStart(3, '0')}.csv`
+      writeFileSync(path.join(dir, name), `id,n\n${Array.from({ length: 100 }, (_, row) => `r${index}-${row},${row}`).join('\n')}\n`)
+      const written = performance.now()
+      await until(() => committed.has(name), `${name} to commit`)
+      latencies.push(committed.get(name)! - written - settleMs)
+    }
+    const sorted = [...latencies].sort((a, b) => a - b)
+    const p95 = sorted[Math.min(sorted.length - 1, Math.ceil(sorted.length * 0.95) - 1)]
+    const mid = median(latencies)
+    return [
+      {
+        work: `watch: last write → committed, beyond a ${settleMs} ms settle window (${files} files)`,
+        filedge: `median ${Math.round(mid)} ms, p95 ${Math.round(p95)} ms`,
+        target: 'median ≤ 300 ms',
+        met: mid <= 300,
+        detail: { latenciesMs: latencies.map(Math.round) },
+      },
+    ]
+  } finally {
+    child.kill('SIGTERM')
+    await new Promise((resolve) => child.once('exit', resolve))
+    filedge.remove()
+    rmSync(dir, { recursive: true, force: true })
+  }
+}

@@ -1,0 +1,69 @@
+import type { Command } from 'commander'
+import { usageError } from '../../errors.js'
+import { createReporter, REPORTERS, type ReporterName } from '../../reporters/index.js'
+import { run } from '../../runner/run.js'
+import { configFor, type ConfigOption } from '../context.js'
+import type { CliIo } from '../io.js'
+
+interface RunFlags extends ConfigOption {
+  readonly pipeline?: string[]
+  readonly concurrency?: string
+  readonly reporter?: string
+  readonly json?: boolean
+  readonly watch?: boolean
+}
+
+const EXIT_ON_SIGNAL = { SIGINT: 130, SIGTERM: 143 } as const
+
+export function registerRun(program: Command, io: CliIo, exit: (code: number) => void): void {
+  program
+    .command('run', { isDefault: true })
+    .description('load every new file of every pipeline (the default command)')
+    .option('-c, --config <path>', 'config file (default: search filedge.config.* from the current directory)')
+    .option('-p, --pipeline <name...>', 'only these pipelines')
+    .option('--concurrency <n>', 'files in flight per pipeline (default: config, else 4)')
+    .option('--reporter <name>', `output: ${REPORTERS.join(', ')}`, 'default')
+    .option('--json', 'same as --reporter json: one JSON object per event, the summary last')
+    .option('-w, --watch', 'keep running: load files as they land, reload the config when it changes (or `watch: true` in the config)')
+    .addHelpText(
+      'after',
+      '\nStop a run or a watcher with Ctrl-C (or SIGTERM): files in flight roll back and are released for the next run, and it exits 0. A second signal exits at once (their leases expire and another run reclaims them).\n\nExamples:\n  $ filedge\n  $ filedge --pipeline orders --reporter simple\n  $ filedge --json > run.ndjson\n  $ filedge --watch',
+    )
+    .action(async (flags: RunFlags) => {
+      const reporter = (flags.json ? 'json' : (flags.reporter ?? 'default')) as ReporterName
+      if (!REPORTERS.includes(reporter)) throw usageError(`--reporter: expected one of ${REPORTERS.join(', ')}; got "${flags.reporter}"`)
+      const concurrency = flags.concurrency === undefined ? undefined : Number(flags.concurrency)
+      if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1)) throw usageError(`--concurrency: expected a positive integer; got "${flags.concurrency}"`)
+      const config = await configFor(flags, io)
+      const watching = flags.watch === true || config.watch.enabled
+      const controller = new AbortController()
+      // First signal: stop gracefully. Second: exit now, leases expire and are reclaimed.
+      const stop = (signal: NodeJS.Signals) => {
+        if (controller.signal.aborted) process.exit(EXIT_ON_SIGNAL[signal as keyof typeof EXIT_ON_SIGNAL] ?? 1)
+        controller.abort()
+      }
+      process.on('SIGINT', stop)
+      process.on('SIGTERM', stop)
+      try {
+        const options = {
+          config,
+          pipelines: flags.pipeline,
+          concurrency,
+          signal: controller.signal,
+          plugins: [createReporter(reporter, io)],
+        }
+        if (watching) {
+          const { watch } = await import('../../watch/watch.js')
+          const summary = await watch({ ...options, reload: () => configFor(flags, io) })
+          // A watcher's failed files were reported as they happened; stopping it is not a failure.
+          exit(summary.aborted ? 1 : 0)
+        } else {
+          const summary = await run(options)
+          exit(summary.aborted || summary.failed > 0 ? 1 : 0)
+        }
+      } finally {
+        process.off('SIGINT', stop)
+        process.off('SIGTERM', stop)
+      }
+    })
+}

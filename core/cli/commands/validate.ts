@@ -1,0 +1,86 @@
+import { existsSync } from 'node:fs'
+import path from 'node:path'
+import type { Command } from 'commander'
+import type { ResolvedConfig, ResolvedPipeline } from '../../config/types.js'
+import { usageError } from '../../errors.js'
+import { count } from '../../reporters/format.js'
+import { formatHooks, validateFile, type FileValidation } from '../../runner/validate.js'
+import { discover } from '../../source/discover.js'
+import { configFor, type ConfigOption } from '../context.js'
+import { print, type CliIo } from '../io.js'
+
+interface ValidateFlags extends ConfigOption {
+  readonly pipeline?: string
+  readonly json?: boolean
+  readonly maxFailures: string
+}
+
+/** The pipeline a file belongs to: named, the only one, or the one whose source picks the file up. */
+async function pipelineFor(config: ResolvedConfig, absPath: string, name: string | undefined): Promise<ResolvedPipeline> {
+  const names = config.pipelines.map((pipeline) => `"${pipeline.name}"`).join(', ')
+  if (name !== undefined) {
+    const named = config.pipelines.find((pipeline) => pipeline.name === name)
+    if (named === undefined) throw usageError(`--pipeline: unknown pipeline "${name}"; the config has ${names}`)
+    return named
+  }
+  if (config.pipelines.length === 1) return config.pipelines[0]
+  const owners: ResolvedPipeline[] = []
+  for (const pipeline of config.pipelines) {
+    if ((await discover(pipeline, config.root)).some((candidate) => candidate.absPath === absPath)) owners.push(pipeline)
+  }
+  if (owners.length === 1) return owners[0]
+  const why = owners.length === 0 ? "is not in any pipeline's source" : `is in the source of ${owners.map((pipeline) => `"${pipeline.name}"`).join(' and ')}`
+  throw usageError(`${path.relative(process.cwd(), absPath) || absPath} ${why}; choose one with --pipeline (${names})`)
+}
+
+function printFile(io: CliIo, report: FileValidation): void {
+  const where = `${report.path} (${report.pipeline}, ${report.format ?? 'unknown format'})`
+  const total = report.failures.length + report.more
+  if (total === 0) {
+    print(io.stdout, `✓ ${where}: ${count(report.rows)} rows valid`)
+    return
+  }
+  const rows = report.stopped ? `reading stopped after ${count(report.rows)} rows` : `${count(report.failedRows)} of ${count(report.rows)} rows`
+  print(io.stdout, `✗ ${where}: ${count(total)} failure${total === 1 ? '' : 's'}, ${rows}`)
+  for (const failure of report.failures) print(io.stdout, `  ${failure.message}`)
+  if (report.more > 0) print(io.stdout, `  … and ${count(report.more)} more (raise --max-failures to list them)`)
+}
+
+export function registerValidate(program: Command, io: CliIo, exit: (code: number) => void): void {
+  program
+    .command('validate')
+    .argument('<file...>', 'files to check')
+    .description("parse and coerce files with a pipeline's format and columns; list every bad row and column; write nothing")
+    .option('-c, --config <path>', 'config file')
+    .option('-p, --pipeline <name>', "the pipeline whose columns apply (default: the only one, or the one whose source holds the file)")
+    .option('--max-failures <n>', 'list at most this many failures per file (the rest are counted); 0: all', '0')
+    .option('--json', 'machine-readable output')
+    .addHelpText('after', '\nExit code: 0 every file is valid, 1 some row or file failed, 2 usage or config error.\n\nExamples:\n  $ filedge validate incoming/orders-2024-05-01.csv\n  $ filedge validate drops/*.ndjson --pipeline events --json')
+    .action(async (files: string[], flags: ValidateFlags) => {
+      const maxFailures = Number(flags.maxFailures)
+      if (!Number.isInteger(maxFailures) || maxFailures < 0) throw usageError(`--max-failures: expected 0 or a positive integer; got "${flags.maxFailures}"`)
+      const config = await configFor(flags, io)
+      const targets = files.map((file) => path.resolve(io.cwd, file))
+      const missing = targets.filter((target) => !existsSync(target))
+      if (missing.length > 0) throw usageError(`no such file: ${missing.map((target) => path.relative(io.cwd, target)).join(', ')}`)
+      const owners = await Promise.all(targets.map((target) => pipelineFor(config, target, flags.pipeline)))
+      const hooks = await formatHooks(config)
+      const reports: FileValidation[] = []
+      try {
+        for (const [index, target] of targets.entries()) reports.push(await validateFile(hooks, config, owners[index], target, maxFailures))
+      } finally {
+        await hooks.close.promise()
+      }
+      const failed = reports.filter((report) => report.failures.length > 0)
+      exit(failed.length > 0 ? 1 : 0)
+      if (flags.json) {
+        print(io.stdout, JSON.stringify({ ok: failed.length === 0, files: reports }, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value), 2))
+        return
+      }
+      for (const report of reports) printFile(io, report)
+      if (reports.length > 1) {
+        const rows = reports.reduce((sum, report) => sum + report.rows, 0)
+        print(io.stdout, `${count(reports.length)} files · ${count(failed.length)} failed · ${count(rows)} rows`)
+      }
+    })
+}

@@ -1,0 +1,328 @@
+import type { ColumnType, ResolvedColumn } from '../config/types.js'
+import { FiledgeError, fileInvalid, rowInvalid } from '../errors.js'
+import { parseJson, stringifyJson } from '../formats/json-value.js'
+import { NumberText, type RawBatch, type RawRows, type RowBatch, type Value } from '../rows.js'
+
+/**
+ * Coercion: raw field values (text from CSV, JSON values from JSON formats)
+ * into typed values. Strict by design: a value that does not match its
+ * column's type exactly fails the file; nothing is rounded, truncated or
+ * guessed. The README's coercion table documents these rules.
+ */
+
+/** Thrown by a coercer; turned into ROW_INVALID with file, line and column by the caller. */
+class Reject {
+  constructor(readonly reason: string) {}
+}
+
+type Coercer = (raw: unknown) => Value
+
+const INT_PATTERN = /^[+-]?\d+$/
+const FLOAT_PATTERN = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/
+const DECIMAL_PATTERN = /^([+-]?)(\d*)(?:\.(\d*))?$/
+const DATE_PATTERN = /^(\d{4})-(\d{2})-(\d{2})$/
+const TIMESTAMP_PATTERN = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?\s*([Zz]|[+-]\d{2}(?::?\d{2})?)?$/
+const INT64_MIN = -(2n ** 63n)
+const INT64_MAX = 2n ** 63n - 1n
+
+const TRUE_WORDS = new Set(['true', 't', 'yes', 'y', '1'])
+const FALSE_WORDS = new Set(['false', 'f', 'no', 'n', '0'])
+
+function typeOfRaw(raw: unknown): string {
+  if (raw instanceof NumberText) return `the number ${raw.text}`
+  if (Array.isArray(raw)) return 'an array'
+  if (typeof raw === 'object') return 'an object'
+  return `a ${typeof raw}`
+}
+
+function expectText(raw: unknown, type: ColumnType): string {
+  if (typeof raw === 'string') return raw.trim()
+  throw new Reject(`cannot coerce ${typeOfRaw(raw)} to ${type}`)
+}
+
+function coerceString(raw: unknown): Value {
+  if (typeof raw === 'string') return raw
+  if (typeof raw === 'number' || typeof raw === 'boolean' || typeof raw === 'bigint') return String(raw)
+  if (raw instanceof NumberText) return raw.text
+  throw new Reject(`cannot coerce ${typeOfRaw(raw)} to string (declare the column as json)`)
+}
+
+function coerceInteger(raw: unknown): Value {
+  if (typeof raw === 'number') {
+    if (!Number.isInteger(raw)) throw new Reject(`${raw} is not an integer`)
+    if (!Number.isSafeInteger(raw)) throw new Reject(`${raw} is beyond 2^53 and lost precision when parsed; write it as a string`)
+    return raw
+  }
+  if (typeof raw === 'bigint') return coerceInteger(raw.toString())
+  if (raw instanceof NumberText && !INT_PATTERN.test(raw.text)) throw new Reject(`${raw.text} is not an integer`)
+  const text = raw instanceof NumberText ? raw.text : expectText(raw, 'integer')
+  if (!INT_PATTERN.test(text)) throw new Reject(`cannot coerce ${JSON.stringify(text)} to integer`)
+  const value = Number(text)
+  if (Number.isSafeInteger(value)) return value
+  const big = BigInt(text)
+  if (big < INT64_MIN || big > INT64_MAX) throw new Reject(`${text} is out of the 64-bit integer range`)
+  return big
+}
+
+function coerceFloat(raw: unknown): Value {
+  if (typeof raw === 'number') {
+    if (!Number.isFinite(raw)) throw new Reject(`${raw} is out of the float range`)
+    return raw
+  }
+  const text = raw instanceof NumberText ? raw.text : expectText(raw, 'float')
+  if (!FLOAT_PATTERN.test(text)) throw new Reject(`cannot coerce ${JSON.stringify(text)} to float`)
+  const value = Number(text)
+  if (!Number.isFinite(value)) throw new Reject(`${text} is out of the float range`)
+  return value
+}
+
+function decimalCoercer(precision: number, scale: number): Coercer {
+  const maxIntegerDigits = precision - scale
+  return (raw) => {
+    const text = typeof raw === 'number' ? String(raw) : raw instanceof NumberText ? raw.text : expectText(raw, 'decimal')
+    const match = DECIMAL_PATTERN.exec(text)
+    if (match === null || (match[2] === '' && (match[3] ?? '') === '')) throw new Reject(`cannot coerce ${JSON.stringify(text)} to decimal`)
+    const integer = match[2].replace(/^0+(?=\d)/, '') || '0'
+    const fraction = (match[3] ?? '').replace(/0+$/, '')
+    if (fraction.length > scale) throw new Reject(`${text} has more than ${scale} digits after the point (decimal(${precision},${scale})); it is not rounded`)
+    if ((integer === '0' ? 0 : integer.length) > maxIntegerDigits) throw new Reject(`${text} does not fit decimal(${precision},${scale})`)
+    const negative = match[1] === '-' && /[1-9]/.test(integer + fraction)
+    // Written at the declared scale, as the database would show it: 129.9 in decimal(12,2) is "129.90".
+    return `${negative ? '-' : ''}${integer}${scale === 0 ? '' : `.${fraction.padEnd(scale, '0')}`}`
+  }
+}
+
+function coerceBoolean(raw: unknown): Value {
+  if (typeof raw === 'boolean') return raw
+  if (raw === 1 || raw === 0) return raw === 1
+  const text = expectText(raw, 'boolean').toLowerCase()
+  if (TRUE_WORDS.has(text)) return true
+  if (FALSE_WORDS.has(text)) return false
+  throw new Reject(`cannot coerce ${JSON.stringify(text)} to boolean`)
+}
+
+function validDate(year: number, month: number, day: number): boolean {
+  if (month < 1 || month > 12 || day < 1) return false
+  const days = month === 2 ? (year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0) ? 29 : 28) : [4, 6, 9, 11].includes(month) ? 30 : 31
+  return day <= days
+}
+
+function coerceDate(raw: unknown): Value {
+  const text = expectText(raw, 'date')
+  const match = DATE_PATTERN.exec(text)
+  if (match === null || !validDate(Number(match[1]), Number(match[2]), Number(match[3]))) {
+    throw new Reject(`cannot coerce ${JSON.stringify(text)} to date (expected YYYY-MM-DD)`)
+  }
+  return text
+}
+
+function pad(value: number, width: number): string {
+  return String(value).padStart(width, '0')
+}
+
+/** Timestamps become UTC instants: `YYYY-MM-DDTHH:MM:SS.ffffffZ`. A value without an offset is taken as UTC. */
+function coerceTimestamp(raw: unknown): Value {
+  const text = expectText(raw, 'timestamp')
+  const match = TIMESTAMP_PATTERN.exec(text)
+  const fail = () => new Reject(`cannot coerce ${JSON.stringify(text)} to timestamp (expected ISO 8601, e.g. 2024-05-01T13:45:00Z)`)
+  if (match === null) throw fail()
+  const [, y, mo, d, h, mi, s = '00', fractionText = '', zone = 'Z'] = match
+  const year = Number(y)
+  const month = Number(mo)
+  const day = Number(d)
+  const hour = Number(h)
+  const minute = Number(mi)
+  const second = Number(s)
+  if (!validDate(year, month, day) || hour > 23 || minute > 59 || second > 59) throw fail()
+  if (fractionText.length > 6 && /[1-9]/.test(fractionText.slice(6))) throw new Reject(`${JSON.stringify(text)} is more precise than microseconds`)
+  let offsetMinutes = 0
+  if (zone !== 'Z' && zone !== 'z') {
+    const sign = zone[0] === '-' ? -1 : 1
+    const digits = zone.slice(1).replace(':', '')
+    const offsetHours = Number(digits.slice(0, 2))
+    const offsetMins = digits.length > 2 ? Number(digits.slice(2)) : 0
+    if (offsetHours > 23 || offsetMins > 59) throw fail()
+    offsetMinutes = sign * (offsetHours * 60 + offsetMins)
+  }
+  // setUTCFullYear, not Date.UTC: Date.UTC maps years 0–99 to 1900–1999.
+  const instant = new Date(0)
+  instant.setUTCFullYear(year, month - 1, day)
+  instant.setUTCHours(hour, minute - offsetMinutes, second, 0)
+  const micros = (fractionText + '000000').slice(0, 6)
+  return (
+    `${pad(instant.getUTCFullYear(), 4)}-${pad(instant.getUTCMonth() + 1, 2)}-${pad(instant.getUTCDate(), 2)}` +
+    `T${pad(instant.getUTCHours(), 2)}:${pad(instant.getUTCMinutes(), 2)}:${pad(instant.getUTCSeconds(), 2)}.${micros}Z`
+  )
+}
+
+function coerceJson(raw: unknown): Value {
+  if (raw instanceof NumberText) return raw.text
+  if (typeof raw !== 'string') return stringifyJson(raw)
+  try {
+    return stringifyJson(parseJson(raw))
+  } catch {
+    throw new Reject(`cannot coerce ${JSON.stringify(raw.length > 60 ? `${raw.slice(0, 60)}…` : raw)} to json (not valid JSON)`)
+  }
+}
+
+/**
+ * Every type but `string` trims its text, so a value of spaces only is empty
+ * there, like `''`: NULL, or "required value is missing". Without this it
+ * failed as `cannot coerce "" to integer`, a message about a value the file
+ * does not contain.
+ */
+function isBlank(value: unknown): boolean {
+  return typeof value === 'string' && (value === '' || (/^\s/.test(value) && value.trim() === ''))
+}
+
+export function coercerFor(column: Pick<ResolvedColumn, 'type' | 'precision' | 'scale'>): Coercer {
+  switch (column.type) {
+    case 'string':
+      return coerceString
+    case 'integer':
+      return coerceInteger
+    case 'float':
+      return coerceFloat
+    case 'decimal':
+      return decimalCoercer(column.precision ?? 38, column.scale ?? 9)
+    case 'boolean':
+      return coerceBoolean
+    case 'date':
+      return coerceDate
+    case 'timestamp':
+      return coerceTimestamp
+    case 'json':
+      return coerceJson
+  }
+}
+
+/** Formats an ISO instant the way timestamp columns store it (microsecond precision, UTC). */
+export function isoInstant(date: Date): string {
+  return `${date.toISOString().slice(0, -1)}000Z`
+}
+
+/**
+ * A record whose field count differs from the header's. Fields are
+ * positional, so a short record has no value for the header's last fields:
+ * the first of them is named as the column. A long one has fields no header
+ * names, which is no column at all.
+ */
+function raggedRecord(file: string, line: number, fields: readonly string[], found: number): FiledgeError {
+  const expected = `expected ${fields.length} fields, found ${found}`
+  if (found > fields.length) return fileInvalid(file, `${expected} (field ${fields.length + 1} has no name in the header)`, line)
+  const column = fields[found]
+  return new FiledgeError('FILE_INVALID', `${file}:${line} column ${column}: ${expected} (no value for ${fields.slice(found).map((field) => JSON.stringify(field)).join(', ')})`, { file, line, column })
+}
+
+/**
+ * Maps a file's fields onto the pipeline's columns (checking the header once)
+ * and returns a generator of typed batches. Work per value is one function
+ * call; all checks that can be done per file are done here, once.
+ */
+export interface CoerceOptions {
+  readonly file: string
+  readonly unknownColumns: 'error' | 'ignore'
+  /**
+   * Called with each bad value (ROW_INVALID) and each record with the wrong
+   * number of fields (FILE_INVALID); the row is dropped and coercion goes on.
+   * Without it the first one is thrown, failing the file.
+   */
+  readonly onInvalid?: (error: FiledgeError) => void
+}
+
+export function coerceRows(raw: RawRows, columns: readonly ResolvedColumn[], options: CoerceOptions): AsyncGenerator<RowBatch> {
+  const { file } = options
+  const headerLine = raw.headerLine
+  // A file with no header and no records (0 bytes, or only blank lines) is an empty load, not a file missing its columns.
+  if (raw.fields.length === 0) {
+    return (async function* () {
+      for await (const batch of raw.batches) {
+        if (batch.records.length > 0) throw fileInvalid(file, 'records without a header', batch.lines[0])
+      }
+    })()
+  }
+  const fieldIndex = new Map<string, number>()
+  raw.fields.forEach((field, index) => {
+    if (fieldIndex.has(field)) throw fileInvalid(file, `duplicate field ${JSON.stringify(field)} in the header (fields ${fieldIndex.get(field)! + 1} and ${index + 1})`, headerLine)
+    fieldIndex.set(field, index)
+  })
+  const declared = new Set(columns.map((column) => column.source))
+  const missing = columns.filter((column) => column.required && !fieldIndex.has(column.source))
+  if (missing.length > 0) {
+    throw fileInvalid(file, `missing required column${missing.length > 1 ? 's' : ''} ${missing.map((column) => JSON.stringify(column.source)).join(', ')} (fields: ${raw.fields.map((field) => JSON.stringify(field)).join(', ')})`, headerLine)
+  }
+  if (options.unknownColumns === 'error') {
+    const unknown = raw.fields.filter((field) => !declared.has(field))
+    if (unknown.length > 0) {
+      throw fileInvalid(file, `unknown field${unknown.length > 1 ? 's' : ''} ${unknown.map((field) => JSON.stringify(field)).join(', ')}; declare ${unknown.length > 1 ? 'them' : 'it'} in columns or set unknownColumns: 'ignore'`, headerLine)
+    }
+  }
+
+  const width = columns.length
+  const fieldCount = raw.fields.length
+  const sourceIndex = columns.map((column) => fieldIndex.get(column.source) ?? -1)
+  const coercers = columns.map(coercerFor)
+  const stringColumn = columns.map((column) => column.type === 'string')
+  const required = columns.map((column) => column.required)
+  const names = columns.map((column) => column.name)
+  const sourceNames = columns.map((column) => (column.source === column.name ? column.name : `${column.source} (→ ${column.name})`))
+
+  // validate: every bad value is reported and its row dropped, instead of the first one failing the file.
+  const report = options.onInvalid
+
+  async function* generate(): AsyncGenerator<RowBatch> {
+    let rowNumber = 0
+    for await (const batch of raw.batches as AsyncIterable<RawBatch>) {
+      const { records, lines } = batch
+      const count = records.length
+      const rows: Value[][] = new Array(count)
+      const rowNumbers: number[] = new Array(count)
+      const keptLines: number[] = report ? new Array(count) : lines
+      let kept = 0
+      for (let r = 0; r < count; r++) {
+        const record = records[r]
+        rowNumber++
+        if (record.length !== fieldCount) {
+          const error = raggedRecord(file, lines[r], raw.fields, record.length)
+          if (report === undefined) throw error
+          report(error)
+          continue
+        }
+        const row: Value[] = new Array(width)
+        let bad = false
+        for (let c = 0; c < width; c++) {
+          const index = sourceIndex[c]
+          let value = index < 0 ? null : record[index]
+          if (value === null || value === undefined || (!stringColumn[c] && isBlank(value))) {
+            if (required[c]) {
+              const error = rowInvalid(file, lines[r], sourceNames[c], value ?? null, 'required value is missing')
+              if (report === undefined) throw error
+              report(error)
+              bad = true
+            }
+            row[c] = null
+            continue
+          }
+          try {
+            value = coercers[c](value)
+          } catch (error) {
+            if (!(error instanceof Reject)) throw error
+            const invalid = rowInvalid(file, lines[r], sourceNames[c], value, error.reason)
+            if (report === undefined) throw invalid
+            report(invalid)
+            bad = true
+          }
+          row[c] = value as Value
+        }
+        if (bad) continue
+        rows[kept] = row
+        rowNumbers[kept] = rowNumber
+        if (report) keptLines[kept] = lines[r]
+        kept++
+      }
+      if (kept === count) yield { columns: names, rows, rowNumbers, lines }
+      else yield { columns: names, rows: rows.slice(0, kept), rowNumbers: rowNumbers.slice(0, kept), lines: keptLines.slice(0, kept) }
+    }
+  }
+  return generate()
+}

@@ -1,0 +1,109 @@
+import path from 'node:path'
+import { cosmiconfig, type Loader } from 'cosmiconfig'
+import { FiledgeError, configInvalid } from '../errors.js'
+import type { Plugin } from '../plugin.js'
+import { loadPresets } from './presets.js'
+import { resolveConfig } from './resolve.js'
+import type { ResolvedConfig, UserConfig } from './types.js'
+
+export const CONFIG_SEARCH_PLACES = [
+  'filedge.config.ts',
+  'filedge.config.mts',
+  'filedge.config.js',
+  'filedge.config.mjs',
+  'filedge.config.json',
+  '.filedgerc',
+  '.filedgerc.json',
+  '.filedgerc.yaml',
+  '.filedgerc.yml',
+  '.filedgerc.js',
+  '.filedgerc.mjs',
+  '.filedgerc.ts',
+  '.filedgerc.mts',
+  'package.json',
+]
+
+/**
+ * cosmiconfig's own TypeScript loader needs the TypeScript compiler API, which
+ * TypeScript 7 (native) does not ship; jiti transpiles the config on the fly.
+ * A fresh jiti with no module cache per load, so a watcher reloading the
+ * config sees edits to the files it imports too.
+ */
+const loadWithJiti: Loader = async (filepath) => importFresh(filepath, filepath)
+
+async function importFresh(specifier: string, from: string): Promise<unknown> {
+  const { createJiti } = await import('jiti')
+  const jiti = createJiti(from, { moduleCache: false, interopDefault: true })
+  return jiti.import(specifier, { default: true })
+}
+
+/** Built-in destinations a data-only config (JSON, YAML, package.json) can name: `destination: { type: 'sqlite', path: 'warehouse.db' }`. */
+const BUILTIN_DESTINATIONS: Readonly<Record<string, string>> = {
+  sqlite: '../../plugins/sqlite/index.js',
+  duckdb: '../../plugins/duckdb/index.js',
+  postgres: '../../plugins/postgres/index.js',
+}
+
+/**
+ * JSON configs cannot call `sqlite({ … })`, so a destination may also be
+ * written as data, `{ type, ...options }`, and is built here with the
+ * plugin's own factory. Unknown types are left for validation to report.
+ */
+async function instantiateDestinations(raw: UserConfig): Promise<UserConfig> {
+  if (typeof raw !== 'object' || raw === null || !Array.isArray(raw.pipelines)) return raw
+  const pipelines = await Promise.all(
+    raw.pipelines.map(async (pipeline) => {
+      const destination = (pipeline as { destination?: unknown })?.destination as { type?: unknown; write?: unknown } | undefined
+      if (typeof destination !== 'object' || destination === null || typeof destination.write === 'function' || typeof destination.type !== 'string') return pipeline
+      const specifier = BUILTIN_DESTINATIONS[destination.type]
+      if (specifier === undefined) return pipeline
+      const { type: _type, ...options } = destination
+      const factory = (await import(specifier)) as { default: (options: unknown) => unknown }
+      return { ...pipeline, destination: factory.default(options) }
+    }),
+  )
+  return { ...raw, pipelines } as UserConfig
+}
+
+export interface LoadedConfig {
+  readonly config: ResolvedConfig
+  readonly filepath: string
+}
+
+/** Finds (or takes) the config file, evaluates it, and resolves it. CONFIG_NOT_FOUND / CONFIG_INVALID on failure. */
+export async function loadConfig(options: { cwd?: string; configFile?: string; builtinPlugins?: readonly Plugin[] } = {}): Promise<LoadedConfig> {
+  const cwd = options.cwd ?? process.cwd()
+  const explorer = cosmiconfig('filedge', {
+    searchPlaces: CONFIG_SEARCH_PLACES,
+    searchStrategy: 'project',
+    cache: false,
+    loaders: { '.ts': loadWithJiti, '.mts': loadWithJiti },
+  })
+  let result
+  try {
+    result = options.configFile ? await explorer.load(path.resolve(cwd, options.configFile)) : await explorer.search(cwd)
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT' && options.configFile) {
+      throw new FiledgeError('CONFIG_NOT_FOUND', `config file not found: ${options.configFile}`)
+    }
+    const where = options.configFile ?? 'the config file'
+    throw configInvalid(`could not load ${where}: ${(error as Error).message}`, error)
+  }
+  if (result === null || result.isEmpty) {
+    throw new FiledgeError(
+      'CONFIG_NOT_FOUND',
+      `no filedge config found in ${cwd} (looked for ${CONFIG_SEARCH_PLACES.slice(0, 5).join(', ')}, .filedgerc*, package.json#filedge); run \`filedge init\` to create one`,
+    )
+  }
+  let raw = result.config as UserConfig | (() => UserConfig | Promise<UserConfig>)
+  if (typeof raw === 'function') raw = await raw()
+  if (typeof raw === 'object' && raw !== null && Array.isArray(raw.presets)) {
+    // Package names resolve from the project, like any import in the config file.
+    const from = result.filepath
+    raw = { ...raw, presets: await loadPresets(raw.presets, (spec) => importFresh(spec, from)) }
+  }
+  return {
+    config: resolveConfig(await instantiateDestinations(raw), { configFile: result.filepath, builtinPlugins: options.builtinPlugins }),
+    filepath: result.filepath,
+  }
+}

@@ -1,0 +1,237 @@
+import path from 'node:path'
+import { configInvalid } from '../errors.js'
+import { BUILTIN_FORMATS, defaultIncludes, formatAlias } from '../formats/registry.js'
+import type { Plugin } from '../plugin.js'
+import { PROVENANCE_COLUMNS } from '../rows.js'
+import { isEnvRef, readEnv } from '../secrets.js'
+import { toMs } from './duration.js'
+import { formatIssues, formatPath } from './issues.js'
+import { applyPresets, flattenPlugins } from './presets.js'
+import { BUILTIN_FORMAT_SCHEMAS, cdcSchema, configSchema, csvFormatSchema, truncateSchema } from './schema.js'
+import { resolveWriteMode } from './write-mode.js'
+import type {
+  ColumnInput,
+  PipelineConfig,
+  PluginOption,
+  ResolvedColumn,
+  ResolvedConfig,
+  ResolvedFormat,
+  ResolvedLedger,
+  ResolvedPipeline,
+  UserConfig,
+} from './types.js'
+
+/** Types only: `export default defineConfig({ … })` gives the config its type and autocompletion. */
+export function defineConfig(config: UserConfig): UserConfig {
+  return config
+}
+
+const DEFAULT_LEDGER = 'sqlite:.filedge/ledger.db'
+const DEFAULT_TTL_MS = 60_000
+const DEFAULT_CONCURRENCY = 4
+const DEFAULT_ATTEMPTS = 3
+const DEFAULT_BATCH_SIZE = 2_000
+const DEFAULT_SETTLE_MS = 500
+
+/** Where in the config a path points, so unknown keys can be matched against the keys that exist there. */
+function knownKeysAt(at: readonly PropertyKey[]): readonly string[] {
+  const shapes: Record<string, readonly string[]> = {
+    config: [...Object.keys(configSchema.shape), 'presets', 'disablePlugins'],
+    lease: ['ttl', 'heartbeat'],
+    watch: ['enabled', 'settle'],
+    pipeline: ['name', 'source', 'format', 'destination', 'table', 'writeMode', 'columns', 'unknownColumns', 'retry', 'batchSize'],
+    source: ['dir', 'include', 'exclude', 'readyMarker'],
+    column: ['type', 'required', 'source', 'precision', 'scale'],
+    retry: ['attempts'],
+    format: Object.keys(csvFormatSchema.shape),
+    writeMode: ['truncate', 'cdc'],
+    truncate: Object.keys(truncateSchema.shape),
+    cdc: Object.keys(cdcSchema.shape),
+    ops: ['insert', 'update', 'delete'],
+  }
+  if (at.length === 0) return shapes.config
+  const last = at[at.length - 1]
+  if (at[0] === 'pipelines' && at.length === 2) return shapes.pipeline
+  if (at.length >= 2 && at[at.length - 2] === 'columns') return shapes.column
+  if (typeof last === 'string' && last in shapes) return shapes[last]
+  return []
+}
+
+function toColumn(name: string, input: ColumnInput): ResolvedColumn {
+  const spec = typeof input === 'string' ? { type: input } : input
+  const column: ResolvedColumn = {
+    name,
+    source: spec.source ?? name,
+    type: spec.type,
+    required: spec.required ?? false,
+    ...(spec.type === 'decimal' ? { precision: spec.precision ?? 38, scale: spec.scale ?? 9 } : {}),
+  }
+  return column
+}
+
+function resolveFormat(input: PipelineConfig['format'], at: string, knownFormats: ReadonlySet<string>, problems: string[]): ResolvedFormat | undefined {
+  if (input === undefined) return undefined
+  const type = typeof input === 'string' ? input : input.type
+  const alias = formatAlias(type)
+  if (alias !== undefined && typeof input === 'string') return alias
+  if (!knownFormats.has(type)) {
+    problems.push(`${at}${typeof input === 'string' ? '' : '.type'}: expected one of ${[...knownFormats, 'tsv'].join(', ')}; got ${JSON.stringify(type)}`)
+    return undefined
+  }
+  if (typeof input === 'string') return { type, options: {} }
+  const schema = BUILTIN_FORMAT_SCHEMAS[type as keyof typeof BUILTIN_FORMAT_SCHEMAS]
+  if (schema !== undefined) {
+    const parsed = schema.safeParse(input, { reportInput: true })
+    if (!parsed.success) {
+      problems.push(...formatIssues(parsed.error.issues, () => Object.keys(schema.shape), at.split('.').flatMap(splitPathSegment)))
+      return undefined
+    }
+  }
+  const { type: _type, ...options } = input
+  return { type, options }
+}
+
+function splitPathSegment(segment: string): PropertyKey[] {
+  const match = /^(\w+)\[(\d+)\]$/.exec(segment)
+  return match ? [match[1], Number(match[2])] : [segment]
+}
+
+function resolveLedger(input: UserConfig['ledger'], root: string, problems: string[]): ResolvedLedger | undefined {
+  const value = input === undefined ? DEFAULT_LEDGER : readEnv(input)
+  if (value === undefined) {
+    problems.push(`ledger: environment variable ${isEnvRef(input) ? input.name : ''} is not set`)
+    return undefined
+  }
+  if (value.startsWith('sqlite:')) {
+    const file = value.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '')
+    if (file === '') {
+      problems.push('ledger: expected sqlite:PATH, e.g. sqlite:.filedge/ledger.db')
+      return undefined
+    }
+    return { kind: 'sqlite', path: path.resolve(root, file) }
+  }
+  if (/^postgres(ql)?:\/\//.test(value)) {
+    const url = new URL(value)
+    const schema = url.searchParams.get('schema') ?? 'filedge'
+    url.searchParams.delete('schema')
+    return { kind: 'postgres', url: url.toString(), schema }
+  }
+  problems.push(`ledger: expected "sqlite:PATH" or a postgres:// URL; got ${isEnvRef(input) ? `the value of ${input.name}` : JSON.stringify(value)}`)
+  return undefined
+}
+
+/**
+ * Validates a loaded config and resolves it once into the read-only object
+ * the rest of filedge reads. Nothing here touches a database or the source
+ * directories: a bad config fails before anything is created.
+ */
+export function resolveConfig(raw: unknown, options: { configFile?: string; cwd?: string; builtinPlugins?: readonly Plugin[] } = {}): ResolvedConfig {
+  const configDir = options.configFile ? path.dirname(options.configFile) : (options.cwd ?? process.cwd())
+  let warnings: string[] = []
+  if (typeof raw === 'object' && raw !== null && ('presets' in raw || 'disablePlugins' in raw)) {
+    ;({ config: raw, warnings } = applyPresets(raw as UserConfig))
+  }
+  const candidate = raw as Partial<UserConfig> | undefined
+  const plugins = flattenPlugins(
+    typeof candidate === 'object' && candidate !== null && Array.isArray(candidate.plugins) ? candidate.plugins : undefined,
+  )
+  const parsed = configSchema.safeParse(
+    typeof candidate === 'object' && candidate !== null && 'plugins' in candidate ? { ...candidate, plugins } : raw,
+    { reportInput: true },
+  )
+  if (!parsed.success) throw invalid(formatIssues(parsed.error.issues, knownKeysAt).map(misplacedAllowEmpty))
+  const config = parsed.data as unknown as UserConfig
+
+  const problems: string[] = []
+  const root = path.resolve(configDir, config.root ?? '.')
+  const knownFormats = new Set([
+    ...Object.keys(BUILTIN_FORMATS),
+    ...[...(options.builtinPlugins ?? []), ...plugins].flatMap((plugin) => plugin.formats ?? []),
+  ])
+
+  const names = new Set<string>()
+  const pipelines: ResolvedPipeline[] = config.pipelines.map((pipeline, index) => {
+    const at = `pipelines[${index}]`
+    if (names.has(pipeline.name)) problems.push(`${at}.name: "${pipeline.name}" is used by another pipeline; names must be unique`)
+    names.add(pipeline.name)
+
+    const columns = Object.entries(pipeline.columns).map(([name, input]) => toColumn(name, input))
+    const sources = new Map<string, string>()
+    for (const column of columns) {
+      const columnAt = `${at}.columns${formatPath([column.name]).replace(/^(?!\[)/, '.')}`
+      if (PROVENANCE_COLUMNS.some((provenance) => provenance.name === column.name)) {
+        problems.push(`${columnAt}: "${column.name}" is a provenance column filedge adds itself; rename it`)
+      }
+      const other = sources.get(column.source)
+      if (other !== undefined) problems.push(`${columnAt}.source: field "${column.source}" already feeds column "${other}"`)
+      sources.set(column.source, column.name)
+      if (column.type !== 'decimal' && (pipeline.columns[column.name] as { precision?: number; scale?: number }).precision !== undefined) {
+        problems.push(`${columnAt}.precision: only decimal columns take a precision`)
+      }
+      if (column.type !== 'decimal' && (pipeline.columns[column.name] as { scale?: number }).scale !== undefined) {
+        problems.push(`${columnAt}.scale: only decimal columns take a scale`)
+      }
+      if (column.type === 'decimal' && column.scale! > column.precision!) {
+        problems.push(`${columnAt}.scale: must not exceed precision (${column.precision})`)
+      }
+    }
+
+    const mode = resolveWriteMode(pipeline, columns, at, problems)
+    const format = resolveFormat(pipeline.format, `${at}.format`, knownFormats, problems)
+    const source = typeof pipeline.source === 'string' ? { dir: pipeline.source } : pipeline.source
+    const include = source.include ?? defaultIncludes(format ? [format.type] : Object.keys(BUILTIN_FORMATS))
+    if (include.length === 0) problems.push(`${at}.source.include: no default patterns for format "${format?.type}"; list the files to include`)
+    return Object.freeze({
+      name: pipeline.name,
+      sourceDir: path.resolve(root, source.dir),
+      include: Object.freeze([...include]),
+      exclude: Object.freeze([...(source.exclude ?? [])]),
+      ...(source.readyMarker === undefined ? {} : { readyMarker: source.readyMarker }),
+      format,
+      destination: pipeline.destination!,
+      table: pipeline.table,
+      writeMode: mode.writeMode,
+      columns: Object.freeze(mode.columns.map((column) => Object.freeze(column))),
+      unknownColumns: pipeline.unknownColumns ?? 'error',
+      retry: Object.freeze({ attempts: pipeline.retry?.attempts ?? DEFAULT_ATTEMPTS }),
+      batchSize: pipeline.batchSize ?? DEFAULT_BATCH_SIZE,
+    })
+  })
+
+  const ledger = resolveLedger(config.ledger, root, problems)
+  const ttlMs = config.lease?.ttl === undefined ? DEFAULT_TTL_MS : toMs(config.lease.ttl)
+  const heartbeatMs = config.lease?.heartbeat === undefined ? Math.max(50, Math.floor(ttlMs / 3)) : toMs(config.lease.heartbeat)
+  if (heartbeatMs >= ttlMs) problems.push(`lease.heartbeat: must be shorter than lease.ttl (${ttlMs} ms), or the lease lapses between heartbeats`)
+
+  const pluginNames = new Set<string>()
+  for (const [index, plugin] of plugins.entries()) {
+    if (pluginNames.has(plugin.name)) problems.push(`plugins[${index}].name: "${plugin.name}" is already used by another plugin`)
+    pluginNames.add(plugin.name)
+  }
+
+  if (problems.length > 0 || ledger === undefined) throw invalid(problems)
+  return Object.freeze({
+    root,
+    configFile: options.configFile,
+    ledger: Object.freeze(ledger),
+    lease: Object.freeze({ ttlMs, heartbeatMs }),
+    concurrency: config.concurrency ?? DEFAULT_CONCURRENCY,
+    watch: Object.freeze({
+      enabled: config.watch === true || (typeof config.watch === 'object' && config.watch.enabled === true),
+      settleMs: typeof config.watch === 'object' && config.watch.settle !== undefined ? toMs(config.watch.settle) : DEFAULT_SETTLE_MS,
+    }),
+    plugins: Object.freeze(plugins),
+    pipelines: Object.freeze(pipelines),
+    warnings: Object.freeze(warnings),
+  })
+}
+
+/** `allowEmpty` is an option of the truncate mode; written next to `writeMode`, where one first looks for it, the message says where it goes. */
+function misplacedAllowEmpty(line: string): string {
+  const match = /^(pipelines\[\d+\])\.allowEmpty: unknown key/.exec(line)
+  return match === null ? line : `${match[1]}.allowEmpty: unknown key; it is an option of the truncate mode: writeMode: { truncate: { allowEmpty: true } }`
+}
+
+function invalid(lines: readonly string[]) {
+  return configInvalid(lines.length === 1 ? `invalid config: ${lines[0]}` : `invalid config:\n  ${lines.join('\n  ')}`)
+}

@@ -1,0 +1,153 @@
+import { z } from 'zod'
+import { isEnvRef } from '../secrets.js'
+import { COLUMN_TYPES } from './types.js'
+
+/**
+ * The config's shape. Every object is strict: an unknown key is an error
+ * (a typo must not silently fall back to a default).
+ */
+
+const duration = z.union([
+  z.number().int().positive(),
+  z.string().regex(/^\d+(\.\d+)?(ms|s|m|h)$/, 'expected a duration like 500ms, 30s, 2m or 1h'),
+])
+
+const maybeEnvString = z.union([z.string().min(1), z.custom((value) => isEnvRef(value), 'expected a string or env("NAME")')])
+
+const column = z.preprocess(
+  (value) => (typeof value === 'string' ? { type: value } : value),
+  z.strictObject({
+    type: z.enum(COLUMN_TYPES),
+    required: z.boolean().optional(),
+    source: z.string().min(1).optional(),
+    precision: z.number().int().min(1).max(38).optional(),
+    scale: z.number().int().min(0).max(38).optional(),
+  }),
+)
+
+const singleChar = z.string().length(1, 'expected a single character')
+
+export const csvFormatSchema = z.strictObject({
+  type: z.literal('csv'),
+  delimiter: singleChar.optional(),
+  quote: singleChar.optional(),
+  escape: singleChar.optional(),
+  encoding: z.string().min(1).optional(),
+  header: z.union([z.boolean(), z.array(z.string().min(1)).min(1)]).optional(),
+  nullValues: z.array(z.string()).optional(),
+})
+
+/** NDJSON, JSON arrays and Parquet take no options today; strict objects still catch a misspelt key. */
+export const jsonFormatSchema = z.strictObject({ type: z.enum(['ndjson', 'json']) })
+export const parquetFormatSchema = z.strictObject({ type: z.literal('parquet') })
+
+/** Option schemas of the built-in formats, by type. */
+export const BUILTIN_FORMAT_SCHEMAS = {
+  csv: csvFormatSchema,
+  ndjson: jsonFormatSchema,
+  json: jsonFormatSchema,
+  parquet: parquetFormatSchema,
+} as const
+
+const format = z.union([
+  z.string().min(1),
+  z.looseObject({ type: z.string().min(1) }),
+])
+
+const destination = z.custom(
+  (value) =>
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { name?: unknown }).name === 'string' &&
+    typeof (value as { prepare?: unknown }).prepare === 'function' &&
+    typeof (value as { write?: unknown }).write === 'function',
+  'expected a destination: sqlite({ path: "warehouse.db" }) in code, or { "type": "sqlite", "path": "warehouse.db" } in JSON',
+)
+
+const plugin = z.custom(
+  (value) =>
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { name?: unknown }).name === 'string' &&
+    typeof (value as { apply?: unknown }).apply === 'function',
+  'expected a plugin: { name, apply(ctx) }',
+)
+
+const retry = z.strictObject({ attempts: z.number().int().min(1).max(1000).optional() })
+const lease = z.strictObject({ ttl: duration.optional(), heartbeat: duration.optional() })
+const columns = z.record(z.string().min(1), column)
+const opValues = z.array(z.string().min(1)).min(1, 'expected at least one op value')
+export const cdcSchema = z.strictObject({
+  keys: z.array(z.string().min(1)).min(1, 'expected at least one key column'),
+  op: z.string().min(1),
+  sequence: z.string().min(1),
+  ops: z.strictObject({ insert: opValues.optional(), update: opValues.optional(), delete: opValues.optional() }),
+})
+export const truncateSchema = z.strictObject({ allowEmpty: z.boolean().optional() })
+/**
+ * `'cdc'` alone passes here so that resolve can say what it is missing; the
+ * object form is one strict object (not a union of two) so that a misspelt
+ * mode gets "did you mean" like any other key.
+ */
+const writeMode = z.union([
+  z.enum(['append', 'truncate', 'cdc']),
+  z
+    .strictObject({ truncate: truncateSchema.optional(), cdc: cdcSchema.optional() })
+    .refine((mode) => (mode.truncate === undefined) !== (mode.cdc === undefined), "expected 'append', 'truncate', { truncate: { allowEmpty } } or { cdc: { keys, op, sequence, ops } }"),
+])
+const unknownColumns = z.enum(['error', 'ignore'])
+const batchSize = z.number().int().min(1).max(1_000_000)
+const concurrency = z.number().int().min(1).max(256)
+
+const pipeline = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'expected letters, digits, "_", "-" or "."'),
+  source: z.union([
+    z.string().min(1),
+    z.strictObject({
+      dir: z.string().min(1),
+      include: z.array(z.string().min(1)).min(1).optional(),
+      exclude: z.array(z.string().min(1)).optional(),
+      readyMarker: z.string().regex(/^[^/\\]+$/, 'expected a file-name suffix such as ".ok"').optional(),
+    }),
+  ]),
+  format: format.optional(),
+  destination,
+  table: z.string().min(1),
+  writeMode: writeMode.optional(),
+  columns: columns.refine((value) => Object.keys(value).length > 0, 'expected at least one column'),
+  unknownColumns: unknownColumns.optional(),
+  retry: retry.optional(),
+  batchSize: batchSize.optional(),
+})
+
+export const configSchema = z.strictObject({
+  root: z.string().min(1).optional(),
+  ledger: maybeEnvString.optional(),
+  lease: lease.optional(),
+  concurrency: concurrency.optional(),
+  watch: z.union([z.boolean(), z.strictObject({ enabled: z.boolean().optional(), settle: duration.optional() })]).optional(),
+  plugins: z.array(plugin).optional(),
+  pipelines: z.array(pipeline).min(1, 'expected at least one pipeline'),
+})
+
+/** A preset after its plugins were flattened; `extends` entries are checked one by one as they are visited. */
+export const presetSchema = z.strictObject({
+  name: z.string().min(1),
+  extends: z.array(z.unknown()).optional(),
+  ledger: maybeEnvString.optional(),
+  lease: lease.optional(),
+  concurrency: concurrency.optional(),
+  plugins: z.array(plugin).optional(),
+  disablePlugins: z.array(z.string().min(1)).optional(),
+  defaults: z
+    .strictObject({
+      format: format.optional(),
+      destination: destination.optional(),
+      writeMode: writeMode.optional(),
+      retry: retry.optional(),
+      batchSize: batchSize.optional(),
+      unknownColumns: unknownColumns.optional(),
+      columns: columns.optional(),
+    })
+    .optional(),
+})

@@ -1,0 +1,248 @@
+import type { Destination } from '../destination.js'
+import type { Plugin } from '../plugin.js'
+import type { TableColumn } from '../rows.js'
+import type { EnvRef, MaybeEnv } from '../secrets.js'
+
+/** Column types a pipeline can declare. See the coercion table in the README. */
+export const COLUMN_TYPES = ['string', 'integer', 'float', 'decimal', 'boolean', 'date', 'timestamp', 'json'] as const
+export type ColumnType = (typeof COLUMN_TYPES)[number]
+
+export interface ColumnSpec {
+  type: ColumnType
+  /** A null or empty value fails the file. Default false. */
+  required?: boolean
+  /** The column's name in the file, when it differs from the destination column name. */
+  source?: string
+  /** decimal only: total digits (default 38). */
+  precision?: number
+  /** decimal only: digits after the point (default 9). A value with more digits fails; it is never rounded. */
+  scale?: number
+}
+
+export type ColumnInput = ColumnType | ColumnSpec
+
+/** `500`, `'500ms'`, `'30s'`, `'2m'`, `'1h'`; a bare number is milliseconds. */
+export type Duration = number | `${number}${'ms' | 's' | 'm' | 'h'}`
+
+export interface CsvFormatOptions {
+  type: 'csv'
+  /** One character. Default `,` (`\t` for `.tsv` files). */
+  delimiter?: string
+  /** One character. Default `"`. */
+  quote?: string
+  /** Escapes a quote inside a quoted field. Default: the quote character (`""`). */
+  escape?: string
+  /** Any WHATWG encoding label: `utf-8` (default), `latin1`, `windows-1252`, `utf-16le`… */
+  encoding?: string
+  /** `true`: the first record names the fields (default). `false`: fields are the declared columns' source names, in order. Or the field names. */
+  header?: boolean | string[]
+  /** Field values that mean NULL, besides an empty unquoted field. E.g. `['NULL', '\\N']`. */
+  nullValues?: string[]
+}
+
+export type FormatOptions = CsvFormatOptions | ({ type: string } & Record<string, unknown>)
+export type FormatInput = string | FormatOptions
+
+export interface SourceConfig {
+  /** Directory to scan, relative to the config file. */
+  dir: string
+  /** Glob patterns relative to `dir`. Default: every file of a format filedge knows. */
+  include?: string[]
+  /** Glob patterns to skip, on top of the defaults (dotfiles, `*.tmp`, `*.part`, `*.crdownload`). */
+  exclude?: string[]
+  /**
+   * For producers that signal completion with a marker file: a data file is
+   * loaded only once `<file><readyMarker>` exists, e.g. `'.ok'` for
+   * `orders.csv.ok` next to `orders.csv`.
+   */
+  readyMarker?: string
+}
+
+export interface RetryConfig {
+  /** How many times a file may be attempted before it is terminal (skipped until `filedge requeue`). Default 3. */
+  attempts?: number
+}
+
+/** The write modes by name, as a destination declares them in `capabilities.writeModes`. */
+export const WRITE_MODES = ['append', 'truncate', 'cdc'] as const
+export type WriteModeName = (typeof WRITE_MODES)[number]
+
+export interface TruncateOptions {
+  /**
+   * Let an empty or header-only file empty the table. Default false: such a
+   * file fails instead (an empty export is more often a broken producer than
+   * a real "no rows").
+   */
+  allowEmpty?: boolean
+}
+
+/** Change files: inserts, updates and deletes of rows identified by business keys. See "Write mode: cdc" in the README. */
+export interface CdcOptions {
+  /** Declared columns that identify a row (its business key). */
+  keys: string[]
+  /** Declared `string` column saying what the change is; it is not stored in the table. */
+  op: string
+  /** Declared column ordering the changes of a key (integer, float, decimal, date, timestamp or string), compared by its type. */
+  sequence: string
+  /** Which op values mean what. A value that is in no list fails its file. */
+  ops: { insert?: string[]; update?: string[]; delete?: string[] }
+}
+
+/**
+ * - `'append'` (default): each file adds its rows.
+ * - `'truncate'` or `{ truncate: { allowEmpty } }`: each file replaces the table's contents.
+ * - `{ cdc: { keys, op, sequence, ops } }`: each file is a set of changes applied by key.
+ */
+export type WriteMode = 'append' | 'truncate' | { truncate: TruncateOptions } | { cdc: CdcOptions }
+
+export interface PipelineConfig {
+  /** Unique, stable name: the ledger keys files by (pipeline, hash). */
+  name: string
+  source: SourceConfig | string
+  /** Default: detected per file from its extension. */
+  format?: FormatInput
+  /** Required, unless a preset's `defaults.destination` provides one. */
+  destination?: Destination
+  /** Destination table name, used verbatim (quoted). */
+  table: string
+  writeMode?: WriteMode
+  columns: Record<string, ColumnInput>
+  /** A file field that no column declares: `'error'` fails the file (default), `'ignore'` drops the field. */
+  unknownColumns?: 'error' | 'ignore'
+  retry?: RetryConfig
+  /** Rows per batch handed to transforms and the destination. Default 2,000. */
+  batchSize?: number
+}
+
+export interface LeaseConfig {
+  /** How long a claim holds a file without a heartbeat. Default `'60s'`. */
+  ttl?: Duration
+  /** How often a worker renews its lease while a file loads. Default: a third of `ttl`. */
+  heartbeat?: Duration
+}
+
+export type PluginOption = Plugin | false | null | undefined | PluginOption[]
+
+/** Pipeline settings a preset supplies; a pipeline's own settings win (format options and columns merge key by key). */
+export interface PipelineDefaults {
+  format?: FormatInput
+  destination?: Destination
+  writeMode?: WriteMode
+  retry?: RetryConfig
+  batchSize?: number
+  unknownColumns?: 'error' | 'ignore'
+  /** Columns every pipeline gets (a convention such as a tenant column); a pipeline's own column of the same name wins. */
+  columns?: Record<string, ColumnInput>
+}
+
+/**
+ * A shareable bundle: plugins, top-level settings and pipeline defaults,
+ * published as an npm package or kept in the repo. Resolved depth-first
+ * through `extends`; later presets win, and the config itself wins over all.
+ */
+export interface Preset {
+  /** Unique; used to de-duplicate diamonds and to report cycles. */
+  name: string
+  extends?: PresetOption[]
+  ledger?: MaybeEnv
+  lease?: LeaseConfig
+  concurrency?: number
+  plugins?: PluginOption[]
+  /** Removes plugins (by name) that earlier presets in the chain added. */
+  disablePlugins?: string[]
+  defaults?: PipelineDefaults
+}
+
+/** A preset value, or the name of an npm package (or a relative path) whose default export is one. */
+export type PresetOption = Preset | string | false | null | undefined
+
+export interface UserConfig {
+  /** Where relative paths start. Default: the directory of the config file. */
+  root?: string
+  /** `'sqlite:.filedge/ledger.db'` (default) or a `postgres://` URL, usually `env('FILEDGE_LEDGER_URL')`. */
+  ledger?: MaybeEnv
+  lease?: LeaseConfig
+  /** Files in flight per pipeline. Default 4. */
+  concurrency?: number
+  /**
+   * `true` (or `{ enabled: true }`): keep running and load files as they land,
+   * as `--watch` does. `settle`: how long a file's size must stay unchanged
+   * before it counts as written (default `'500ms'`); it applies to `--watch`
+   * without enabling watching by itself.
+   */
+  watch?: boolean | { enabled?: boolean; settle?: Duration }
+  /** Applied in order before this config; see Preset. */
+  presets?: PresetOption[]
+  plugins?: PluginOption[]
+  /** Removes plugins (by name) that presets added. */
+  disablePlugins?: string[]
+  pipelines: PipelineConfig[]
+}
+
+export interface ResolvedColumn {
+  readonly name: string
+  readonly source: string
+  readonly type: ColumnType
+  readonly required: boolean
+  readonly precision?: number
+  readonly scale?: number
+}
+
+export interface ResolvedFormat {
+  readonly type: string
+  readonly options: Readonly<Record<string, unknown>>
+}
+
+export interface ResolvedPipeline {
+  readonly name: string
+  readonly sourceDir: string
+  readonly include: readonly string[]
+  readonly exclude: readonly string[]
+  readonly readyMarker?: string
+  /** Undefined: detect per file from its extension. */
+  readonly format?: ResolvedFormat
+  readonly destination: Destination
+  readonly table: string
+  readonly writeMode: ResolvedWriteMode
+  /** What coercion checks. In a cdc pipeline `required` holds for keys, op and sequence only; see ResolvedCdc.changeColumns. */
+  readonly columns: readonly ResolvedColumn[]
+  readonly unknownColumns: 'error' | 'ignore'
+  readonly retry: { readonly attempts: number }
+  readonly batchSize: number
+}
+
+export type ResolvedWriteMode = { readonly kind: 'append' } | { readonly kind: 'truncate'; readonly allowEmpty: boolean } | ResolvedCdc
+
+export interface ResolvedCdc {
+  readonly kind: 'cdc'
+  readonly keys: readonly string[]
+  readonly op: string
+  readonly sequence: string
+  readonly ops: { readonly insert: readonly string[]; readonly update: readonly string[]; readonly delete: readonly string[] }
+  /**
+   * A change record's columns in the pipeline's order, the op column
+   * included: the layout of a cdc job's batches. `required` is true for the
+   * keys, op and sequence, and for every column the pipeline declares
+   * required, which inserts and updates must fill and deletes need not.
+   */
+  readonly changeColumns: readonly TableColumn[]
+}
+
+export type ResolvedLedger =
+  | { readonly kind: 'sqlite'; readonly path: string }
+  | { readonly kind: 'postgres'; readonly url: string; readonly schema: string }
+
+export interface ResolvedConfig {
+  readonly root: string
+  readonly configFile?: string
+  readonly ledger: ResolvedLedger
+  readonly lease: { readonly ttlMs: number; readonly heartbeatMs: number }
+  readonly concurrency: number
+  readonly watch: { readonly enabled: boolean; readonly settleMs: number }
+  readonly plugins: readonly Plugin[]
+  readonly pipelines: readonly ResolvedPipeline[]
+  /** Not errors, but worth saying (a `disablePlugins` name that matched nothing). The CLI prints them. */
+  readonly warnings: readonly string[]
+}
+
+export type { EnvRef }

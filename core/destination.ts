@@ -1,0 +1,111 @@
+import type { ResolvedColumn, ResolvedConfig, ResolvedFormat, ResolvedWriteMode, WriteModeName } from './config/types.js'
+import type { Logger } from './logger.js'
+import type { RowBatch, TableSpec } from './rows.js'
+
+/** The file being written, as the ledger knows it. */
+export interface FileRef {
+  /** Lowercase hex SHA-256 of the file's bytes: its identity. */
+  readonly hash: string
+  /** Relative to the project root, `/`-separated. */
+  readonly path: string
+  readonly absPath: string
+  readonly size: number
+  readonly mtimeMs: number
+}
+
+export interface WriteJob {
+  readonly pipeline: string
+  /** The destination table: for cdc, the change columns without the op column (see ResolvedCdc). */
+  readonly table: TableSpec
+  /**
+   * How the file's rows land (README, "Write modes"):
+   * - `append`: delete this hash's rows, insert the file's rows.
+   * - `truncate`: replace the table's contents with the file's rows; a file
+   *   with no rows fails (FILE_INVALID) unless `allowEmpty`; a file that was
+   *   applied before and then replaced by a later one is not applied again.
+   * - `cdc`: the batches are changes laid out as `changeColumns`; collapse
+   *   them to the last change per key by sequence, skip those not newer than
+   *   what the table holds for the key (rows and tombstones), apply the rest.
+   * All in one transaction, as for append.
+   */
+  readonly writeMode: ResolvedWriteMode
+  readonly file: FileRef
+  /** ISO-8601 UTC, one value for every row of this file. */
+  readonly ingestedAt: string
+  /** Rows, already coerced and transformed. Pull them inside the transaction. */
+  readonly batches: AsyncIterable<RowBatch>
+  /**
+   * How the file was read, for a destination that can read it itself
+   * (DuckDB's `read_csv`, a `COPY`). Set only when nothing stands between
+   * coercion and the destination (no `transform` tap), so reading `file`
+   * with this format and these columns yields exactly the rows `batches`
+   * would. A destination that uses it instead of `batches` keeps filedge's
+   * semantics or falls back to `batches`: it loads the claimed bytes (checks
+   * hash and size), applies the README's coercion rules exactly, and numbers
+   * rows by record. The header has already been checked against the columns.
+   */
+  readonly source?: SourceLayout
+  /**
+   * Throws CLAIM_LOST if this worker no longer holds the file. Call it inside
+   * the transaction, after the last row and right before committing, so a
+   * worker that lost its lease never commits.
+   */
+  assertLease(): Promise<void>
+  /** Aborted when the lease is lost or the run is stopping. */
+  readonly signal: AbortSignal
+}
+
+export interface SourceLayout {
+  readonly format: ResolvedFormat
+  /** The file's field names as the format read them, in file order. */
+  readonly fields: readonly string[]
+  /** Line of the header, when the format has one. */
+  readonly headerLine?: number
+  /** The pipeline's columns, with the field each one reads (`source`). */
+  readonly columns: readonly ResolvedColumn[]
+  readonly unknownColumns: 'error' | 'ignore'
+}
+
+export interface WriteResult {
+  readonly rows: number
+}
+
+export interface DestinationCapabilities {
+  /** A file's rows commit or roll back together. */
+  readonly transactions: boolean
+  /** The write modes `write` implements; a pipeline asking for another one is refused when the config is resolved. */
+  readonly writeModes: readonly WriteModeName[]
+}
+
+export interface DestinationContext {
+  readonly config: ResolvedConfig
+  readonly logger: Logger
+}
+
+/**
+ * A destination is a small object built by a factory (`sqlite({ path })`).
+ * Contract (checked by `filedge/testing`'s `testDestination`):
+ * - `prepare` creates the table with the declared columns plus the provenance
+ *   columns, or, if it exists, throws SCHEMA_DRIFT listing every difference.
+ * - `write` is atomic and idempotent per file hash: in append mode it removes
+ *   any rows of `job.file.hash` and inserts the file's rows in one
+ *   transaction; the other modes are described on `WriteJob.writeMode`.
+ */
+export interface Destination {
+  /** Short name for messages and the plugin name: `sqlite`, `duckdb`… */
+  readonly name: string
+  readonly capabilities: DestinationCapabilities
+  /** Where it writes, safe to print (no secrets). */
+  describe(): string
+  /** Called once per run before any table is prepared. Relative paths resolve against `ctx.config.root`. */
+  open?(ctx: DestinationContext): Promise<void>
+  /**
+   * Creates or checks `table`, and whatever `writeMode` needs beside it (the
+   * built-in destinations: a unique index on the cdc keys and the
+   * `<table>__filedge_deleted` tombstones; the `<table>__filedge_loads` log
+   * for truncate). `writeMode` is absent when a caller prepares for append.
+   */
+  prepare(table: TableSpec, writeMode?: ResolvedWriteMode): Promise<void>
+  write(job: WriteJob): Promise<WriteResult>
+  close?(): Promise<void>
+}

@@ -1,0 +1,315 @@
+/**
+ * A streaming CSV parser (RFC 4180 plus the variants real exports use).
+ *
+ * Why not csv-parse: on the 1M-row benchmark file (74 MB) csv-parse takes
+ * 5.5 s, 11.2 s with line numbers, while `sqlite3 .import` loads the whole
+ * file into a typed table in 3.6 s. This parser slices unquoted fields
+ * straight out of the decoded chunk and keeps state across chunks, so a field
+ * may span any number of chunks without rescanning (a 10 MB single line costs
+ * the same as 10 MB of short lines).
+ *
+ * Rules: records end at LF, CRLF or a lone CR (mixed endings are fine); blank
+ * lines are skipped; a quoted field may hold delimiters, quotes (doubled, or
+ * preceded by `escape`) and newlines; an empty unquoted field is null while
+ * `""` is the empty string; a quote inside an unquoted field, text after a
+ * closing quote, an unterminated quote and NUL bytes are errors with the line.
+ */
+
+export interface CsvParserOptions {
+  readonly delimiter: string
+  readonly quote: string
+  /** Defaults to `quote` (RFC 4180 `""`). */
+  readonly escape?: string
+  /** Unquoted values that mean null, besides the empty field. */
+  readonly nullValues?: readonly string[]
+  /** A field longer than this fails the file (an unterminated quote must not eat the heap). */
+  readonly maxFieldChars?: number
+}
+
+export class CsvSyntaxError extends Error {
+  constructor(
+    message: string,
+    readonly line: number,
+    /** 1-based field of the record the error is in, when it is in one. */
+    readonly field?: number,
+  ) {
+    super(message)
+  }
+}
+
+const LF = 10
+const CR = 13
+
+const enum State {
+  FieldStart,
+  Unquoted,
+  Quoted,
+  /** Just read a quote inside a quoted field: the closing quote, or the first half of `""`. */
+  QuoteSeen,
+  /** Just read the escape character inside a quoted field (escape ≠ quote). */
+  EscapeSeen,
+  /** Just ended a record at CR; an LF right after belongs to it. */
+  AfterCr,
+}
+
+export const DEFAULT_MAX_FIELD_CHARS = 64 * 1024 * 1024
+
+export class CsvParser {
+  /** Completed records and the line each started on, drained by the caller. */
+  records: (string | null)[][] = []
+  lines: number[] = []
+
+  private readonly delimiter: number
+  private readonly quote: number
+  private readonly quoteChar: string
+  private readonly escapeChar: string
+  private readonly escapeIsQuote: boolean
+  private readonly nullValues: ReadonlySet<string> | undefined
+  private readonly maxFieldChars: number
+
+  private state = State.FieldStart
+  private fields: (string | null)[] = []
+  private field = ''
+  private line = 1
+  private recordLine = 1
+  private quoteLine = 1
+  /** A CR ended the previous quoted segment: an LF starting the next one is the same line break. */
+  private quotedCr = false
+
+  constructor(options: CsvParserOptions) {
+    this.delimiter = options.delimiter.charCodeAt(0)
+    this.quote = options.quote.charCodeAt(0)
+    this.quoteChar = options.quote
+    this.escapeChar = options.escape ?? options.quote
+    this.escapeIsQuote = this.escapeChar === options.quote
+    this.nullValues = options.nullValues && options.nullValues.length > 0 ? new Set(options.nullValues) : undefined
+    this.maxFieldChars = options.maxFieldChars ?? DEFAULT_MAX_FIELD_CHARS
+  }
+
+  /** The line the parser has reached (for messages about the input that follows). */
+  get currentLine(): number {
+    return this.line
+  }
+
+  /** The 1-based field of the current record the parser has reached. */
+  get currentField(): number {
+    return this.fields.length + 1
+  }
+
+  write(text: string): void {
+    const nul = text.indexOf('\0')
+    if (nul >= 0) {
+      this.scan(text.slice(0, nul))
+      throw new CsvSyntaxError('NUL byte in the data (a binary file, or UTF-16 without `encoding` set?)', this.line, this.currentField)
+    }
+    this.scan(text)
+  }
+
+  end(): void {
+    switch (this.state) {
+      case State.Quoted:
+      case State.EscapeSeen:
+        throw new CsvSyntaxError('unterminated quoted field (the file ends inside quotes)', this.quoteLine, this.currentField)
+      case State.QuoteSeen:
+        this.pushQuoted()
+        this.endRecord()
+        break
+      case State.Unquoted:
+        this.pushUnquoted(this.field)
+        this.endRecord()
+        break
+      case State.FieldStart:
+        // "a,b," at the very end: the trailing delimiter opened an empty last field.
+        if (this.fields.length > 0) {
+          this.fields.push(null)
+          this.endRecord()
+        }
+        break
+      case State.AfterCr:
+        break
+    }
+    this.state = State.FieldStart
+  }
+
+  private scan(s: string): void {
+    const n = s.length
+    const delimiter = this.delimiter
+    const quote = this.quote
+    let i = 0
+    while (i < n) {
+      switch (this.state) {
+        case State.AfterCr:
+          if (s.charCodeAt(i) === LF) i++
+          this.state = State.FieldStart
+          break
+
+        case State.FieldStart: {
+          const c = s.charCodeAt(i)
+          if (this.fields.length === 0) {
+            if (c === LF || c === CR) {
+              // Blank line: no record.
+              this.line++
+              i++
+              this.state = c === CR ? State.AfterCr : State.FieldStart
+              break
+            }
+            this.recordLine = this.line
+          }
+          if (c === quote) {
+            this.state = State.Quoted
+            this.field = ''
+            this.quoteLine = this.line
+            this.quotedCr = false
+            i++
+            break
+          }
+          if (c === delimiter) {
+            this.fields.push(null)
+            i++
+            break
+          }
+          if (c === LF || c === CR) {
+            // Line ended right after a delimiter: the last field is empty.
+            this.fields.push(null)
+            this.endRecord()
+            this.line++
+            i++
+            this.state = c === CR ? State.AfterCr : State.FieldStart
+            break
+          }
+          this.state = State.Unquoted
+          this.field = ''
+          break
+        }
+
+        case State.Unquoted: {
+          let j = i
+          let c = 0
+          while (j < n) {
+            c = s.charCodeAt(j)
+            if (c === delimiter || c === LF || c === CR || c === quote) break
+            j++
+          }
+          if (j === n) {
+            this.field += s.slice(i, n)
+            this.checkFieldSize()
+            i = n
+            break
+          }
+          if (c === quote) {
+            throw new CsvSyntaxError(`quote character inside unquoted field ${this.currentField} (quote the whole field and double the quote)`, this.line, this.currentField)
+          }
+          const value = this.field === '' ? s.slice(i, j) : this.field + s.slice(i, j)
+          this.field = ''
+          this.pushUnquoted(value)
+          i = j + 1
+          if (c === delimiter) {
+            this.state = State.FieldStart
+          } else {
+            this.endRecord()
+            this.line++
+            this.state = c === CR ? State.AfterCr : State.FieldStart
+          }
+          break
+        }
+
+        case State.Quoted: {
+          let j = s.indexOf(this.quoteChar, i)
+          if (!this.escapeIsQuote) {
+            const e = s.indexOf(this.escapeChar, i)
+            if (e >= 0 && (j < 0 || e < j)) j = e
+          }
+          const end = j < 0 ? n : j
+          if (end > i) {
+            const segment = s.slice(i, end)
+            this.countQuotedLines(segment)
+            this.field += segment
+            this.checkFieldSize()
+          }
+          if (j < 0) {
+            i = n
+            break
+          }
+          i = j + 1
+          this.state = !this.escapeIsQuote && s[j] === this.escapeChar ? State.EscapeSeen : State.QuoteSeen
+          break
+        }
+
+        case State.EscapeSeen:
+          this.field += s[i]
+          this.quotedCr = false
+          i++
+          this.state = State.Quoted
+          break
+
+        case State.QuoteSeen: {
+          const c = s.charCodeAt(i)
+          if (c === quote && this.escapeIsQuote) {
+            this.field += this.quoteChar
+            this.quotedCr = false
+            this.state = State.Quoted
+            i++
+          } else if (c === delimiter) {
+            this.pushQuoted()
+            this.state = State.FieldStart
+            i++
+          } else if (c === LF || c === CR) {
+            this.pushQuoted()
+            this.endRecord()
+            this.line++
+            i++
+            this.state = c === CR ? State.AfterCr : State.FieldStart
+          } else {
+            throw new CsvSyntaxError(
+              `unexpected ${JSON.stringify(s[i])} after the closing quote of field ${this.currentField} (a quote inside a quoted field must be doubled)`,
+              this.line,
+              this.currentField,
+            )
+          }
+          break
+        }
+      }
+    }
+  }
+
+  private countQuotedLines(segment: string): void {
+    if (segment.indexOf('\n') < 0 && segment.indexOf('\r') < 0) {
+      this.quotedCr = false
+      return
+    }
+    for (let k = 0; k < segment.length; k++) {
+      const c = segment.charCodeAt(k)
+      if (c === LF) {
+        if (!this.quotedCr) this.line++
+        this.quotedCr = false
+      } else if (c === CR) {
+        this.line++
+        this.quotedCr = true
+      } else {
+        this.quotedCr = false
+      }
+    }
+  }
+
+  private checkFieldSize(): void {
+    if (this.field.length > this.maxFieldChars) {
+      const where = this.state === State.Quoted ? 'a quoted field starting on this line (unterminated quote?)' : 'a field'
+      throw new CsvSyntaxError(`${where} is longer than ${this.maxFieldChars} characters`, this.state === State.Quoted ? this.quoteLine : this.line, this.currentField)
+    }
+  }
+
+  private pushUnquoted(value: string): void {
+    this.fields.push(value === '' || this.nullValues?.has(value) ? null : value)
+  }
+
+  private pushQuoted(): void {
+    this.fields.push(this.field)
+    this.field = ''
+  }
+
+  private endRecord(): void {
+    this.records.push(this.fields)
+    this.lines.push(this.recordLine)
+    this.fields = []
+  }
+}

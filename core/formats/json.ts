@@ -1,0 +1,319 @@
+import type { Readable } from 'node:stream'
+import type { ResolvedColumn } from '../config/types.js'
+import { FiledgeError, fileInvalid, isFiledgeError } from '../errors.js'
+import type { LoadRequest } from '../hooks.js'
+import type { Plugin } from '../plugin.js'
+import type { RawBatch, RawRows } from '../rows.js'
+import { parseJson } from './json-value.js'
+
+/**
+ * NDJSON (one JSON object per line; `.ndjson`, `.jsonl`) and JSON arrays of
+ * objects (`.json`), both streamed: a 10 GB array never sits in memory, only
+ * the element being read. Values keep their JSON types (numbers stay numbers,
+ * nested objects and arrays stay structured) and coercion decides: a nested
+ * value fits a `json` column and fails any other with file:line and column.
+ */
+
+export interface JsonObjects {
+  readonly objects: Record<string, unknown>[]
+  /** Line where each object starts. */
+  readonly lines: number[]
+}
+
+const BATCH = 1_000
+
+function describe(value: unknown): string {
+  if (Array.isArray(value)) return 'an array'
+  if (value === null) return 'null'
+  return `a ${typeof value}`
+}
+
+function asObject(value: unknown, file: string, line: number, what: string): Record<string, unknown> {
+  if (typeof value === 'object' && value !== null && !Array.isArray(value)) return value as Record<string, unknown>
+  throw fileInvalid(file, `expected ${what} to be a JSON object, found ${describe(value)}`, line)
+}
+
+function syntaxError(file: string, line: number, error: unknown): FiledgeError {
+  return fileInvalid(file, `invalid JSON (${(error as Error).message})`, line)
+}
+
+function decoderFor(file: string): (chunk: Buffer | undefined) => string {
+  const decoder = new TextDecoder('utf-8', { fatal: true })
+  return (chunk) => {
+    try {
+      return chunk === undefined ? decoder.decode() : decoder.decode(chunk, { stream: true })
+    } catch {
+      throw fileInvalid(file, 'invalid UTF-8 (JSON files must be UTF-8)')
+    }
+  }
+}
+
+/** One object per non-blank line. */
+export async function* ndjsonObjects(stream: Readable, file: string, batchSize = BATCH): AsyncGenerator<JsonObjects> {
+  const decode = decoderFor(file)
+  let rest = ''
+  let line = 0
+  let objects: Record<string, unknown>[] = []
+  let lines: number[] = []
+  const take = (text: string) => {
+    line++
+    // A trailing CR (CRLF files) and surrounding spaces are not part of the value.
+    const trimmed = text.trim()
+    if (trimmed === '') return
+    let value: unknown
+    try {
+      value = parseJson(trimmed)
+    } catch (error) {
+      throw syntaxError(file, line, error)
+    }
+    objects.push(asObject(value, file, line, 'each line'))
+    lines.push(line)
+  }
+  for await (const chunk of stream) {
+    const text = rest + decode(chunk as Buffer)
+    let start = 0
+    try {
+      for (let end = text.indexOf('\n'); end >= 0; end = text.indexOf('\n', start)) {
+        take(text.slice(start, end))
+        start = end + 1
+      }
+    } catch (error) {
+      // The objects before a bad line are good: hand them on first (validate checks them too), then fail.
+      yield* slices({ objects, lines }, batchSize)
+      throw error
+    }
+    rest = text.slice(start)
+    if (objects.length >= batchSize) {
+      yield* slices({ objects, lines }, batchSize)
+      objects = []
+      lines = []
+    }
+  }
+  rest += decode(undefined)
+  try {
+    if (rest !== '') take(rest)
+  } catch (error) {
+    yield* slices({ objects, lines }, batchSize)
+    throw error
+  }
+  yield* slices({ objects, lines }, batchSize)
+}
+
+const OPEN_BRACE = 123
+const CLOSE_BRACE = 125
+const OPEN_BRACKET = 91
+const CLOSE_BRACKET = 93
+const QUOTE = 34
+const BACKSLASH = 92
+const COMMA = 44
+const NEWLINE = 10
+
+function isSpace(c: number): boolean {
+  return c === 32 || c === 9 || c === 10 || c === 13
+}
+
+/**
+ * The elements of a top-level JSON array, each an object. The scanner only
+ * finds where each element ends (depth and strings); JSON.parse reads the
+ * element. Text already handed out is dropped, so memory holds one element.
+ */
+type Phase = 'start' | 'next' | 'element' | 'separator' | 'end'
+
+export async function* jsonArrayObjects(stream: Readable, file: string, batchSize = BATCH): AsyncGenerator<JsonObjects> {
+  const decode = decoderFor(file)
+  let text = ''
+  let i = 0
+  let line = 1
+  // Where the scanner is: before '[', between elements, inside one, after ']'.
+  let phase = 'start' as Phase
+  let elementStart = 0
+  let elementLine = 1
+  let depth = 0
+  let inString = false
+  let objects: Record<string, unknown>[] = []
+  let lines: number[] = []
+  let seen = 0
+
+  const unexpected = (what: string) => fileInvalid(file, `invalid JSON array: ${what}`, line)
+
+  const scan = () => {
+    const n = text.length
+    while (i < n) {
+      const c = text.charCodeAt(i)
+      if (phase === 'element') {
+        if (inString) {
+          if (c === BACKSLASH) {
+            if (i + 1 >= n) return
+            i += 2
+            continue
+          }
+          if (c === QUOTE) inString = false
+          else if (c === NEWLINE) line++
+          i++
+          continue
+        }
+        if (c === QUOTE) inString = true
+        else if (c === OPEN_BRACE || c === OPEN_BRACKET) depth++
+        else if (c === CLOSE_BRACE || c === CLOSE_BRACKET) depth--
+        else if (c === NEWLINE) line++
+        i++
+        if (depth === 0) {
+          const element = text.slice(elementStart, i)
+          let value: unknown
+          try {
+            value = parseJson(element)
+          } catch (error) {
+            throw syntaxError(file, elementLine, error)
+          }
+          objects.push(asObject(value, file, elementLine, 'each array element'))
+          lines.push(elementLine)
+          seen++
+          phase = 'separator'
+        }
+        continue
+      }
+      if (isSpace(c)) {
+        if (c === NEWLINE) line++
+        i++
+        continue
+      }
+      switch (phase) {
+        case 'start':
+          if (c !== OPEN_BRACKET) throw unexpected(`expected the file to start with "[", found ${JSON.stringify(text[i])} (one object per line is NDJSON: name the file .ndjson or set format: 'ndjson')`)
+          phase = 'next'
+          i++
+          break
+        case 'next':
+        case 'separator':
+          if (c === CLOSE_BRACKET) {
+            if (phase === 'next' && seen > 0) throw unexpected('"]" right after ","')
+            phase = 'end'
+            i++
+          } else if (phase === 'separator') {
+            if (c !== COMMA) throw unexpected(`expected "," or "]", found ${JSON.stringify(text[i])}`)
+            phase = 'next'
+            i++
+          } else if (c === OPEN_BRACE) {
+            phase = 'element'
+            elementStart = i
+            elementLine = line
+            depth = 0
+          } else if (c === COMMA) {
+            throw unexpected('"," where an element was expected')
+          } else {
+            throw fileInvalid(file, `expected each array element to be a JSON object, found ${JSON.stringify(text.slice(i, i + 20))}`, line)
+          }
+          break
+        case 'end':
+          throw unexpected(`text after the closing "]": ${JSON.stringify(text.slice(i, i + 20))}`)
+      }
+    }
+  }
+
+  const compact = () => {
+    // Keep only the unread text (and the element being read).
+    const keep = phase === 'element' ? elementStart : i
+    text = text.slice(keep)
+    i -= keep
+    elementStart -= keep
+  }
+
+  for await (const chunk of stream) {
+    text += decode(chunk as Buffer)
+    try {
+      scan()
+    } catch (error) {
+      yield* slices({ objects, lines }, batchSize)
+      throw error
+    }
+    compact()
+    if (objects.length >= batchSize) {
+      yield* slices({ objects, lines }, batchSize)
+      objects = []
+      lines = []
+    }
+  }
+  text += decode(undefined)
+  scan()
+  // A file with no content at all is an empty load, as for every format.
+  const last = phase as Phase
+  if (last !== 'end' && !(last === 'start' && text.trim() === '')) {
+    throw fileInvalid(file, 'invalid JSON array: the file ends before its closing "]" (truncated?)', line)
+  }
+  if (objects.length > 0) yield* slices({ objects, lines }, batchSize)
+}
+
+/** Batches of exactly `size` (the last one shorter), whatever the chunk sizes were. */
+function* slices(batch: JsonObjects, size: number): Generator<JsonObjects> {
+  if (batch.objects.length === 0) return
+  if (batch.objects.length <= size) {
+    yield batch
+    return
+  }
+  for (let start = 0; start < batch.objects.length; start += size) {
+    yield { objects: batch.objects.slice(start, start + size), lines: batch.lines.slice(start, start + size) }
+  }
+}
+
+/** Maps objects onto the pipeline's fields: a missing key is null, an undeclared key fails the file unless unknownColumns is 'ignore'. */
+function toRecords(columns: readonly ResolvedColumn[], unknownColumns: 'error' | 'ignore', file: string) {
+  const fields = columns.map((column) => column.source)
+  const declared = new Set(fields)
+  return ({ objects, lines }: JsonObjects): RawBatch => {
+    const records: unknown[][] = new Array(objects.length)
+    for (let r = 0; r < objects.length; r++) {
+      const object = objects[r]
+      if (unknownColumns === 'error') {
+        for (const key in object) {
+          if (!declared.has(key)) throw fileInvalid(file, `unknown field ${JSON.stringify(key)}; declare it in columns or set unknownColumns: 'ignore'`, lines[r])
+        }
+      }
+      const record: unknown[] = new Array(fields.length)
+      for (let c = 0; c < fields.length; c++) {
+        const value = object[fields[c]]
+        record[c] = value === undefined ? null : value
+      }
+      records[r] = record
+    }
+    return { records, lines }
+  }
+}
+
+export type JsonKind = 'ndjson' | 'json'
+
+export function readJsonObjects(kind: JsonKind, stream: Readable, file: string, batchSize?: number): AsyncGenerator<JsonObjects> {
+  return kind === 'ndjson' ? ndjsonObjects(stream, file, batchSize) : jsonArrayObjects(stream, file, batchSize)
+}
+
+export function loadJson(kind: JsonKind, request: LoadRequest): RawRows {
+  const file = request.file.path
+  const { columns, unknownColumns, batchSize } = request.pipeline
+  const stream = request.open()
+  const map = toRecords(columns, unknownColumns, file)
+  async function* batches(): AsyncGenerator<RawBatch> {
+    try {
+      for await (const batch of readJsonObjects(kind, stream, file, batchSize)) yield map(batch)
+    } catch (error) {
+      if (isFiledgeError(error)) throw error
+      throw new FiledgeError('FILE_INVALID', `${file}: ${(error as Error).message}`, { file, cause: error })
+    } finally {
+      stream.destroy()
+    }
+  }
+  // JSON objects name their fields in every record: the fields are the declared columns' sources.
+  return { fields: columns.map((column) => column.source), batches: batches() }
+}
+
+/** The built-in NDJSON and JSON-array formats. */
+export function jsonFormats(): Plugin {
+  return {
+    name: 'filedge:json',
+    formats: ['ndjson', 'json'],
+    apply({ hooks }) {
+      hooks.load.tapPromise('filedge:json', async (request) => {
+        const type = request.format.type
+        return type === 'ndjson' || type === 'json' ? loadJson(type, request) : undefined
+      })
+    },
+  }
+}

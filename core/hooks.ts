@@ -1,0 +1,270 @@
+import type { Readable } from 'node:stream'
+import { AsyncParallelHook, AsyncSeriesBailHook, AsyncSeriesHook, AsyncSeriesWaterfallHook, SyncHook } from 'tapable'
+import type { ResolvedConfig, ResolvedFormat, ResolvedPipeline } from './config/types.js'
+import type { FileRef, WriteJob, WriteResult } from './destination.js'
+import { isFiledgeError, pluginError, type FiledgeError } from './errors.js'
+import type { LogEntry } from './logger.js'
+import type { RawRows, RowBatch } from './rows.js'
+
+/** A file found in a pipeline's source directory, before it is hashed. */
+export interface FileCandidate {
+  readonly pipeline: ResolvedPipeline
+  /** Relative to the project root, `/`-separated. */
+  readonly path: string
+  readonly absPath: string
+  readonly size: number
+  readonly mtimeMs: number
+  readonly ino: number
+  readonly dev: number
+}
+
+/** `beforeHash` may skip the file or vouch for its hash (a stat cache). */
+export type BeforeHashResult = { readonly skip: string } | { readonly hash: string }
+
+export interface ClaimRequest {
+  readonly pipeline: ResolvedPipeline
+  readonly file: FileRef
+  readonly worker: string
+}
+
+/**
+ * A claim on one file: held by one worker until it completes, fails, releases
+ * or stops renewing it. `complete` and `fail` are fenced by the lease token:
+ * they throw CLAIM_LOST if another worker has since taken the file.
+ */
+export interface Lease {
+  readonly token: string
+  /** 1 for the first attempt. */
+  readonly attempt: number
+  /** Extends the lease. false: the lease is lost (another worker holds the file now). */
+  heartbeat(): Promise<boolean>
+  /** Whether this worker still holds the file. */
+  isHeld(): Promise<boolean>
+  complete(rows: number): Promise<void>
+  fail(error: Error): Promise<{ readonly terminal: boolean }>
+  /** Gives the file back without counting the attempt (graceful stop). */
+  release(): Promise<void>
+}
+
+export type SkipReason = 'committed' | 'terminal' | 'held' | 'duplicate' | 'changing' | 'plugin' | 'stopped'
+
+export type ClaimOutcome =
+  | {
+      readonly status: 'claimed'
+      readonly lease: Lease
+      /** First time the ledger sees this (pipeline, hash). */
+      readonly isNew: boolean
+      /** Taken over from a worker whose lease expired. */
+      readonly reclaimed: boolean
+      /** A previous attempt failed. */
+      readonly retried: boolean
+    }
+  | { readonly status: 'skipped'; readonly reason: SkipReason; readonly isNew: boolean; readonly message: string }
+
+export interface LoadRequest {
+  readonly pipeline: ResolvedPipeline
+  readonly file: FileRef
+  readonly format: ResolvedFormat
+  /**
+   * The file's bytes as a stream. The stream re-hashes what it reads and
+   * errors with FILE_CHANGED at its end if the bytes are not the ones that were
+   * claimed, so a file rewritten after hashing is never committed.
+   */
+  open(): Readable
+  readonly signal: AbortSignal
+}
+
+export interface TransformContext {
+  readonly pipeline: ResolvedPipeline
+  readonly file: FileRef
+}
+
+export interface CommittedFile {
+  readonly pipeline: ResolvedPipeline
+  readonly file: FileRef
+  readonly rows: number
+  readonly attempt: number
+  readonly durationMs: number
+}
+
+export interface FailedFile {
+  readonly pipeline: ResolvedPipeline
+  readonly path: string
+  readonly hash?: string
+  readonly error: FiledgeError
+  /** No attempts left: skipped by later runs until `filedge requeue`. */
+  readonly terminal: boolean
+}
+
+export interface SkippedFile {
+  readonly pipeline: ResolvedPipeline
+  readonly path: string
+  readonly hash?: string
+  readonly reason: SkipReason
+  readonly message: string
+}
+
+export interface ClaimedFile {
+  readonly pipeline: ResolvedPipeline
+  readonly file: FileRef
+  readonly attempt: number
+  readonly reclaimed: boolean
+}
+
+export interface FileProgress {
+  readonly pipeline: ResolvedPipeline
+  readonly file: FileRef
+  /** Rows handed to the destination so far. */
+  readonly rows: number
+}
+
+export interface RunContext {
+  readonly config: ResolvedConfig
+  readonly worker: string
+  readonly pipelines: readonly ResolvedPipeline[]
+}
+
+export interface RunSummary {
+  readonly committed: number
+  readonly failed: number
+  readonly skipped: number
+  /** Files the ledger saw for the first time. */
+  readonly new: number
+  /** Files taken over from an expired lease. */
+  readonly reclaimed: number
+  /** Files whose earlier attempt had failed. */
+  readonly retried: number
+  readonly rows: number
+  /** Files given back to the ledger unfinished because the run was stopping (a signal). */
+  readonly released: number
+  readonly durationMs: number
+  /** Set when the run stopped before loading (schema drift, a plugin failing in beforeRun). */
+  readonly aborted?: FiledgeError
+}
+
+/**
+ * The hooks the core owns. Plugins tap them; nobody replaces them (the object
+ * is frozen). The per-file path is beforeHash → claim → load → transform →
+ * commit → afterCommit; the others frame a run and feed reporters.
+ */
+export interface Hooks {
+  readonly beforeRun: AsyncSeriesHook<[RunContext]>
+  readonly beforeHash: AsyncSeriesBailHook<[FileCandidate], BeforeHashResult | undefined>
+  readonly claim: AsyncSeriesBailHook<[ClaimRequest], ClaimOutcome | undefined>
+  readonly load: AsyncSeriesBailHook<[LoadRequest], RawRows | undefined>
+  readonly transform: AsyncSeriesWaterfallHook<[AsyncIterable<RowBatch>, TransformContext]>
+  readonly commit: AsyncSeriesBailHook<[WriteJob], WriteResult | undefined>
+  readonly afterCommit: AsyncParallelHook<[CommittedFile]>
+  readonly fileClaimed: SyncHook<[ClaimedFile]>
+  readonly fileProgress: SyncHook<[FileProgress]>
+  readonly fileSkipped: SyncHook<[SkippedFile]>
+  readonly fileFailed: AsyncParallelHook<[FailedFile]>
+  readonly afterRun: AsyncSeriesHook<[RunSummary]>
+  /** Always called last, also after an aborted run: close connections here. */
+  readonly close: AsyncParallelHook<[]>
+  readonly log: SyncHook<[LogEntry]>
+}
+
+/**
+ * The file a hook call is about, for error messages: the first argument's
+ * `file.path` or `path` (claim, load, commit, beforeHash…), else the second
+ * argument's `file.path` (transform's context).
+ */
+function fileOf(args: unknown[]): string | undefined {
+  for (const arg of args.slice(0, 2)) {
+    if (typeof arg !== 'object' || arg === null) continue
+    const { file, path } = arg as { file?: { path?: unknown }; path?: unknown }
+    if (typeof file?.path === 'string') return file.path
+    if (typeof path === 'string') return path
+  }
+  return undefined
+}
+
+async function* attributed<T>(source: AsyncIterable<T>, wrap: (error: unknown) => FiledgeError): AsyncGenerator<T> {
+  try {
+    yield* source
+  } catch (error) {
+    throw wrap(error)
+  }
+}
+
+function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
+  return typeof value === 'object' && value !== null && typeof (value as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function'
+}
+
+/**
+ * Errors from a tap, and from the streams a tap returns (a transform's batches,
+ * a format's rows), are wrapped with the tap's plugin name, the hook and the
+ * file, so the user always learns who failed where.
+ */
+function attributeErrors(hookName: string, hook: { intercept(interceptor: object): void }): void {
+  hook.intercept({
+    register(tap: { name: string; type: string; fn: (...args: unknown[]) => unknown }) {
+      const original = tap.fn
+      const wrap = (args: unknown[]) => (error: unknown) => pluginError(tap.name, hookName, fileOf(args), error)
+      const wrapResult = (args: unknown[], result: unknown): unknown => {
+        if (isAsyncIterable(result)) return attributed(result, wrap(args))
+        if (typeof result === 'object' && result !== null && isAsyncIterable((result as RawRows).batches)) {
+          return { ...(result as RawRows), batches: attributed((result as RawRows).batches, wrap(args)) }
+        }
+        return result
+      }
+      if (tap.type === 'promise') {
+        tap.fn = (...args: unknown[]) => {
+          let pending: unknown
+          try {
+            pending = original(...args)
+          } catch (error) {
+            return Promise.reject(wrap(args)(error))
+          }
+          return Promise.resolve(pending).then((result) => wrapResult(args, result), (error) => { throw wrap(args)(error) })
+        }
+      } else if (tap.type === 'async') {
+        tap.fn = (...args: unknown[]) => {
+          const callback = args.pop() as (error?: unknown, result?: unknown) => void
+          try {
+            original(...args, (error?: unknown, result?: unknown) =>
+              error ? callback(wrap(args)(error)) : callback(undefined, wrapResult(args, result)),
+            )
+          } catch (error) {
+            callback(wrap(args)(error))
+          }
+        }
+      } else {
+        tap.fn = (...args: unknown[]) => {
+          try {
+            return wrapResult(args, original(...args))
+          } catch (error) {
+            throw wrap(args)(error)
+          }
+        }
+      }
+      return tap
+    },
+  })
+}
+
+export function createHooks(): Hooks {
+  const hooks: Hooks = {
+    beforeRun: new AsyncSeriesHook(['run'], 'beforeRun'),
+    beforeHash: new AsyncSeriesBailHook(['candidate'], 'beforeHash'),
+    claim: new AsyncSeriesBailHook(['request'], 'claim'),
+    load: new AsyncSeriesBailHook(['request'], 'load'),
+    transform: new AsyncSeriesWaterfallHook(['batches', 'context'], 'transform'),
+    commit: new AsyncSeriesBailHook(['job'], 'commit'),
+    afterCommit: new AsyncParallelHook(['file'], 'afterCommit'),
+    fileClaimed: new SyncHook(['file'], 'fileClaimed'),
+    fileProgress: new SyncHook(['progress'], 'fileProgress'),
+    fileSkipped: new SyncHook(['file'], 'fileSkipped'),
+    fileFailed: new AsyncParallelHook(['file'], 'fileFailed'),
+    afterRun: new AsyncSeriesHook(['summary'], 'afterRun'),
+    close: new AsyncParallelHook([], 'close'),
+    log: new SyncHook(['entry'], 'log'),
+  }
+  for (const [name, hook] of Object.entries(hooks)) {
+    if (name !== 'log') attributeErrors(name, hook)
+  }
+  return Object.freeze(hooks)
+}
+
+export { isFiledgeError }

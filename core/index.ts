@@ -1,0 +1,97 @@
+/**
+ * filedge's public surface. Plugins and configs import from here (`filedge`);
+ * everything not re-exported is internal.
+ */
+export { defineConfig, resolveConfig } from './config/resolve.js'
+export { loadConfig, type LoadedConfig } from './config/load.js'
+export { definePreset } from './config/presets.js'
+export type {
+  ColumnInput,
+  ColumnSpec,
+  ColumnType,
+  CsvFormatOptions,
+  Duration,
+  FormatInput,
+  FormatOptions,
+  LeaseConfig,
+  PipelineDefaults,
+  Preset,
+  PresetOption,
+  PipelineConfig,
+  PluginOption,
+  ResolvedColumn,
+  ResolvedConfig,
+  ResolvedFormat,
+  ResolvedLedger,
+  ResolvedPipeline,
+  RetryConfig,
+  SourceConfig,
+  UserConfig,
+  WriteMode,
+  WriteModeName,
+  TruncateOptions,
+  CdcOptions,
+  ResolvedWriteMode,
+  ResolvedCdc,
+} from './config/types.js'
+export { COLUMN_TYPES, WRITE_MODES } from './config/types.js'
+export { env, isEnvRef, readEnv, redact, type EnvRef, type MaybeEnv } from './secrets.js'
+export {
+  FiledgeError,
+  isFiledgeError,
+  rowInvalid,
+  fileInvalid,
+  schemaDrift,
+  claimLost,
+  destinationLocked,
+  fileChanged,
+  pluginError,
+  type ErrorCode,
+  type ErrorDetails,
+} from './errors.js'
+export { definePlugin, type Plugin, type PluginContext } from './plugin.js'
+export type {
+  BeforeHashResult,
+  ClaimOutcome,
+  ClaimRequest,
+  ClaimedFile,
+  CommittedFile,
+  FailedFile,
+  FileCandidate,
+  FileProgress,
+  Hooks,
+  Lease,
+  LoadRequest,
+  RunContext,
+  RunSummary,
+  SkipReason,
+  SkippedFile,
+  TransformContext,
+} from './hooks.js'
+export type { Destination, DestinationCapabilities, DestinationContext, FileRef, SourceLayout, WriteJob, WriteResult } from './destination.js'
+export { NumberText, PROVENANCE_COLUMNS, type RawBatch, type RawRows, type RowBatch, type TableColumn, type TableSpec, type Value } from './rows.js'
+export { assertNoDrift, diffColumns, type ActualColumn, type DriftCheck } from './drift.js'
+export { quoteIdentifier } from './sql.js'
+export { readClaimedBytes, type ClaimedBytes } from './source/verify.js'
+export { isGzipPath } from './formats/registry.js'
+export { canCheckCsvStructure, createCsvStructureCheck, type CsvStructureCheck, type CsvStructureOptions } from './formats/csv-structure.js'
+export { createMutex, sleep, type Mutex } from './concurrency.js'
+export {
+  cdcPlan,
+  cdcStageSpec,
+  cdcTombstoneSpec,
+  cdcTombstoneTable,
+  withLines,
+  CDC_LINE_COLUMN,
+  type CdcCounts,
+  type CdcDialect,
+  type CdcPlan,
+  type CdcTables,
+  type SqlStatement,
+} from './write-modes/cdc.js'
+export { emptyTruncate, supersededBy, supersededMessage, truncateLogTable, TRUNCATE_LOG_COLUMNS, type TruncateLoad } from './write-modes/truncate.js'
+export type { Logger, LogEntry, LogLevel } from './logger.js'
+export { run, createFiledge, type RunOptions, type Filedge } from './runner/run.js'
+export { tableSpec } from './runner/file.js'
+export { openLedger } from './ledger/open.js'
+export type { LedgerStore, LedgerFile, LedgerEvent, FileState, StatusReport } from './ledger/types.js'

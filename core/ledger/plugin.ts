@@ -1,0 +1,50 @@
+import type { ResolvedConfig } from '../config/types.js'
+import { claimLost, describeError } from '../errors.js'
+import type { Lease } from '../hooks.js'
+import type { Plugin } from '../plugin.js'
+import type { LeaseKey, LedgerStore } from './types.js'
+
+/**
+ * The ledger as a plugin: it answers `claim` with a lease whose outcome
+ * methods are fenced by the lease token. A `pre` plugin can veto a claim
+ * before it (return a skip); nothing after it sees claimed files twice.
+ */
+export function ledgerPlugin(store: LedgerStore, config: ResolvedConfig): Plugin {
+  const ttlMs = config.lease.ttlMs
+  return {
+    name: 'filedge:ledger',
+    apply({ hooks }) {
+      hooks.claim.tapPromise('filedge:ledger', async ({ pipeline, file, worker }) => {
+        const result = await store.claim({
+          pipeline: pipeline.name,
+          hash: file.hash,
+          path: file.path,
+          size: file.size,
+          worker,
+          maxAttempts: pipeline.retry.attempts,
+          ttlMs,
+        })
+        if (result.status === 'skipped') return result
+        const key: LeaseKey = { pipeline: pipeline.name, hash: file.hash, token: result.token, worker, attempt: result.attempt }
+        const lease: Lease = {
+          token: result.token,
+          attempt: result.attempt,
+          heartbeat: () => store.heartbeat(key, ttlMs),
+          isHeld: () => store.holds(key),
+          async complete(rows) {
+            if (!(await store.complete(key, rows))) throw claimLost(file.path, 'another worker took the file over before it was marked committed')
+          },
+          async fail(error) {
+            const outcome = await store.fail(key, describeError(error), pipeline.retry.attempts)
+            if (outcome.lost) throw claimLost(file.path, 'another worker took the file over before its failure was recorded')
+            return { terminal: outcome.terminal }
+          },
+          async release() {
+            await store.release(key)
+          },
+        }
+        return { status: 'claimed', lease, isNew: result.isNew, reclaimed: result.reclaimed, retried: result.retried }
+      })
+    },
+  }
+}

@@ -1,0 +1,78 @@
+import type { ClientBase, Pool, QueryResultRow } from 'pg'
+import { quoteIdentifier } from '../../sql.js'
+
+/** Something that runs one statement: the pool (autocommit) or a client inside a transaction. */
+export interface Queryable {
+  query<R extends QueryResultRow = QueryResultRow>(text: string, values?: unknown[]): Promise<{ rows: R[]; rowCount: number | null }>
+}
+
+/** The ledger's tables, schema-qualified and quoted once, so every statement names them the same way. */
+export interface Tables {
+  readonly schema: string
+  readonly files: string
+  readonly paths: string
+  readonly events: string
+  readonly migrations: string
+}
+
+export function tablesIn(schema: string): Tables {
+  const s = quoteIdentifier(schema)
+  return { schema: s, files: `${s}.files`, paths: `${s}.file_paths`, events: `${s}.events`, migrations: `${s}.filedge_migrations` }
+}
+
+/**
+ * The time every lease decision is made with: the database's clock, never a
+ * worker's, because workers on many machines must agree on when a lease
+ * expired. `statement_timestamp()` rather than `now()`: a claim transaction
+ * runs several statements and may wait on a lock, and a lease must not be
+ * judged by when the transaction began. The parameter is null in production;
+ * tests pass a fixed instant to move time without sleeping (the SQLite store
+ * takes the same `now` option).
+ */
+export function nowSql(param: string): string {
+  return `COALESCE(${param}::timestamptz, statement_timestamp())`
+}
+
+/** Runs `fn` in one READ COMMITTED transaction on a dedicated connection. */
+export async function transaction<T>(pool: Pool, fn: (tx: ClientBase) => Promise<T>): Promise<T> {
+  const client = await pool.connect()
+  try {
+    await client.query('BEGIN')
+    const result = await fn(client)
+    await client.query('COMMIT')
+    client.release()
+    return result
+  } catch (error) {
+    // A connection whose ROLLBACK fails is in an unknown state: drop it instead of pooling it.
+    const broken = await client.query('ROLLBACK').then(
+      () => undefined,
+      (rollbackError: Error) => rollbackError,
+    )
+    client.release(broken)
+    throw error
+  }
+}
+
+export interface FileRow {
+  pipeline: string
+  hash: string
+  path: string
+  size: string
+  state: string
+  attempts: number
+  worker: string | null
+  rows: string | null
+  error: string | null
+  lease_expires_at: Date | null
+  created_at: Date
+  updated_at: Date
+  committed_at: Date | null
+  paths: string[]
+}
+
+/** Columns for a FileRow, with every path the bytes were seen at aggregated in (one round trip per listing). */
+export function fileColumns(t: Tables, alias: string): string {
+  return `${alias}.pipeline, ${alias}.hash, ${alias}.path, ${alias}.size, ${alias}.state, ${alias}.attempts, ${alias}.worker, ${alias}.rows, ${alias}.error,
+    ${alias}.lease_expires_at, ${alias}.created_at, ${alias}.updated_at, ${alias}.committed_at,
+    ARRAY(SELECT p.path FROM ${t.paths} p WHERE p.pipeline = ${alias}.pipeline AND p.hash = ${alias}.hash ORDER BY p.first_seen_at, p.path) AS paths`
+}

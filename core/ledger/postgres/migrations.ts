@@ -1,0 +1,73 @@
+/**
+ * Numbered, append-only migrations for the Postgres ledger. Never edit a
+ * released migration: add the next number. They run with `search_path` set to
+ * the ledger's schema, so they name tables unqualified and one database can
+ * hold several ledgers (`?schema=` in the URL).
+ *
+ * Same tables and states as the SQLite ledger (core/ledger/sqlite/migrations.ts);
+ * times are timestamptz written by the database's clock.
+ */
+export const POSTGRES_MIGRATIONS: readonly { readonly version: number; readonly sql: string }[] = [
+  {
+    version: 1,
+    sql: `
+      CREATE TABLE files (
+        pipeline text NOT NULL,
+        -- "C" collation: hashes are compared byte-wise, so a hash prefix is an index range scan.
+        hash text COLLATE "C" NOT NULL,
+        path text NOT NULL,
+        size bigint NOT NULL,
+        state text NOT NULL CHECK (state IN ('PENDING', 'PROCESSING', 'COMMITTED', 'FAILED')),
+        attempts integer NOT NULL DEFAULT 0,
+        lease_token text,
+        lease_expires_at timestamptz,
+        worker text,
+        rows bigint,
+        error text,
+        created_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL,
+        committed_at timestamptz,
+        PRIMARY KEY (pipeline, hash)
+      );
+      CREATE INDEX files_state ON files (pipeline, state);
+      CREATE INDEX files_hash ON files (hash);
+
+      CREATE TABLE file_paths (
+        pipeline text NOT NULL,
+        hash text COLLATE "C" NOT NULL,
+        path text NOT NULL,
+        first_seen_at timestamptz NOT NULL,
+        PRIMARY KEY (pipeline, hash, path)
+      );
+      CREATE INDEX file_paths_path ON file_paths (path);
+
+      CREATE TABLE events (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at timestamptz NOT NULL,
+        pipeline text NOT NULL,
+        hash text COLLATE "C" NOT NULL,
+        event text NOT NULL,
+        from_state text,
+        to_state text,
+        attempt integer,
+        worker text,
+        path text,
+        error text
+      );
+      CREATE INDEX events_file ON events (pipeline, hash, id);
+
+      -- History is never rewritten: the database itself refuses UPDATE, DELETE
+      -- and TRUNCATE. (A trigger, not REVOKE: filedge often connects as the
+      -- owner, whom REVOKE does not bind. An owner can still drop the trigger;
+      -- revoke UPDATE, DELETE, TRUNCATE from the workers' role on top of it
+      -- where that matters.)
+      CREATE FUNCTION events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        RAISE EXCEPTION 'the events table is append-only (% refused)', TG_OP;
+      END
+      $$;
+      CREATE TRIGGER events_no_update_delete BEFORE UPDATE OR DELETE ON events FOR EACH ROW EXECUTE FUNCTION events_append_only();
+      CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events FOR EACH STATEMENT EXECUTE FUNCTION events_append_only();
+    `,
+  },
+]

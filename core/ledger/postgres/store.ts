@@ -1,0 +1,166 @@
+import pg from 'pg'
+import { FiledgeError, describeError } from '../../errors.js'
+import { redact } from '../../secrets.js'
+import type { FileState, LedgerEvent, LedgerFile, LedgerStore, StatusCounts } from '../types.js'
+import { tablesIn, transaction, type FileRow, type Tables } from './db.js'
+import { POSTGRES_MIGRATIONS } from './migrations.js'
+import { claim } from './sql/claim.js'
+import { complete } from './sql/complete.js'
+import { fail } from './sql/fail.js'
+import { eventsOf, failedFiles, findFiles } from './sql/find.js'
+import { heartbeat, holds } from './sql/heartbeat.js'
+import { release } from './sql/release.js'
+import { requeue } from './sql/requeue.js'
+import { countStates, recentFailures } from './sql/status.js'
+
+/**
+ * Connections per worker process. Ledger statements are short (a claim is a
+ * handful of indexed statements), so a few connections serve a worker with
+ * many files in flight; more would only eat into the server's
+ * max_connections when many workers share one ledger.
+ */
+const POOL_SIZE = 4
+
+/**
+ * Durability: ledger sessions run with synchronous_commit = off, like the
+ * SQLite ledger's synchronous=NORMAL. A server crash may lose the last
+ * fraction of a second of ledger records (never corrupt them), and that is
+ * safe because the ledger always lags the destination: a lost COMMITTED or
+ * FAILED means the file is loaded again, idempotently; a lost lease means the
+ * file can be claimed again, and the first holder is fenced out (its token no
+ * longer matches; the destination's per-hash lock keeps one copy of the rows).
+ * The destination's commit is the one that must be durable, and is (see
+ * plugins/postgres). Measured: with every ledger statement waiting for its WAL
+ * flush, a third of the ledger's time in a 2-worker run went to WALWrite and
+ * WALSync waits; each file makes three ledger commits.
+ */
+const SESSION_OPTIONS = '-c synchronous_commit=off'
+
+async function migrate(pool: pg.Pool, t: Tables, schema: string): Promise<void> {
+  await transaction(pool, async (tx) => {
+    // Many workers starting at once against a new ledger: one migrates, the others wait and find it done.
+    await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended('filedge ledger migrations ' || $1, 0))`, [schema])
+    await tx.query(`CREATE SCHEMA IF NOT EXISTS ${t.schema}`)
+    await tx.query(`SELECT set_config('search_path', $1, true)`, [t.schema])
+    await tx.query(`CREATE TABLE IF NOT EXISTS ${t.migrations} (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`)
+    const { rows } = await tx.query<{ version: number }>(`SELECT COALESCE(max(version), 0) AS version FROM ${t.migrations}`)
+    const current = rows[0].version
+    const known = POSTGRES_MIGRATIONS[POSTGRES_MIGRATIONS.length - 1].version
+    if (current > known) {
+      throw new FiledgeError('CONFIG_INVALID', `ledger schema "${schema}" is at migration ${current}, newer than this filedge knows (${known}); upgrade filedge`)
+    }
+    for (const migration of POSTGRES_MIGRATIONS) {
+      if (migration.version <= current) continue
+      await tx.query(migration.sql)
+      await tx.query(`INSERT INTO ${t.migrations} (version) VALUES ($1)`, [migration.version])
+    }
+  })
+}
+
+const iso = (value: Date | null): string | null => (value === null ? null : value.toISOString())
+
+function toFile(row: FileRow): LedgerFile {
+  return {
+    pipeline: row.pipeline,
+    hash: row.hash,
+    path: row.path,
+    paths: row.paths,
+    size: Number(row.size),
+    state: row.state as FileState,
+    attempts: row.attempts,
+    rows: row.rows === null ? null : Number(row.rows),
+    error: row.error,
+    worker: row.worker,
+    leaseExpiresAt: iso(row.lease_expires_at),
+    createdAt: row.created_at.toISOString(),
+    updatedAt: row.updated_at.toISOString(),
+    committedAt: iso(row.committed_at),
+  }
+}
+
+export interface PostgresLedgerOptions {
+  /** `public` or any schema name; created if missing. Several ledgers can share a database under different schemas. */
+  readonly schema: string
+  /**
+   * Milliseconds since the epoch, used instead of the database's clock. Tests
+   * only: in production every worker must judge leases by the one clock they
+   * share, the server's.
+   */
+  readonly now?: () => number
+}
+
+/** Opens (and migrates) the Postgres ledger. `url` may hold a password: it never appears in messages. */
+export async function openPostgresLedger(url: string, options: PostgresLedgerOptions): Promise<LedgerStore> {
+  const { schema } = options
+  const t = tablesIn(schema)
+  const where = `${redact(url)} (schema ${schema})`
+  const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE, application_name: 'filedge ledger', options: SESSION_OPTIONS })
+  // An idle connection the server dropped (restart, failover) is discarded by pg; the next query opens a new one.
+  // Without a listener the 'error' event would crash the worker.
+  pool.on('error', () => undefined)
+  try {
+    await migrate(pool, t, schema)
+  } catch (error) {
+    await pool.end().catch(() => undefined)
+    throw error instanceof FiledgeError ? error : new FiledgeError('INTERNAL', `ledger ${where}: cannot open: ${describeError(error)}`, { cause: error })
+  }
+  const at = (): string | null => (options.now === undefined ? null : new Date(options.now()).toISOString())
+
+  return {
+    kind: 'postgres',
+    describe: () => `postgres ${where}`,
+    claim: (input) => claim(pool, t, input, at()),
+    heartbeat: (key, ttlMs) => heartbeat(pool, t, key, ttlMs, at()),
+    holds: (key) => holds(pool, t, key),
+    complete: (key, rows) => complete(pool, t, key, rows, at()),
+    fail: (key, error, maxAttempts) => fail(pool, t, key, error, maxAttempts, at()),
+    release: (key) => release(pool, t, key, at()),
+    async status(maxAttempts, recent = 10) {
+      const byPipeline = new Map<string, { -readonly [K in keyof StatusCounts]: StatusCounts[K] }>()
+      for (const row of await countStates(pool, t, at())) {
+        let counts = byPipeline.get(row.pipeline)
+        if (counts === undefined) {
+          counts = { pipeline: row.pipeline, PENDING: 0, PROCESSING: 0, COMMITTED: 0, FAILED: 0, terminal: 0, expired: 0, rows: 0 }
+          byPipeline.set(row.pipeline, counts)
+        }
+        counts[row.state as FileState] += row.files
+        counts.expired += row.expired
+        if (row.state === 'COMMITTED') counts.rows += row.rows
+        if (row.state === 'FAILED' && row.attempts >= maxAttempts(row.pipeline)) counts.terminal += row.files
+      }
+      return { pipelines: [...byPipeline.values()], recentFailures: (await recentFailures(pool, t, recent)).map(toFile) }
+    },
+    async find(ref) {
+      return (await findFiles(pool, t, ref)).map(toFile)
+    },
+    async events(pipeline, hash) {
+      return (await eventsOf(pool, t, pipeline, hash)).map(
+        (row): LedgerEvent => ({
+          id: Number(row.id),
+          at: row.at.toISOString(),
+          pipeline: row.pipeline,
+          hash: row.hash,
+          event: row.event,
+          fromState: row.from_state as FileState | null,
+          toState: row.to_state as FileState | null,
+          attempt: row.attempt,
+          worker: row.worker,
+          path: row.path,
+          error: row.error,
+        }),
+      )
+    },
+    async requeue(target, worker) {
+      const files = 'failed' in target ? await failedFiles(pool, t, target.pipelines) : target.files
+      const result = await transaction(pool, (tx) => requeue(tx, t, files, worker, at()))
+      return {
+        requeued: result.requeued.map(toFile),
+        refused: result.refused.map(({ row, reason }) => ({ file: toFile(row), reason })),
+      }
+    },
+    async close() {
+      if (pool.ended) return
+      await pool.end()
+    },
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * Numbered, append-only migrations for the SQLite ledger. Never edit a
+ * released migration: add the next number.
+ */
+export const SQLITE_MIGRATIONS: readonly { readonly version: number; readonly sql: string }[] = [
+  {
+    version: 1,
+    sql: `
+      CREATE TABLE files (
+        pipeline TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('PENDING', 'PROCESSING', 'COMMITTED', 'FAILED')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        lease_token TEXT,
+        lease_expires_at INTEGER,
+        worker TEXT,
+        rows INTEGER,
+        error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        committed_at TEXT,
+        PRIMARY KEY (pipeline, hash)
+      );
+      CREATE INDEX files_state ON files (pipeline, state);
+
+      CREATE TABLE file_paths (
+        pipeline TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        path TEXT NOT NULL,
+        first_seen_at TEXT NOT NULL,
+        PRIMARY KEY (pipeline, hash, path)
+      );
+      CREATE INDEX file_paths_path ON file_paths (path);
+
+      CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        pipeline TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        event TEXT NOT NULL,
+        from_state TEXT,
+        to_state TEXT,
+        attempt INTEGER,
+        worker TEXT,
+        path TEXT,
+        error TEXT
+      );
+      CREATE INDEX events_file ON events (pipeline, hash, id);
+
+      -- History is never rewritten: the database itself refuses.
+      CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'the events table is append-only'); END;
+      CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'the events table is append-only'); END;
+    `,
+  },
+]

@@ -1,0 +1,23 @@
+import type { LeaseKey } from '../../types.js'
+import { insertEvent, type LedgerDb } from '../db.js'
+
+/**
+ * complete: PROCESSING → COMMITTED with the row count, plus its event.
+ *
+ * Takes the lease key and the rows the destination committed. Returns false,
+ * writing nothing, if the token is no longer current: a worker that lost its
+ * lease can never overwrite the outcome of the worker that reclaimed the file
+ * (fencing). Runs in one IMMEDIATE transaction with the event insert.
+ */
+export function complete(ledger: LedgerDb, key: LeaseKey, rows: number, now: number): boolean {
+  const at = new Date(now).toISOString()
+  const result = ledger
+    .statement(
+      `UPDATE files SET state = 'COMMITTED', rows = ?, error = NULL, lease_token = NULL, lease_expires_at = NULL, worker = ?, committed_at = ?, updated_at = ?
+       WHERE pipeline = ? AND hash = ? AND lease_token = ? AND state = 'PROCESSING'`,
+    )
+    .run(rows, key.worker, at, at, key.pipeline, key.hash, key.token)
+  if (result.changes !== 1) return false
+  insertEvent(ledger, at, { pipeline: key.pipeline, hash: key.hash, event: 'file:committed', from: 'PROCESSING', to: 'COMMITTED', attempt: key.attempt, worker: key.worker, path: null })
+  return true
+}

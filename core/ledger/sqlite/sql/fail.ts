@@ -1,0 +1,23 @@
+import type { LeaseKey } from '../../types.js'
+import { insertEvent, type LedgerDb } from '../db.js'
+
+/**
+ * fail: PROCESSING → FAILED with the error, plus its event.
+ *
+ * Takes the lease key, the (already redacted) error text and the retry cap.
+ * Returns `lost` without writing if the token is no longer current (fencing,
+ * as in complete), and `terminal` when this was the last allowed attempt:
+ * later runs skip the file until it is requeued.
+ */
+export function fail(ledger: LedgerDb, key: LeaseKey, error: string, maxAttempts: number, now: number): { lost: boolean; terminal: boolean } {
+  const at = new Date(now).toISOString()
+  const result = ledger
+    .statement(
+      `UPDATE files SET state = 'FAILED', error = ?, lease_token = NULL, lease_expires_at = NULL, worker = ?, updated_at = ?
+       WHERE pipeline = ? AND hash = ? AND lease_token = ? AND state = 'PROCESSING'`,
+    )
+    .run(error, key.worker, at, key.pipeline, key.hash, key.token)
+  if (result.changes !== 1) return { lost: true, terminal: false }
+  insertEvent(ledger, at, { pipeline: key.pipeline, hash: key.hash, event: 'file:failed', from: 'PROCESSING', to: 'FAILED', attempt: key.attempt, worker: key.worker, path: null, error })
+  return { lost: false, terminal: key.attempt >= maxAttempts }
+}

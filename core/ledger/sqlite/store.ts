@@ -1,0 +1,138 @@
+import { mkdirSync } from 'node:fs'
+import path from 'node:path'
+import Database from 'better-sqlite3'
+import type { FileState, LedgerEvent, LedgerEventName, LedgerFile, LedgerStore, StatusCounts } from '../types.js'
+import { ledgerDb, type FileRow, type LedgerDb } from './db.js'
+import { SQLITE_MIGRATIONS } from './migrations.js'
+import { claim } from './sql/claim.js'
+import { complete } from './sql/complete.js'
+import { fail } from './sql/fail.js'
+import { eventsOf, failedFiles, findFiles, pathsOf } from './sql/find.js'
+import { heartbeat, holds } from './sql/heartbeat.js'
+import { release } from './sql/release.js'
+import { requeue } from './sql/requeue.js'
+import { countStates, recentFailures } from './sql/status.js'
+
+/**
+ * Durability: WAL with synchronous=NORMAL. A power cut may lose the last few
+ * ledger commits, never corrupt the file. That is safe because the ledger
+ * always lags the destination: a file whose COMMITTED record was lost goes
+ * back to PROCESSING/PENDING and is loaded again, and the destination write
+ * is idempotent per hash (delete + insert). The destination is the store that
+ * must be durable first (see plugins/sqlite).
+ */
+const PRAGMAS = ['journal_mode = WAL', 'synchronous = NORMAL', 'busy_timeout = 30000', 'foreign_keys = ON']
+
+function migrate(ledger: LedgerDb): void {
+  const { db } = ledger
+  db.exec('CREATE TABLE IF NOT EXISTS filedge_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)')
+  const apply = db.transaction(() => {
+    const current = (db.prepare('SELECT COALESCE(MAX(version), 0) AS version FROM filedge_migrations').get() as { version: number }).version
+    for (const migration of SQLITE_MIGRATIONS) {
+      if (migration.version <= current) continue
+      db.exec(migration.sql)
+      db.prepare('INSERT INTO filedge_migrations (version, applied_at) VALUES (?, ?)').run(migration.version, new Date().toISOString())
+    }
+  })
+  // IMMEDIATE: two workers starting at once must not both run migration 1.
+  apply.immediate()
+}
+
+function toFile(ledger: LedgerDb, row: FileRow): LedgerFile {
+  return {
+    pipeline: row.pipeline,
+    hash: row.hash,
+    path: row.path,
+    paths: pathsOf(ledger, row.pipeline, row.hash),
+    size: row.size,
+    state: row.state as FileState,
+    attempts: row.attempts,
+    rows: row.rows,
+    error: row.error,
+    worker: row.worker,
+    leaseExpiresAt: row.lease_expires_at === null ? null : new Date(row.lease_expires_at).toISOString(),
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    committedAt: row.committed_at,
+  }
+}
+
+export interface SqliteLedgerOptions {
+  /** Milliseconds since the epoch; tests move time forward to expire leases. */
+  readonly now?: () => number
+}
+
+export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}): LedgerStore {
+  mkdirSync(path.dirname(file), { recursive: true })
+  const db = new Database(file)
+  for (const pragma of PRAGMAS) db.pragma(pragma)
+  const ledger = ledgerDb(db)
+  migrate(ledger)
+  const now = options.now ?? Date.now
+  const immediate = <A extends unknown[], R>(fn: (...args: A) => R) => {
+    const transaction = db.transaction(fn)
+    return (...args: A): R => transaction.immediate(...args)
+  }
+  const claimTx = immediate(claim)
+  const completeTx = immediate(complete)
+  const failTx = immediate(fail)
+  const releaseTx = immediate(release)
+  const requeueTx = immediate(requeue)
+
+  return {
+    kind: 'sqlite',
+    describe: () => `sqlite:${file}`,
+    claim: async (input) => claimTx(ledger, input, now()),
+    heartbeat: async (key, ttlMs) => heartbeat(ledger, key, ttlMs, now()),
+    holds: async (key) => holds(ledger, key),
+    complete: async (key, rows) => completeTx(ledger, key, rows, now()),
+    fail: async (key, error, maxAttempts) => failTx(ledger, key, error, maxAttempts, now()),
+    release: async (key) => releaseTx(ledger, key, now()),
+    async status(maxAttempts, recent = 10) {
+      const byPipeline = new Map<string, { -readonly [K in keyof StatusCounts]: StatusCounts[K] }>()
+      for (const row of countStates(ledger, now())) {
+        let counts = byPipeline.get(row.pipeline)
+        if (counts === undefined) {
+          counts = { pipeline: row.pipeline, PENDING: 0, PROCESSING: 0, COMMITTED: 0, FAILED: 0, terminal: 0, expired: 0, rows: 0 }
+          byPipeline.set(row.pipeline, counts)
+        }
+        counts[row.state as FileState] += row.files
+        counts.expired += row.expired
+        if (row.state === 'COMMITTED') counts.rows += row.rows
+        if (row.state === 'FAILED' && row.attempts >= maxAttempts(row.pipeline)) counts.terminal += row.files
+      }
+      return { pipelines: [...byPipeline.values()], recentFailures: recentFailures(ledger, recent).map((row) => toFile(ledger, row)) }
+    },
+    async find(ref) {
+      return findFiles(ledger, ref).map((row) => toFile(ledger, row))
+    },
+    async events(pipeline, hash) {
+      return eventsOf(ledger, pipeline, hash).map(
+        (row): LedgerEvent => ({
+          id: row.id,
+          at: row.at,
+          pipeline: row.pipeline,
+          hash: row.hash,
+          event: row.event as LedgerEventName,
+          fromState: row.from_state as FileState | null,
+          toState: row.to_state as FileState | null,
+          attempt: row.attempt,
+          worker: row.worker,
+          path: row.path,
+          error: row.error,
+        }),
+      )
+    },
+    async requeue(target, worker) {
+      const files = 'failed' in target ? failedFiles(ledger, target.pipelines) : target.files
+      const result = requeueTx(ledger, files, worker, now())
+      return {
+        requeued: result.requeued.map((row) => toFile(ledger, row)),
+        refused: result.refused.map(({ row, reason }) => ({ file: toFile(ledger, row), reason })),
+      }
+    },
+    async close() {
+      if (db.open) db.close()
+    },
+  }
+}

@@ -1,0 +1,123 @@
+/**
+ * The audit ledger, independent of where it is stored (SQLite for one
+ * machine, Postgres for many). One record per (pipeline, content hash) with
+ * its current state, plus an append-only history of events.
+ */
+
+export const FILE_STATES = ['PENDING', 'PROCESSING', 'COMMITTED', 'FAILED'] as const
+export type FileState = (typeof FILE_STATES)[number]
+
+/** Event names, `area:outcome`. Every state change writes exactly one of these. */
+export type LedgerEventName =
+  | 'file:discovered'
+  | 'file:alias'
+  | 'file:claimed'
+  | 'file:reclaimed'
+  | 'file:retried'
+  | 'file:committed'
+  | 'file:failed'
+  | 'file:released'
+  | 'file:requeued'
+
+export interface LedgerFile {
+  readonly pipeline: string
+  readonly hash: string
+  /** The path the file was first seen at; `paths` has every name the same bytes arrived under. */
+  readonly path: string
+  readonly paths: readonly string[]
+  readonly size: number
+  readonly state: FileState
+  readonly attempts: number
+  readonly rows: number | null
+  readonly error: string | null
+  readonly worker: string | null
+  readonly leaseExpiresAt: string | null
+  readonly createdAt: string
+  readonly updatedAt: string
+  readonly committedAt: string | null
+}
+
+export interface LedgerEvent {
+  readonly id: number
+  readonly at: string
+  readonly pipeline: string
+  readonly hash: string
+  readonly event: LedgerEventName
+  readonly fromState: FileState | null
+  readonly toState: FileState | null
+  readonly attempt: number | null
+  readonly worker: string | null
+  readonly path: string | null
+  readonly error: string | null
+}
+
+export interface ClaimInput {
+  readonly pipeline: string
+  readonly hash: string
+  readonly path: string
+  readonly size: number
+  readonly worker: string
+  readonly maxAttempts: number
+  readonly ttlMs: number
+}
+
+export type ClaimResult =
+  | { readonly status: 'claimed'; readonly token: string; readonly attempt: number; readonly isNew: boolean; readonly reclaimed: boolean; readonly retried: boolean }
+  | { readonly status: 'skipped'; readonly reason: 'committed' | 'terminal' | 'held'; readonly isNew: boolean; readonly message: string }
+
+/** Identifies a held lease. Every write with it is fenced: it only applies while the token is current. */
+export interface LeaseKey {
+  readonly pipeline: string
+  readonly hash: string
+  readonly token: string
+  readonly worker: string
+  readonly attempt: number
+}
+
+export interface StatusCounts {
+  readonly pipeline: string
+  readonly PENDING: number
+  readonly PROCESSING: number
+  readonly COMMITTED: number
+  readonly FAILED: number
+  /** FAILED with no attempts left (given each pipeline's `retry.attempts`). */
+  readonly terminal: number
+  /** PROCESSING whose lease has expired: a crashed worker's file, reclaimable. */
+  readonly expired: number
+  readonly rows: number
+}
+
+export interface StatusReport {
+  readonly pipelines: readonly StatusCounts[]
+  readonly recentFailures: readonly LedgerFile[]
+}
+
+export interface RequeueResult {
+  readonly requeued: readonly LedgerFile[]
+  /** Files that could not be requeued, with why (a live lease, already pending). */
+  readonly refused: readonly { readonly file: LedgerFile; readonly reason: string }[]
+}
+
+export interface LedgerStore {
+  readonly kind: 'sqlite' | 'postgres'
+  /** Where the ledger lives, safe to print. */
+  describe(): string
+  /** Registers the file if new (never racing: insert-or-ignore) and tries to take a lease on it. */
+  claim(input: ClaimInput): Promise<ClaimResult>
+  /** Extends the lease; false if the token is no longer current. */
+  heartbeat(key: LeaseKey, ttlMs: number): Promise<boolean>
+  holds(key: LeaseKey): Promise<boolean>
+  /** PROCESSING → COMMITTED; false if the lease was lost (nothing written). */
+  complete(key: LeaseKey, rows: number): Promise<boolean>
+  /** PROCESSING → FAILED; `lost` if the lease was lost (nothing written). */
+  fail(key: LeaseKey, error: string, maxAttempts: number): Promise<{ readonly lost: boolean; readonly terminal: boolean }>
+  /** PROCESSING → PENDING without counting the attempt. */
+  release(key: LeaseKey): Promise<boolean>
+  status(maxAttempts: (pipeline: string) => number, recentFailures?: number): Promise<StatusReport>
+  /** Files matching a hash (or a unique prefix of at least 6 hex digits) or a path they were seen at. */
+  find(ref: string): Promise<LedgerFile[]>
+  events(pipeline: string, hash: string): Promise<LedgerEvent[]>
+  /** Back to PENDING with attempts reset. `failed`: every FAILED file (of `pipelines`, if given). */
+  requeue(target: { readonly files: readonly { readonly pipeline: string; readonly hash: string }[] } | { readonly failed: true; readonly pipelines?: readonly string[] }, worker: string): Promise<RequeueResult>
+  close(): Promise<void>
+}

@@ -1,0 +1,31 @@
+import type { RunSummary } from '../hooks.js'
+
+const integer = new Intl.NumberFormat('en-US')
+
+export function count(value: number): string {
+  return integer.format(value)
+}
+
+export function seconds(ms: number): string {
+  return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`
+}
+
+/** `committed 3 · failed 1 · skipped 2 · new 4 · reclaimed 0 · retried 1 · rows 1,234 · 0.42 s` */
+export function formatSummary(summary: RunSummary): string {
+  return [
+    `committed ${count(summary.committed)}`,
+    `failed ${count(summary.failed)}`,
+    `skipped ${count(summary.skipped)}`,
+    `new ${count(summary.new)}`,
+    `reclaimed ${count(summary.reclaimed)}`,
+    `retried ${count(summary.retried)}`,
+    `rows ${count(summary.rows)}`,
+    ...(summary.released > 0 ? [`released ${count(summary.released)}`] : []),
+    seconds(summary.durationMs),
+  ].join(' · ')
+}
+
+export function summaryJson(summary: RunSummary): Record<string, unknown> {
+  const { aborted, ...counts } = summary
+  return { ...counts, ...(aborted ? { aborted: aborted.toJSON() } : {}) }
+}

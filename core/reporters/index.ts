@@ -1,0 +1,20 @@
+import type { Plugin } from '../plugin.js'
+import { jsonReporter, silentReporter, simpleReporter, type ReporterStreams } from './lines.js'
+import { liveReporter } from './live.js'
+
+export const REPORTERS = ['default', 'simple', 'json', 'silent'] as const
+export type ReporterName = (typeof REPORTERS)[number]
+
+/** `default` is the live view on a terminal and plain lines anywhere else (CI logs, pipes). */
+export function createReporter(name: ReporterName, streams: ReporterStreams & { readonly isTTY: boolean }): Plugin {
+  switch (name) {
+    case 'default':
+      return streams.isTTY ? liveReporter(streams) : simpleReporter(streams)
+    case 'simple':
+      return simpleReporter(streams)
+    case 'json':
+      return jsonReporter(streams)
+    case 'silent':
+      return silentReporter()
+  }
+}

@@ -1,0 +1,73 @@
+import type { Writable } from 'node:stream'
+import type { Plugin } from '../plugin.js'
+import { redact } from '../secrets.js'
+import { count, formatSummary, seconds, summaryJson } from './format.js'
+
+export interface ReporterStreams {
+  readonly stdout: Writable
+  readonly stderr: Writable
+}
+
+/**
+ * Plain lines, for logs and pipes: one line per committed or failed file,
+ * skips only when they need attention (terminal failures, files still being
+ * written), then the summary. Quiet about files that were already committed.
+ */
+export function simpleReporter({ stdout, stderr }: ReporterStreams): Plugin {
+  const out = (line: string) => stdout.write(`${redact(line)}\n`)
+  const err = (line: string) => stderr.write(`${redact(line)}\n`)
+  return {
+    name: 'filedge:reporter',
+    apply({ hooks }) {
+      hooks.afterCommit.tapPromise('filedge:reporter', async ({ pipeline, file, rows, durationMs }) => {
+        out(`✓ ${pipeline.name} ${file.path} ${count(rows)} rows ${seconds(durationMs)}`)
+      })
+      hooks.fileFailed.tapPromise('filedge:reporter', async ({ pipeline, error, terminal }) => {
+        err(`✗ ${pipeline.name} ${error.message}${terminal ? ' (no attempts left: skipped until `filedge requeue`)' : ''}`)
+      })
+      hooks.fileSkipped.tap('filedge:reporter', ({ pipeline, path, reason, message }) => {
+        if (reason === 'terminal' || reason === 'changing' || reason === 'plugin' || reason === 'stopped') out(`- ${pipeline.name} ${path} skipped: ${message}`)
+      })
+      hooks.log.tap('filedge:reporter', ({ level, message, plugin }) => {
+        if (level === 'debug') return
+        const line = `${plugin ? `[${plugin}] ` : ''}${message}`
+        if (level === 'info') out(line)
+        else err(`${level}: ${line}`)
+      })
+      hooks.afterRun.tapPromise('filedge:reporter', async (summary) => {
+        if (summary.aborted) err(`[filedge] run stopped before loading: ${summary.aborted.message}`)
+        out(formatSummary(summary))
+      })
+    },
+  }
+}
+
+/** One JSON object per line and event, for log shippers and schedulers; the last line is the summary. */
+export function jsonReporter({ stdout }: ReporterStreams): Plugin {
+  const emit = (event: Record<string, unknown>): void => void stdout.write(`${redact(JSON.stringify({ time: new Date().toISOString(), ...event }))}\n`)
+  return {
+    name: 'filedge:reporter',
+    apply({ hooks }) {
+      hooks.fileClaimed.tap('filedge:reporter', ({ pipeline, file, attempt, reclaimed }) =>
+        emit({ event: 'file:claimed', pipeline: pipeline.name, path: file.path, hash: file.hash, attempt, reclaimed }),
+      )
+      hooks.afterCommit.tapPromise('filedge:reporter', async ({ pipeline, file, rows, durationMs, attempt }) =>
+        emit({ event: 'file:committed', pipeline: pipeline.name, path: file.path, hash: file.hash, rows, durationMs, attempt }),
+      )
+      hooks.fileFailed.tapPromise('filedge:reporter', async ({ pipeline, path, hash, error, terminal }) =>
+        emit({ event: 'file:failed', pipeline: pipeline.name, path, hash, terminal, error: error.toJSON() }),
+      )
+      hooks.fileSkipped.tap('filedge:reporter', ({ pipeline, path, hash, reason, message }) =>
+        emit({ event: 'file:skipped', pipeline: pipeline.name, path, hash, reason, message }),
+      )
+      hooks.log.tap('filedge:reporter', ({ level, message, plugin }) => {
+        if (level !== 'debug') emit({ event: 'log', level, plugin, message })
+      })
+      hooks.afterRun.tapPromise('filedge:reporter', async (summary) => emit({ event: 'run:summary', ...summaryJson(summary) }))
+    },
+  }
+}
+
+export function silentReporter(): Plugin {
+  return { name: 'filedge:reporter', apply() {} }
+}

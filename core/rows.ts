@@ -1,0 +1,70 @@
+import type { ColumnType } from './config/types.js'
+
+/**
+ * A typed value after coercion. Dates are `YYYY-MM-DD` strings, timestamps
+ * `YYYY-MM-DDTHH:MM:SS.ffffffZ` strings (UTC), decimals exact strings, json
+ * canonical JSON text, integers numbers (bigint beyond 2^53).
+ */
+export type Value = string | number | bigint | boolean | null
+
+/**
+ * Rows move in batches of parallel arrays: cheap to build, cheap to hand to a
+ * prepared statement, and each row keeps where it came from.
+ */
+export interface RowBatch {
+  /** Column names, in the pipeline's declared order (same array for every batch of a file). */
+  readonly columns: readonly string[]
+  /** One array per row, aligned with `columns`. */
+  readonly rows: Value[][]
+  /** 1-based record number of each row within its file (the header is not a record). */
+  readonly rowNumbers: number[]
+  /** Physical line where each row starts, for messages (`file:line`). */
+  readonly lines: number[]
+}
+
+/**
+ * A number as its source wrote it, for values a JS number would not hold
+ * exactly: `12345678901234567890` (past 2^53), `0.1234567890123456789`, and
+ * forms whose spelling matters to coercion (`3.0` is not an integer, `1e3`
+ * is not a decimal). JSON and Parquet formats yield it; coercion reads `text`.
+ */
+export class NumberText {
+  constructor(readonly text: string) {}
+}
+
+/** What a format yields: raw field values (strings from CSV, JSON values from JSON formats), not yet coerced. */
+export interface RawBatch {
+  readonly records: unknown[][]
+  readonly lines: number[]
+}
+
+export interface RawRows {
+  /** Field names, in record order. */
+  readonly fields: readonly string[]
+  /** Line of the header, if the format has one (for messages about fields). */
+  readonly headerLine?: number
+  readonly batches: AsyncIterable<RawBatch>
+}
+
+export interface TableColumn {
+  readonly name: string
+  readonly type: ColumnType
+  readonly required: boolean
+  readonly precision?: number
+  readonly scale?: number
+}
+
+export interface TableSpec {
+  readonly name: string
+  readonly columns: readonly TableColumn[]
+}
+
+/**
+ * Provenance columns on every destination row. Appended after the declared
+ * columns, in this order.
+ */
+export const PROVENANCE_COLUMNS: readonly TableColumn[] = Object.freeze([
+  { name: '_source_file_hash', type: 'string', required: true },
+  { name: '_ingested_at', type: 'timestamp', required: true },
+  { name: '_source_row_number', type: 'integer', required: true },
+])

@@ -1,0 +1,160 @@
+import { stat } from 'node:fs/promises'
+import type { Readable } from 'node:stream'
+import { coerceRows, isoInstant } from '../columns/coerce.js'
+import type { ResolvedFormat, ResolvedPipeline } from '../config/types.js'
+import type { FileRef, WriteJob } from '../destination.js'
+import { FiledgeError, claimLost, describeError, fileInvalid, isFiledgeError, stopped } from '../errors.js'
+import { detectFormat } from '../formats/registry.js'
+import type { FileCandidate, Hooks, Lease, SkipReason } from '../hooks.js'
+import { hashFile } from '../source/hash.js'
+import { openSource } from '../source/open.js'
+import type { RowBatch, TableSpec } from '../rows.js'
+
+export type FileOutcome =
+  | { readonly kind: 'committed'; readonly hash: string; readonly rows: number; readonly isNew: boolean; readonly reclaimed: boolean; readonly retried: boolean }
+  | { readonly kind: 'failed'; readonly hash?: string; readonly error: FiledgeError; readonly isNew: boolean; readonly reclaimed: boolean; readonly retried: boolean }
+  | { readonly kind: 'skipped'; readonly hash?: string; readonly reason: SkipReason; readonly isNew: boolean }
+  | { readonly kind: 'released'; readonly hash: string; readonly isNew: boolean }
+
+export interface FileRunContext {
+  readonly hooks: Hooks
+  readonly worker: string
+  readonly heartbeatMs: number
+  /** Aborted when the run is stopping: no new file starts, and files in flight are rolled back and released. */
+  readonly signal: AbortSignal
+}
+
+function toError(error: unknown, file: string): FiledgeError {
+  if (isFiledgeError(error)) return error
+  return new FiledgeError('INTERNAL', `${file}: ${describeError(error)}`, { file, cause: error })
+}
+
+/** The destination table of a pipeline: its columns, but in cdc mode the change columns without the op column (the op describes a change, not the row). */
+export function tableSpec(pipeline: ResolvedPipeline): TableSpec {
+  const mode = pipeline.writeMode
+  if (mode.kind === 'cdc') return { name: pipeline.table, columns: mode.changeColumns.filter((column) => column.name !== mode.op) }
+  return {
+    name: pipeline.table,
+    columns: pipeline.columns.map(({ name, type, required, precision, scale }) => ({ name, type, required, precision, scale })),
+  }
+}
+
+/** Keeps the lease alive while the file loads; aborts the load the moment it is lost. */
+function keepAlive(lease: Lease, file: FileRef, everyMs: number, controller: AbortController, hooks: Hooks): () => void {
+  let beating = false
+  const timer = setInterval(() => {
+    if (beating) return
+    beating = true
+    lease
+      .heartbeat()
+      .then((held) => {
+        if (!held) controller.abort(claimLost(file.path, 'another worker reclaimed it while this worker was loading'))
+      })
+      .catch((error) => hooks.log.call({ level: 'warn', message: `heartbeat for ${file.path} failed (will retry): ${describeError(error)}` }))
+      .finally(() => {
+        beating = false
+      })
+  }, everyMs)
+  return () => clearInterval(timer)
+}
+
+async function* counted(batches: AsyncIterable<RowBatch>, onRows: (rows: number) => void, signal: AbortSignal): AsyncGenerator<RowBatch> {
+  let rows = 0
+  for await (const batch of batches) {
+    if (signal.aborted) throw signal.reason
+    rows += batch.rows.length
+    onRows(rows)
+    yield batch
+  }
+  if (signal.aborted) throw signal.reason
+}
+
+/** Hashes a candidate, unless a `beforeHash` plugin skips it or vouches for its hash. */
+export async function identify(candidate: FileCandidate, hooks: Hooks): Promise<{ skip: string; reason: SkipReason } | { hash: string }> {
+  const pre = await hooks.beforeHash.promise(candidate)
+  if (pre !== undefined && 'skip' in pre) return { skip: pre.skip, reason: 'plugin' }
+  if (pre !== undefined) return { hash: pre.hash }
+  const { hash, size } = await hashFile(candidate.absPath)
+  const after = await stat(candidate.absPath)
+  if (size !== candidate.size || after.size !== candidate.size || after.mtimeMs !== candidate.mtimeMs) {
+    return { skip: 'still being written (size or mtime changed while hashing); a later run will load it', reason: 'changing' }
+  }
+  return { hash }
+}
+
+/**
+ * The per-file path: claim → load → coerce → transform → commit → complete.
+ * Everything after the claim either completes the lease or fails it, so the
+ * ledger always explains what happened to the file.
+ */
+export async function loadClaimed(
+  pipeline: ResolvedPipeline,
+  file: FileRef,
+  lease: Lease,
+  context: FileRunContext,
+): Promise<{ rows: number } | { error: FiledgeError; terminal: boolean } | { released: true }> {
+  const { hooks } = context
+  const controller = new AbortController()
+  const heartbeat = keepAlive(lease, file, context.heartbeatMs, controller, hooks)
+  // A graceful stop aborts the load: the destination rolls back and the lease goes back to the ledger.
+  const onStop = () => controller.abort(stopped(file.path))
+  if (context.signal.aborted) onStop()
+  else context.signal.addEventListener('abort', onStop, { once: true })
+  // A destination that reads the file itself never drains the format's stream; close every stream opened for this file once it is done.
+  const opened: Readable[] = []
+  const stop = () => {
+    heartbeat()
+    context.signal.removeEventListener('abort', onStop)
+    for (const stream of opened) stream.destroy()
+  }
+  try {
+    const format: ResolvedFormat | undefined = pipeline.format ?? detectFormat(file.path)
+    if (format === undefined) throw fileInvalid(file.path, "cannot tell the format from the file's extension; set `format` on the pipeline")
+    const open = () => {
+      const stream = openSource(file)
+      opened.push(stream)
+      return stream
+    }
+    const raw = await hooks.load.promise({ pipeline, file, format, open, signal: controller.signal })
+    if (raw === undefined) throw fileInvalid(file.path, `no plugin loads "${format.type}" files; add a format plugin for it`)
+    const typed = coerceRows(raw, pipeline.columns, { file: file.path, unknownColumns: pipeline.unknownColumns })
+    const transformed = await hooks.transform.promise(typed, { pipeline, file })
+    const untransformed = hooks.transform.taps.length === 0
+    const job: WriteJob = {
+      pipeline: pipeline.name,
+      table: tableSpec(pipeline),
+      writeMode: pipeline.writeMode,
+      file,
+      ingestedAt: isoInstant(new Date()),
+      batches: counted(transformed, (rows) => hooks.fileProgress.call({ pipeline, file, rows }), controller.signal),
+      ...(untransformed
+        ? { source: { format, fields: raw.fields, headerLine: raw.headerLine, columns: pipeline.columns, unknownColumns: pipeline.unknownColumns } }
+        : {}),
+      signal: controller.signal,
+      async assertLease() {
+        if (controller.signal.aborted) throw controller.signal.reason
+        if (!(await lease.isHeld())) throw claimLost(file.path, 'another worker reclaimed it before the destination commit')
+      },
+    }
+    const result = await hooks.commit.promise(job)
+    if (result === undefined) throw new FiledgeError('PLUGIN_ERROR', `${file.path}: no destination committed pipeline "${pipeline.name}"`, { file: file.path })
+    stop()
+    await lease.complete(result.rows)
+    return { rows: result.rows }
+  } catch (caught) {
+    stop()
+    const error = toError(controller.signal.aborted && isFiledgeError(controller.signal.reason) ? controller.signal.reason : caught, file.path)
+    if (error.code === 'CLAIM_LOST') return { error, terminal: false }
+    if (error.code === 'STOPPED') {
+      // Not an attempt that failed: the attempt is given back with the lease.
+      await lease.release().catch(() => undefined)
+      return { released: true }
+    }
+    try {
+      const { terminal } = await lease.fail(error)
+      return { error, terminal }
+    } catch (failError) {
+      return { error: toError(failError, file.path), terminal: false }
+    }
+  }
+}

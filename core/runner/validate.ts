@@ -1,0 +1,105 @@
+import { stat } from 'node:fs/promises'
+import { coerceRows } from '../columns/coerce.js'
+import type { ResolvedConfig, ResolvedFormat, ResolvedPipeline } from '../config/types.js'
+import type { FileRef } from '../destination.js'
+import { FiledgeError, describeError, fileInvalid, isFiledgeError } from '../errors.js'
+import { csvFormat } from '../formats/csv.js'
+import { jsonFormats } from '../formats/json.js'
+import { parquetFormat } from '../formats/parquet.js'
+import { detectFormat } from '../formats/registry.js'
+import { createHooks, type Hooks } from '../hooks.js'
+import { createLogger } from '../logger.js'
+import { orderPlugins } from '../plugin.js'
+import { toRelative } from '../source/discover.js'
+import { hashFile } from '../source/hash.js'
+import { openSource } from '../source/open.js'
+import { NumberText, type RawRows } from '../rows.js'
+import { workerId } from './worker.js'
+
+export interface ValidationFailure {
+  readonly code: string
+  readonly message: string
+  readonly line?: number
+  readonly column?: string
+  readonly value?: unknown
+}
+
+export interface FileValidation {
+  readonly path: string
+  readonly pipeline: string
+  readonly format?: string
+  /** Records read (good and bad). */
+  readonly rows: number
+  /** Records with at least one failure. */
+  readonly failedRows: number
+  /** Every failure, up to the limit asked for. */
+  readonly failures: readonly ValidationFailure[]
+  /** Failures beyond the limit, counted but not kept. */
+  readonly more: number
+  /** Reading stopped early: the file cannot be parsed past this failure (the last one listed). */
+  readonly stopped: boolean
+}
+
+/**
+ * Format plugins only: the built-ins and the config's plugins (which may add
+ * formats). No ledger and no destination is opened, so validating writes
+ * nothing anywhere.
+ */
+export async function formatHooks(config: ResolvedConfig): Promise<Hooks> {
+  const hooks = createHooks()
+  const worker = workerId()
+  for (const plugin of orderPlugins(config.plugins, [csvFormat(), jsonFormats(), parquetFormat()])) {
+    await plugin.apply({ hooks, config, worker, logger: createLogger((entry) => hooks.log.call(entry), plugin.name) })
+  }
+  return hooks
+}
+
+function failureOf(error: FiledgeError): ValidationFailure {
+  // A number kept as written (JSON, Parquet) is reported as written.
+  const value = error.value instanceof NumberText ? error.value.text : error.value
+  return { code: error.code, message: error.message, line: error.line, column: error.column, value }
+}
+
+/**
+ * Parses and coerces one file exactly as a run would, with the pipeline's
+ * format and columns, but reports every bad value and record instead of
+ * stopping at the first (a syntax error still ends the file: nothing after it
+ * can be read reliably).
+ */
+export async function validateFile(hooks: Hooks, config: ResolvedConfig, pipeline: ResolvedPipeline, absPath: string, maxFailures: number): Promise<FileValidation> {
+  const relative = toRelative(config.root, absPath)
+  const failures: ValidationFailure[] = []
+  let more = 0
+  let records = 0
+  let good = 0
+  let stopped = false
+  const add = (error: FiledgeError) => {
+    if (maxFailures > 0 && failures.length >= maxFailures) more++
+    else failures.push(failureOf(error))
+  }
+  const format: ResolvedFormat | undefined = pipeline.format ?? detectFormat(relative)
+  try {
+    if (format === undefined) throw fileInvalid(relative, "cannot tell the format from the file's extension; set `format` on the pipeline")
+    const { hash, size } = await hashFile(absPath)
+    const { mtimeMs } = await stat(absPath)
+    const file: FileRef = { hash, size, mtimeMs, path: relative, absPath }
+    const raw = await hooks.load.promise({ pipeline, file, format, open: () => openSource(file), signal: new AbortController().signal })
+    if (raw === undefined) throw fileInvalid(relative, `no plugin loads "${format.type}" files`)
+    const counted: RawRows = {
+      ...raw,
+      batches: (async function* () {
+        for await (const batch of raw.batches) {
+          records += batch.records.length
+          yield batch
+        }
+      })(),
+    }
+    for await (const batch of coerceRows(counted, pipeline.columns, { file: relative, unknownColumns: pipeline.unknownColumns, onInvalid: add })) {
+      good += batch.rows.length
+    }
+  } catch (error) {
+    stopped = true
+    add(isFiledgeError(error) ? error : new FiledgeError('FILE_INVALID', `${relative}: ${describeError(error)}`, { file: relative, cause: error }))
+  }
+  return { path: relative, pipeline: pipeline.name, format: format?.type, rows: records, failedRows: records - good, failures, more, stopped }
+}

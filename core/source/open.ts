@@ -1,0 +1,89 @@
+import { createHash } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { Transform, pipeline, type Readable } from 'node:stream'
+import { createGunzip } from 'node:zlib'
+import type { FileRef } from '../destination.js'
+import { fileChanged, fileInvalid } from '../errors.js'
+import { isGzipPath } from '../formats/registry.js'
+
+/**
+ * A gzip member may expand to at most this many times its compressed size
+ * (or 256 MiB, whichever is larger). Real CSV and JSON compress 5–20×; a
+ * gzip bomb compresses 1000× and more. Refusing by ratio stops a bomb after
+ * a few MB of work instead of after it has filled a table.
+ */
+export const MAX_GZIP_RATIO = 200
+const MIN_GZIP_LIMIT = 256 * 1024 * 1024
+
+/** Re-hashes the bytes as they pass; errors with FILE_CHANGED at the end if they are not the claimed bytes. */
+function verifier(file: FileRef): Transform {
+  const hash = createHash('sha256')
+  let size = 0
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      hash.update(chunk)
+      size += chunk.length
+      callback(null, chunk)
+    },
+    flush(callback) {
+      const digest = hash.digest('hex')
+      if (size !== file.size || digest !== file.hash) {
+        callback(fileChanged(file.path, `the file changed after it was hashed (${file.size} bytes, ${file.hash.slice(0, 12)}… then ${size} bytes, ${digest.slice(0, 12)}…); it will be picked up again as a new version`))
+      } else {
+        callback()
+      }
+    },
+  })
+}
+
+function limiter(file: FileRef, limit: number): Transform {
+  let size = 0
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      size += chunk.length
+      if (size > limit) {
+        callback(fileInvalid(file.path, `gzip data expands to more than ${limit} bytes (the limit is ${MAX_GZIP_RATIO}× its ${file.size} compressed bytes, and at least ${MIN_GZIP_LIMIT}); refusing a likely gzip bomb`))
+      } else {
+        callback(null, chunk)
+      }
+    },
+  })
+}
+
+/**
+ * The claimed file may vanish before it is read (moved away by an archiver, a
+ * producer retracting it). Say so in words, and without the absolute path the
+ * raw ENOENT would print.
+ */
+function vanished(file: FileRef, error: NodeJS.ErrnoException): Error {
+  if (error.code !== 'ENOENT') return error
+  return fileChanged(file.path, 'removed or renamed after it was hashed; nothing was loaded (the same bytes are loaded again if they reappear)')
+}
+
+/**
+ * Opens a claimed file for a format: its bytes, verified against the claimed
+ * hash, gunzipped when the name ends in `.gz`. The returned stream errors with
+ * a FiledgeError naming the file for a truncated or corrupt gzip member.
+ */
+export function openSource(file: FileRef, options: { verify?: boolean } = {}): Readable {
+  const raw = createReadStream(file.absPath, { highWaterMark: 1024 * 1024 })
+  let out: Readable | undefined
+  // Registered before pipeline() adds its own listener, so the consumer sees this error, not the raw one.
+  raw.on('error', (error: NodeJS.ErrnoException) => out?.destroy(vanished(file, error)))
+  // `inspect` reads only the start of a file it never hashed: no claimed bytes to verify against.
+  const check = options.verify === false ? new Transform({ transform: (chunk, _encoding, callback) => callback(null, chunk) }) : verifier(file)
+  if (!isGzipPath(file.path)) return (out = pipeline(raw, check, () => {}))
+  const gunzip = createGunzip()
+  const named = new Transform({
+    transform(chunk, _encoding, callback) {
+      callback(null, chunk)
+    },
+  })
+  const limit = Math.max(MIN_GZIP_LIMIT, file.size * MAX_GZIP_RATIO)
+  // zlib's own errors ("unexpected end of file") do not say which file; rename them here.
+  gunzip.on('error', (error: NodeJS.ErrnoException) => {
+    if (!('code' in error) || !String(error.code).startsWith('Z_')) return
+    named.destroy(fileInvalid(file.path, `corrupt or truncated gzip data (${error.message})`))
+  })
+  return (out = pipeline(raw, check, gunzip, limiter(file, limit), named, () => {}))
+}

@@ -1,0 +1,281 @@
+import type { ResolvedCdc } from '../config/types.js'
+import { FiledgeError, rowInvalid, showValue } from '../errors.js'
+import { PROVENANCE_COLUMNS, type RowBatch, type TableColumn, type TableSpec } from '../rows.js'
+import { quoteIdentifier } from '../sql.js'
+
+/**
+ * CDC in SQL, shared by the destinations that can run it: the change file is
+ * staged in a temporary table through the destination's own bulk path (the
+ * Appender, COPY, multi-row INSERTs), then checked, collapsed and applied by
+ * a handful of statements, all in the file's transaction. Nothing of the file
+ * is held in JavaScript beyond one batch, so a change file of any size loads
+ * in bounded memory; the database sorts and joins (and spills to disk).
+ *
+ * Per file:
+ * 1. stage: every change, with its record number and line;
+ * 2. check: a change missing a key, op or sequence, an op value no list
+ *    names, an insert or update missing a required value, or two changes of
+ *    one key with one sequence fail the file, naming the line(s);
+ * 3. collapse: the last change per key by sequence (compared by the
+ *    column's type), marked newer or not than what the table holds for the
+ *    key: its row's sequence, or its tombstone's;
+ * 4. apply the newer ones: delete the keys' rows and tombstones, insert the
+ *    rows of inserts and updates and the tombstones of deletes.
+ *
+ * Not newer means older *or equal*: re-applying a file, or a later file that
+ * repeats changes already applied (overlapping extracts), changes nothing.
+ */
+
+/** Where the deletes of `table` are remembered, so an older insert arriving later cannot resurrect a key. */
+export function cdcTombstoneTable(table: string): string {
+  return `${table}__filedge_deleted`
+}
+
+/** The tombstone table: the keys and the sequence of the delete, with the delete's provenance. */
+export function cdcTombstoneSpec(table: TableSpec, mode: ResolvedCdc): TableSpec {
+  const column = (name: string): TableColumn => {
+    const found = table.columns.find((candidate) => candidate.name === name)
+    if (found === undefined) throw new FiledgeError('INTERNAL', `cdc column "${name}" is not a column of ${table.name}`)
+    return { ...found, required: true }
+  }
+  return { name: cdcTombstoneTable(table.name), columns: [...mode.keys.map(column), column(mode.sequence)] }
+}
+
+/** Line of each staged change (filedge's parser knows it; a destination's own reader does not and leaves it NULL). */
+export const CDC_LINE_COLUMN = '_filedge_line'
+
+/**
+ * The staging table of a cdc job: every change column (the op included), all
+ * nullable so that the checks, not a constraint, report a missing value with
+ * its line; then `CDC_LINE_COLUMN`. The destination adds the provenance
+ * columns, as for any table.
+ */
+export function cdcStageSpec(name: string, mode: ResolvedCdc): TableSpec {
+  return {
+    name,
+    columns: [...mode.changeColumns.map((column) => ({ ...column, required: false })), { name: CDC_LINE_COLUMN, type: 'integer', required: false }],
+  }
+}
+
+/**
+ * The job's batches laid out for `cdcStageSpec`: each row gains its line as
+ * a last value. Rows are extended in place (one assignment per row, no copy):
+ * they belong to this job and nothing reads them after the destination.
+ */
+export async function* withLines(batches: AsyncIterable<RowBatch>): AsyncGenerator<RowBatch> {
+  for await (const batch of batches) {
+    const { rows, lines } = batch
+    for (let r = 0; r < rows.length; r++) rows[r].push(lines[r])
+    yield batch
+  }
+}
+
+/** What differs between the destinations' SQL. */
+export interface CdcDialect {
+  /** The placeholder of the n-th (1-based) value of a statement: `?`, `$1`, `$p1`. */
+  placeholder(n: number): string
+  /**
+   * A sequence value as an expression that `<`, `>=` and ORDER BY compare by
+   * the column's type, when the stored value does not already (SQLite keeps
+   * decimals as text; Postgres compares text by the database's collation).
+   */
+  sequenceOrder?(expression: string, column: TableColumn): string
+  /** A statement deleting the rows of `target` whose keys match a row of `source` for which `condition` (on alias `a`) holds. */
+  deleteMatching(target: string, source: string, keys: readonly string[], condition: string): string
+  /** A statement creating temporary table `name` from `select`. */
+  createTempAs(name: string, select: string): string
+}
+
+/** SQL names (quoted, qualified as needed) of the tables a cdc job touches. */
+export interface CdcTables {
+  readonly target: string
+  readonly tombstones: string
+  readonly stage: string
+  /** The collapsed changes; created by `collapse`. */
+  readonly changes: string
+}
+
+export interface SqlStatement {
+  readonly sql: string
+  readonly values: readonly unknown[]
+}
+
+export interface CdcCounts {
+  /** Keys the file changes (after collapsing). */
+  readonly keys: number
+  /** Of those, changes newer than the table's: applied. */
+  readonly applied: number
+  /** Of the applied, deletes. */
+  readonly deletes: number
+}
+
+export interface CdcPlan {
+  /** First change (by record) missing a key, op or sequence, with an unknown op, or an insert or update missing a required value. */
+  readonly rowProblem: SqlStatement
+  /** First change (by record) whose key and sequence an earlier change of the file already has. */
+  readonly duplicate: SqlStatement
+  /** Creates `tables.changes`: the last change per key, flagged newer or not than the table. */
+  readonly collapse: SqlStatement
+  /** Counts over `tables.changes`, read with `counts()`. */
+  readonly count: SqlStatement
+  /** The statements that apply the newer changes, in order. */
+  readonly apply: readonly SqlStatement[]
+  /**
+   * The file's error from what `rowProblem` and `duplicate` found (each a row
+   * or undefined): the problem that shows first in the file, or undefined when
+   * there is none. `exact` is false when the stage does not know lines.
+   */
+  problem(found: { readonly row?: Record<string, unknown>; readonly duplicate?: Record<string, unknown> }, file: string): { error: FiledgeError; exact: boolean } | undefined
+  counts(row: Record<string, unknown>): CdcCounts
+}
+
+const NEWER = '_filedge_newer'
+const PICK = '_filedge_pick'
+
+/** Builds a statement, numbering placeholders as values are added. */
+function statement(dialect: CdcDialect) {
+  const values: unknown[] = []
+  return {
+    value(value: unknown): string {
+      values.push(value)
+      return dialect.placeholder(values.length)
+    },
+    list(list: readonly unknown[]): string {
+      return list.map((value) => this.value(value)).join(', ')
+    },
+    done: (sql: string): SqlStatement => ({ sql, values }),
+  }
+}
+
+const asNumber = (value: unknown): number => Number(value)
+const asText = (value: unknown): string | null => (value === null || value === undefined ? null : String(value))
+
+/**
+ * The statements of a cdc job for one table. `table` is the destination table
+ * (no op column); the stage holds `cdcStageSpec`'s columns.
+ */
+export function cdcPlan(mode: ResolvedCdc, table: TableSpec, tables: CdcTables, dialect: CdcDialect): CdcPlan {
+  const q = quoteIdentifier
+  const sequenceColumn = mode.changeColumns.find((column) => column.name === mode.sequence)!
+  const order = (expression: string) => dialect.sequenceOrder?.(expression, sequenceColumn) ?? expression
+  const keys = mode.keys.map(q)
+  const op = q(mode.op)
+  const sequence = q(mode.sequence)
+  const line = q(CDC_LINE_COLUMN)
+  const rowNumber = q('_source_row_number')
+  const allOps = [...mode.ops.insert, ...mode.ops.update, ...mode.ops.delete]
+  const always = new Set([...mode.keys, mode.op, mode.sequence])
+  const requiredOnWrite = mode.changeColumns.filter((column) => column.required && !always.has(column.name))
+  const identity = [...mode.keys, mode.op, mode.sequence]
+
+  // Checks read every value as text (aliases c0, c1… are ours, so no user column name can clash).
+  const rowProblem = (() => {
+    const s = statement(dialect)
+    const missing = identity.map((name) => `${q(name)} IS NULL`)
+    const conditions = [...missing, `${op} NOT IN (${s.list(allOps)})`]
+    if (requiredOnWrite.length > 0) {
+      const empty = requiredOnWrite.map((column) => `${q(column.name)} IS NULL`).join(' OR ')
+      conditions.push(mode.ops.delete.length > 0 ? `(${op} NOT IN (${s.list(mode.ops.delete)}) AND (${empty}))` : `(${empty})`)
+    }
+    const selected = [
+      ...identity.map((name, index) => `CAST(${q(name)} AS TEXT) AS c${index}`),
+      ...requiredOnWrite.map((column, index) => `CASE WHEN ${q(column.name)} IS NULL THEN 1 ELSE 0 END AS r${index}`),
+    ]
+    return s.done(`SELECT ${rowNumber} AS rn, ${line} AS line, ${selected.join(', ')} FROM ${tables.stage} WHERE ${conditions.join(' OR ')} ORDER BY ${rowNumber} LIMIT 1`)
+  })()
+
+  const duplicate = (() => {
+    const s = statement(dialect)
+    const partition = [...keys, sequence].join(', ')
+    const inner =
+      `SELECT ${rowNumber} AS rn, ${line} AS line, lag(${line}) OVER (PARTITION BY ${partition} ORDER BY ${rowNumber}) AS prev_line, ` +
+      `lag(${rowNumber}) OVER (PARTITION BY ${partition} ORDER BY ${rowNumber}) AS prev_rn, ` +
+      [...mode.keys, mode.sequence].map((name, index) => `CAST(${q(name)} AS TEXT) AS c${index}`).join(', ') +
+      ` FROM ${tables.stage}`
+    return s.done(`SELECT rn, line, prev_rn, prev_line, ${[...mode.keys, mode.sequence].map((_, index) => `c${index}`).join(', ')} FROM (${inner}) d WHERE prev_rn IS NOT NULL ORDER BY rn LIMIT 1`)
+  })()
+
+  const stageColumns = [...mode.changeColumns.map((column) => column.name), CDC_LINE_COLUMN].map(q)
+  const provenance = PROVENANCE_COLUMNS.map((column) => q(column.name))
+
+  const collapse = (() => {
+    const s = statement(dialect)
+    const sameKey = (alias: string) => keys.map((key) => `${alias}.${key} = c.${key}`).join(' AND ')
+    const notOlder = (other: string, alias: string) => `SELECT 1 FROM ${other} ${alias} WHERE ${sameKey(alias)} AND ${order(`${alias}.${sequence}`)} >= ${order(`c.${sequence}`)}`
+    const picked = `SELECT s.*, row_number() OVER (PARTITION BY ${keys.map((key) => `s.${key}`).join(', ')} ORDER BY ${order(`s.${sequence}`)} DESC) AS ${PICK} FROM ${tables.stage} s`
+    const newer = `CASE WHEN EXISTS (${notOlder(tables.target, 't')}) OR EXISTS (${notOlder(tables.tombstones, 'd')}) THEN 0 ELSE 1 END AS ${NEWER}`
+    const select = `SELECT ${[...stageColumns, ...provenance].map((column) => `c.${column}`).join(', ')}, ${newer} FROM (${picked}) c WHERE c.${PICK} = 1`
+    return s.done(dialect.createTempAs(tables.changes, select))
+  })()
+
+  const count = (() => {
+    const s = statement(dialect)
+    const deletes = mode.ops.delete.length > 0 ? `CASE WHEN ${NEWER} = 1 AND ${op} IN (${s.list(mode.ops.delete)}) THEN 1 ELSE 0 END` : '0'
+    return s.done(`SELECT count(*) AS n_keys, coalesce(sum(${NEWER}), 0) AS n_applied, coalesce(sum(${deletes}), 0) AS n_deletes FROM ${tables.changes}`)
+  })()
+
+  const apply: SqlStatement[] = []
+  const whereNewer = `a.${NEWER} = 1`
+  apply.push(statement(dialect).done(dialect.deleteMatching(tables.target, tables.changes, keys, whereNewer)))
+  apply.push(statement(dialect).done(dialect.deleteMatching(tables.tombstones, tables.changes, keys, whereNewer)))
+  {
+    const s = statement(dialect)
+    const columns = [...table.columns.map((column) => q(column.name)), ...provenance]
+    const writes = mode.ops.delete.length > 0 ? ` AND ${op} NOT IN (${s.list(mode.ops.delete)})` : ''
+    apply.push(s.done(`INSERT INTO ${tables.target} (${columns.join(', ')}) SELECT ${columns.join(', ')} FROM ${tables.changes} WHERE ${NEWER} = 1${writes}`))
+  }
+  if (mode.ops.delete.length > 0) {
+    const s = statement(dialect)
+    const columns = [...keys, sequence, ...provenance]
+    apply.push(s.done(`INSERT INTO ${tables.tombstones} (${columns.join(', ')}) SELECT ${columns.join(', ')} FROM ${tables.changes} WHERE ${NEWER} = 1 AND ${op} IN (${s.list(mode.ops.delete)})`))
+  }
+
+  const opNames = [
+    ...mode.ops.insert.map((value) => `${JSON.stringify(value)} (insert)`),
+    ...mode.ops.update.map((value) => `${JSON.stringify(value)} (update)`),
+    ...mode.ops.delete.map((value) => `${JSON.stringify(value)} (delete)`),
+  ].join(', ')
+  const keyText = (row: Record<string, unknown>) => mode.keys.map((key, index) => `${key}=${showValue(asText(row[`c${index}`]))}`).join(', ')
+
+  return {
+    rowProblem,
+    duplicate,
+    collapse,
+    count,
+    apply,
+    problem(found, file) {
+      // A duplicate shows at its second change: both problems are placed by the record where they appear.
+      const kind = found.row === undefined ? 'duplicate' : found.duplicate === undefined || asNumber(found.row.rn) < asNumber(found.duplicate.rn) ? 'row' : 'duplicate'
+      const row = kind === 'row' ? found.row : found.duplicate
+      if (row === undefined) return undefined
+      const lineValue = row.line
+      const exact = lineValue !== null && lineValue !== undefined
+      const at = exact ? asNumber(lineValue) : asNumber(row.rn)
+      const where = (column: string, value: unknown, reason: string) => {
+        if (exact) return rowInvalid(file, at, column, value, reason)
+        return new FiledgeError('ROW_INVALID', `${file}: record ${at} column ${column}: ${reason}`, { file, column, value })
+      }
+      if (kind === 'duplicate') {
+        const earlier = exact ? `line ${asNumber(row.prev_line)}` : `record ${asNumber(row.prev_rn)}`
+        const value = asText(row[`c${mode.keys.length}`])
+        return {
+          exact,
+          error: where(mode.sequence, value, `same ${mode.sequence} ${showValue(value)} as ${earlier} for key ${keyText(row)}; which change is the last cannot be told`),
+        }
+      }
+      for (const [index, name] of identity.entries()) {
+        if (row[`c${index}`] === null || row[`c${index}`] === undefined) {
+          return { exact, error: where(name, null, `required value is missing (every change needs its ${mode.keys.length > 1 ? 'keys' : 'key'}, op and sequence)`) }
+        }
+      }
+      const opValue = asText(row[`c${mode.keys.length}`])
+      if (!allOps.includes(opValue!)) return { exact, error: where(mode.op, opValue, `unknown op ${showValue(opValue)}; expected one of ${opNames}`) }
+      const empty = requiredOnWrite.find((_, index) => asNumber(row[`r${index}`]) === 1)
+      return {
+        exact,
+        error: where(empty?.name ?? mode.op, null, `required value is missing (an ${mode.ops.insert.includes(opValue!) ? 'insert' : 'update'} carries the whole row; only a delete may leave it empty)`),
+      }
+    },
+    counts: (row) => ({ keys: asNumber(row.n_keys), applied: asNumber(row.n_applied), deletes: asNumber(row.n_deletes) }),
+  }
+}

@@ -1,0 +1,444 @@
+import { createHash } from 'node:crypto'
+import type { Writable } from 'node:stream'
+import {
+  assertNoDrift,
+  cdcTombstoneSpec,
+  cdcTombstoneTable,
+  FiledgeError,
+  isEnvRef,
+  isFiledgeError,
+  PROVENANCE_COLUMNS,
+  quoteIdentifier,
+  readEnv,
+  redact,
+  rowInvalid,
+  truncateLogTable,
+  TRUNCATE_LOG_COLUMNS,
+  type ActualColumn,
+  type ColumnType,
+  type Destination,
+  type DestinationContext,
+  type DriftCheck,
+  type Logger,
+  type MaybeEnv,
+  type ResolvedCdc,
+  type TableColumn,
+  type TableSpec,
+  type WriteJob,
+} from '../../core/index.js'
+import { encodeBatch } from './copy-text.js'
+import { modeWrite } from './write-modes.js'
+
+/** The unique index on a cdc table's keys. */
+function keyIndexName(table: string): string {
+  return `${table}__filedge_keys`
+}
+
+/** The part of a `pg` client we use (described, not imported, so any compatible version works). */
+export interface PgClient {
+  query(text: string, values?: readonly unknown[]): Promise<{ rows: Record<string, unknown>[]; rowCount: number | null }>
+  /** `pg` runs a `pg-copy-streams` query when handed one. */
+  query<T extends Writable>(submittable: T): T
+  release(destroy?: Error | boolean): void
+}
+
+/** The part of a `pg.Pool` we use. */
+export interface PgPool {
+  connect(): Promise<PgClient>
+  end(): Promise<void>
+}
+
+export interface PostgresDestinationOptions {
+  /** `postgres://user:password@host:port/database`; use `env('DATABASE_URL')` so the password stays out of the config. Required unless `client` is given. */
+  url?: MaybeEnv
+  /** Schema of the tables (created if missing). Default `public`. */
+  schema?: string
+  /** Connections this worker opens, which is also how many files it can write at once. Default 4. */
+  poolSize?: number
+  /** TLS, passed to `pg`: `true`, or `{ rejectUnauthorized, ca, cert, key }`. Default: as the URL's `sslmode` says. */
+  ssl?: boolean | { rejectUnauthorized?: boolean; ca?: string; cert?: string; key?: string; servername?: string }
+  /**
+   * `'durable'` (default): every file's transaction commits with
+   * `synchronous_commit = on`, so its rows are on the server's disk before the
+   * ledger records COMMITTED, whatever the server's default. `'fast'`:
+   * `synchronous_commit = off` — commits return before the WAL is flushed, and
+   * a crash of the Postgres server (not of a worker) can lose the last files'
+   * rows while the ledger says COMMITTED; those files would not be loaded again.
+   */
+  durability?: 'durable' | 'fast'
+  /** A `pg.Pool` (or anything with `connect()`/`end()`) to use instead of `url`. filedge does not end it. */
+  client?: PgPool
+}
+
+/** Postgres identifiers longer than this are silently truncated, which would make filedge look for a table that is not there. */
+const MAX_IDENTIFIER_BYTES = 63
+
+function pgType(column: TableColumn): string {
+  switch (column.type) {
+    case 'string':
+      return 'text'
+    case 'integer':
+      return 'bigint'
+    case 'float':
+      return 'double precision'
+    case 'decimal':
+      return `numeric(${column.precision ?? 38},${column.scale ?? 9})`
+    case 'boolean':
+      return 'boolean'
+    case 'date':
+      return 'date'
+    case 'timestamp':
+      return 'timestamptz'
+    case 'json':
+      return 'jsonb'
+  }
+}
+
+const EXPECTED_NAMES: Record<ColumnType, string> = {
+  string: 'text',
+  integer: 'bigint',
+  float: 'double precision',
+  decimal: 'numeric',
+  boolean: 'boolean',
+  date: 'date',
+  timestamp: 'timestamp with time zone',
+  json: 'jsonb',
+}
+
+/**
+ * Whether an existing column stores every value of the declared type exactly.
+ * Narrower types (integer for bigint, real for double, timestamp without time
+ * zone) are drift: they would fail or change some values later, mid-load.
+ * `character varying(n)` is accepted for strings (a too-long value fails its
+ * file with the row and column), and a numeric wide enough for the declared
+ * precision and scale for decimals.
+ */
+function driftCheckFor(table: TableSpec): DriftCheck {
+  const declared = new Map([...table.columns, ...PROVENANCE_COLUMNS].map((column) => [column.name, column]))
+  return {
+    expectedType: (type) => EXPECTED_NAMES[type],
+    compatible(actual, type) {
+      const found = actual.type
+      switch (type) {
+        case 'string':
+          return found === 'text' || /^character varying(\(\d+\))?$/.test(found)
+        case 'json':
+          return found === 'jsonb' || found === 'json'
+        case 'decimal': {
+          if (found === 'numeric') return true
+          const match = /^numeric\((\d+),(\d+)\)$/.exec(found)
+          const column = declared.get(actual.name)
+          if (match === null || column === undefined) return false
+          const [precision, scale] = [Number(match[1]), Number(match[2])]
+          const wantScale = column.scale ?? 9
+          return scale >= wantScale && precision - scale >= (column.precision ?? 38) - wantScale
+        }
+        default:
+          return found === EXPECTED_NAMES[type]
+      }
+    },
+  }
+}
+
+/** Maps COPY's row number in a file's stream back to the row's line in the source file. */
+function lineMap() {
+  let lines = new Int32Array(4096)
+  let size = 0
+  return {
+    add(batch: readonly number[]) {
+      if (size + batch.length > lines.length) {
+        const grown = new Int32Array(Math.max(lines.length * 2, size + batch.length))
+        grown.set(lines.subarray(0, size))
+        lines = grown
+      }
+      for (let i = 0; i < batch.length; i++) lines[size++] = batch[i]
+    },
+    /** `copyLine` is 1-based, as Postgres reports it. */
+    lineOf: (copyLine: number): number | undefined => (copyLine >= 1 && copyLine <= size ? lines[copyLine - 1] : undefined),
+  }
+}
+
+interface PgError extends Error {
+  code?: string
+  where?: string
+  column?: string
+}
+
+/**
+ * A value Postgres refused during COPY (class 22 data exception, 23 integrity
+ * violation) becomes ROW_INVALID naming the file's line and column, like a
+ * coercion error; anything else is passed on as it is.
+ */
+function rowError(error: unknown, file: string, lineOf: (copyLine: number) => number | undefined): unknown {
+  const { code, where, column, message } = error as PgError
+  if (typeof code !== 'string' || !/^2[23]/.test(code) || typeof where !== 'string') return error
+  const match = /COPY [^\n]*?, line (\d+)(?:, column ([^:\n]+))?/.exec(where)
+  const line = match === null ? undefined : lineOf(Number(match[1]))
+  if (line === undefined) return error
+  return rowInvalid(file, line, column ?? match![2] ?? '?', undefined, `Postgres refused the value: ${message}`)
+}
+
+/** A 64-bit advisory lock key for a name, as a SQL integer literal (the first 8 bytes of its SHA-256). */
+function lockKey(name: string): string {
+  return createHash('sha256').update(name).digest().readBigInt64BE(0).toString()
+}
+
+function onceSettled(stream: Writable, event: 'finish' | 'close'): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (error: Error) => {
+      stream.off(event, onDone)
+      reject(error)
+    }
+    const onDone = () => {
+      stream.off('error', onError)
+      resolve()
+    }
+    stream.once(event, onDone)
+    stream.once('error', onError)
+  })
+}
+
+/**
+ * Hands one chunk to the COPY stream and waits until it is on the socket (or
+ * the socket drained). Writing only after the previous write completed keeps
+ * pg-copy-streams from ever holding buffered chunks when the server reports
+ * an error, which it cannot recover from.
+ */
+function writeChunk(stream: Writable, chunk: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (error: Error) => reject(error)
+    stream.once('error', onError)
+    stream.write(chunk, (error) => {
+      stream.off('error', onError)
+      if (error) reject(error)
+      else resolve()
+    })
+  })
+}
+
+export function postgres(options: PostgresDestinationOptions): Destination {
+  const schema = options.schema ?? 'public'
+  const durable = options.durability !== 'fast'
+  const shown = options.client !== undefined ? 'client' : isEnvRef(options.url) ? String(options.url) : redact(options.url ?? '(no url)')
+  const where = `${shown} schema ${schema}`
+  let pool: PgPool | undefined = options.client
+  let logger: Logger | undefined
+  let copyFrom: ((sql: string) => Writable) | undefined
+
+  const connection = (): PgPool => {
+    if (pool === undefined) throw new FiledgeError('INTERNAL', `postgres destination ${where} used before open()`)
+    return pool
+  }
+  const qualified = (table: string) => `${quoteIdentifier(schema)}.${quoteIdentifier(table)}`
+
+  /** Runs `fn` in a transaction; a connection whose ROLLBACK fails is dropped, not pooled. */
+  async function inTransaction<T>(begin: string, fn: (client: PgClient) => Promise<T>): Promise<T> {
+    const client = await connection().connect()
+    try {
+      await client.query(begin)
+      const result = await fn(client)
+      await client.query('COMMIT')
+      client.release()
+      return result
+    } catch (error) {
+      const broken = await client.query('ROLLBACK').then(
+        () => undefined,
+        (rollbackError: Error) => rollbackError,
+      )
+      client.release(broken)
+      throw error
+    }
+  }
+
+  /** COPYs the file's batches into `into` (default: the job's table); returns the row count. Started on the first row, so an empty file sends no COPY. */
+  async function copyRows(client: PgClient, job: WriteJob, into = qualified(job.table.name)): Promise<number> {
+    const { table, file } = job
+    const columns = [...table.columns, ...PROVENANCE_COLUMNS].map((column) => quoteIdentifier(column.name)).join(', ')
+    const sql = `COPY ${into} (${columns}) FROM STDIN`
+    const suffix = `${job.file.hash}\t${job.ingestedAt}\t`
+    const lines = lineMap()
+    let stream: Writable | undefined
+    let serverError: Error | undefined
+    let total = 0
+    try {
+      for await (const batch of job.batches) {
+        if (batch.rows.length === 0) continue
+        const chunk = Buffer.from(encodeBatch(batch, table.columns, suffix, file.path), 'utf8')
+        if (serverError !== undefined) throw serverError
+        if (stream === undefined) {
+          stream = client.query(copyFrom!(sql))
+          stream.on('error', (error: Error) => {
+            serverError ??= error
+          })
+        }
+        lines.add(batch.lines)
+        total += batch.rows.length
+        await writeChunk(stream, chunk)
+      }
+      if (stream !== undefined) {
+        stream.end()
+        await onceSettled(stream, 'finish')
+      }
+      return total
+    } catch (error) {
+      if (stream !== undefined && serverError === undefined && !stream.destroyed) {
+        // Sends CopyFail: the server abandons the COPY (the transaction is rolled back by our caller).
+        const closed = onceSettled(stream, 'close').catch(() => undefined)
+        stream.destroy()
+        await closed
+      }
+      throw serverError !== undefined && error === serverError ? rowError(serverError, file.path, lines.lineOf) : error
+    }
+  }
+
+  /** Creates `table` unless it exists (with `created`: statements run right after its creation), then checks it for drift. */
+  async function prepareTable(table: TableSpec, created: (target: string) => string[] = () => []): Promise<void> {
+    for (const name of [table.name, ...table.columns.map((column) => column.name)]) {
+      if (Buffer.byteLength(name) > MAX_IDENTIFIER_BYTES) {
+        throw new FiledgeError('CONFIG_INVALID', `postgres destination: ${JSON.stringify(name)} is longer than Postgres' ${MAX_IDENTIFIER_BYTES}-byte identifier limit`)
+      }
+    }
+    const target = qualified(table.name)
+    const columns = [...table.columns, ...PROVENANCE_COLUMNS]
+    await inTransaction('BEGIN', async (client) => {
+      // Workers starting together must not race CREATE SCHEMA/TABLE (IF NOT EXISTS is not safe against a concurrent create).
+      await client.query(`SELECT pg_advisory_xact_lock(${lockKey(`filedge prepare ${target}`)})`)
+      const { rows: schemas } = await client.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema])
+      if (schemas.length === 0) await client.query(`CREATE SCHEMA ${quoteIdentifier(schema)}`)
+      const { rows: tables } = await client.query(`SELECT to_regclass($1) IS NOT NULL AS found`, [target])
+      if (tables[0].found === true) return
+      await client.query(`CREATE TABLE ${target} (${columns.map((column) => `${quoteIdentifier(column.name)} ${pgType(column)}${column.required ? ' NOT NULL' : ''}`).join(', ')})`)
+      // Unnamed: Postgres picks a free name (a derived one could collide after the 63-byte cut). Created only with the table.
+      await client.query(`CREATE INDEX ON ${target} (${quoteIdentifier('_source_file_hash')})`)
+      for (const statement of created(target)) await client.query(statement)
+    })
+    // Introspection filtered by schema: a table of the same name elsewhere on the search_path is not ours.
+    const { rows } = await inTransaction('BEGIN READ ONLY', (client) =>
+      client.query(
+        `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS not_null
+         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+         ORDER BY a.attnum`,
+        [schema, table.name],
+      ),
+    )
+    const actual = rows.map((row): ActualColumn => ({ name: String(row.name), type: String(row.type), notNull: row.not_null === true }))
+    assertNoDrift(table, actual, driftCheckFor(table), `${schema}.${table.name} in postgres ${shown}`)
+  }
+
+  const tableLock = (target: string) => `SELECT pg_advisory_xact_lock(${lockKey(`filedge table ${target}`)})`
+  const stageDdl = (spec: TableSpec) =>
+    `CREATE TEMP TABLE ${quoteIdentifier(spec.name)} (${[...spec.columns, ...PROVENANCE_COLUMNS].map((column) => `${quoteIdentifier(column.name)} ${pgType(column)}`).join(', ')}) ON COMMIT DROP`
+
+  /**
+   * What truncate and cdc need beside the table: the load log; the tombstones
+   * (unique on the keys) and a unique index on the table's keys, which both
+   * makes per-key lookups cheap and holds the table to one row per key.
+   * Checked in the catalog first: CREATE INDEX IF NOT EXISTS would still lock
+   * the table against writers, and another worker may be loading into it.
+   */
+  async function prepareSideTables(table: TableSpec, writeMode: ResolvedCdc | { kind: 'truncate' }): Promise<void> {
+    const side = writeMode.kind === 'cdc' ? [cdcTombstoneTable(table.name), keyIndexName(table.name)] : [truncateLogTable(table.name)]
+    for (const name of side) {
+      if (Buffer.byteLength(name) > MAX_IDENTIFIER_BYTES) {
+        throw new FiledgeError(
+          'CONFIG_INVALID',
+          `postgres destination: the ${writeMode.kind} write mode keeps ${JSON.stringify(name)} beside table ${JSON.stringify(table.name)}, longer than Postgres' ${MAX_IDENTIFIER_BYTES}-byte identifier limit; shorten the table name to ${MAX_IDENTIFIER_BYTES - (Buffer.byteLength(name) - Buffer.byteLength(table.name))} bytes`,
+        )
+      }
+    }
+    const target = qualified(table.name)
+    if (writeMode.kind === 'truncate') {
+      const log = qualified(truncateLogTable(table.name))
+      const definitions = TRUNCATE_LOG_COLUMNS.map((column) => `${quoteIdentifier(column.name)} ${pgType(column)} NOT NULL`).join(', ')
+      await inTransaction('BEGIN', async (client) => {
+        await client.query(`SELECT pg_advisory_xact_lock(${lockKey(`filedge prepare ${log}`)})`)
+        await client.query(`CREATE TABLE IF NOT EXISTS ${log} (${definitions}, PRIMARY KEY (file_hash), UNIQUE (applied))`)
+      })
+      return
+    }
+    const keys = writeMode.keys.map(quoteIdentifier).join(', ')
+    await prepareTable(cdcTombstoneSpec(table, writeMode), (tombstones) => [`CREATE UNIQUE INDEX ON ${tombstones} (${keys})`])
+    const index = `${quoteIdentifier(schema)}.${quoteIdentifier(keyIndexName(table.name))}`
+    const { rows } = await inTransaction('BEGIN READ ONLY', (client) => client.query('SELECT to_regclass($1) IS NOT NULL AS found', [index]))
+    if (rows[0].found === true) return
+    await inTransaction('BEGIN', async (client) => {
+      await client.query(`SELECT pg_advisory_xact_lock(${lockKey(`filedge prepare ${target}`)})`)
+      await client.query(`CREATE UNIQUE INDEX IF NOT EXISTS ${quoteIdentifier(keyIndexName(table.name))} ON ${target} (${keys})`)
+    }).catch((error: PgError) => {
+      if (error.code !== '23505') throw error
+      throw new FiledgeError('SCHEMA_DRIFT', `table ${schema}.${table.name} has several rows for one key (${writeMode.keys.join(', ')}); a cdc table holds one row per key: ${error.message}`)
+    })
+  }
+
+  return {
+    name: 'postgres',
+    capabilities: { transactions: true, writeModes: ['append', 'truncate', 'cdc'] },
+    describe: () => `postgres ${where}`,
+
+    async open({ logger: log }: DestinationContext) {
+      logger = log
+      copyFrom ??= (await import('pg-copy-streams')).from as (sql: string) => Writable
+      if (pool !== undefined) return
+      const url = readEnv(options.url)
+      if (url === undefined) {
+        throw new FiledgeError(
+          'CONFIG_INVALID',
+          isEnvRef(options.url)
+            ? `postgres destination: environment variable ${options.url.name} (url) is not set`
+            : "postgres destination: set url (e.g. url: env('DATABASE_URL')) or pass a pg.Pool as client",
+        )
+      }
+      const { default: pg } = await import('pg')
+      const created = new pg.Pool({ connectionString: url, max: options.poolSize ?? 4, ssl: options.ssl, application_name: 'filedge' })
+      // An idle connection the server dropped is discarded by pg and replaced on demand; unhandled, the event would crash the worker.
+      created.on('error', () => undefined)
+      pool = created as unknown as PgPool
+    },
+
+    prepare(table, writeMode) {
+      // Say which server a connection or catalog error came from (the URL without its password).
+      return (async () => {
+        await prepareTable(table)
+        if (writeMode?.kind === 'cdc' || writeMode?.kind === 'truncate') await prepareSideTables(table, writeMode)
+      })().catch((error: unknown) => {
+        if (isFiledgeError(error) || !(error instanceof Error)) throw error
+        throw Object.assign(error, { message: redact(`postgres ${where}: ${error.message}`) })
+      })
+    },
+
+    write(job: WriteJob) {
+      const target = qualified(job.table.name)
+      // Two workers can write the same hash at once (a lease that expired while
+      // its holder was still loading). Under READ COMMITTED both would delete
+      // (nothing yet) and insert: duplicate rows. This lock, held until COMMIT,
+      // makes the second wait; its DELETE, a later statement with a new
+      // snapshot, then sees and replaces the first one's rows. The DELETE must
+      // not be the statement that takes the lock: its snapshot would predate
+      // the wait. The lock rides in the BEGIN round trip (a literal key, so no
+      // parameters are needed). Truncate and cdc lock the whole table instead
+      // (write-modes.ts), which also covers two writes of one hash.
+      const lock = job.writeMode.kind === 'append' ? `; SELECT pg_advisory_xact_lock(${lockKey(`filedge write ${target} ${job.file.hash}`)})` : ''
+      const begin = `BEGIN; SET LOCAL synchronous_commit TO ${durable ? 'on' : 'off'}${lock}`
+      return inTransaction(begin, async (client) => {
+        const mode = modeWrite({ client, qualified, tableLock, stageDdl, logger }, job)
+        const done = await mode.before()
+        if (done !== undefined) return done
+        const rows = await copyRows(client, { ...job, table: mode.target, batches: mode.batches }, mode.into)
+        const result = await mode.after(rows)
+        await job.assertLease()
+        return result
+      }).catch((error: unknown) => {
+        if (isFiledgeError(error)) throw error
+        throw error instanceof Error ? Object.assign(error, { message: redact(error.message) }) : error
+      })
+    },
+
+    async close() {
+      if (pool !== undefined && options.client === undefined) await pool.end()
+      if (options.client === undefined) pool = undefined
+    },
+  }
+}
+
+export default postgres

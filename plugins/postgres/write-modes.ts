@@ -1,0 +1,155 @@
+import { createHash } from 'node:crypto'
+import {
+  cdcPlan,
+  cdcStageSpec,
+  cdcTombstoneTable,
+  emptyTruncate,
+  quoteIdentifier,
+  supersededBy,
+  supersededMessage,
+  truncateLogTable,
+  withLines,
+  type CdcDialect,
+  type Logger,
+  type RowBatch,
+  type SqlStatement,
+  type TableSpec,
+  type TruncateLoad,
+  type WriteJob,
+  type WriteResult,
+} from '../../core/index.js'
+import type { PgClient } from './index.js'
+
+/**
+ * Truncate and cdc for the Postgres destination, around its COPY: each mode
+ * says which table COPY fills (by its SQL name) and with which batches, what
+ * runs before it and what after, inside the file's transaction.
+ *
+ * Locks. Append files lock (table, hash); files of the other modes depend on
+ * each other, so they lock the table (`tableLock`): two workers' truncate
+ * files, or cdc files touching the same keys, are applied one after the
+ * other. Truncate takes it first thing, before its DELETE, whose snapshot must
+ * see the previous file's rows; cdc stages its changes first (workers stage in
+ * parallel) and takes it only to collapse and apply. Under READ COMMITTED
+ * every statement after the wait sees what the other worker committed.
+ *
+ * Truncate deletes instead of TRUNCATE: TRUNCATE would hold an ACCESS
+ * EXCLUSIVE lock for the whole load, so every reader of the table would wait
+ * for it; with DELETE readers see the old contents until COMMIT. Autovacuum
+ * reclaims the deleted rows.
+ */
+export interface ModeWrite {
+  /** SQL name of the table COPY fills. */
+  readonly into: string
+  readonly target: TableSpec
+  readonly batches: AsyncIterable<RowBatch>
+  /** A result here means there is nothing to write (a truncate file replaced since it was applied). */
+  before(): Promise<WriteResult | undefined>
+  after(rows: number): Promise<WriteResult>
+}
+
+const q = quoteIdentifier
+
+const dialect: CdcDialect = {
+  placeholder: (n) => `$${n}`,
+  // Text sequences compare by bytes, as on the other destinations, not by the database's collation.
+  sequenceOrder: (expression, column) => (column.type === 'string' ? `${expression} COLLATE "C"` : expression),
+  deleteMatching: (target, source, keys, condition) => `DELETE FROM ${target} AS t USING ${source} a WHERE ${condition} AND ${keys.map((key) => `t.${key} = a.${key}`).join(' AND ')}`,
+  createTempAs: (name, select) => `CREATE TEMP TABLE ${name} ON COMMIT DROP AS ${select}`,
+}
+
+export function tempName(kind: string, table: string): string {
+  return `_filedge_${kind}_${createHash('sha256').update(table).digest('hex').slice(0, 12)}`
+}
+
+async function first(client: PgClient, statement: SqlStatement): Promise<Record<string, unknown> | undefined> {
+  return (await client.query(statement.sql, statement.values)).rows[0]
+}
+
+export interface PostgresModeContext {
+  readonly client: PgClient
+  /** `"schema"."table"` */
+  qualified(table: string): string
+  /** SQL that waits for the table's advisory lock until the transaction ends. */
+  tableLock(target: string): string
+  /** CREATE TEMP TABLE … for a spec (its columns and the provenance columns, all nullable). */
+  stageDdl(spec: TableSpec): string
+  logger: Logger | undefined
+}
+
+export function modeWrite(context: PostgresModeContext, job: WriteJob): ModeWrite {
+  const { client } = context
+  const mode = job.writeMode
+  const target = context.qualified(job.table.name)
+  switch (mode.kind) {
+    case 'append':
+      return {
+        into: target,
+        target: job.table,
+        batches: job.batches,
+        async before() {
+          await client.query(`DELETE FROM ${target} WHERE ${q('_source_file_hash')} = $1`, [job.file.hash])
+          return undefined
+        },
+        after: async (rows) => ({ rows }),
+      }
+    case 'truncate': {
+      const log = context.qualified(truncateLogTable(job.table.name))
+      return {
+        into: target,
+        target: job.table,
+        batches: job.batches,
+        async before() {
+          await client.query(context.tableLock(target))
+          const { rows } = await client.query(`SELECT applied, file_hash, file_path, rows FROM ${log} WHERE file_hash = $1 OR applied = (SELECT max(applied) FROM ${log})`, [job.file.hash])
+          const loads = rows.map((row): TruncateLoad => ({ applied: Number(row.applied), fileHash: String(row.file_hash), filePath: String(row.file_path), rows: Number(row.rows) }))
+          const mine = loads.find((load) => load.fileHash === job.file.hash)
+          const by = supersededBy(mine, loads.find((load) => load.fileHash !== job.file.hash))
+          if (by !== undefined) {
+            context.logger?.warn(supersededMessage(job, mine!, by))
+            return { rows: mine!.rows }
+          }
+          await client.query(`DELETE FROM ${target}`)
+          return undefined
+        },
+        async after(rows) {
+          if (rows === 0 && !mode.allowEmpty) throw emptyTruncate(job)
+          await client.query(`DELETE FROM ${log} WHERE file_hash = $1`, [job.file.hash])
+          await client.query(
+            `INSERT INTO ${log} (applied, file_hash, file_path, rows, ingested_at) SELECT coalesce(max(applied), 0) + 1, $1, $2, $3, $4::timestamptz FROM ${log}`,
+            [job.file.hash, job.file.path, rows, job.ingestedAt],
+          )
+          return { rows }
+        },
+      }
+    }
+    case 'cdc': {
+      const stage = cdcStageSpec(tempName('stage', target), mode)
+      const changes = q(tempName('changes', target))
+      const plan = cdcPlan(mode, job.table, { target, tombstones: context.qualified(cdcTombstoneTable(job.table.name)), stage: q(stage.name), changes }, dialect)
+      return {
+        into: q(stage.name),
+        target: stage,
+        batches: withLines(job.batches),
+        async before() {
+          await client.query(context.stageDdl(stage))
+          return undefined
+        },
+        async after(rows) {
+          // A temporary table has no statistics until analyzed; the planner needs them to choose between index lookups and a hash join.
+          await client.query(`ANALYZE ${q(stage.name)}`)
+          const problem = plan.problem({ row: await first(client, plan.rowProblem), duplicate: await first(client, plan.duplicate) }, job.file.path)
+          if (problem !== undefined) throw problem.error
+          await client.query(context.tableLock(target))
+          await client.query(plan.collapse.sql, plan.collapse.values)
+          const counts = plan.counts((await first(client, plan.count))!)
+          for (const statement of plan.apply) await client.query(statement.sql, statement.values)
+          if (counts.applied < counts.keys) {
+            context.logger?.info(`${job.file.path}: ${rows} changes to ${counts.keys} keys; applied ${counts.applied} (${counts.deletes} deletes), ${counts.keys - counts.applied} not newer than ${job.table.name}`)
+          }
+          return { rows }
+        },
+      }
+    }
+  }
+}

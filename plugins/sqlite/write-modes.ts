@@ -1,0 +1,261 @@
+import { createHash } from 'node:crypto'
+import type { Database as SqliteDatabase, Statement } from 'better-sqlite3'
+import {
+  cdcPlan,
+  cdcStageSpec,
+  cdcTombstoneTable,
+  emptyTruncate,
+  FiledgeError,
+  PROVENANCE_COLUMNS,
+  quoteIdentifier,
+  supersededBy,
+  supersededMessage,
+  truncateLogTable,
+  TRUNCATE_LOG_COLUMNS,
+  withLines,
+  type CdcDialect,
+  type ColumnType,
+  type Logger,
+  type ResolvedCdc,
+  type RowBatch,
+  type SqlStatement,
+  type TableColumn,
+  type TableSpec,
+  type TruncateLoad,
+  type WriteJob,
+  type WriteResult,
+} from '../../core/index.js'
+
+/**
+ * Truncate and cdc for the SQLite destination. Each runs in a transaction of
+ * its own (never grouped with other files: their files apply one at a time,
+ * in order) around a plain insert loop: the mode says which table the loop
+ * fills and with which batches, what runs before it and what after it. The
+ * append path in index.ts keeps its own loop, tuned for throughput; this one
+ * shares its prepared INSERT statements.
+ */
+interface ModeWrite {
+  readonly target: TableSpec
+  readonly batches: AsyncIterable<RowBatch>
+  /** A result here means there is nothing to write (a truncate file replaced since it was applied). */
+  before(): WriteResult | undefined
+  after(rows: number): Promise<WriteResult>
+}
+
+/**
+ * better-sqlite3 runs each statement synchronously. Between the cdc
+ * statements the event loop gets a turn, so the lease heartbeat runs; the
+ * longest single statement, the collapse, took 15 s for 5M changes.
+ */
+const turn = () => new Promise<void>((resolve) => setImmediate(resolve))
+
+type ColumnTypes = Record<ColumnType, string>
+
+const q = quoteIdentifier
+
+/**
+ * A decimal sequence as text that sorts like the number. SQLite stores
+ * decimals as exact text ("129.90", at the column's scale, no leading zeros),
+ * which sorts "10.00" before "9.00". The key is a length letter and the
+ * digits; for a negative number, '-' (below every letter), a reversed length
+ * letter and the digits mapped 0→j … 9→a, so larger magnitudes sort lower.
+ */
+function decimalOrder(value: string): string {
+  const magnitude = `ltrim(${value}, '-')`
+  const integerDigits = `(CASE WHEN instr(${magnitude}, '.') > 0 THEN instr(${magnitude}, '.') - 1 ELSE length(${magnitude}) END)`
+  const digits = `replace(${magnitude}, '.', '')`
+  let reversed = digits
+  for (let digit = 0; digit <= 9; digit++) reversed = `replace(${reversed}, '${digit}', '${String.fromCharCode(106 - digit)}')`
+  return `(CASE WHEN substr(${value}, 1, 1) = '-' THEN '-' || char(100 - ${integerDigits}) || ${reversed} ELSE char(64 + ${integerDigits}) || ${digits} END)`
+}
+
+const dialect: CdcDialect = {
+  placeholder: () => '?',
+  sequenceOrder: (expression, column) => (column.type === 'decimal' ? decimalOrder(expression) : expression),
+  // Row values against the target's unique key index: SQLite looks each key up instead of scanning the table.
+  deleteMatching: (target, source, keys, condition) =>
+    `DELETE FROM ${target} WHERE (${keys.join(', ')}) IN (SELECT ${keys.map((key) => `a.${key}`).join(', ')} FROM ${source} a WHERE ${condition})`,
+  createTempAs: (name, select) => `CREATE TEMP TABLE ${name} AS ${select}`,
+}
+
+/** Temporary tables are per connection; a name per target keeps two cdc tables' statements apart in the statement cache. */
+function tempName(kind: string, table: string): string {
+  return `_filedge_${kind}_${createHash('sha256').update(table).digest('hex').slice(0, 12)}`
+}
+
+export function keyIndexName(table: string): string {
+  return `${table}__filedge_keys`
+}
+
+export function definitions(columns: readonly TableColumn[], types: ColumnTypes): string {
+  return columns.map((column) => `${q(column.name)} ${types[column.type]}${column.required ? ' NOT NULL' : ''}`).join(', ')
+}
+
+/** DDL a write mode needs beside the table, each statement idempotent (IF NOT EXISTS), and the objects it creates. */
+export function sideObjects(table: TableSpec, mode: ResolvedCdc | { kind: 'truncate' }, types: ColumnTypes): { names: string[]; ddl: string[] } {
+  if (mode.kind === 'truncate') {
+    const log = truncateLogTable(table.name)
+    return {
+      names: [log],
+      ddl: [`CREATE TABLE IF NOT EXISTS ${q(log)} (${definitions(TRUNCATE_LOG_COLUMNS, types)}, PRIMARY KEY (${q('file_hash')}), UNIQUE (${q('applied')})) STRICT`],
+    }
+  }
+  const tombstones = cdcTombstoneTable(table.name)
+  const keys = mode.keys.map(q).join(', ')
+  return {
+    names: [keyIndexName(table.name), `${tombstones}__keys`],
+    ddl: [
+      `CREATE UNIQUE INDEX IF NOT EXISTS ${q(keyIndexName(table.name))} ON ${q(table.name)} (${keys})`,
+      `CREATE UNIQUE INDEX IF NOT EXISTS ${q(`${tombstones}__keys`)} ON ${q(tombstones)} (${keys})`,
+    ],
+  }
+}
+
+function run(db: SqliteDatabase, statement: SqlStatement): void {
+  db.prepare(statement.sql).run(...statement.values)
+}
+function get(db: SqliteDatabase, statement: SqlStatement): Record<string, unknown> | undefined {
+  return db.prepare(statement.sql).get(...statement.values) as Record<string, unknown> | undefined
+}
+
+export interface SqliteShared {
+  /** BEGIN IMMEDIATE without blocking the event loop while another process writes. */
+  begin(db: SqliteDatabase, signal: AbortSignal): Promise<void>
+  /** The destination's cached multi-row INSERT into a table's columns and the provenance columns. */
+  insertStatement(table: TableSpec, rows: number): Statement
+  readonly types: ColumnTypes
+  readonly logger: Logger | undefined
+}
+
+/** Writes a truncate or cdc file in one transaction. */
+export async function writeMode(db: SqliteDatabase, job: WriteJob, shared: SqliteShared): Promise<WriteResult> {
+  const mode = modeWrite(db, job, shared.types, shared.logger)
+  await shared.begin(db, job.signal)
+  try {
+    const done = mode.before()
+    if (done !== undefined) {
+      db.exec('ROLLBACK')
+      return done
+    }
+    const rows = await insertRows(mode.target, mode.batches, job, shared.insertStatement)
+    const result = await mode.after(rows)
+    await job.assertLease()
+    db.exec('COMMIT')
+    return result
+  } catch (error) {
+    if (db.inTransaction) db.exec('ROLLBACK')
+    throw error
+  }
+}
+
+/** Rows per INSERT statement, as on the append path, bounded by SQLite's 32766 variables. */
+const ROWS_PER_STATEMENT = 100
+const MAX_VARIABLES = 32_766
+
+async function insertRows(table: TableSpec, batches: AsyncIterable<RowBatch>, job: WriteJob, insertStatement: SqliteShared['insertStatement']): Promise<number> {
+  const width = table.columns.length + PROVENANCE_COLUMNS.length
+  const perStatement = Math.max(1, Math.min(ROWS_PER_STATEMENT, Math.floor(MAX_VARIABLES / width)))
+  // Prepared once the mode has created its target (cdc stages into a temporary table).
+  const full = insertStatement(table, perStatement)
+  const params: unknown[] = new Array(perStatement * width)
+  const columns = table.columns.length
+  let total = 0
+  for await (const batch of batches) {
+    const { rows, rowNumbers } = batch
+    let filled = 0
+    for (let r = 0; r < rows.length; r++) {
+      const row = rows[r]
+      let offset = filled * width
+      for (let c = 0; c < columns; c++) {
+        const value = row[c]
+        params[offset++] = typeof value === 'boolean' ? (value ? 1 : 0) : value
+      }
+      params[offset++] = job.file.hash
+      params[offset++] = job.ingestedAt
+      params[offset] = rowNumbers[r]
+      if (++filled === perStatement) {
+        full.run(params)
+        filled = 0
+      }
+    }
+    if (filled > 0) insertStatement(table, filled).run(params.slice(0, filled * width))
+    total += rows.length
+  }
+  return total
+}
+
+function modeWrite(db: SqliteDatabase, job: WriteJob, types: ColumnTypes, logger: Logger | undefined): ModeWrite {
+  const mode = job.writeMode
+  const table = q(job.table.name)
+  switch (mode.kind) {
+    case 'append':
+      throw new FiledgeError('INTERNAL', 'append files are written by the destination itself')
+    case 'truncate': {
+      const log = q(truncateLogTable(job.table.name))
+      return {
+        target: job.table,
+        batches: job.batches,
+        before() {
+          const loads = (
+            db.prepare(`SELECT applied, file_hash, file_path, rows FROM ${log} WHERE file_hash = ? OR applied = (SELECT max(applied) FROM ${log})`).all(job.file.hash) as {
+              applied: number
+              file_hash: string
+              file_path: string
+              rows: number
+            }[]
+          ).map((row): TruncateLoad => ({ applied: row.applied, fileHash: row.file_hash, filePath: row.file_path, rows: row.rows }))
+          const mine = loads.find((load) => load.fileHash === job.file.hash)
+          const by = supersededBy(mine, loads.find((load) => load.fileHash !== job.file.hash))
+          if (by !== undefined) {
+            logger?.warn(supersededMessage(job, mine!, by))
+            return { rows: mine!.rows }
+          }
+          db.exec(`DELETE FROM ${table}`)
+          return undefined
+        },
+        async after(rows) {
+          if (rows === 0 && !mode.allowEmpty) throw emptyTruncate(job)
+          db.prepare(`DELETE FROM ${log} WHERE file_hash = ?`).run(job.file.hash)
+          db.prepare(`INSERT INTO ${log} (applied, file_hash, file_path, rows, ingested_at) SELECT coalesce(max(applied), 0) + 1, ?, ?, ?, ? FROM ${log}`).run(
+            job.file.hash,
+            job.file.path,
+            rows,
+            job.ingestedAt,
+          )
+          return { rows }
+        },
+      }
+    }
+    case 'cdc': {
+      const stage = cdcStageSpec(tempName('stage', job.table.name), mode)
+      const changes = q(tempName('changes', job.table.name))
+      const plan = cdcPlan(mode, job.table, { target: table, tombstones: q(cdcTombstoneTable(job.table.name)), stage: q(stage.name), changes }, dialect)
+      return {
+        target: stage,
+        batches: withLines(job.batches),
+        before() {
+          const columns = [...stage.columns, ...PROVENANCE_COLUMNS].map((column) => ({ ...column, required: false }))
+          db.exec(`CREATE TEMP TABLE ${q(stage.name)} (${definitions(columns, types)}) STRICT`)
+          return undefined
+        },
+        async after(rows) {
+          await turn()
+          const row = get(db, plan.rowProblem)
+          await turn()
+          const problem = plan.problem({ row, duplicate: get(db, plan.duplicate) }, job.file.path)
+          if (problem !== undefined) throw problem.error
+          await turn()
+          run(db, plan.collapse)
+          const counts = plan.counts(get(db, plan.count)!)
+          for (const statement of plan.apply) {
+            await turn()
+            run(db, statement)
+          }
+          db.exec(`DROP TABLE temp.${q(stage.name)}; DROP TABLE temp.${changes}`)
+          if (counts.applied < counts.keys) logger?.info(`${job.file.path}: ${rows} changes to ${counts.keys} keys; applied ${counts.applied} (${counts.deletes} deletes), ${counts.keys - counts.applied} not newer than ${job.table.name}`)
+          return { rows }
+        },
+      }
+    }
+  }
+}

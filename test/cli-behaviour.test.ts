@@ -1,0 +1,151 @@
+import Database from 'better-sqlite3'
+import { afterEach, describe, expect, it } from 'vitest'
+import { sqliteConfig, workspace, type Workspace } from './helpers/workspace.js'
+
+let ws: Workspace | undefined
+afterEach(() => ws?.remove())
+
+describe('schema drift', () => {
+  it('stops the run before any file is touched and prints every difference', async () => {
+    ws = workspace({
+      'filedge.config.ts': sqliteConfig({ columns: "{ order_id: { type: 'string', required: true }, amount: 'float' }" }),
+      'incoming/a.csv': 'order_id,amount\nA1,1.5\n',
+    })
+    const db = new Database(ws.file('warehouse.db'))
+    db.exec('CREATE TABLE orders (order_id TEXT NOT NULL, amount TEXT, note TEXT, _source_file_hash TEXT NOT NULL, _ingested_at TEXT NOT NULL, _source_row_number INTEGER NOT NULL)')
+    db.close()
+    const result = await ws.cli(['--reporter', 'simple'])
+    expect(result.code).toBe(1)
+    expect(result.stderr).toContain('table orders in')
+    expect(result.stderr).toContain('column "amount" is TEXT, expected REAL (float)')
+    expect(result.stderr).toContain('extra column "note" (TEXT) is not declared in the pipeline')
+    expect(ws.query('warehouse.db', 'SELECT count(*) AS n FROM orders')).toEqual([{ n: 0 }])
+    expect(ws.query('.filedge/ledger.db', 'SELECT count(*) AS n FROM files')).toEqual([{ n: 0 }])
+  })
+})
+
+describe('plugins', () => {
+  it('an error thrown in a tap names the plugin, the hook and the file', async () => {
+    ws = workspace({
+      'filedge.config.ts': sqliteConfig({
+        columns: "{ id: 'string' }",
+        plugins: `{ name: 'acme-s3', enforce: 'pre', apply({ hooks }) { hooks.commit.tapPromise('acme-s3', async () => { throw new Error('bucket is gone') }) } }`,
+      }),
+      'incoming/a.csv': 'id\nx\n',
+    })
+    const result = await ws.cli(['--reporter', 'simple'])
+    expect(result.code).toBe(1)
+    expect(result.stderr).toContain('plugin "acme-s3" failed in commit for incoming/a.csv: bucket is gone')
+    const [file] = ws.query<{ state: string; error: string }>('.filedge/ledger.db', 'SELECT state, error FROM files')
+    expect(file.state).toBe('FAILED')
+    expect(file.error).toContain('plugin "acme-s3" failed in commit')
+  })
+
+  it('a transform plugin sees typed batches and its errors while streaming are attributed to it', async () => {
+    ws = workspace({
+      'filedge.config.ts': sqliteConfig({
+        columns: "{ id: 'string', n: 'integer' }",
+        plugins: `{ name: 'doubler', apply({ hooks }) { hooks.transform.tapPromise('doubler', async (batches) => (async function* () {
+          for await (const batch of batches) {
+            if (batch.rows.some((row) => row[1] === 13)) throw new Error('unlucky row')
+            yield { ...batch, rows: batch.rows.map(([id, n]) => [id, n * 2]) }
+          }
+        })()) } }`,
+      }),
+      'incoming/a.csv': 'id,n\nx,1\ny,20\n',
+      'incoming/b.csv': 'id,n\nz,13\n',
+    })
+    const result = await ws.cli(['--reporter', 'simple'])
+    expect(result.code).toBe(1)
+    expect(result.stderr).toContain('plugin "doubler" failed in transform for incoming/b.csv: unlucky row')
+    expect(ws.query('warehouse.db', 'SELECT id, n FROM orders ORDER BY id')).toEqual([
+      { id: 'x', n: 2 },
+      { id: 'y', n: 40 },
+    ])
+  })
+
+  it('a pre plugin can skip files in beforeHash', async () => {
+    ws = workspace({
+      'filedge.config.ts': sqliteConfig({
+        columns: "{ id: 'string' }",
+        plugins: `{ name: 'ignore-drafts', enforce: 'pre', apply({ hooks }) { hooks.beforeHash.tapPromise('ignore-drafts', async (file) => file.path.includes('draft') ? { skip: 'a draft' } : undefined) } }`,
+      }),
+      'incoming/a.csv': 'id\nx\n',
+      'incoming/draft-b.csv': 'id\ny\n',
+    })
+    const result = await ws.cli(['--reporter', 'simple'])
+    expect(result.code).toBe(0)
+    expect(result.stdout).toContain('incoming/draft-b.csv skipped: a draft')
+    expect(ws.query('warehouse.db', 'SELECT id FROM orders')).toEqual([{ id: 'x' }])
+  })
+})
+
+describe('identifiers and values', () => {
+  it('loads a column named a"b; drop table x into a table whose name has spaces, verbatim', async () => {
+    ws = workspace({
+      'filedge.config.ts': sqliteConfig({
+        table: 'order lines; drop table orders',
+        columns: `{ 'a"b; drop table x': { type: 'string', required: true }, 'naïve 列': 'integer', total: { type: 'float', source: 'Total (EUR)' } }`,
+      }),
+      'incoming/a.csv': `"a""b; drop table x",naïve 列,Total (EUR)\n"'); DROP TABLE orders; --",1,2.5\n`,
+    })
+    const result = await ws.cli(['--reporter', 'simple'])
+    expect(result.stderr).toBe('')
+    expect(result.code).toBe(0)
+    const rows = ws.query('warehouse.db', 'SELECT "a""b; drop table x" AS a, "naïve 列" AS n, total FROM "order lines; drop table orders"')
+    expect(rows).toEqual([{ a: "'); DROP TABLE orders; --", n: 1, total: 2.5 }])
+  })
+})
+
+describe('secrets', () => {
+  it('never prints env() values or URL passwords, in errors or in the ledger', async () => {
+    ws = workspace({
+      'filedge.config.ts': sqliteConfig({
+        imports: "import { env, readEnv } from 'filedge'",
+        columns: "{ id: 'string' }",
+        plugins: `{ name: 'leaky', apply({ hooks }) { hooks.commit.tapPromise({ name: 'leaky', stage: -1 }, async () => {
+          const token = readEnv(env('ACME_TOKEN'))
+          throw new Error('auth failed with token ' + token + ' at postgres://loader:hunter2@db.internal/warehouse')
+        }) } }`,
+      }),
+      'incoming/a.csv': 'id\nx\n',
+    })
+    const result = await ws.cli(['--reporter', 'simple'], { env: { ACME_TOKEN: 'tok_live_8f7e6d5c' } })
+    expect(result.code).toBe(1)
+    const everything = result.stdout + result.stderr + JSON.stringify(ws.query('.filedge/ledger.db', 'SELECT * FROM files')) + JSON.stringify(ws.query('.filedge/ledger.db', 'SELECT * FROM events'))
+    expect(everything).toContain('auth failed with token *** at postgres://loader:***@db.internal/warehouse')
+    expect(everything).not.toContain('tok_live_8f7e6d5c')
+    expect(everything).not.toContain('hunter2')
+    const json = await ws.cli(['--json'], { env: { ACME_TOKEN: 'tok_live_8f7e6d5c' } })
+    expect(json.stdout + json.stderr).not.toContain('hunter2')
+  })
+})
+
+describe('progress output', () => {
+  it('on a terminal, shows the live view and finishes with the summary', async () => {
+    ws = workspace({ 'filedge.config.ts': sqliteConfig({ columns: "{ id: 'string' }" }), 'incoming/a.csv': 'id\nx\n', 'incoming/b.csv': 'id\ny\n' })
+    const { execFile } = await import('node:child_process')
+    const { BIN } = await import('./helpers/workspace.js')
+    // `script` gives the CLI a real pseudo-terminal, so the listr2 renderer runs.
+    const output = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
+      execFile('script', ['-qec', `stty cols 120 rows 40; ${process.execPath} ${BIN}`, '/dev/null'], { cwd: ws!.dir, timeout: 30_000 }, (error, stdout) =>
+        resolve({ code: error ? ((error as { code?: number }).code ?? null) : 0, stdout }),
+      )
+    })
+    expect(output.code).toBe(0)
+    expect(output.stdout).toContain('orders: 2 committed · 0 failed · 0 skipped · 2 rows')
+    expect(output.stdout).toMatch(/committed 2 · failed 0/)
+  })
+
+  it('--json emits one JSON object per event, the summary last', async () => {
+    ws = workspace({ 'filedge.config.ts': sqliteConfig({ columns: "{ id: 'string' }" }), 'incoming/a.csv': 'id\nx\n', 'incoming/bad.csv': 'id,extra\nx,1\n' })
+    const result = await ws.cli(['--json'])
+    expect(result.code).toBe(1)
+    const events = result.stdout.trim().split('\n').map((line) => JSON.parse(line))
+    expect(events.map((event) => event.event).sort()).toEqual(['file:claimed', 'file:claimed', 'file:committed', 'file:failed', 'run:summary'])
+    expect(events.at(-1)).toMatchObject({ event: 'run:summary', committed: 1, failed: 1, rows: 1 })
+    const failed = events.find((event) => event.event === 'file:failed')
+    expect(failed.error).toMatchObject({ code: 'FILE_INVALID', file: 'incoming/bad.csv', line: 1 })
+    expect(failed.error.message).toContain('unknown field "extra"')
+  })
+})

@@ -1,0 +1,119 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import { sqliteConfig, workspace, type Workspace } from './helpers/workspace.js'
+
+let ws: Workspace | undefined
+afterEach(() => ws?.remove())
+
+const CSV = 'id,amount\nx,1.5\n'
+
+describe('config errors', () => {
+  it('a misspelled type exits 2 naming the key path, before any database is created', async () => {
+    ws = workspace({ 'filedge.config.ts': sqliteConfig({ columns: "{ id: 'string', amount: { type: 'flaot' } }" }), 'incoming/a.csv': CSV })
+    const result = await ws.cli()
+    expect(result.code).toBe(2)
+    expect(result.stderr).toContain('pipelines[0].columns.amount.type: expected one of string, integer, float, decimal, boolean, date, timestamp, json; got "flaot"')
+    expect(ws.exists('.filedge')).toBe(false)
+    expect(ws.exists('warehouse.db')).toBe(false)
+  })
+
+  it('an unknown key exits 2 with the path and a suggestion', async () => {
+    ws = workspace({ 'filedge.config.ts': sqliteConfig({ columns: "{ id: 'string' }", extra: "retyr: { attempts: 2 }," }), 'incoming/a.csv': CSV })
+    const result = await ws.cli()
+    expect(result.code).toBe(2)
+    expect(result.stderr).toContain('pipelines[0].retyr: unknown key; did you mean "retry"?')
+    expect(ws.exists('.filedge')).toBe(false)
+  })
+
+  it('lists every problem at once', async () => {
+    ws = workspace({
+      'filedge.config.ts': sqliteConfig({ columns: "{ id: { type: 'string', requird: true }, n: 'int' }", top: 'concurrency: 0,' }),
+    })
+    const result = await ws.cli()
+    expect(result.code).toBe(2)
+    expect(result.stderr).toContain('pipelines[0].columns.id.requird: unknown key; did you mean "required"?')
+    expect(result.stderr).toContain('pipelines[0].columns.n.type: expected one of string, integer')
+    expect(result.stderr).toContain('concurrency:')
+  })
+
+  it('an unset environment variable is a config error that names the variable', async () => {
+    ws = workspace({ 'filedge.config.ts': sqliteConfig({ imports: "import { env } from 'filedge'", top: "ledger: env('FILEDGE_TEST_UNSET_LEDGER'),", columns: "{ id: 'string' }" }) })
+    const result = await ws.cli([], { env: { FILEDGE_TEST_UNSET_LEDGER: undefined } })
+    expect(result.code).toBe(2)
+    expect(result.stderr).toContain('ledger: environment variable FILEDGE_TEST_UNSET_LEDGER is not set')
+  })
+
+  it('a config that does not compile exits 2 naming the file', async () => {
+    ws = workspace({ 'filedge.config.ts': 'export default {{ oops' })
+    const result = await ws.cli()
+    expect(result.code).toBe(2)
+    expect(result.stderr).toContain('filedge.config.ts')
+  })
+
+  it('no config at all exits 2 and says how to create one', async () => {
+    ws = workspace()
+    const result = await ws.cli()
+    expect(result.code).toBe(2)
+    expect(result.stderr).toContain('no filedge config found')
+  })
+
+  it('an unknown --pipeline is a usage error', async () => {
+    ws = workspace({ 'filedge.config.ts': sqliteConfig({ columns: "{ id: 'string', amount: 'float' }" }), 'incoming/a.csv': CSV })
+    const result = await ws.cli(['--pipeline', 'ordrs'])
+    expect(result.code).toBe(2)
+    expect(result.stderr).toContain('unknown pipeline "ordrs"; the config has "orders"')
+  })
+
+  it('an unknown CLI option is a usage error', async () => {
+    ws = workspace()
+    const result = await ws.cli(['--no-such-flag'])
+    expect(result.code).toBe(2)
+    expect(result.stderr).toContain("unknown option '--no-such-flag'")
+  })
+})
+
+describe('config discovery', () => {
+  const pipeline = (dir = 'incoming') => ({
+    name: 'orders',
+    source: dir,
+    table: 'orders',
+    columns: { id: 'string', amount: 'float' },
+  })
+
+  it.each([
+    ['filedge.config.mjs', (body: string) => `import { sqlite } from 'filedge/plugins/sqlite'\nexport default ${body}`],
+    ['.filedgerc.mjs', (body: string) => `import { sqlite } from 'filedge/plugins/sqlite'\nexport default ${body}`],
+    ['filedge.config.mts', (body: string) => `import { sqlite } from 'filedge/plugins/sqlite'\nexport default ${body}`],
+  ])('finds %s', async (name, wrap) => {
+    const body = JSON.stringify({ pipelines: [pipeline()] }).replace('"table"', 'destination: sqlite({ path: "warehouse.db" }), "table"')
+    ws = workspace({ [name]: wrap(body), 'incoming/a.csv': CSV })
+    const result = await ws.cli()
+    expect(result.stderr).toBe('')
+    expect(result.code).toBe(0)
+    expect(ws.query('warehouse.db', 'SELECT id, amount FROM orders')).toEqual([{ id: 'x', amount: 1.5 }])
+  })
+
+  it('takes --config PATH from anywhere', async () => {
+    ws = workspace({ 'conf/custom.config.ts': sqliteConfig({ columns: "{ id: 'string', amount: 'float' }" }), 'conf/incoming/a.csv': CSV })
+    const result = await ws.cli(['--config', 'conf/custom.config.ts'])
+    expect(result.code).toBe(0)
+    // Relative paths in the config resolve against the config file's directory.
+    expect(ws.query('conf/warehouse.db', 'SELECT count(*) AS n FROM orders')).toEqual([{ n: 1 }])
+    expect(ws.exists('conf/.filedge/ledger.db')).toBe(true)
+  })
+
+  it.each(['package.json', '.filedgerc.json', 'filedge.config.json'])('a data-only config in %s names its destination as data', async (name) => {
+    const config = { pipelines: [{ ...pipeline(), destination: { type: 'sqlite', path: 'warehouse.db' } }] }
+    ws = workspace({ [name]: JSON.stringify(name === 'package.json' ? { name: 'x', filedge: config } : config), 'incoming/a.csv': CSV })
+    const result = await ws.cli()
+    expect(result.stderr).toBe('')
+    expect(result.code).toBe(0)
+    expect(ws.query('warehouse.db', 'SELECT id, amount FROM orders')).toEqual([{ id: 'x', amount: 1.5 }])
+  })
+
+  it('a destination of an unknown type is a config error', async () => {
+    ws = workspace({ '.filedgerc.json': JSON.stringify({ pipelines: [{ ...pipeline(), destination: { type: 'oracle' } }] }) })
+    const result = await ws.cli()
+    expect(result.code).toBe(2)
+    expect(result.stderr).toContain('pipelines[0].destination: expected a destination')
+  })
+})

@@ -1,0 +1,262 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import Database from 'better-sqlite3'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { openPostgresLedger } from '../core/ledger/postgres/store.js'
+import { openSqliteLedger } from '../core/ledger/sqlite/store.js'
+import type { ClaimInput, LeaseKey, LedgerStore } from '../core/ledger/types.js'
+import { describePostgres, dropSchema, freshSchema, PG_URL, pgQuery } from './helpers/postgres.js'
+
+/**
+ * Ledger semantics, run against both stores with the same tests: SQLite on a
+ * real file, Postgres on the real server in a schema of its own.
+ *
+ * Time: both stores take a `now` option, and these tests move a fake clock
+ * instead of sleeping, so they are exact and fast. For Postgres that clock
+ * replaces the server's `statement_timestamp()` in every lease decision; the
+ * suite at the end of this file checks the real database clock with short
+ * real TTLs, so both paths are covered.
+ */
+
+interface Backend {
+  readonly name: string
+  setup(): Promise<void>
+  teardown(): Promise<void>
+  open(now: () => number): Promise<LedgerStore>
+  /** Tries to rewrite history behind the ledger's back; each entry is what the database answered. */
+  rewriteHistory(): Promise<unknown[]>
+  migrations(): Promise<number[]>
+}
+
+const sqliteBackend = (): Backend => {
+  let dir = ''
+  return {
+    name: 'SQLite',
+    async setup() {
+      dir = mkdtempSync(path.join(os.tmpdir(), 'filedge-ledger-'))
+    },
+    async teardown() {
+      rmSync(dir, { recursive: true, force: true })
+    },
+    async open(now) {
+      return openSqliteLedger(path.join(dir, 'ledger.db'), { now })
+    },
+    async rewriteHistory() {
+      const db = new Database(path.join(dir, 'ledger.db'))
+      const attempt = (sql: string) => {
+        try {
+          return db.prepare(sql).run()
+        } catch (error) {
+          return error
+        }
+      }
+      try {
+        return [attempt("UPDATE events SET event = 'x'"), attempt('DELETE FROM events')]
+      } finally {
+        db.close()
+      }
+    },
+    async migrations() {
+      const db = new Database(path.join(dir, 'ledger.db'), { readonly: true })
+      try {
+        return (db.prepare('SELECT version FROM filedge_migrations').all() as { version: number }[]).map((row) => row.version)
+      } finally {
+        db.close()
+      }
+    },
+  }
+}
+
+const postgresBackend = (): Backend => {
+  let schema = ''
+  return {
+    name: 'Postgres',
+    async setup() {
+      schema = freshSchema('filedge_ledger')
+    },
+    async teardown() {
+      await dropSchema(schema)
+    },
+    open: (now) => openPostgresLedger(PG_URL, { schema, now }),
+    async rewriteHistory() {
+      const attempt = (sql: string) => pgQuery(sql).catch((error: unknown) => error)
+      return [await attempt(`UPDATE "${schema}".events SET event = 'x'`), await attempt(`DELETE FROM "${schema}".events`), await attempt(`TRUNCATE "${schema}".events`)]
+    },
+    async migrations() {
+      return (await pgQuery<{ version: number }>(`SELECT version FROM "${schema}".filedge_migrations ORDER BY version`)).map((row) => row.version)
+    },
+  }
+}
+
+const input = (worker: string, overrides: Partial<ClaimInput> = {}): ClaimInput => ({
+  pipeline: 'orders',
+  hash: 'a'.repeat(64),
+  path: 'incoming/a.csv',
+  size: 10,
+  worker,
+  maxAttempts: 3,
+  ttlMs: 1_000,
+  ...overrides,
+})
+
+async function claimed(store: LedgerStore, worker: string, overrides: Partial<ClaimInput> = {}): Promise<LeaseKey> {
+  const result = await store.claim(input(worker, overrides))
+  if (result.status !== 'claimed') throw new Error(`expected a claim, got ${result.status}: ${result.message}`)
+  return { pipeline: 'orders', hash: overrides.hash ?? 'a'.repeat(64), token: result.token, worker, attempt: result.attempt }
+}
+
+function ledgerSemantics(backend: Backend): void {
+  let clock: number
+  let stores: LedgerStore[]
+  const open = async () => {
+    const store = await backend.open(() => clock)
+    stores.push(store)
+    return store
+  }
+
+  beforeEach(async () => {
+    clock = Date.parse('2026-01-01T00:00:00Z')
+    stores = []
+    await backend.setup()
+  })
+  afterEach(async () => {
+    for (const store of stores) await store.close()
+    await backend.teardown()
+  })
+
+  it('registers a file once however many workers discover it', async () => {
+    const a = await open()
+    const b = await open()
+    const first = await a.claim(input('A'))
+    const second = await b.claim(input('B'))
+    expect(first).toMatchObject({ status: 'claimed', isNew: true })
+    expect(second).toMatchObject({ status: 'skipped', reason: 'held', isNew: false })
+  })
+
+  it('lets a live lease be renewed and keeps others off it', async () => {
+    const a = await open()
+    const key = await claimed(a, 'A')
+    clock += 900
+    expect(await a.heartbeat(key, 1_000)).toBe(true)
+    clock += 900 // past the original expiry, within the renewed one
+    expect(await (await open()).claim(input('B'))).toMatchObject({ status: 'skipped', reason: 'held' })
+  })
+
+  it('fences a worker whose lease expired and was reclaimed: it cannot complete, fail, renew or release', async () => {
+    const a = await open()
+    const b = await open()
+    const stale = await claimed(a, 'A')
+    clock += 1_001
+    const fresh = await claimed(b, 'B')
+    expect(fresh.attempt).toBe(2)
+
+    expect(await a.complete(stale, 5)).toBe(false)
+    expect(await a.fail(stale, 'late failure', 3)).toEqual({ lost: true, terminal: false })
+    expect(await a.heartbeat(stale, 1_000)).toBe(false)
+    expect(await a.release(stale)).toBe(false)
+    expect(await a.holds(stale)).toBe(false)
+
+    const [file] = await b.find('a'.repeat(64))
+    expect(file).toMatchObject({ state: 'PROCESSING', worker: 'B', attempts: 2 })
+    expect(await b.complete(fresh, 7)).toBe(true)
+    const [done] = await b.find('aaaaaa')
+    expect(done).toMatchObject({ state: 'COMMITTED', rows: 7, paths: ['incoming/a.csv'] })
+    const events = await b.events('orders', 'a'.repeat(64))
+    expect(events.map((event) => [event.event, event.worker])).toEqual([
+      ['file:discovered', 'A'],
+      ['file:claimed', 'A'],
+      ['file:reclaimed', 'B'],
+      ['file:committed', 'B'],
+    ])
+    expect(events[2]).toMatchObject({ fromState: 'PROCESSING', toState: 'PROCESSING', attempt: 2, error: 'lease of A expired' })
+  })
+
+  it('still lets the holder finish when its lease expired but nobody took the file', async () => {
+    const a = await open()
+    const key = await claimed(a, 'A')
+    clock += 5_000
+    expect(await a.complete(key, 1)).toBe(true)
+  })
+
+  it('counts attempts toward the cap, then skips the file as terminal until requeued', async () => {
+    const a = await open()
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const key = await claimed(a, 'A')
+      expect(key.attempt).toBe(attempt)
+      expect(await a.fail(key, `boom ${attempt}`, 3)).toEqual({ lost: false, terminal: attempt === 3 })
+    }
+    expect(await a.claim(input('A'))).toMatchObject({ status: 'skipped', reason: 'terminal' })
+    const status = await a.status(() => 3)
+    expect(status.pipelines).toEqual([{ pipeline: 'orders', PENDING: 0, PROCESSING: 0, COMMITTED: 0, FAILED: 1, terminal: 1, expired: 0, rows: 0 }])
+    expect(status.recentFailures.map((file) => file.error)).toEqual(['boom 3'])
+    const { requeued } = await a.requeue({ failed: true }, 'operator')
+    expect(requeued).toHaveLength(1)
+    expect(requeued[0]).toMatchObject({ state: 'PENDING', attempts: 0 })
+    expect((await claimed(a, 'A')).attempt).toBe(1)
+    const events = (await a.events('orders', 'a'.repeat(64))).map((event) => event.event)
+    expect(events).toEqual(['file:discovered', 'file:claimed', 'file:failed', 'file:retried', 'file:failed', 'file:retried', 'file:failed', 'file:requeued', 'file:claimed'])
+  })
+
+  it('turns a lease that expired on the last allowed attempt into a terminal failure', async () => {
+    const a = await open()
+    await claimed(a, 'A', { maxAttempts: 1 })
+    clock += 2_000
+    const result = await a.claim(input('B', { maxAttempts: 1 }))
+    expect(result).toMatchObject({ status: 'skipped', reason: 'terminal' })
+    const [file] = await a.find('aaaaaa')
+    expect(file.state).toBe('FAILED')
+    expect(file.error).toContain('lease expired')
+  })
+
+  it('reports an expired lease in status until a worker reclaims it', async () => {
+    const a = await open()
+    await claimed(a, 'A')
+    clock += 1_500
+    expect((await a.status(() => 3)).pipelines[0]).toMatchObject({ PROCESSING: 1, expired: 1 })
+  })
+
+  it('gives the attempt back on release', async () => {
+    const a = await open()
+    const key = await claimed(a, 'A')
+    expect(await a.release(key)).toBe(true)
+    expect((await claimed(a, 'A')).attempt).toBe(1)
+  })
+
+  it('refuses to requeue a file a live worker holds', async () => {
+    const a = await open()
+    await claimed(a, 'A')
+    const result = await a.requeue({ files: [{ pipeline: 'orders', hash: 'a'.repeat(64) }] }, 'operator')
+    expect(result.requeued).toHaveLength(0)
+    expect(result.refused[0].reason).toContain('being loaded by A')
+  })
+
+  it('remembers every name the same bytes arrived under, and finds the file by any of them', async () => {
+    const a = await open()
+    const key = await claimed(a, 'A')
+    await a.complete(key, 3)
+    expect(await a.claim(input('B', { path: 'incoming/copy.csv' }))).toMatchObject({ status: 'skipped', reason: 'committed', isNew: false })
+    const [byAlias] = await a.find('incoming/copy.csv')
+    expect(byAlias).toMatchObject({ path: 'incoming/a.csv', paths: ['incoming/a.csv', 'incoming/copy.csv'], rows: 3 })
+    const events = await a.events('orders', 'a'.repeat(64))
+    expect(events.at(-1)).toMatchObject({ event: 'file:alias', fromState: 'COMMITTED', toState: 'COMMITTED', path: 'incoming/copy.csv', worker: 'B' })
+  })
+
+  it('keeps the event history append-only', async () => {
+    const a = await open()
+    await claimed(a, 'A')
+    const answers = await backend.rewriteHistory()
+    expect(answers.length).toBeGreaterThan(0)
+    for (const answer of answers) expect(String(answer)).toMatch(/append-only/)
+    expect((await a.events('orders', 'a'.repeat(64))).map((event) => event.event)).toEqual(['file:discovered', 'file:claimed'])
+  })
+
+  it('applies migrations once when several connections open a new ledger together', async () => {
+    const opened = await Promise.all(Array.from({ length: 4 }, () => open()))
+    expect(opened).toHaveLength(4)
+    expect(await backend.migrations()).toEqual([1])
+  })
+}
+
+describe('SQLite ledger', () => ledgerSemantics(sqliteBackend()))
+describePostgres('Postgres ledger', () => ledgerSemantics(postgresBackend()))

@@ -1,6 +1,6 @@
 import { rmSync } from 'node:fs'
 import path from 'node:path'
-import { describe, it, onTestFinished, type ExpectStatic } from 'vitest'
+import { describe, it, type ExpectStatic, type TestContext } from 'vitest'
 import { describePostgres } from './helpers/postgres.js'
 import { target, type TargetName } from './helpers/targets.js'
 import { exited, REPO_ROOT, waitFor, workspace, type Workspace } from './helpers/workspace.js'
@@ -34,7 +34,8 @@ async function killWhenPaused(expect: ExpectStatic, ws: Workspace, env: NodeJS.P
 function suite(name: TargetName) {
   const wrap = name === 'postgres' ? describePostgres : describe
   wrap(`write modes under SIGKILL: ${name}`, () => {
-    const make = (files: Record<string, string>, columns: string, writeMode: string, options: { plugins?: boolean; leaseMs?: number } = {}) => {
+    // The test's own onTestFinished: the global one cannot tell concurrent tests apart and may remove another case's workspace mid-run.
+    const make = (context: TestContext, files: Record<string, string>, columns: string, writeMode: string, options: { plugins?: boolean; leaseMs?: number } = {}) => {
       const current = target(name)
       const ws = workspace({
         'filedge.config.ts': current.config({
@@ -48,7 +49,7 @@ function suite(name: TargetName) {
         }),
         ...files,
       })
-      onTestFinished(async () => {
+      context.onTestFinished(async () => {
         ws.remove()
         await current.cleanup()
       })
@@ -56,9 +57,10 @@ function suite(name: TargetName) {
     }
 
     // Each case spends most of its time waiting for a lease to expire: the cases of a destination run side by side.
-    it.concurrent('cdc: killed after applying its changes, before COMMIT: nothing of the file is there; the rerun applies it once', async ({ expect }) => {
+    it.concurrent('cdc: killed after applying its changes, before COMMIT: nothing of the file is there; the rerun applies it once', async (context) => {
+      const { expect } = context
       const base = ['customer_id,op,updated_at,name', '1,c,2024-05-01T09:00:00Z,Ann', '2,c,2024-05-01T09:00:00Z,Bob', ''].join('\n')
-      const { ws, t } = make({ 'incoming/changes-1.csv': base }, CDC_COLUMNS, CDC_MODE)
+      const { ws, t } = make(context, { 'incoming/changes-1.csv': base }, CDC_COLUMNS, CDC_MODE)
       expect((await ws.cli(['--reporter', 'silent'], { env: t.env })).code).toBe(0)
       const table = async () =>
         (await t.select(ws, 'SELECT CAST(customer_id AS INTEGER) AS id, name, CAST(_source_row_number AS INTEGER) AS row FROM {customers} ORDER BY customer_id')).map((row) => [Number(row.id), row.name, Number(row.row)])
@@ -90,8 +92,9 @@ function suite(name: TargetName) {
       expect((await t.files(ws)).map((file) => file.state)).toEqual(['COMMITTED', 'COMMITTED'])
     })
 
-    it.concurrent('truncate: killed in the middle of its rows: the table keeps the previous file; the rerun replaces it', async ({ expect }) => {
-      const { ws, t } = make({ 'incoming/snapshot-1.csv': snapshot('one', 3) }, SNAPSHOT_COLUMNS, "'truncate'", { plugins: true })
+    it.concurrent('truncate: killed in the middle of its rows: the table keeps the previous file; the rerun replaces it', async (context) => {
+      const { expect } = context
+      const { ws, t } = make(context, { 'incoming/snapshot-1.csv': snapshot('one', 3) }, SNAPSHOT_COLUMNS, "'truncate'", { plugins: true })
       expect((await ws.cli(['--reporter', 'silent'], { env: t.env })).code).toBe(0)
       const ids = async () => (await t.select(ws, 'SELECT id FROM {customers} ORDER BY id')).map((row) => row.id)
       expect(await ids()).toEqual(['one-1', 'one-2', 'one-3'])
@@ -107,10 +110,11 @@ function suite(name: TargetName) {
       expect(await ids()).toEqual(Array.from({ length: 9 }, (_, i) => `two-${i + 1}`))
     })
 
-    it.concurrent('truncate: killed after its commit, reclaimed after a newer file replaced it: the newer contents stay', async ({ expect }) => {
+    it.concurrent('truncate: killed after its commit, reclaimed after a newer file replaced it: the newer contents stay', async (context) => {
+      const { expect } = context
       // A longer lease: the run below must find the dead worker's file still held, even on a loaded machine.
       const leaseMs = 12_000
-      const { ws, t } = make({ 'incoming/snapshot-1.csv': snapshot('one', 3) }, SNAPSHOT_COLUMNS, "'truncate'", { leaseMs })
+      const { ws, t } = make(context, { 'incoming/snapshot-1.csv': snapshot('one', 3) }, SNAPSHOT_COLUMNS, "'truncate'", { leaseMs })
       await killWhenPaused(expect, ws, t.env, 'written')
       const killed = Date.now()
       const ids = async () => (await t.select(ws, 'SELECT id FROM {customers} ORDER BY id')).map((row) => row.id)

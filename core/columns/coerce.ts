@@ -28,6 +28,67 @@ const INT64_MAX = 2n ** 63n - 1n
 const TRUE_WORDS = new Set(['true', 't', 'yes', 'y', '1'])
 const FALSE_WORDS = new Set(['false', 'f', 'no', 'n', '0'])
 
+// Fast paths: most values in real files are plain ASCII numbers and dates. A
+// char-code scan decides those without a regular expression or a trim; any
+// other text takes the general path below, so the rules stay in one place.
+
+/** `[+-]?\d+` with at most 15 digits: exactly representable, Number() is exact. */
+function isShortInteger(text: string): boolean {
+  const n = text.length
+  let i = 0
+  if (n === 0) return false
+  const first = text.charCodeAt(0)
+  if (first === 43 || first === 45) i = 1
+  if (n - i === 0 || n - i > 15) return false
+  for (; i < n; i++) {
+    const c = text.charCodeAt(i)
+    if (c < 48 || c > 57) return false
+  }
+  return true
+}
+
+/** `[+-]?\d+(\.\d+)?`: a subset of FLOAT_PATTERN. */
+function isPlainDecimal(text: string): boolean {
+  const n = text.length
+  let i = 0
+  if (n === 0) return false
+  const first = text.charCodeAt(0)
+  if (first === 43 || first === 45) i = 1
+  let digits = 0
+  for (; i < n; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 46) break
+    if (c < 48 || c > 57) return false
+    digits++
+  }
+  if (digits === 0) return false
+  if (i === n) return true
+  if (i === n - 1) return false
+  for (i++; i < n; i++) {
+    const c = text.charCodeAt(i)
+    if (c < 48 || c > 57) return false
+  }
+  return true
+}
+
+function digitAt(text: string, at: number): number {
+  const c = text.charCodeAt(at) - 48
+  return c >= 0 && c <= 9 ? c : -1
+}
+
+/** `YYYY-MM-DD` read by char codes: the date as y*10000+m*100+d, or -1 when the text is not in that shape. */
+function plainDate(text: string): number {
+  if (text.length !== 10 || text.charCodeAt(4) !== 45 || text.charCodeAt(7) !== 45) return -1
+  let value = 0
+  for (const at of DATE_DIGITS) {
+    const digit = digitAt(text, at)
+    if (digit < 0) return -1
+    value = value * 10 + digit
+  }
+  return value
+}
+const DATE_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9]
+
 function typeOfRaw(raw: unknown): string {
   if (raw instanceof NumberText) return `the number ${raw.text}`
   if (Array.isArray(raw)) return 'an array'
@@ -48,6 +109,7 @@ function coerceString(raw: unknown): Value {
 }
 
 function coerceInteger(raw: unknown): Value {
+  if (typeof raw === 'string' && isShortInteger(raw)) return Number(raw)
   if (typeof raw === 'number') {
     if (!Number.isInteger(raw)) throw new Reject(`${raw} is not an integer`)
     if (!Number.isSafeInteger(raw)) throw new Reject(`${raw} is beyond 2^53 and lost precision when parsed; write it as a string`)
@@ -65,6 +127,7 @@ function coerceInteger(raw: unknown): Value {
 }
 
 function coerceFloat(raw: unknown): Value {
+  if (typeof raw === 'string' && raw.length < 300 && isPlainDecimal(raw)) return Number(raw)
   if (typeof raw === 'number') {
     if (!Number.isFinite(raw)) throw new Reject(`${raw} is out of the float range`)
     return raw
@@ -103,11 +166,15 @@ function coerceBoolean(raw: unknown): Value {
 
 function validDate(year: number, month: number, day: number): boolean {
   if (month < 1 || month > 12 || day < 1) return false
-  const days = month === 2 ? (year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0) ? 29 : 28) : [4, 6, 9, 11].includes(month) ? 30 : 31
+  const days = month === 2 ? (year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0) ? 29 : 28) : month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31
   return day <= days
 }
 
 function coerceDate(raw: unknown): Value {
+  if (typeof raw === 'string') {
+    const date = plainDate(raw)
+    if (date >= 0 && validDate(Math.floor(date / 10_000), Math.floor(date / 100) % 100, date % 100)) return raw
+  }
   const text = expectText(raw, 'date')
   const match = DATE_PATTERN.exec(text)
   if (match === null || !validDate(Number(match[1]), Number(match[2]), Number(match[3]))) {
@@ -172,7 +239,11 @@ function coerceJson(raw: unknown): Value {
  * does not contain.
  */
 function isBlank(value: unknown): boolean {
-  return typeof value === 'string' && (value === '' || (/^\s/.test(value) && value.trim() === ''))
+  if (typeof value !== 'string') return false
+  if (value === '') return true
+  const first = value.charCodeAt(0)
+  // Printable ASCII first: not blank, without the trim.
+  return !(first > 32 && first < 127) && value.trim() === ''
 }
 
 export function coercerFor(column: Pick<ResolvedColumn, 'type' | 'precision' | 'scale'>): Coercer {

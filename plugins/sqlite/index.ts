@@ -16,9 +16,9 @@ import {
   type DriftCheck,
   type Logger,
   type TableSpec,
-  type Value,
   type WriteJob,
 } from '../../core/index.js'
+import { Inserter } from './insert.js'
 import { sideObjects, writeMode } from './write-modes.js'
 
 export interface SqliteDestinationOptions {
@@ -66,14 +66,6 @@ const driftCheck: DriftCheck = {
   compatible: (actual, type) => affinity(actual.type) === SQLITE_TYPES[type],
 }
 
-/** Rows per INSERT statement: fewer JS→C calls; 50–200 measured the same, bounded by SQLite's 32766 variables. */
-const ROWS_PER_STATEMENT = 100
-const MAX_VARIABLES = 32_766
-
-function toSqlite(value: Value): unknown {
-  return typeof value === 'boolean' ? (value ? 1 : 0) : value
-}
-
 /**
  * Begins a write transaction without blocking the event loop: SQLite's busy
  * handler sleeps synchronously, which would also stall lease heartbeats while
@@ -96,7 +88,8 @@ export function sqlite(options: SqliteDestinationOptions): Destination {
   let db: SqliteDatabase | undefined = options.client
   let file = options.path
   const lock = createMutex()
-  const inserts = new Map<string, Statement>()
+  const inserter = new Inserter(() => connection())
+  const deletes = new Map<string, Statement>()
   let logger: Logger | undefined
 
   const connection = (): SqliteDatabase => {
@@ -104,16 +97,12 @@ export function sqlite(options: SqliteDestinationOptions): Destination {
     return db
   }
 
-  function insertStatement(table: TableSpec, rows: number): Statement {
-    const key = `${table.name}\0${rows}`
-    let statement = inserts.get(key)
+  /** This file's rows from an earlier, interrupted or lost-lease load: replaced, never doubled. */
+  function deleteFile(table: TableSpec): Statement {
+    let statement = deletes.get(table.name)
     if (statement === undefined) {
-      const columns = [...table.columns, ...PROVENANCE_COLUMNS]
-      const tuple = `(${columns.map(() => '?').join(', ')})`
-      statement = connection().prepare(
-        `INSERT INTO ${quoteIdentifier(table.name)} (${columns.map((column) => quoteIdentifier(column.name)).join(', ')}) VALUES ${Array(rows).fill(tuple).join(', ')}`,
-      )
-      inserts.set(key, statement)
+      statement = connection().prepare(`DELETE FROM ${quoteIdentifier(table.name)} WHERE ${quoteIdentifier('_source_file_hash')} = ?`)
+      deletes.set(table.name, statement)
     }
     return statement
   }
@@ -163,39 +152,16 @@ export function sqlite(options: SqliteDestinationOptions): Destination {
 
     write(job: WriteJob) {
       // Truncate and cdc: their own transaction around a plain insert loop (write-modes.ts); below, append, the hot path.
-      if (job.writeMode.kind !== 'append') return lock.run(() => writeMode(connection(), job, { begin: beginImmediate, insertStatement, types: SQLITE_TYPES, logger }))
+      if (job.writeMode.kind !== 'append') return lock.run(() => writeMode(connection(), job, { begin: beginImmediate, inserter, types: SQLITE_TYPES, logger }))
       return lock.run(async () => {
         const db = connection()
-        const { table, file: source } = job
-        const width = table.columns.length + PROVENANCE_COLUMNS.length
-        const perStatement = Math.max(1, Math.min(ROWS_PER_STATEMENT, Math.floor(MAX_VARIABLES / width)))
-        const full = insertStatement(table, perStatement)
-        const params: unknown[] = new Array(perStatement * width)
         await beginImmediate(db, job.signal)
         try {
-          db.prepare(`DELETE FROM ${quoteIdentifier(table.name)} WHERE ${quoteIdentifier('_source_file_hash')} = ?`).run(source.hash)
-          let total = 0
-          for await (const batch of job.batches) {
-            const { rows, rowNumbers } = batch
-            let filled = 0
-            for (let r = 0; r < rows.length; r++) {
-              const row = rows[r]
-              let offset = filled * width
-              for (let c = 0; c < row.length; c++) params[offset++] = toSqlite(row[c])
-              params[offset++] = source.hash
-              params[offset++] = job.ingestedAt
-              params[offset] = rowNumbers[r]
-              if (++filled === perStatement) {
-                full.run(params)
-                filled = 0
-              }
-            }
-            if (filled > 0) insertStatement(table, filled).run(params.slice(0, filled * width))
-            total += rows.length
-          }
+          deleteFile(job.table).run(job.file.hash)
+          const rows = await inserter.insert(job.table, job.batches, { hash: job.file.hash, ingestedAt: job.ingestedAt })
           await job.assertLease()
           db.exec('COMMIT')
-          return { rows: total }
+          return { rows }
         } catch (error) {
           if (db.inTransaction) db.exec('ROLLBACK')
           throw error
@@ -206,7 +172,8 @@ export function sqlite(options: SqliteDestinationOptions): Destination {
     async close() {
       if (db !== undefined && options.client === undefined && db.open) db.close()
       if (options.client === undefined) db = undefined
-      inserts.clear()
+      inserter.clear()
+      deletes.clear()
     },
   }
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import type { Database as SqliteDatabase, Statement } from 'better-sqlite3'
+import type { Database as SqliteDatabase } from 'better-sqlite3'
 import {
   cdcPlan,
   cdcStageSpec,
@@ -25,6 +25,7 @@ import {
   type WriteJob,
   type WriteResult,
 } from '../../core/index.js'
+import type { Inserter } from './insert.js'
 
 /**
  * Truncate and cdc for the SQLite destination. Each runs in a transaction of
@@ -121,8 +122,8 @@ function get(db: SqliteDatabase, statement: SqlStatement): Record<string, unknow
 export interface SqliteShared {
   /** BEGIN IMMEDIATE without blocking the event loop while another process writes. */
   begin(db: SqliteDatabase, signal: AbortSignal): Promise<void>
-  /** The destination's cached multi-row INSERT into a table's columns and the provenance columns. */
-  insertStatement(table: TableSpec, rows: number): Statement
+  /** The destination's multi-row INSERTs into a table's columns and the provenance columns. */
+  readonly inserter: Inserter
   readonly types: ColumnTypes
   readonly logger: Logger | undefined
 }
@@ -137,7 +138,7 @@ export async function writeMode(db: SqliteDatabase, job: WriteJob, shared: Sqlit
       db.exec('ROLLBACK')
       return done
     }
-    const rows = await insertRows(mode.target, mode.batches, job, shared.insertStatement)
+    const rows = await shared.inserter.insert(mode.target, mode.batches, { hash: job.file.hash, ingestedAt: job.ingestedAt })
     const result = await mode.after(rows)
     await job.assertLease()
     db.exec('COMMIT')
@@ -146,42 +147,6 @@ export async function writeMode(db: SqliteDatabase, job: WriteJob, shared: Sqlit
     if (db.inTransaction) db.exec('ROLLBACK')
     throw error
   }
-}
-
-/** Rows per INSERT statement, as on the append path, bounded by SQLite's 32766 variables. */
-const ROWS_PER_STATEMENT = 100
-const MAX_VARIABLES = 32_766
-
-async function insertRows(table: TableSpec, batches: AsyncIterable<RowBatch>, job: WriteJob, insertStatement: SqliteShared['insertStatement']): Promise<number> {
-  const width = table.columns.length + PROVENANCE_COLUMNS.length
-  const perStatement = Math.max(1, Math.min(ROWS_PER_STATEMENT, Math.floor(MAX_VARIABLES / width)))
-  // Prepared once the mode has created its target (cdc stages into a temporary table).
-  const full = insertStatement(table, perStatement)
-  const params: unknown[] = new Array(perStatement * width)
-  const columns = table.columns.length
-  let total = 0
-  for await (const batch of batches) {
-    const { rows, rowNumbers } = batch
-    let filled = 0
-    for (let r = 0; r < rows.length; r++) {
-      const row = rows[r]
-      let offset = filled * width
-      for (let c = 0; c < columns; c++) {
-        const value = row[c]
-        params[offset++] = typeof value === 'boolean' ? (value ? 1 : 0) : value
-      }
-      params[offset++] = job.file.hash
-      params[offset++] = job.ingestedAt
-      params[offset] = rowNumbers[r]
-      if (++filled === perStatement) {
-        full.run(params)
-        filled = 0
-      }
-    }
-    if (filled > 0) insertStatement(table, filled).run(params.slice(0, filled * width))
-    total += rows.length
-  }
-  return total
 }
 
 function modeWrite(db: SqliteDatabase, job: WriteJob, types: ColumnTypes, logger: Logger | undefined): ModeWrite {

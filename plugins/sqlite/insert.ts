@@ -1,0 +1,74 @@
+import type { Database as SqliteDatabase, Statement } from 'better-sqlite3'
+import { PROVENANCE_COLUMNS, quoteIdentifier, type RowBatch, type TableSpec } from '../../core/index.js'
+
+/** Rows per INSERT statement: fewer JS→C calls; 50–200 measured the same, bounded by SQLite's 32766 variables. */
+const ROWS_PER_STATEMENT = 100
+const MAX_VARIABLES = 32_766
+
+/** What every row of one file carries besides its values and its row number. */
+export interface FileProvenance {
+  readonly hash: string
+  readonly ingestedAt: string
+}
+
+/**
+ * Multi-row INSERTs into a table's columns and the provenance columns, cached
+ * per (table, rows). The file hash and the ingest time are the same for every
+ * row of a file, so they are named parameters bound once per statement rather
+ * than two 64- and 27-character strings copied into SQLite for each row:
+ * measured 25% less CPU on 1M rows.
+ */
+export class Inserter {
+  private readonly statements = new Map<string, Statement>()
+
+  constructor(private readonly connection: () => SqliteDatabase) {}
+
+  statement(table: TableSpec, rows: number): Statement {
+    const key = `${table.name}\0${rows}`
+    let statement = this.statements.get(key)
+    if (statement === undefined) {
+      const [hash, ingestedAt, rowNumber] = PROVENANCE_COLUMNS
+      const names = [...table.columns, hash, ingestedAt, rowNumber].map((column) => quoteIdentifier(column.name))
+      const tuple = `(${table.columns.map(() => '?').join(', ')}${table.columns.length > 0 ? ', ' : ''}@hash, @ingested_at, ?)`
+      statement = this.connection().prepare(`INSERT INTO ${quoteIdentifier(table.name)} (${names.join(', ')}) VALUES ${Array(rows).fill(tuple).join(', ')}`)
+      this.statements.set(key, statement)
+    }
+    return statement
+  }
+
+  /** Inserts every batch; the caller owns the transaction. Returns the row count. */
+  async insert(table: TableSpec, batches: AsyncIterable<RowBatch>, provenance: FileProvenance): Promise<number> {
+    const columns = table.columns.length
+    const width = columns + 1
+    const perStatement = Math.max(1, Math.min(ROWS_PER_STATEMENT, Math.floor((MAX_VARIABLES - 2) / width)))
+    const full = this.statement(table, perStatement)
+    const named = { hash: provenance.hash, ingested_at: provenance.ingestedAt }
+    const params: unknown[] = new Array(perStatement * width)
+    let total = 0
+    let filled = 0
+    for await (const batch of batches) {
+      const { rows, rowNumbers } = batch
+      for (let r = 0; r < rows.length; r++) {
+        const row = rows[r]
+        let offset = filled * width
+        for (let c = 0; c < columns; c++) {
+          const value = row[c]
+          params[offset++] = typeof value === 'boolean' ? (value ? 1 : 0) : value
+        }
+        params[offset] = rowNumbers[r]
+        if (++filled === perStatement) {
+          full.run(params, named)
+          filled = 0
+        }
+      }
+      total += rows.length
+    }
+    // Statements fill across batches; only the file's last rows go in a shorter one.
+    if (filled > 0) this.statement(table, filled).run(params.slice(0, filled * width), named)
+    return total
+  }
+
+  clear(): void {
+    this.statements.clear()
+  }
+}

@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander'
 import { isFiledgeError } from '../errors.js'
 import { redact } from '../secrets.js'
 import { registerHistory } from './commands/history.js'
+import { registerLineage } from './commands/lineage.js'
 import { registerRequeue } from './commands/requeue.js'
 import { registerRun } from './commands/run.js'
 import { registerStatus } from './commands/status.js'
@@ -29,6 +30,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
   })
   registerStatus(program, io)
   registerHistory(program, io)
+  registerLineage(program, io)
   registerRequeue(program, io)
   registerValidate(program, io, (exit) => {
     code = exit

@@ -117,6 +117,8 @@ export interface LedgerStore {
   /** Files matching a hash (or a unique prefix of at least 6 hex digits) or a path they were seen at. */
   find(ref: string): Promise<LedgerFile[]>
   events(pipeline: string, hash: string): Promise<LedgerEvent[]>
+  /** Every COMMITTED file (of `pipelines`, if given), oldest commit first: what a pipeline's table is made of. */
+  committed(pipelines?: readonly string[]): Promise<LedgerFile[]>
   /** Back to PENDING with attempts reset. `failed`: every FAILED file (of `pipelines`, if given). */
   requeue(target: { readonly files: readonly { readonly pipeline: string; readonly hash: string }[] } | { readonly failed: true; readonly pipelines?: readonly string[] }, worker: string): Promise<RequeueResult>
   close(): Promise<void>

@@ -7,7 +7,7 @@ import { POSTGRES_MIGRATIONS } from './migrations.js'
 import { claim } from './sql/claim.js'
 import { complete } from './sql/complete.js'
 import { fail } from './sql/fail.js'
-import { eventsOf, failedFiles, findFiles } from './sql/find.js'
+import { committedFiles, eventsOf, failedFiles, findFiles } from './sql/find.js'
 import { heartbeat, holds } from './sql/heartbeat.js'
 import { release } from './sql/release.js'
 import { requeue } from './sql/requeue.js'
@@ -132,6 +132,9 @@ export async function openPostgresLedger(url: string, options: PostgresLedgerOpt
     },
     async find(ref) {
       return (await findFiles(pool, t, ref)).map(toFile)
+    },
+    async committed(pipelines) {
+      return (await committedFiles(pool, t, pipelines)).map(toFile)
     },
     async events(pipeline, hash) {
       return (await eventsOf(pool, t, pipeline, hash)).map(

@@ -7,7 +7,7 @@ import { SQLITE_MIGRATIONS } from './migrations.js'
 import { claim } from './sql/claim.js'
 import { complete } from './sql/complete.js'
 import { fail } from './sql/fail.js'
-import { eventsOf, failedFiles, findFiles, pathsOf } from './sql/find.js'
+import { committedFiles, eventsOf, failedFiles, findFiles, pathsOf } from './sql/find.js'
 import { heartbeat, holds } from './sql/heartbeat.js'
 import { release } from './sql/release.js'
 import { requeue } from './sql/requeue.js'
@@ -105,6 +105,9 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
     },
     async find(ref) {
       return findFiles(ledger, ref).map((row) => toFile(ledger, row))
+    },
+    async committed(pipelines) {
+      return committedFiles(ledger, pipelines).map((row) => toFile(ledger, row))
     },
     async events(pipeline, hash) {
       return eventsOf(ledger, pipeline, hash).map(

@@ -19,6 +19,14 @@ export async function findFiles(db: Queryable, t: Tables, ref: string): Promise<
   return byPath.rows
 }
 
+export async function committedFiles(db: Queryable, t: Tables, pipelines: readonly string[] | undefined): Promise<FileRow[]> {
+  const result = await db.query<FileRow>(
+    `SELECT ${fileColumns(t, 'f')} FROM ${t.files} f WHERE f.state = 'COMMITTED' AND ($1::text[] IS NULL OR f.pipeline = ANY($1)) ORDER BY f.committed_at, f.pipeline, f.hash`,
+    [pipelines === undefined ? null : [...pipelines]],
+  )
+  return result.rows
+}
+
 export async function failedFiles(db: Queryable, t: Tables, pipelines: readonly string[] | undefined): Promise<{ pipeline: string; hash: string }[]> {
   const result = await db.query<{ pipeline: string; hash: string }>(
     `SELECT pipeline, hash FROM ${t.files} WHERE state = 'FAILED' AND ($1::text[] IS NULL OR pipeline = ANY($1)) ORDER BY updated_at`,

@@ -20,6 +20,11 @@ export function pathsOf(ledger: LedgerDb, pipeline: string, hash: string): strin
   return (ledger.statement('SELECT path FROM file_paths WHERE pipeline = ? AND hash = ? ORDER BY first_seen_at, path').all(pipeline, hash) as { path: string }[]).map((row) => row.path)
 }
 
+export function committedFiles(ledger: LedgerDb, pipelines: readonly string[] | undefined): FileRow[] {
+  const rows = ledger.statement(`SELECT * FROM files WHERE state = 'COMMITTED' ORDER BY committed_at, pipeline, hash`).all() as FileRow[]
+  return pipelines === undefined ? rows : rows.filter((row) => pipelines.includes(row.pipeline))
+}
+
 export function failedFiles(ledger: LedgerDb, pipelines: readonly string[] | undefined): { pipeline: string; hash: string }[] {
   const rows = ledger.statement(`SELECT pipeline, hash FROM files WHERE state = 'FAILED' ORDER BY updated_at`).all() as { pipeline: string; hash: string }[]
   return pipelines === undefined ? rows : rows.filter((row) => pipelines.includes(row.pipeline))

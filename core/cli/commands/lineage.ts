@@ -1,0 +1,64 @@
+import type { Command } from 'commander'
+import { usageError } from '../../errors.js'
+import { count } from '../../reporters/format.js'
+import { configFor, withLedger, type ConfigOption } from '../context.js'
+import { print, table, type CliIo } from '../io.js'
+
+/**
+ * `filedge lineage`: what each pipeline's table is made of — every committed
+ * file with its hash, rows, commit time and the names it arrived under. Every
+ * row in the table carries its file's hash in `_source_file_hash`, so a row
+ * leads back to its file, and a file here leads to its rows.
+ */
+export function registerLineage(program: Command, io: CliIo): void {
+  program
+    .command('lineage')
+    .description("the files each pipeline's table is made of: hash, rows, commit time and paths of every committed file")
+    .option('-c, --config <path>', 'config file')
+    .option('-p, --pipeline <name...>', 'only these pipelines')
+    .option('--json', 'machine-readable output')
+    .addHelpText(
+      'after',
+      "\nEvery row in a destination table carries its file's hash in _source_file_hash:\n  SELECT * FROM orders WHERE _source_file_hash = '<hash>'\n\nExamples:\n  $ filedge lineage\n  $ filedge lineage --pipeline orders --json",
+    )
+    .action(async (flags: ConfigOption & { json?: boolean; pipeline?: string[] }) => {
+      const config = await configFor(flags, io)
+      const names = config.pipelines.map((pipeline) => pipeline.name)
+      const unknown = (flags.pipeline ?? []).filter((name) => !names.includes(name))
+      if (unknown.length > 0) throw usageError(`unknown pipeline ${unknown.map((name) => `"${name}"`).join(', ')}; the config has ${names.map((name) => `"${name}"`).join(', ')}`)
+      const chosen = config.pipelines.filter((pipeline) => flags.pipeline === undefined || flags.pipeline.includes(pipeline.name))
+      const files = await withLedger(config, async (ledger) => (ledger ? ledger.committed(chosen.map((pipeline) => pipeline.name)) : []))
+      const lineage = chosen.map((pipeline) => {
+        const mine = files.filter((file) => file.pipeline === pipeline.name)
+        return {
+          pipeline: pipeline.name,
+          destination: pipeline.destination.describe(),
+          table: pipeline.table,
+          writeMode: pipeline.writeMode.kind,
+          files: mine.map(({ hash, path, paths, rows, size, committedAt }) => ({ hash, path, paths, rows, size, committedAt })),
+          rows: mine.reduce((sum, file) => sum + (file.rows ?? 0), 0),
+        }
+      })
+      if (flags.json) {
+        print(io.stdout, JSON.stringify({ pipelines: lineage }, null, 2))
+        return
+      }
+      for (const [index, entry] of lineage.entries()) {
+        if (index > 0) print(io.stdout, '')
+        // In truncate mode only the newest file's rows are in the table; the others were replaced by it.
+        const note = entry.writeMode === 'truncate' ? ' (truncate: the table holds the newest file; earlier ones were replaced)' : entry.writeMode === 'cdc' ? ' (cdc: changes applied in sequence order)' : ''
+        print(io.stdout, `${entry.pipeline} → ${entry.destination} table ${entry.table}${note}`)
+        if (entry.files.length === 0) {
+          print(io.stdout, '  no committed files')
+          continue
+        }
+        const rows = [['committed at', 'hash', 'rows', 'path']]
+        for (const file of entry.files) {
+          const aliases = file.paths.filter((alias) => alias !== file.path)
+          rows.push([file.committedAt ?? '', file.hash.slice(0, 12), count(file.rows ?? 0), aliases.length > 0 ? `${file.path} (also ${aliases.join(', ')})` : file.path])
+        }
+        print(io.stdout, table(rows).replace(/^/gm, '  '))
+        print(io.stdout, `  ${count(entry.files.length)} file${entry.files.length === 1 ? '' : 's'} · ${count(entry.rows)} rows`)
+      }
+    })
+}

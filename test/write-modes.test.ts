@@ -103,6 +103,22 @@ for (const name of ['sqlite', 'duckdb', 'postgres'] as const) {
       ])
     })
 
+    it('cdc: a check on a renamed column names the field as the file calls it', async () => {
+      const columns = "{ customer_id: { type: 'integer', source: 'CustomerID' }, op: { type: 'string', source: 'Action' }, updated_at: { type: 'timestamp', source: 'ChangedAt' }, name: 'string' }"
+      const file = ['CustomerID,Action,ChangedAt,name', '1,c,2024-05-02T09:00:00Z,Ann', '2,x,2024-05-02T09:00:00Z,Bob', '1,u,2024-05-02T09:00:00Z,Ann B.', ''].join('\n')
+      const ws = make({ 'incoming/renamed.csv': file }, { columns, writeMode: CDC_MODE })
+      const run = await ws.cli(['--reporter', 'simple'], { env: target().env })
+      expect(run.code).toBe(1)
+      const [failed] = await target().files(ws)
+      // Line 3's unknown op comes first; the duplicate sequence of key 1 (lines 2 and 4) after it.
+      expect(failed.error).toMatch(/^incoming\/renamed\.csv:3 column Action \(→ op\): unknown op "x"/)
+      ws.write('incoming/renamed.csv', file.replace('2,x,', '2,c,'))
+      const again = await ws.cli(['--reporter', 'simple'], { env: target().env })
+      expect(again.code).toBe(1)
+      const errors = (await target().files(ws)).map((entry) => entry.error).filter(Boolean)
+      expect(errors).toContainEqual(expect.stringMatching(/^incoming\/renamed\.csv:4 column ChangedAt \(→ updated_at\): same updated_at .* as line 2 for key customer_id="1"/))
+    })
+
     it('cdc: changes collapse by instant, an older file arriving later changes nothing, the same file again changes nothing, a bad file fails alone', async () => {
       const newer = [
         'customer_id,op,updated_at,name,tier',

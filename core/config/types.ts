@@ -226,6 +226,8 @@ export interface ResolvedCdc {
    * required, which inserts and updates must fill and deletes need not.
    */
   readonly changeColumns: readonly TableColumn[]
+  /** How messages name a column: its name, or `source (→ name)` when the file calls it otherwise. */
+  readonly labels?: Readonly<Record<string, string>>
 }
 
 export type ResolvedLedger =

@@ -117,6 +117,7 @@ function resolveCdc(
     sequence: cdc.sequence,
     ops: Object.freeze({ insert: Object.freeze(ops.insert), update: Object.freeze(ops.update), delete: Object.freeze(ops.delete) }),
     changeColumns: Object.freeze(changeColumns),
+    labels: Object.freeze(Object.fromEntries(columns.map((column) => [column.name, column.source === column.name ? column.name : `${column.source} (→ ${column.name})`]))),
   })
   return { writeMode, columns: coerced }
 }

@@ -251,7 +251,8 @@ export function cdcPlan(mode: ResolvedCdc, table: TableSpec, tables: CdcTables, 
       const lineValue = row.line
       const exact = lineValue !== null && lineValue !== undefined
       const at = exact ? asNumber(lineValue) : asNumber(row.rn)
-      const where = (column: string, value: unknown, reason: string) => {
+      const where = (name: string, value: unknown, reason: string) => {
+        const column = mode.labels?.[name] ?? name
         if (exact) return rowInvalid(file, at, column, value, reason)
         return new FiledgeError('ROW_INVALID', `${file}: record ${at} column ${column}: ${reason}`, { file, column, value })
       }

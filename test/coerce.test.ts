@@ -59,6 +59,8 @@ describe('coercion', () => {
     bad('date', '2023-02-29', /expected YYYY-MM-DD/)
     bad('date', '05/01/2024', /expected YYYY-MM-DD/)
     bad('date', 'not-a-date', /cannot coerce "not-a-date" to date/)
+    ok('date', '0001-01-01', '0001-01-01')
+    bad('date', '0000-01-01', /expected YYYY-MM-DD/)
   })
 
   it('timestamp: ISO 8601, normalized to UTC with microseconds; no offset means UTC', () => {
@@ -68,6 +70,9 @@ describe('coercion', () => {
     ok('timestamp', '2024-01-01T00:30:00-0130', '2024-01-01T02:00:00.000000Z')
     ok('timestamp', '0099-01-01T00:00:00Z', '0099-01-01T00:00:00.000000Z')
     bad('timestamp', '2024-05-01T25:00:00Z', /expected ISO 8601/)
+    bad('timestamp', '0000-06-01T00:00:00Z', /expected ISO 8601/)
+    bad('timestamp', '0001-01-01T00:30:00+01:00', /outside years 1 to 9999 in UTC/)
+    bad('timestamp', '9999-12-31T23:30:00-01:00', /outside years 1 to 9999 in UTC/)
     bad('timestamp', '2024-05-01', /expected ISO 8601/)
     bad('timestamp', '2024-05-01T00:00:00.1234567Z', /more precise than microseconds/)
   })

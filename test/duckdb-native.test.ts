@@ -129,6 +129,8 @@ describe('DuckDB native CSV path', () => {
     'fraction-in-integer.csv': 'id,n\na,1\nb,3.7\n',
     'short-date.csv': 'id,day\na,2024-1-5\n',
     'impossible-date.csv': 'id,day\na,2023-02-29\n',
+    'year-zero-date.csv': 'id,day\na,0000-01-01\n',
+    'year-zero-timestamp.csv': 'id,at\na,0000-06-01T00:00:00Z\n',
     'infinite-float.csv': 'id,x\na,1e999\n',
     'word-boolean.csv': 'id,b\na,maybe\n',
     'rounded-decimal.csv': 'id,d\na,1.005\n',

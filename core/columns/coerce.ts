@@ -164,8 +164,9 @@ function coerceBoolean(raw: unknown): Value {
   throw new Reject(`cannot coerce ${JSON.stringify(text)} to boolean`)
 }
 
+/** Year 1 to 9999: SQL dates have no year 0 (Postgres refuses it), and the text form has four digits. */
 function validDate(year: number, month: number, day: number): boolean {
-  if (month < 1 || month > 12 || day < 1) return false
+  if (year < 1 || month < 1 || month > 12 || day < 1) return false
   const days = month === 2 ? (year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0) ? 29 : 28) : month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31
   return day <= days
 }
@@ -216,6 +217,7 @@ function coerceTimestamp(raw: unknown): Value {
   instant.setUTCFullYear(year, month - 1, day)
   instant.setUTCHours(hour, minute - offsetMinutes, second, 0)
   const micros = (fractionText + '000000').slice(0, 6)
+  if (instant.getUTCFullYear() < 1 || instant.getUTCFullYear() > 9999) throw new Reject(`${JSON.stringify(text)} is outside years 1 to 9999 in UTC`)
   return (
     `${pad(instant.getUTCFullYear(), 4)}-${pad(instant.getUTCMonth() + 1, 2)}-${pad(instant.getUTCDate(), 2)}` +
     `T${pad(instant.getUTCHours(), 2)}:${pad(instant.getUTCMinutes(), 2)}:${pad(instant.getUTCSeconds(), 2)}.${micros}Z`

@@ -66,6 +66,9 @@ function matches(field: string, pattern: string): string {
  * benchmark file: a regular expression in a filter costs ~70 ms per column,
  * the same one in `CASE WHEN … THEN CAST(…) ELSE error(…) END` ~700 ms.
  */
+/** Years 0001 to 9999, as coercion accepts them (SQL dates have no year 0). */
+const YEAR = '([1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])'
+
 function columnSql(column: ResolvedColumn, field: string): { check?: string; value: string } {
   if (column.type === 'string') return { value: field }
   // An empty field is NULL for every type but string (the README's "Empty values"). DuckDB's casts
@@ -90,10 +93,10 @@ function columnSql(column: ResolvedColumn, field: string): { check?: string; val
     }
     case 'date':
       // The cast itself fails the statement for impossible days (2023-02-29).
-      return { check: check(matches(field, '[0-9]{4}-[0-9]{2}-[0-9]{2}')), value: cast('DATE') }
+      return { check: check(matches(field, `${YEAR}-[0-9]{2}-[0-9]{2}`)), value: cast('DATE') }
     case 'timestamp': {
       // The subset of ISO 8601 DuckDB parses the same way filedge does; no offset means UTC.
-      const pattern = '[0-9]{4}-[0-9]{2}-[0-9]{2}[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?'
+      const pattern = `${YEAR}-[0-9]{2}-[0-9]{2}[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?`
       const zoned = `CASE WHEN regexp_matches(${trimmed}, '(Z|[+-][0-9]{2}:[0-9]{2})$') THEN ${trimmed} ELSE ${trimmed} || '+00:00' END`
       return { check: check(matches(field, pattern)), value: `CAST(nullif(${zoned}, '+00:00') AS TIMESTAMPTZ)` }
     }

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { spawn } from 'node:child_process'
-import { createReadStream, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { createReadStream, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { pipeline } from 'node:stream/promises'
@@ -52,19 +52,18 @@ export async function sqliteBulk(options: BenchOptions): Promise<Row[]> {
   const nativeDir = mkdtempSync(path.join(os.tmpdir(), 'filedge-bench-native-'))
   const nativeDb = path.join(nativeDir, 'native.db')
   try {
-    const runs = await alternate(
-      options.reps,
-      async () => {
+    const runs = await alternate(options.reps, {
+      a: async () => {
         filedge.reset()
         return filedge.run()
       },
-      async () => {
+      b: async () => {
         rmSync(nativeDir, { recursive: true, force: true })
         mkdirSync(nativeDir)
         await timed('sqlite3', [nativeDb, 'PRAGMA journal_mode=WAL;', SQLITE_TABLE])
         return timed('sqlite3', [nativeDb, '.mode csv', `.import --skip 1 ${data.file} orders`])
       },
-    )
+    })
     const ours = median(runs.a.map((run) => run.ms))
     const theirs = median(runs.b.map((run) => run.ms))
     const rss = Math.max(...runs.a.map((run) => run.maxRssMb))
@@ -150,7 +149,7 @@ export async function hashing(options: BenchOptions): Promise<Row[]> {
     await hashFile(data.file)
     return performance.now() - started
   }
-  const runs = await alternate(Math.max(options.reps, 5), ours, raw)
+  const runs = await alternate(Math.max(options.reps, 5), { a: ours, b: raw })
   const mbps = (ms: number) => Math.round(data.bytes / 2 ** 20 / (ms / 1000))
   const ratio = mbps(median(runs.a)) / mbps(median(runs.b))
   return [
@@ -207,9 +206,9 @@ export async function watchLatency(options: BenchOptions): Promise<Row[]> {
     imports: "import { sqlite } from 'filedge/plugins/sqlite'",
     destination: "sqlite({ path: 'warehouse.db' })",
     columns: "{ id: 'string', n: 'integer' }",
+    config: `watch: { settle: '${settleMs}ms' },`,
     state: [],
   })
-  writeFileSync(path.join(filedge.dir, 'filedge.config.ts'), readFileSync(path.join(filedge.dir, 'filedge.config.ts'), 'utf8').replace('pipelines:', `watch: { settle: '${settleMs}ms' },\n  pipelines:`))
   const child = spawn(process.execPath, [path.join(REPO_ROOT, 'bin/filedge.js'), '--watch', '--reporter', 'json'], { cwd: filedge.dir, stdio: ['ignore', 'pipe', 'inherit'] })
   const committed = new Map<string, number>()
   let ready = false

@@ -13,6 +13,8 @@ export interface BenchOptions {
   readonly rows: number
   readonly files: number
   readonly rowsPerFile: number
+  readonly workerFiles: number
+  readonly workerRowsPerFile: number
   readonly reps: number
   readonly large: boolean
   readonly dataDir: string
@@ -29,11 +31,12 @@ export interface Row {
   readonly detail?: Record<string, unknown>
 }
 
-const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`
-const perSecond = (count: number, ms: number) => Math.round(count / (ms / 1000))
-const format = new Intl.NumberFormat('en-US')
+export const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`
+export const perSecond = (count: number, ms: number) => Math.round(count / (ms / 1000))
+export const format = new Intl.NumberFormat('en-US')
 
-async function bigCsv(options: BenchOptions) {
+/** The `--rows` orders CSV every bulk suite loads. */
+export async function bigCsv(options: BenchOptions) {
   return ordersCsv(path.join(options.dataDir, `orders-${options.rows}`, `orders-${options.rows}.csv`), options.rows)
 }
 

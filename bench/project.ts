@@ -26,12 +26,6 @@ export interface Project {
   remove(): void
 }
 
-/**
- * A throwaway project like a user's: a config file, `node_modules/filedge`
- * pointing at this repository, and the real CLI run as a child process, so
- * what is measured includes startup, config loading, the ledger and
- * provenance — everything a user waits for.
- */
 export interface ProjectOptions {
   readonly sourceDir: string
   readonly include: string
@@ -50,6 +44,12 @@ export interface ProjectOptions {
   readonly state: readonly string[]
 }
 
+/**
+ * A throwaway project like a user's: a config file, `node_modules/filedge`
+ * pointing at this repository, and the real CLI run as a child process, so
+ * what is measured includes startup, config loading, the ledger and
+ * provenance — everything a user waits for.
+ */
 export function project(options: ProjectOptions): Project {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'filedge-bench-'))
   mkdirSync(path.join(dir, 'node_modules'))

@@ -67,19 +67,21 @@ if (unknown.length > 0) {
   process.exit(2)
 }
 
+// On a shared machine every figure moves with the load: it goes into the results with them.
+const loadBefore = os.loadavg()
 const rows: Row[] = []
 for (const name of chosen) {
   process.stderr.write(`running ${name}…\n`)
   rows.push(...(await SUITES[name].run(options)))
 }
 
-const machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model, memoryGb: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}` }
+const machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model, memoryGb: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}`, loadAverage: { before: loadBefore, after: os.loadavg() } }
 const table = [
   ['work', 'filedge', 'native', 'ratio', 'target', ''],
   ...rows.map((row) => [row.work, row.filedge, row.native ?? '', row.ratio === undefined ? '' : `${row.ratio.toFixed(2)}×`, row.target, row.met === undefined ? '' : row.met ? 'met' : 'MISSED']),
 ]
 const widths = table[0].map((_, column) => Math.max(...table.map((line) => line[column].length)))
-console.log(`\nfiledge bench — ${machine.cores} cores, ${machine.cpu}, Node ${machine.node}, median of ${options.reps}\n`)
+console.log(`\nfiledge bench — ${machine.cores} cores, ${machine.cpu}, Node ${machine.node}, median of ${options.reps}, load average ${loadBefore[0].toFixed(1)} → ${machine.loadAverage.after[0].toFixed(1)}\n`)
 for (const line of table) console.log(`| ${line.map((cell, column) => cell.padEnd(widths[column])).join(' | ')} |`)
 
 const resultsDir = path.join(REPO_ROOT, 'bench', 'results')

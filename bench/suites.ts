@@ -236,14 +236,18 @@ export async function watchLatency(options: BenchOptions): Promise<Row[]> {
   }
   try {
     await until(() => ready, 'the watcher to start')
-    const latencies: number[] = []
-    for (let index = 0; index < files; index++) {
-      const name = `drop-${String(index).padStart(3, '0')}.csv`
+    const drop = async (index: number, name: string) => {
       writeFileSync(path.join(dir, name), `id,n\n${Array.from({ length: 100 }, (_, row) => `r${index}-${row},${row}`).join('\n')}\n`)
       const written = performance.now()
       await until(() => committed.has(name), `${name} to commit`)
-      latencies.push(committed.get(name)! - written - settleMs)
+      return committed.get(name)! - written - settleMs
     }
+    // Not measured: the watcher logs "Ctrl-C to stop" before its sweep of the folder, and a file
+    // the sweep finds is loaded at once, without the settle window (-150 ms when it was counted).
+    // Once this one is committed the sweep is over, and every file below arrives through the watcher.
+    await drop(-1, 'warm-up.csv')
+    const latencies: number[] = []
+    for (let index = 0; index < files; index++) latencies.push(await drop(index, `drop-${String(index).padStart(3, '0')}.csv`))
     const sorted = [...latencies].sort((a, b) => a - b)
     const p95 = sorted[Math.min(sorted.length - 1, Math.ceil(sorted.length * 0.95) - 1)]
     const mid = median(latencies)

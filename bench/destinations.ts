@@ -87,7 +87,7 @@ const PG_PROVENANCE = `_source_file_hash text NOT NULL DEFAULT '${'0'.repeat(64)
 /**
  * A Postgres database to benchmark in: one schema for this run (ledger,
  * filedge's table and psql's tables), dropped between sides and at the end.
- * Undefined, with the reason, when Postgres or psql is not there.
+ * When Postgres or psql is not there, the reason the suites are skipped.
  */
 async function postgresBench(): Promise<{ db: pg.Client; schema: string; fresh(): Promise<void>; close(): Promise<void> } | { skipped: string }> {
   try {

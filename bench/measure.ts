@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { redact } from '../core/secrets.js'
 
 export interface Timed {
   readonly ms: number
@@ -11,7 +12,11 @@ export interface Timed {
   readonly stderr: string
 }
 
-/** Runs a command under /usr/bin/time: wall time and peak RSS of the real process. Throws on a non-zero exit. */
+/**
+ * Runs a command under /usr/bin/time: wall time and peak RSS of the real
+ * process. Throws on a non-zero exit, with the command line redacted: psql
+ * takes its connection URL, password and all, as an argument.
+ */
 export function timed(command: string, args: readonly string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Timed> {
   const scratch = mkdtempSync(path.join(os.tmpdir(), 'filedge-bench-time-'))
   const report = path.join(scratch, 'time')
@@ -21,7 +26,7 @@ export function timed(command: string, args: readonly string[], options: { cwd?:
       const ms = performance.now() - started
       const rssKb = Number(readFileSync(report, 'utf8').trim().split('\n').at(-1))
       rmSync(scratch, { recursive: true, force: true })
-      if (error) reject(new Error(`${command} ${args.join(' ')} failed: ${stderr || error.message}`))
+      if (error) reject(new Error(redact(`${command} ${args.join(' ')} failed: ${stderr || error.message}`)))
       else resolve({ ms, maxRssMb: rssKb / 1024, stdout, stderr })
     })
   })
@@ -33,19 +38,21 @@ export function median(values: readonly number[]): number {
   return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
 }
 
+type Sides = Record<string, () => Promise<unknown>>
+type Results<S extends Sides> = { [K in keyof S]: Awaited<ReturnType<S[K]>>[] }
+
 /**
- * Runs A and B `reps` times each, alternating which goes first, so drift in
- * the machine (other load, caches, thermal) hits both sides alike.
+ * Runs every side `reps` times, rotating which goes first (A B C, B C A,
+ * C A B, …), so drift in the machine (other load, caches, thermal) hits all
+ * sides alike. With two sides that is plain A/B alternation.
  */
-export async function alternate<A, B>(reps: number, a: () => Promise<A>, b: () => Promise<B>): Promise<{ a: A[]; b: B[] }> {
-  const results = { a: [] as A[], b: [] as B[] }
+export async function alternate<S extends Sides>(reps: number, sides: S): Promise<Results<S>> {
+  const names = Object.keys(sides) as (keyof S)[]
+  const results = Object.fromEntries(names.map((name) => [name, []])) as unknown as Results<S>
   for (let rep = 0; rep < reps; rep++) {
-    if (rep % 2 === 0) {
-      results.a.push(await a())
-      results.b.push(await b())
-    } else {
-      results.b.push(await b())
-      results.a.push(await a())
+    for (let turn = 0; turn < names.length; turn++) {
+      const name = names[(rep + turn) % names.length]
+      results[name].push((await sides[name]()) as Awaited<ReturnType<S[typeof name]>>)
     }
   }
   return results

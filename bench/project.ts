@@ -26,13 +26,31 @@ export interface Project {
   remove(): void
 }
 
+export interface ProjectOptions {
+  readonly sourceDir: string
+  readonly include: string
+  /** Import lines of the config file, besides `defineConfig`. */
+  readonly imports: string
+  /** The pipeline's destination, as code; omitted when a preset supplies it. */
+  readonly destination?: string
+  readonly columns?: string
+  /** More keys of the pipeline, as code. */
+  readonly extra?: string
+  /** Top-level keys of the config (ledger, presets, watch), as code. */
+  readonly config?: string
+  /** Environment of every run: where the config's `env()` references find their URLs. */
+  readonly env?: NodeJS.ProcessEnv
+  /** Files and folders, relative to the project, that `reset()` deletes besides `.filedge`. */
+  readonly state: readonly string[]
+}
+
 /**
  * A throwaway project like a user's: a config file, `node_modules/filedge`
  * pointing at this repository, and the real CLI run as a child process, so
  * what is measured includes startup, config loading, the ledger and
  * provenance — everything a user waits for.
  */
-export function project(options: { sourceDir: string; include: string; destination: string; imports: string; columns?: string; extra?: string; state: readonly string[] }): Project {
+export function project(options: ProjectOptions): Project {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'filedge-bench-'))
   mkdirSync(path.join(dir, 'node_modules'))
   symlinkSync(REPO_ROOT, path.join(dir, 'node_modules', 'filedge'), 'dir')
@@ -41,10 +59,11 @@ export function project(options: { sourceDir: string; include: string; destinati
     `import { defineConfig } from 'filedge'
 ${options.imports}
 export default defineConfig({
+  ${options.config ?? ''}
   pipelines: [{
     name: 'orders',
     source: { dir: ${JSON.stringify(options.sourceDir)}, include: [${JSON.stringify(options.include)}] },
-    destination: ${options.destination},
+    ${options.destination === undefined ? '' : `destination: ${options.destination},`}
     table: 'orders',
     columns: ${options.columns ?? ORDERS_COLUMNS},
     ${options.extra ?? ''}
@@ -58,7 +77,7 @@ export default defineConfig({
   return {
     dir,
     async run(args = []) {
-      const result = await timed(process.execPath, [BIN, '--reporter', 'json', ...args], { cwd: dir })
+      const result = await timed(process.execPath, [BIN, '--reporter', 'json', ...args], { cwd: dir, env: options.env })
       const last = result.stdout.trim().split('\n').at(-1) ?? '{}'
       const summary = JSON.parse(last) as Record<string, number>
       if (summary.failed > 0) throw new Error(`filedge failed a file: ${result.stdout}`)

@@ -3,6 +3,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { REPO_ROOT } from './project.js'
+import { duckdbBulk, postgresBulk, postgresWorkers } from './destinations.js'
 import { hashing, largeFile, sqliteBulk, sqliteSmallFiles, watchLatency, type BenchOptions, type Row } from './suites.js'
 
 /**
@@ -10,12 +11,15 @@ import { hashing, largeFile, sqliteBulk, sqliteSmallFiles, watchLatency, type Be
  * alternating A/B, medians. Prints a table and writes bench/results/*.json.
  */
 
-const SUITES: Record<string, (options: BenchOptions) => Promise<Row[]>> = {
-  sqlite: sqliteBulk,
-  small: sqliteSmallFiles,
-  hash: hashing,
-  large: largeFile,
-  watch: watchLatency,
+const SUITES: Record<string, { run: (options: BenchOptions) => Promise<Row[]>; about: string }> = {
+  sqlite: { run: sqliteBulk, about: '--rows orders → SQLite vs sqlite3 .import' },
+  duckdb: { run: duckdbBulk, about: '--rows orders → DuckDB vs read_csv (and filedge with native: false)' },
+  postgres: { run: postgresBulk, about: '--rows orders → Postgres vs psql \\copy (FILEDGE_BENCH_PG_URL)' },
+  workers: { run: postgresWorkers, about: '1 vs 2 workers on a Postgres ledger, --worker-files × --worker-rows-per-file' },
+  small: { run: sqliteSmallFiles, about: '--files × --rows-per-file → SQLite, files/s, then a no-op rerun' },
+  hash: { run: hashing, about: 'SHA-256 of the --rows CSV vs a Node crypto stream' },
+  large: { run: largeFile, about: 'peak RSS loading a ~1 GB CSV (only with --large)' },
+  watch: { run: watchLatency, about: 'watch mode, last write → committed' },
 }
 
 const { values } = parseArgs({
@@ -23,6 +27,8 @@ const { values } = parseArgs({
     rows: { type: 'string', default: '1000000' },
     files: { type: 'string', default: '5000' },
     'rows-per-file': { type: 'string', default: '100' },
+    'worker-files': { type: 'string', default: '200' },
+    'worker-rows-per-file': { type: 'string', default: '1000' },
     reps: { type: 'string', default: '5' },
     large: { type: 'boolean', default: false },
     only: { type: 'string' },
@@ -31,7 +37,16 @@ const { values } = parseArgs({
 })
 
 if (values.help) {
-  console.log(`npm run bench -- [--rows N] [--files N] [--rows-per-file N] [--reps N] [--large] [--only ${Object.keys(SUITES).join(',')}]`)
+  console.log(`npm run bench -- [--rows N] [--files N] [--rows-per-file N] [--worker-files N] [--worker-rows-per-file N] [--reps N] [--large] [--only SUITE,…]
+
+Suites (all by default):
+${Object.entries(SUITES)
+  .map(([name, suite]) => `  ${name.padEnd(9)} ${suite.about}`)
+  .join('\n')}
+
+Postgres suites run in a schema of their own at FILEDGE_BENCH_PG_URL (default
+postgres://postgres@127.0.0.1:5432/test), dropped afterwards; unreachable, they
+print a row saying so.`)
   process.exit(0)
 }
 
@@ -39,27 +54,34 @@ const options: BenchOptions = {
   rows: Number(values.rows),
   files: Number(values.files),
   rowsPerFile: Number(values['rows-per-file']),
+  workerFiles: Number(values['worker-files']),
+  workerRowsPerFile: Number(values['worker-rows-per-file']),
   reps: Number(values.reps),
   large: values.large,
   dataDir: path.join(REPO_ROOT, 'bench', '.data'),
 }
 const chosen = values.only ? values.only.split(',') : Object.keys(SUITES)
-
-const rows: Row[] = []
-for (const name of chosen) {
-  const suite = SUITES[name]
-  if (suite === undefined) throw new Error(`unknown suite "${name}"; have ${Object.keys(SUITES).join(', ')}`)
-  process.stderr.write(`running ${name}…\n`)
-  rows.push(...(await suite(options)))
+const unknown = chosen.filter((name) => !(name in SUITES))
+if (unknown.length > 0) {
+  console.error(`--only: unknown suite ${unknown.map((name) => `"${name}"`).join(', ')}; have ${Object.keys(SUITES).join(', ')}`)
+  process.exit(2)
 }
 
-const machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model, memoryGb: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}` }
+// On a shared machine every figure moves with the load: it goes into the results with them.
+const loadBefore = os.loadavg()
+const rows: Row[] = []
+for (const name of chosen) {
+  process.stderr.write(`running ${name}…\n`)
+  rows.push(...(await SUITES[name].run(options)))
+}
+
+const machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model, memoryGb: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}`, loadAverage: { before: loadBefore, after: os.loadavg() } }
 const table = [
   ['work', 'filedge', 'native', 'ratio', 'target', ''],
   ...rows.map((row) => [row.work, row.filedge, row.native ?? '', row.ratio === undefined ? '' : `${row.ratio.toFixed(2)}×`, row.target, row.met === undefined ? '' : row.met ? 'met' : 'MISSED']),
 ]
 const widths = table[0].map((_, column) => Math.max(...table.map((line) => line[column].length)))
-console.log(`\nfiledge bench — ${machine.cores} cores, ${machine.cpu}, Node ${machine.node}, median of ${options.reps}\n`)
+console.log(`\nfiledge bench — ${machine.cores} cores, ${machine.cpu}, Node ${machine.node}, median of ${options.reps}, load average ${loadBefore[0].toFixed(1)} → ${machine.loadAverage.after[0].toFixed(1)}\n`)
 for (const line of table) console.log(`| ${line.map((cell, column) => cell.padEnd(widths[column])).join(' | ')} |`)
 
 const resultsDir = path.join(REPO_ROOT, 'bench', 'results')

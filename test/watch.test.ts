@@ -1,4 +1,4 @@
-import { appendFileSync, renameSync, writeFileSync } from 'node:fs'
+import { appendFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import type { ChildProcess } from 'node:child_process'
 import { afterEach, describe, expect, it } from 'vitest'
 import { exited, sqliteConfig, waitFor, workspace, type Workspace } from './helpers/workspace.js'
@@ -81,6 +81,18 @@ describe('filedge --watch', () => {
     watching.child.kill('SIGTERM')
     expect(await exited(watching.child)).toEqual({ code: 0, signal: null })
     expect(watching.output()).toMatch(/committed 4 · failed 0/)
+  })
+
+  it('a file already there but written within the settle window at start waits out the rest of its window', async () => {
+    ws = workspace({ 'incoming/.gitkeep': '', 'filedge.config.ts': sqliteConfig({ columns: COLUMNS, top: "watch: { settle: '5s' }," }) })
+    const w = ws
+    writeFileSync(w.file('incoming/fresh.csv'), 'id,n\nfresh,1\n')
+    const written = statSync(w.file('incoming/fresh.csv')).mtimeMs
+    await startWatching(w)
+    await waitFor(() => committedRows(w).length === 1, 30_000, 'the fresh file to load')
+    const [{ at }] = w.query<{ at: string }>('.filedge/ledger.db', "SELECT at FROM events WHERE event = 'file:claimed'")
+    // Not claimed before its size had held for the whole window (the start-up sweep used to take it at once).
+    expect(Date.parse(at) - written).toBeGreaterThanOrEqual(5_000 - 50)
   })
 
   it('waits for a ready marker when the pipeline asks for one', async () => {

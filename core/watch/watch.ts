@@ -212,11 +212,17 @@ export async function watch(options: WatchOptions): Promise<RunSummary> {
     await Promise.all(closing.map((watcher) => watcher.close()))
   }
 
-  /** Everything already in the source directories: a watcher only hears about what changes. */
+  /**
+   * Everything already in the source directories: a watcher only hears about
+   * what changes. A file written less than a settle window ago may still be
+   * being written: it waits out the rest of its window like a file the
+   * watcher reported.
+   */
   async function sweep(): Promise<void> {
     for (const pipeline of session.filedge.pipelines) {
       const candidates = await discover(pipeline, session.config.root, (message) => log('warn', message))
-      for (const candidate of candidates) schedule(pipeline.name, candidate.absPath)
+      const now = Date.now()
+      for (const candidate of candidates) schedule(pipeline.name, candidate.absPath, Math.max(0, Math.ceil(candidate.mtimeMs + settleMs() - now)))
     }
   }
 

@@ -3,6 +3,7 @@ import pg from 'pg'
 import { afterEach, beforeEach, expect, it } from 'vitest'
 import { env, isFiledgeError, resolveConfig, type Destination, type TableSpec, type Value, type WriteJob } from '../core/index.js'
 import { postgres, type PostgresDestinationOptions } from '../plugins/postgres/index.js'
+import { deleteFileRows } from '../plugins/postgres/write-modes.js'
 import { testDestination } from './conformance/index.js'
 import { describePostgres, dropSchema, freshSchema, PG_URL, pgQuery } from './helpers/postgres.js'
 
@@ -155,6 +156,30 @@ describePostgres('postgres destination: what only Postgres has to prove', () => 
         hash: hashOf('all types'),
       })),
     )
+  })
+
+  // The index on the hash moved from the text to hashtext(text) (write-modes.ts): tables of either kind must delete by index.
+  it("finds a file's rows for its DELETE by index, on new tables and on tables with the earlier index on the hash text", async () => {
+    const destination = await make()
+    await destination.prepare(events)
+    await pgQuery(`CREATE TABLE "${schema}".old_events (LIKE "${schema}".events); CREATE INDEX ON "${schema}".old_events (_source_file_hash)`)
+    const plans: string[] = []
+    const client = new pg.Client({ connectionString: PG_URL })
+    await client.connect()
+    try {
+      // The tables are tiny: without this the planner would rightly prefer a scan.
+      await client.query('SET enable_seqscan = off')
+      for (const table of ['events', 'old_events']) {
+        const { rows } = await client.query<Record<string, string>>(`EXPLAIN ${deleteFileRows(`"${schema}"."${table}"`).replaceAll('$1', `'${hashOf('x')}'`)}`)
+        plans.push(rows.map((row) => row['QUERY PLAN']).join('\n'))
+      }
+    } finally {
+      await client.end()
+    }
+    expect(plans[0]).toMatch(/Index Scan|Bitmap Index Scan/)
+    expect(plans[0]).toContain('hashtext')
+    expect(plans[1]).toMatch(/Index Scan|Bitmap Index Scan/)
+    expect(plans[1]).not.toContain('Seq Scan')
   })
 
   it('fails a text value with a NUL character, which Postgres cannot store, before sending it', async () => {

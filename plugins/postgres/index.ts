@@ -29,7 +29,7 @@ import {
 } from '../../core/index.js'
 import { BINARY_HEADER, BINARY_TRAILER, binaryCopyFits, binaryEncoder } from './copy-binary.js'
 import { encodeBatch } from './copy-text.js'
-import { modeWrite } from './write-modes.js'
+import { fileHashIndexDdl, modeWrite } from './write-modes.js'
 
 /** The unique index on a cdc table's keys. */
 function keyIndexName(table: string): string {
@@ -315,7 +315,7 @@ export function postgres(options: PostgresDestinationOptions): Destination {
       if (tables[0].found === true) return
       await client.query(`CREATE TABLE ${target} (${columns.map((column) => `${quoteIdentifier(column.name)} ${pgType(column)}${column.required ? ' NOT NULL' : ''}`).join(', ')})`)
       // Unnamed: Postgres picks a free name (a derived one could collide after the 63-byte cut). Created only with the table.
-      await client.query(`CREATE INDEX ON ${target} (${quoteIdentifier('_source_file_hash')})`)
+      await client.query(fileHashIndexDdl(target))
       for (const statement of created(target)) await client.query(statement)
     })
     // Introspection filtered by schema: a table of the same name elsewhere on the search_path is not ours.

@@ -172,7 +172,7 @@ export async function postgresBulk(options: BenchOptions): Promise<Row[]> {
         return run
       },
       psql: () => copy('orders_psql', `CREATE TABLE ${schema}.orders_psql (${PG_TABLE})`),
-      psqlShaped: () => copy('orders_shaped', `CREATE TABLE ${schema}.orders_shaped (${PG_TABLE}, ${PG_PROVENANCE}); CREATE INDEX ON ${schema}.orders_shaped (_source_file_hash)`),
+      psqlShaped: () => copy('orders_shaped', `CREATE TABLE ${schema}.orders_shaped (${PG_TABLE}, ${PG_PROVENANCE}); CREATE INDEX ON ${schema}.orders_shaped (hashtext(_source_file_hash))`),
     })
     const ours = median(runs.filedge.map((run) => run.ms))
     const theirs = median(runs.psql.map((run) => run.ms))

@@ -3,6 +3,7 @@ import pg from 'pg'
 import { afterEach, beforeEach, expect, it } from 'vitest'
 import { env, isFiledgeError, resolveConfig, type Destination, type TableSpec, type Value, type WriteJob } from '../core/index.js'
 import { postgres, type PostgresDestinationOptions } from '../plugins/postgres/index.js'
+import { deleteFileRows } from '../plugins/postgres/write-modes.js'
 import { testDestination } from './conformance/index.js'
 import { describePostgres, dropSchema, freshSchema, PG_URL, pgQuery } from './helpers/postgres.js'
 
@@ -106,6 +107,79 @@ describePostgres('postgres destination: what only Postgres has to prove', () => 
     // The connection went back to the pool usable: the next file commits.
     await destination.write(fakeJob(events, hashOf('next'), [['b', null]]))
     expect(await rowsOf('events')).toHaveLength(2)
+  })
+
+  // The COPY switched from text to binary format (copy-binary.ts): every value must land as text COPY stored it.
+  it('stores every type exactly as the coercion wrote it (binary COPY), across eras, signs and scripts', async () => {
+    const destination = await make()
+    const all: TableSpec = {
+      name: 'all_types',
+      columns: [
+        { name: 's', type: 'string', required: false },
+        { name: 'i', type: 'integer', required: false },
+        { name: 'f', type: 'float', required: false },
+        { name: 'd', type: 'decimal', required: false, precision: 38, scale: 9 },
+        { name: 'b', type: 'boolean', required: false },
+        { name: 'day', type: 'date', required: false },
+        { name: 'at', type: 'timestamp', required: false },
+      ],
+    }
+    await destination.prepare(all)
+    const rows: Value[][] = [
+      ['plain', 0, 0, '0.000000000', false, '2000-01-01', '2000-01-01T00:00:00.000000Z'],
+      ['naïve — 日本 😀 tab\there', -1, -1.5, '-0.000000001', true, '1969-12-31', '1969-12-31T23:59:59.999999Z'],
+      ['"quoted", \\N back\\slash\nnewline', 9007199254740991, 1e-300, '12345678901234567890123456789.123456789', null, '0001-01-01', '0001-01-01T00:00:00.000000Z'],
+      ['', -9223372036854775808n, 1.7976931348623157e308, '-99999999999999999999999999999.999999999', true, '9999-12-31', '9999-12-31T23:59:59.999999Z'],
+      [null, 9223372036854775807n, -0.1, '10000.000100000', false, '2024-02-29', '2024-02-29T12:34:56.000001Z'],
+      ['x', 42, 3.141592653589793, '0.100000000', true, '1600-03-01', '1900-02-28T23:00:00.500000Z'],
+      ['y', null, null, null, null, null, null],
+    ]
+    await destination.write(fakeJob(all, hashOf('all types'), rows, 3))
+    const stored = await pgQuery<Record<string, string | null>>(
+      `SELECT s, i::text, f::text, d::text, b::text, day::text, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at,
+              _source_row_number::text AS n, to_char(_ingested_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS ingested, _source_file_hash AS hash
+       FROM "${schema}".all_types ORDER BY _source_row_number`,
+    )
+    const text = (value: Value) => (value === null ? null : typeof value === 'boolean' ? String(value) : String(value))
+    expect(stored).toEqual(
+      rows.map((row, index) => ({
+        s: row[0],
+        i: text(row[1]),
+        // float8 prints the shortest exact form, as JavaScript does (1e-300 as 1e-300, 1.7976931348623157e308 as 1.7976931348623157e+308).
+        f: row[2] === null ? null : String(row[2]).replace(/e(\d)/, 'e+$1'),
+        d: row[3],
+        b: text(row[4]),
+        day: row[5],
+        at: row[6],
+        n: String(index + 1),
+        ingested: '2026-01-02T03:04:05.678000Z',
+        hash: hashOf('all types'),
+      })),
+    )
+  })
+
+  // The index on the hash moved from the text to hashtext(text) (write-modes.ts): tables of either kind must delete by index.
+  it("finds a file's rows for its DELETE by index, on new tables and on tables with the earlier index on the hash text", async () => {
+    const destination = await make()
+    await destination.prepare(events)
+    await pgQuery(`CREATE TABLE "${schema}".old_events (LIKE "${schema}".events); CREATE INDEX ON "${schema}".old_events (_source_file_hash)`)
+    const plans: string[] = []
+    const client = new pg.Client({ connectionString: PG_URL })
+    await client.connect()
+    try {
+      // The tables are tiny: without this the planner would rightly prefer a scan.
+      await client.query('SET enable_seqscan = off')
+      for (const table of ['events', 'old_events']) {
+        const { rows } = await client.query<Record<string, string>>(`EXPLAIN ${deleteFileRows(`"${schema}"."${table}"`).replaceAll('$1', `'${hashOf('x')}'`)}`)
+        plans.push(rows.map((row) => row['QUERY PLAN']).join('\n'))
+      }
+    } finally {
+      await client.end()
+    }
+    expect(plans[0]).toMatch(/Index Scan|Bitmap Index Scan/)
+    expect(plans[0]).toContain('hashtext')
+    expect(plans[1]).toMatch(/Index Scan|Bitmap Index Scan/)
+    expect(plans[1]).not.toContain('Seq Scan')
   })
 
   it('fails a text value with a NUL character, which Postgres cannot store, before sending it', async () => {

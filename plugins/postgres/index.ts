@@ -22,12 +22,14 @@ import {
   type Logger,
   type MaybeEnv,
   type ResolvedCdc,
+  type RowBatch,
   type TableColumn,
   type TableSpec,
   type WriteJob,
 } from '../../core/index.js'
+import { BINARY_HEADER, BINARY_TRAILER, binaryCopyFits, binaryEncoder } from './copy-binary.js'
 import { encodeBatch } from './copy-text.js'
-import { modeWrite } from './write-modes.js'
+import { fileHashIndexDdl, modeWrite } from './write-modes.js'
 
 /** The unique index on a cdc table's keys. */
 function keyIndexName(table: string): string {
@@ -254,8 +256,10 @@ export function postgres(options: PostgresDestinationOptions): Destination {
   async function copyRows(client: PgClient, job: WriteJob, into = qualified(job.table.name)): Promise<number> {
     const { table, file } = job
     const columns = [...table.columns, ...PROVENANCE_COLUMNS].map((column) => quoteIdentifier(column.name)).join(', ')
-    const sql = `COPY ${into} (${columns}) FROM STDIN`
+    const binary = binaryCopyFits(table.columns)
+    const sql = `COPY ${into} (${columns}) FROM STDIN${binary ? ' (FORMAT binary)' : ''}`
     const suffix = `${job.file.hash}\t${job.ingestedAt}\t`
+    const encode = binary ? binaryEncoder(table.columns, file.hash, job.ingestedAt, file.path) : (batch: RowBatch) => Buffer.from(encodeBatch(batch, table.columns, suffix, file.path), 'utf8')
     const lines = lineMap()
     let stream: Writable | undefined
     let serverError: Error | undefined
@@ -263,18 +267,20 @@ export function postgres(options: PostgresDestinationOptions): Destination {
     try {
       for await (const batch of job.batches) {
         if (batch.rows.length === 0) continue
-        const chunk = Buffer.from(encodeBatch(batch, table.columns, suffix, file.path), 'utf8')
+        let chunk = encode(batch)
         if (serverError !== undefined) throw serverError
         if (stream === undefined) {
           stream = client.query(copyFrom!(sql))
           stream.on('error', (error: Error) => {
             serverError ??= error
           })
+          if (binary) chunk = Buffer.concat([BINARY_HEADER, chunk])
         }
         lines.add(batch.lines)
         total += batch.rows.length
         await writeChunk(stream, chunk)
       }
+      if (stream !== undefined && binary) await writeChunk(stream, BINARY_TRAILER)
       if (stream !== undefined) {
         stream.end()
         await onceSettled(stream, 'finish')
@@ -309,7 +315,7 @@ export function postgres(options: PostgresDestinationOptions): Destination {
       if (tables[0].found === true) return
       await client.query(`CREATE TABLE ${target} (${columns.map((column) => `${quoteIdentifier(column.name)} ${pgType(column)}${column.required ? ' NOT NULL' : ''}`).join(', ')})`)
       // Unnamed: Postgres picks a free name (a derived one could collide after the 63-byte cut). Created only with the table.
-      await client.query(`CREATE INDEX ON ${target} (${quoteIdentifier('_source_file_hash')})`)
+      await client.query(fileHashIndexDdl(target))
       for (const statement of created(target)) await client.query(statement)
     })
     // Introspection filtered by schema: a table of the same name elsewhere on the search_path is not ours.

@@ -58,6 +58,31 @@ const dialect: CdcDialect = {
   createTempAs: (name, select) => `CREATE TEMP TABLE ${name} ON COMMIT DROP AS ${select}`,
 }
 
+const HASH = q('_source_file_hash')
+
+/**
+ * The index that finds a file's rows for the DELETE before each load: on
+ * `hashtext(_source_file_hash)`, an int4, not on the 64-character text
+ * itself. Every row of a COPY inserts one index entry, and a 4-byte key makes
+ * that entry cheaper to place, to log and to keep on a page. Measured on the
+ * 1M-row benchmark file, the server reading the COPY data from its own disk:
+ * the load took about 2 s more with an index on the text than with none,
+ * 0.5–1 s more with this one. Two files whose hashes share a hashtext value
+ * only cost the DELETE a recheck of the other's rows.
+ */
+export function fileHashIndexDdl(target: string): string {
+  return `CREATE INDEX ON ${target} (hashtext(${HASH}))`
+}
+
+/**
+ * Deletes one file's rows ($1: its hash). Both conditions, so that either
+ * index serves it: this version's on hashtext, or the one on the text itself
+ * that tables created by earlier versions have.
+ */
+export function deleteFileRows(target: string): string {
+  return `DELETE FROM ${target} WHERE ${HASH} = $1 AND hashtext(${HASH}) = hashtext($1)`
+}
+
 export function tempName(kind: string, table: string): string {
   return `_filedge_${kind}_${createHash('sha256').update(table).digest('hex').slice(0, 12)}`
 }
@@ -88,7 +113,7 @@ export function modeWrite(context: PostgresModeContext, job: WriteJob): ModeWrit
         target: job.table,
         batches: job.batches,
         async before() {
-          await client.query(`DELETE FROM ${target} WHERE ${q('_source_file_hash')} = $1`, [job.file.hash])
+          await client.query(deleteFileRows(target), [job.file.hash])
           return undefined
         },
         after: async (rows) => ({ rows }),

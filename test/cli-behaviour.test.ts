@@ -24,6 +24,38 @@ describe('schema drift', () => {
   })
 })
 
+describe('the hash index of a SQLite table', () => {
+  const lookup = (hash: string) => `SELECT count(*) AS n FROM orders WHERE substr(_source_file_hash, 1, 16) = substr('${hash}', 1, 16) AND _source_file_hash = '${hash}'`
+
+  it('is on the hash prefix in a new table; a lookup by hash, as the README writes it, uses it', async () => {
+    ws = workspace({ 'filedge.config.ts': sqliteConfig({ columns: "{ order_id: 'string' }" }), 'incoming/a.csv': 'order_id\nA1\nA2\n' })
+    expect((await ws.cli()).code).toBe(0)
+    const [index] = ws.query<{ sql: string }>('warehouse.db', "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'orders'")
+    expect(index.sql).toContain('substr("_source_file_hash", 1, 16)')
+    const [{ hash }] = ws.query<{ hash: string }>('.filedge/ledger.db', 'SELECT hash FROM files')
+    expect(ws.query('warehouse.db', lookup(hash))).toEqual([{ n: 2 }])
+    const plan = ws.query<{ detail: string }>('warehouse.db', `EXPLAIN QUERY PLAN ${lookup(hash)}`).map((row) => row.detail)
+    expect(plan.join('\n')).toContain('USING INDEX orders__source_file_hash')
+  })
+
+  it('a table made with an index on the whole hash (earlier versions) keeps it, and a reload still replaces its rows', async () => {
+    ws = workspace({ 'filedge.config.ts': sqliteConfig({ columns: "{ order_id: 'string' }" }), 'incoming/a.csv': 'order_id\nA1\nA2\n' })
+    const db = new Database(ws.file('warehouse.db'))
+    db.exec('CREATE TABLE orders (order_id TEXT, _source_file_hash TEXT NOT NULL, _ingested_at TEXT NOT NULL, _source_row_number INTEGER NOT NULL) STRICT')
+    db.exec('CREATE INDEX orders__source_file_hash ON orders (_source_file_hash)')
+    db.close()
+    expect((await ws.cli()).code).toBe(0)
+    expect((await ws.cli(['requeue', 'incoming/a.csv'])).code).toBe(0)
+    expect((await ws.cli()).code).toBe(0)
+    expect(ws.query('warehouse.db', 'SELECT order_id, _source_row_number AS row FROM orders ORDER BY 2')).toEqual([
+      { order_id: 'A1', row: 1 },
+      { order_id: 'A2', row: 2 },
+    ])
+    const [index] = ws.query<{ sql: string }>('warehouse.db', "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'orders'")
+    expect(index.sql).toBe('CREATE INDEX orders__source_file_hash ON orders (_source_file_hash)')
+  })
+})
+
 describe('plugins', () => {
   it('an error thrown in a tap names the plugin, the hook and the file', async () => {
     ws = workspace({

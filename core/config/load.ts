@@ -2,26 +2,12 @@ import path from 'node:path'
 import { cosmiconfig, type Loader } from 'cosmiconfig'
 import { FiledgeError, configInvalid } from '../errors.js'
 import type { Plugin } from '../plugin.js'
+import { CONFIG_SEARCH_PLACES } from './places.js'
 import { loadPresets } from './presets.js'
 import { resolveConfig } from './resolve.js'
 import type { ResolvedConfig, UserConfig } from './types.js'
 
-export const CONFIG_SEARCH_PLACES = [
-  'filedge.config.ts',
-  'filedge.config.mts',
-  'filedge.config.js',
-  'filedge.config.mjs',
-  'filedge.config.json',
-  '.filedgerc',
-  '.filedgerc.json',
-  '.filedgerc.yaml',
-  '.filedgerc.yml',
-  '.filedgerc.js',
-  '.filedgerc.mjs',
-  '.filedgerc.ts',
-  '.filedgerc.mts',
-  'package.json',
-]
+export { CONFIG_SEARCH_PLACES }
 
 /**
  * cosmiconfig's own TypeScript loader needs the TypeScript compiler API, which

@@ -6,6 +6,7 @@ import type { FileRef, WriteJob } from '../destination.js'
 import { FiledgeError, claimLost, describeError, fileInvalid, isFiledgeError, stopped } from '../errors.js'
 import { detectFormat } from '../formats/registry.js'
 import type { FileCandidate, Hooks, Lease, SkipReason } from '../hooks.js'
+import type { FileStat } from '../ledger/types.js'
 import { hashFile } from '../source/hash.js'
 import { openSource } from '../source/open.js'
 import type { RowBatch, TableSpec } from '../rows.js'
@@ -69,17 +70,32 @@ async function* counted(batches: AsyncIterable<RowBatch>, onRows: (rows: number)
   if (signal.aborted) throw signal.reason
 }
 
-/** Hashes a candidate, unless a `beforeHash` plugin skips it or vouches for its hash. */
-export async function identify(candidate: FileCandidate, hooks: Hooks): Promise<{ skip: string; reason: SkipReason } | { hash: string }> {
+/**
+ * How long after its last modification a file's stat starts to vouch for its
+ * bytes. Within the filesystem's mtime granularity a same-size rewrite leaves
+ * the stat unchanged (git's "racily clean" index entries), so a file hashed
+ * that soon after a write is not entered in the stat cache; the next run
+ * hashes it again and enters it then. 2 s covers the coarsest common
+ * granularity (FAT); ext4 and APFS tick in nanoseconds to milliseconds.
+ */
+export const RACY_MS = 2000
+
+/**
+ * Hashes a candidate, unless a `beforeHash` plugin skips it or vouches for its
+ * hash. `stat` is what the hash vouches for, for the ledger's stat cache.
+ */
+export async function identify(candidate: FileCandidate, hooks: Hooks): Promise<{ skip: string; reason: SkipReason } | { hash: string; stat?: FileStat }> {
   const pre = await hooks.beforeHash.promise(candidate)
   if (pre !== undefined && 'skip' in pre) return { skip: pre.skip, reason: 'plugin' }
   if (pre !== undefined) return { hash: pre.hash }
+  const started = Date.now()
   const { hash, size } = await hashFile(candidate.absPath)
   const after = await stat(candidate.absPath)
-  if (size !== candidate.size || after.size !== candidate.size || after.mtimeMs !== candidate.mtimeMs) {
-    return { skip: 'still being written (size or mtime changed while hashing); a later run will load it', reason: 'changing' }
+  if (size !== candidate.size || after.size !== candidate.size || after.mtimeMs !== candidate.mtimeMs || after.ino !== candidate.ino || after.dev !== candidate.dev) {
+    return { skip: 'still being written (size, mtime or inode changed while hashing); a later run will load it', reason: 'changing' }
   }
-  return { hash }
+  if (candidate.mtimeMs > started - RACY_MS) return { hash }
+  return { hash, stat: { size: candidate.size, mtimeMs: candidate.mtimeMs, ino: candidate.ino, dev: candidate.dev } }
 }
 
 /**

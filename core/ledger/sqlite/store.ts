@@ -10,6 +10,7 @@ import { fail } from './sql/fail.js'
 import { eventsOf, failedFiles, findFiles, pathsOf } from './sql/find.js'
 import { heartbeat, holds } from './sql/heartbeat.js'
 import { release } from './sql/release.js'
+import { settledStats } from './sql/stats.js'
 import { requeue } from './sql/requeue.js'
 import { countStates, recentFailures } from './sql/status.js'
 
@@ -83,6 +84,7 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
     kind: 'sqlite',
     describe: () => `sqlite:${file}`,
     claim: async (input) => claimTx(ledger, input, now()),
+    settledStats: async (pipeline, maxAttempts) => settledStats(ledger, pipeline, maxAttempts),
     heartbeat: async (key, ttlMs) => heartbeat(ledger, key, ttlMs, now()),
     holds: async (key) => holds(ledger, key),
     complete: async (key, rows) => completeTx(ledger, key, rows, now()),

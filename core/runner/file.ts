@@ -89,7 +89,7 @@ export async function identify(candidate: FileCandidate, hooks: Hooks): Promise<
   if (pre !== undefined && 'skip' in pre) return { skip: pre.skip, reason: 'plugin' }
   if (pre !== undefined) return { hash: pre.hash }
   const started = Date.now()
-  const { hash, size } = await hashFile(candidate.absPath)
+  const { hash, size } = await hashFile(candidate.absPath, candidate.size)
   const after = await stat(candidate.absPath)
   if (size !== candidate.size || after.size !== candidate.size || after.mtimeMs !== candidate.mtimeMs || after.ino !== candidate.ino || after.dev !== candidate.dev) {
     return { skip: 'still being written (size, mtime or inode changed while hashing); a later run will load it', reason: 'changing' }

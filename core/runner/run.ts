@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events'
 import type { ResolvedConfig, ResolvedPipeline } from '../config/types.js'
 import { forEachLimit } from '../concurrency.js'
 import type { Destination } from '../destination.js'
@@ -120,6 +121,8 @@ export async function run(options: RunOptions): Promise<RunSummary> {
   const filedge = await createFiledge(options)
   const { hooks, worker } = filedge
   const signal = options.signal ?? new AbortController().signal
+  // Every file in flight listens for the stop; with a high --concurrency that is more than Node's default of 10.
+  setMaxListeners(0, signal)
   const tally = newTally()
   const summary = (aborted?: FiledgeError): RunSummary => ({ ...tally, durationMs: Math.round(performance.now() - started), ...(aborted ? { aborted } : {}) })
   try {

@@ -66,7 +66,8 @@ function vanished(file: FileRef, error: NodeJS.ErrnoException): Error {
  * a FiledgeError naming the file for a truncated or corrupt gzip member.
  */
 export function openSource(file: FileRef, options: { verify?: boolean } = {}): Readable {
-  const raw = createReadStream(file.absPath, { highWaterMark: 1024 * 1024 })
+  // A read stream allocates a buffer of highWaterMark for every read: 1 MiB for a 5 KB file adds up over thousands of files.
+  const raw = createReadStream(file.absPath, { highWaterMark: Math.max(64 * 1024, Math.min(1024 * 1024, file.size + 1)) })
   let out: Readable | undefined
   // Registered before pipeline() adds its own listener, so the consumer sees this error, not the raw one.
   raw.on('error', (error: NodeJS.ErrnoException) => out?.destroy(vanished(file, error)))

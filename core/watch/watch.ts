@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events'
 import { stat } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { watch as watchPaths, type FSWatcher } from 'chokidar'
@@ -70,6 +71,8 @@ interface Lane {
 export async function watch(options: WatchOptions): Promise<RunSummary> {
   const started = performance.now()
   const stop = options.signal ?? new AbortController().signal
+  // Every file in flight listens for the stop (see run).
+  setMaxListeners(0, stop)
   const tally = newTally()
   const lanes = new Map<string, Lane>()
   const retryTimers = new Set<NodeJS.Timeout>()

@@ -163,7 +163,7 @@ export async function run(options: RunOptions): Promise<RunSummary> {
  * (discover sorts; a watcher queues in arrival order).
  */
 export function filesInFlight(pipeline: ResolvedPipeline, options: Pick<RunOptions, 'concurrency' | 'config'>): number {
-  return pipeline.writeMode.kind === 'append' ? (options.concurrency ?? options.config.concurrency) : 1
+  return pipeline.writeMode.kind === 'append' ? (options.concurrency ?? pipeline.concurrency ?? options.config.concurrency) : 1
 }
 
 /** A pipeline's stat cache, by path (see LedgerStore.settledStats). */

@@ -125,7 +125,9 @@ export function sqlite(options: SqliteDestinationOptions): Destination {
 
   return {
     name: 'sqlite',
-    capabilities: { transactions: true, writeModes: ['append', 'truncate', 'cdc'] },
+    // 16 files in flight: a group commit holds at most the files in flight, and 16 per fsync took 5,000 small files
+    // from 17.5 s (at 4) to 12.6 s; 64 was slower again (more streams and leases open, no fewer fsyncs that matter).
+    capabilities: { transactions: true, writeModes: ['append', 'truncate', 'cdc'], concurrency: 16 },
     describe: () => `sqlite ${file}`,
 
     async open({ config, logger: log }: DestinationContext) {

@@ -13,7 +13,7 @@ import type { FileStat, LedgerStore, SettledStat } from '../ledger/types.js'
 import { createLogger } from '../logger.js'
 import { orderPlugins, type Plugin } from '../plugin.js'
 import { discover } from '../source/discover.js'
-import { identify, loadClaimed, tableSpec, type FileOutcome, type FileRunContext } from './file.js'
+import { identify, loadClaimed, tableSpec, type FileOutcome, type FileRunContext, type HashedBytes } from './file.js'
 import { workerId } from './worker.js'
 
 export interface RunOptions {
@@ -245,12 +245,12 @@ export async function processCandidate(
     const first = await earlier
     if (first.kind === 'failed') return skip('duplicate', 'same bytes as another file in this run, which failed', hash)
   }
-  const attempt = claimAndLoad(candidate, hash, identity.stat, context)
+  const attempt = claimAndLoad(candidate, hash, identity.stat, context, identity.read)
   if (earlier === undefined) inFlight.set(hash, attempt)
   return attempt
 }
 
-async function claimAndLoad(candidate: FileCandidate, hash: string, stat: FileStat | undefined, context: FileRunContext): Promise<FileOutcome> {
+async function claimAndLoad(candidate: FileCandidate, hash: string, stat: FileStat | undefined, context: FileRunContext, read?: HashedBytes): Promise<FileOutcome> {
   const { hooks } = context
   const { pipeline } = candidate
   const file = { hash, path: candidate.path, absPath: candidate.absPath, size: candidate.size, mtimeMs: candidate.mtimeMs }
@@ -263,7 +263,7 @@ async function claimAndLoad(candidate: FileCandidate, hash: string, stat: FileSt
   const { lease, isNew, reclaimed, retried } = claim
   const started = performance.now()
   hooks.fileClaimed.call({ pipeline, file, attempt: lease.attempt, reclaimed })
-  const result = await loadClaimed(pipeline, file, lease, context)
+  const result = await loadClaimed(pipeline, file, lease, context, read)
   if ('released' in result) {
     hooks.fileSkipped.call({ pipeline, path: file.path, hash, reason: 'stopped', message: 'the run stopped before it committed; its lease was released for the next run' })
     return { kind: 'released', hash, isNew }

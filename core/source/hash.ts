@@ -5,6 +5,8 @@ export interface HashResult {
   readonly hash: string
   /** Bytes actually read, which may differ from an earlier stat if the file is being written. */
   readonly size: number
+  /** The whole file, when it fitted in one read (at most 1 MiB): the load can parse these bytes instead of reading the file again. */
+  readonly bytes?: Buffer
 }
 
 const CHUNK = 1024 * 1024
@@ -24,13 +26,17 @@ export async function hashFile(absPath: string, sizeHint = CHUNK): Promise<HashR
     const buffer = Buffer.allocUnsafe(Math.min(CHUNK, sizeHint + 1))
     const length = buffer.length
     let size = 0
+    let reads = 0
     for (;;) {
       const { bytesRead } = await handle.read(buffer, 0, length, null)
       if (bytesRead === 0) break
       hash.update(bytesRead === length ? buffer : buffer.subarray(0, bytesRead))
       size += bytesRead
+      reads++
     }
-    return { hash: hash.digest('hex'), size }
+    // One read took the whole file (the next found its end): keep it. The buffer is this call's own.
+    const whole = reads === 1 && size < length ? buffer.subarray(0, size) : undefined
+    return { hash: hash.digest('hex'), size, ...(whole === undefined ? {} : { bytes: whole }) }
   } finally {
     await handle.close()
   }

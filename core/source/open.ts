@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
-import { createReadStream } from 'node:fs'
-import { Transform, pipeline, type Readable } from 'node:stream'
+import { createReadStream, statSync } from 'node:fs'
+import { Readable, Transform, pipeline } from 'node:stream'
 import { createGunzip } from 'node:zlib'
 import type { FileRef } from '../destination.js'
 import { fileChanged, fileInvalid } from '../errors.js'
@@ -58,6 +58,26 @@ function limiter(file: FileRef, limit: number): Transform {
 function vanished(file: FileRef, error: NodeJS.ErrnoException): Error {
   if (error.code !== 'ENOENT') return error
   return fileChanged(file.path, 'removed or renamed after it was hashed; nothing was loaded (the same bytes are loaded again if they reappear)')
+}
+
+/**
+ * A claimed file's bytes from the buffer they were hashed from, when hashing
+ * read the whole file in one go: no second open, read and close per small
+ * file (a third of a 5,000-file run went to them). The bytes parsed are then
+ * exactly the bytes hashed. A file rewritten, replaced or removed since (its
+ * size, mtime or inode differ from the hashed stat) is read from disk by
+ * `openSource` instead, which reports FILE_CHANGED, as it always did.
+ * Gzip files always go through `openSource`.
+ */
+export function openHashedBytes(file: FileRef, bytes: Buffer, stat: { readonly ino: number; readonly dev: number }): Readable {
+  let now
+  try {
+    now = statSync(file.absPath)
+  } catch {
+    return openSource(file)
+  }
+  if (isGzipPath(file.path) || now.size !== file.size || now.mtimeMs !== file.mtimeMs || now.ino !== stat.ino || now.dev !== stat.dev || bytes.length !== file.size) return openSource(file)
+  return Readable.from([bytes], { objectMode: false })
 }
 
 /**

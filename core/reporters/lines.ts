@@ -20,13 +20,14 @@ function batched(stream: Writable): { line(text: string): void; flush(): void } 
   const flush = () => {
     scheduled = false
     if (pending.length === 0) return
-    const text = pending.join('')
+    // Redacted as one string: a secret never spans lines, and one pass beats one per line.
+    const text = redact(pending.join(''))
     pending = []
     stream.write(text)
   }
   return {
     line(text) {
-      pending.push(`${redact(text)}\n`)
+      pending.push(`${text}\n`)
       if (scheduled) return
       scheduled = true
       setImmediate(flush)

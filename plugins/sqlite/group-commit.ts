@@ -1,5 +1,5 @@
 import type { Database as SqliteDatabase } from 'better-sqlite3'
-import { FiledgeError } from '../../core/index.js'
+import { FiledgeError, type Mutex } from '../../core/index.js'
 
 /**
  * Group commit for append files: several files' writes share one
@@ -17,11 +17,13 @@ import { FiledgeError } from '../../core/index.js'
  * which undoes exactly that file's rows and nothing of the others, and the
  * error goes to that file alone.
  *
- * When the group commits: as soon as the file that just finished has nobody
- * queued behind it (so a lone file, or the last of a burst, commits at once:
- * no timer, no added latency), when MAX_FILES have joined, or before anything
+ * When the group commits: on the turn of the event loop after a file finished
+ * with nobody queued behind it (so a lone file commits at once, give or take
+ * one loop turn; no timer), when MAX_FILES have joined, or before anything
  * that must not share the transaction starts (a large file, truncate and cdc
- * writes, DDL). A file's `durable` promise settles only after the COMMIT that
+ * writes, DDL). Committing in the same turn looked equivalent but was not: a
+ * small file parsed from memory finishes before any other file's I/O
+ * callback runs, so every group held one file. A file's `durable` promise settles only after the COMMIT that
  * holds its rows has returned, and the caller waits for it before telling the
  * ledger: the ledger never says COMMITTED for rows that are not on disk. If
  * that COMMIT fails, every file of the group fails with its error (none of
@@ -58,10 +60,11 @@ export interface GroupCommit {
   flush(): void
 }
 
-export function createGroupCommit(connection: () => SqliteDatabase): GroupCommit {
+export function createGroupCommit(connection: () => SqliteDatabase, lock: Mutex): GroupCommit {
   let waiting = 0
   let members: Member[] = []
   let open = false
+  let deferred = false
 
   const commit = () => {
     if (!open) return
@@ -115,7 +118,17 @@ export function createGroupCommit(connection: () => SqliteDatabase): GroupCommit
         durable.catch(() => undefined)
         return { result, durable }
       } finally {
-        if (waiting === 0 || members.length >= MAX_FILES) commit()
+        if (members.length >= MAX_FILES) commit()
+        else if (waiting === 0 && !deferred) {
+          // Nobody is queued yet, but files in flight may be one I/O callback away (a small file parses
+          // from memory without yielding to I/O). Commit on the next turn of the event loop, after its
+          // poll phase: files that reach write() by then join this group, later ones start the next.
+          deferred = true
+          setImmediate(() => {
+            deferred = false
+            lock.run(async () => commit()).catch(() => undefined)
+          })
+        }
       }
     },
 

@@ -100,7 +100,7 @@ export function sqlite(options: SqliteDestinationOptions): Destination {
   let db: SqliteDatabase | undefined = options.client
   let file = options.path
   const lock = createMutex()
-  const group = createGroupCommit(() => connection())
+  const group = createGroupCommit(() => connection(), lock)
   const inserts = new Map<string, Statement>()
   let logger: Logger | undefined
 

@@ -23,10 +23,12 @@ import { FiledgeError, type Mutex } from '../../core/index.js'
  * that must not share the transaction starts (a large file, truncate and cdc
  * writes, DDL). Committing in the same turn looked equivalent but was not: a
  * small file parsed from memory finishes before any other file's I/O
- * callback runs, so every group held one file. A file's `durable` promise settles only after the COMMIT that
- * holds its rows has returned, and the caller waits for it before telling the
- * ledger: the ledger never says COMMITTED for rows that are not on disk. If
- * that COMMIT fails, every file of the group fails with its error (none of
+ * callback runs, so every group held one file.
+ *
+ * Durability order: a file's `durable` promise settles only after the COMMIT
+ * that holds its rows has returned, and the caller waits for it before telling
+ * the ledger: the ledger never says COMMITTED for rows that are not on disk.
+ * If that COMMIT fails, every file of the group fails with its error (none of
  * their rows are in the table).
  *
  * Leases: each file checks its lease before its savepoint is released, as it

@@ -75,6 +75,12 @@ export interface DestinationCapabilities {
   readonly transactions: boolean
   /** The write modes `write` implements; a pipeline asking for another one is refused when the config is resolved. */
   readonly writeModes: readonly WriteModeName[]
+  /**
+   * Files in flight per pipeline this destination works best with, used when
+   * the config sets no `concurrency` (default 4). The SQLite destination asks
+   * for more: files waiting behind each other share one fsync (group commit).
+   */
+  readonly concurrency?: number
 }
 
 export interface DestinationContext {

@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream'
 import { AsyncParallelHook, AsyncSeriesBailHook, AsyncSeriesHook, AsyncSeriesWaterfallHook, SyncHook } from 'tapable'
 import type { ResolvedConfig, ResolvedFormat, ResolvedPipeline } from './config/types.js'
 import type { FileRef, WriteJob, WriteResult } from './destination.js'
+import type { FileStat } from './ledger/types.js'
 import { isFiledgeError, pluginError, type FiledgeError } from './errors.js'
 import type { LogEntry } from './logger.js'
 import type { RawRows, RowBatch } from './rows.js'
@@ -25,6 +26,12 @@ export interface ClaimRequest {
   readonly pipeline: ResolvedPipeline
   readonly file: FileRef
   readonly worker: string
+  /**
+   * The stat filedge hashed the file under, for the ledger's stat cache.
+   * Absent when a `beforeHash` plugin supplied the hash, or the file was
+   * modified too recently for its stat to vouch for its bytes.
+   */
+  readonly stat?: FileStat
 }
 
 /**

@@ -9,7 +9,10 @@ import { exited, sqliteConfig, workspace, type Workspace } from './helpers/works
  * a reader that goes away early killed the load halfway.
  */
 
-const FILES = 300
+// Enough output to overrun the pipe's buffer even when the reporter writes it in few, large writes (one per
+// event-loop turn): a Node child's stdout is a socketpair, whose buffer (~200 KiB of small writes' worth)
+// held all of 300 files' lines once they came in batches, so the CLI could exit with nothing left to wait for.
+const FILES = 1500
 
 let ws: Workspace | undefined
 afterEach(() => ws?.remove())
@@ -33,7 +36,7 @@ describe('--json through a pipe', () => {
     child.stdout!.resume()
     expect(await exited(child)).toEqual({ code: 0, signal: null })
     const events = stdout.trim().split('\n').map((line) => JSON.parse(line) as { event: string; committed?: number })
-    expect(stdout.length).toBeGreaterThan(64 * 1024)
+    expect(stdout.length).toBeGreaterThan(512 * 1024)
     expect(events.filter((event) => event.event === 'file:committed')).toHaveLength(FILES)
     expect(events.at(-1)).toMatchObject({ event: 'run:summary', committed: FILES })
   })

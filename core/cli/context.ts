@@ -1,5 +1,4 @@
 import { existsSync } from 'node:fs'
-import { loadConfig } from '../config/load.js'
 import type { ResolvedConfig } from '../config/types.js'
 import { openLedger } from '../ledger/open.js'
 import type { LedgerStore } from '../ledger/types.js'
@@ -10,6 +9,8 @@ export interface ConfigOption {
 }
 
 export async function configFor(options: ConfigOption, io: CliIo): Promise<ResolvedConfig> {
+  // Config loading pulls in cosmiconfig, jiti and zod: only commands that need a config pay for them.
+  const { loadConfig } = await import('../config/load.js')
   const { config } = await loadConfig({ cwd: io.cwd, configFile: options.config })
   for (const warning of config.warnings) print(io.stderr, `[filedge] warning: ${warning}`)
   return config

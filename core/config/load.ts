@@ -1,27 +1,14 @@
 import path from 'node:path'
-import { cosmiconfig, type Loader } from 'cosmiconfig'
+import { existsSync, readFileSync } from 'node:fs'
+import type { Loader } from 'cosmiconfig'
 import { FiledgeError, configInvalid } from '../errors.js'
 import type { Plugin } from '../plugin.js'
+import { CONFIG_SEARCH_PLACES } from './places.js'
 import { loadPresets } from './presets.js'
 import { resolveConfig } from './resolve.js'
 import type { ResolvedConfig, UserConfig } from './types.js'
 
-export const CONFIG_SEARCH_PLACES = [
-  'filedge.config.ts',
-  'filedge.config.mts',
-  'filedge.config.js',
-  'filedge.config.mjs',
-  'filedge.config.json',
-  '.filedgerc',
-  '.filedgerc.json',
-  '.filedgerc.yaml',
-  '.filedgerc.yml',
-  '.filedgerc.js',
-  '.filedgerc.mjs',
-  '.filedgerc.ts',
-  '.filedgerc.mts',
-  'package.json',
-]
+export { CONFIG_SEARCH_PLACES }
 
 /**
  * cosmiconfig's own TypeScript loader needs the TypeScript compiler API, which
@@ -65,6 +52,27 @@ async function instantiateDestinations(raw: UserConfig): Promise<UserConfig> {
   return { ...raw, pipelines } as UserConfig
 }
 
+/**
+ * The common case, a TypeScript config in the current directory (or named
+ * with --config), is loaded with jiti directly: cosmiconfig, its YAML and
+ * JSON parsers and its loaders cost 50–100 ms of every start, and a no-op
+ * rerun is mostly start. Same precedence as cosmiconfig's search within one
+ * directory: the first existing search place wins, and for anything but a
+ * TypeScript file (or when nothing is found here) cosmiconfig takes over.
+ */
+function typescriptConfig(cwd: string, configFile: string | undefined): string | undefined {
+  const isTypeScript = (file: string) => /\.m?ts$/.test(file)
+  if (configFile !== undefined) {
+    const file = path.resolve(cwd, configFile)
+    return isTypeScript(file) && existsSync(file) ? file : undefined
+  }
+  for (const name of CONFIG_SEARCH_PLACES) {
+    const file = path.join(cwd, name)
+    if (existsSync(file)) return isTypeScript(name) ? file : undefined
+  }
+  return undefined
+}
+
 export interface LoadedConfig {
   readonly config: ResolvedConfig
   readonly filepath: string
@@ -73,15 +81,24 @@ export interface LoadedConfig {
 /** Finds (or takes) the config file, evaluates it, and resolves it. CONFIG_NOT_FOUND / CONFIG_INVALID on failure. */
 export async function loadConfig(options: { cwd?: string; configFile?: string; builtinPlugins?: readonly Plugin[] } = {}): Promise<LoadedConfig> {
   const cwd = options.cwd ?? process.cwd()
-  const explorer = cosmiconfig('filedge', {
-    searchPlaces: CONFIG_SEARCH_PLACES,
-    searchStrategy: 'project',
-    cache: false,
-    loaders: { '.ts': loadWithJiti, '.mts': loadWithJiti },
-  })
-  let result
+  let result: { config: unknown; filepath: string; isEmpty?: boolean } | null
   try {
-    result = options.configFile ? await explorer.load(path.resolve(cwd, options.configFile)) : await explorer.search(cwd)
+    const direct = typescriptConfig(cwd, options.configFile)
+    if (direct !== undefined) {
+      // As cosmiconfig: a blank file is no config, and is not evaluated.
+      const content = readFileSync(direct, 'utf8')
+      const config = content.trim() === '' ? undefined : await loadWithJiti(direct, content)
+      result = { config, filepath: direct, isEmpty: config === undefined }
+    } else {
+      const { cosmiconfig } = await import('cosmiconfig')
+      const explorer = cosmiconfig('filedge', {
+        searchPlaces: CONFIG_SEARCH_PLACES,
+        searchStrategy: 'project',
+        cache: false,
+        loaders: { '.ts': loadWithJiti, '.mts': loadWithJiti },
+      })
+      result = options.configFile ? await explorer.load(path.resolve(cwd, options.configFile)) : await explorer.search(cwd)
+    }
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT' && options.configFile) {
       throw new FiledgeError('CONFIG_NOT_FOUND', `config file not found: ${options.configFile}`)

@@ -195,6 +195,7 @@ export function resolveConfig(raw: unknown, options: { configFile?: string; cwd?
       unknownColumns: pipeline.unknownColumns ?? 'error',
       retry: Object.freeze({ attempts: pipeline.retry?.attempts ?? DEFAULT_ATTEMPTS }),
       batchSize: pipeline.batchSize ?? DEFAULT_BATCH_SIZE,
+      concurrency: config.concurrency ?? pipeline.destination?.capabilities?.concurrency ?? DEFAULT_CONCURRENCY,
     })
   })
 

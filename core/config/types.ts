@@ -209,6 +209,8 @@ export interface ResolvedPipeline {
   readonly unknownColumns: 'error' | 'ignore'
   readonly retry: { readonly attempts: number }
   readonly batchSize: number
+  /** Files in flight (append mode): the config's `concurrency`, else what the destination asks for, else 4. */
+  readonly concurrency: number
 }
 
 export type ResolvedWriteMode = { readonly kind: 'append' } | { readonly kind: 'truncate'; readonly allowEmpty: boolean } | ResolvedCdc

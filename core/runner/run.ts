@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events'
 import type { ResolvedConfig, ResolvedPipeline } from '../config/types.js'
 import { forEachLimit } from '../concurrency.js'
 import type { Destination } from '../destination.js'
@@ -8,11 +9,11 @@ import { parquetFormat } from '../formats/parquet.js'
 import { createHooks, type FileCandidate, type Hooks, type RunSummary, type SkipReason } from '../hooks.js'
 import { ledgerPlugin } from '../ledger/plugin.js'
 import { openLedger } from '../ledger/open.js'
-import type { LedgerStore } from '../ledger/types.js'
+import type { FileStat, LedgerStore, SettledStat } from '../ledger/types.js'
 import { createLogger } from '../logger.js'
 import { orderPlugins, type Plugin } from '../plugin.js'
 import { discover } from '../source/discover.js'
-import { identify, loadClaimed, tableSpec, type FileOutcome, type FileRunContext } from './file.js'
+import { identify, loadClaimed, tableSpec, type FileOutcome, type FileRunContext, type HashedBytes } from './file.js'
 import { workerId } from './worker.js'
 
 export interface RunOptions {
@@ -120,6 +121,8 @@ export async function run(options: RunOptions): Promise<RunSummary> {
   const filedge = await createFiledge(options)
   const { hooks, worker } = filedge
   const signal = options.signal ?? new AbortController().signal
+  // Every file in flight listens for the stop; with a high --concurrency that is more than Node's default of 10.
+  setMaxListeners(0, signal)
   const tally = newTally()
   const summary = (aborted?: FiledgeError): RunSummary => ({ ...tally, durationMs: Math.round(performance.now() - started), ...(aborted ? { aborted } : {}) })
   try {
@@ -134,11 +137,14 @@ export async function run(options: RunOptions): Promise<RunSummary> {
     const context: FileRunContext = { hooks, worker, heartbeatMs: options.config.lease.heartbeatMs, signal }
     await Promise.all(
       filedge.pipelines.map(async (pipeline) => {
-        const candidates = await discover(pipeline, options.config.root, (message) => hooks.log.call({ level: 'warn', message }))
+        const [candidates, settled] = await Promise.all([
+          discover(pipeline, options.config.root, (message) => hooks.log.call({ level: 'warn', message })),
+          statCache(filedge.ledger, pipeline),
+        ])
         const inFlight = new Map<string, Promise<FileOutcome>>()
         await forEachLimit(candidates, filesInFlight(pipeline, options), async (candidate) => {
           if (signal.aborted) return
-          const outcome = await processCandidate(candidate, context, inFlight)
+          const outcome = await processCandidate(candidate, context, inFlight, settled.get(candidate.path))
           record(tally, outcome)
         })
       }),
@@ -157,7 +163,13 @@ export async function run(options: RunOptions): Promise<RunSummary> {
  * (discover sorts; a watcher queues in arrival order).
  */
 export function filesInFlight(pipeline: ResolvedPipeline, options: Pick<RunOptions, 'concurrency' | 'config'>): number {
-  return pipeline.writeMode.kind === 'append' ? (options.concurrency ?? options.config.concurrency) : 1
+  return pipeline.writeMode.kind === 'append' ? (options.concurrency ?? pipeline.concurrency ?? options.config.concurrency) : 1
+}
+
+/** A pipeline's stat cache, by path (see LedgerStore.settledStats). */
+export async function statCache(ledger: LedgerStore, pipeline: ResolvedPipeline): Promise<Map<string, SettledStat>> {
+  const entries = await ledger.settledStats(pipeline.name, pipeline.retry.attempts)
+  return new Map(entries.map((entry) => [entry.path, entry]))
 }
 
 export function newTally(): Tally {
@@ -189,8 +201,18 @@ export function record(tally: Tally, outcome: FileOutcome): void {
  * second waits for the first, then claims (which records the alias and finds
  * the file committed) — or, if the first failed, skips instead of spending a
  * second attempt on the same bytes.
+ *
+ * `settled` is the path's stat cache entry, if the ledger has one: when the
+ * candidate's size, mtime, inode and device all match it, the file is the one
+ * hashed before and is settled, so it is skipped without reading a byte or
+ * writing to the ledger (no transition, no event). Anything else is hashed.
  */
-export async function processCandidate(candidate: FileCandidate, context: FileRunContext, inFlight: Map<string, Promise<FileOutcome>>): Promise<FileOutcome> {
+export async function processCandidate(
+  candidate: FileCandidate,
+  context: FileRunContext,
+  inFlight: Map<string, Promise<FileOutcome>>,
+  settled?: SettledStat,
+): Promise<FileOutcome> {
   const { hooks } = context
   const { pipeline } = candidate
   const skip = (reason: SkipReason, message: string, hash?: string, isNew = false): FileOutcome => {
@@ -202,6 +224,11 @@ export async function processCandidate(candidate: FileCandidate, context: FileRu
     return { kind: 'failed', hash, error, isNew: false, reclaimed: false, retried: false }
   }
 
+  if (settled !== undefined && settled.size === candidate.size && settled.mtimeMs === candidate.mtimeMs && settled.ino === candidate.ino && settled.dev === candidate.dev) {
+    return settled.state === 'COMMITTED'
+      ? skip('committed', 'already committed (unchanged since it was hashed)', settled.hash)
+      : skip('terminal', `failed ${settled.attempts} times (retry.attempts is ${pipeline.retry.attempts}); run \`filedge requeue\` to try again`, settled.hash)
+  }
   let identity
   try {
     identity = await identify(candidate, hooks)
@@ -218,16 +245,16 @@ export async function processCandidate(candidate: FileCandidate, context: FileRu
     const first = await earlier
     if (first.kind === 'failed') return skip('duplicate', 'same bytes as another file in this run, which failed', hash)
   }
-  const attempt = claimAndLoad(candidate, hash, context)
+  const attempt = claimAndLoad(candidate, hash, identity.stat, context, identity.read)
   if (earlier === undefined) inFlight.set(hash, attempt)
   return attempt
 }
 
-async function claimAndLoad(candidate: FileCandidate, hash: string, context: FileRunContext): Promise<FileOutcome> {
+async function claimAndLoad(candidate: FileCandidate, hash: string, stat: FileStat | undefined, context: FileRunContext, read?: HashedBytes): Promise<FileOutcome> {
   const { hooks } = context
   const { pipeline } = candidate
   const file = { hash, path: candidate.path, absPath: candidate.absPath, size: candidate.size, mtimeMs: candidate.mtimeMs }
-  const claim = await hooks.claim.promise({ pipeline, file, worker: context.worker })
+  const claim = await hooks.claim.promise({ pipeline, file, worker: context.worker, ...(stat === undefined ? {} : { stat }) })
   if (claim === undefined) throw new FiledgeError('INTERNAL', 'no ledger answered the claim')
   if (claim.status === 'skipped') {
     hooks.fileSkipped.call({ pipeline, path: file.path, hash, reason: claim.reason, message: claim.message })
@@ -236,7 +263,7 @@ async function claimAndLoad(candidate: FileCandidate, hash: string, context: Fil
   const { lease, isNew, reclaimed, retried } = claim
   const started = performance.now()
   hooks.fileClaimed.call({ pipeline, file, attempt: lease.attempt, reclaimed })
-  const result = await loadClaimed(pipeline, file, lease, context)
+  const result = await loadClaimed(pipeline, file, lease, context, read)
   if ('released' in result) {
     hooks.fileSkipped.call({ pipeline, path: file.path, hash, reason: 'stopped', message: 'the run stopped before it committed; its lease was released for the next run' })
     return { kind: 'released', hash, isNew }

@@ -1,6 +1,5 @@
 import fs from 'node:fs'
 import path from 'node:path'
-import fg from 'fast-glob'
 import picomatch from 'picomatch'
 import type { ResolvedPipeline } from '../config/types.js'
 import type { FileCandidate } from '../hooks.js'
@@ -74,6 +73,8 @@ export async function discover(pipeline: ResolvedPipeline, root: string, warn: (
     warn(`pipeline "${pipeline.name}": source directory ${toRelative(root, pipeline.sourceDir) || '.'} does not exist`)
     return []
   }
+  // fast-glob loads here, not at the top: commands that only print paths (`history`) import this module too.
+  const { default: fg } = await import('fast-glob')
   const onLoop = (dir: string) => warn(`${toRelative(root, dir)}: a symbolic link to one of its own parent directories; not followed (it would loop)`)
   const entries = await fg([...pipeline.include], {
     cwd: pipeline.sourceDir,

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
-import { createReadStream } from 'node:fs'
-import { Transform, pipeline, type Readable } from 'node:stream'
+import { createReadStream, statSync } from 'node:fs'
+import { Readable, Transform, pipeline } from 'node:stream'
 import { createGunzip } from 'node:zlib'
 import type { FileRef } from '../destination.js'
 import { fileChanged, fileInvalid } from '../errors.js'
@@ -61,12 +61,33 @@ function vanished(file: FileRef, error: NodeJS.ErrnoException): Error {
 }
 
 /**
+ * A claimed file's bytes from the buffer they were hashed from, when hashing
+ * read the whole file in one go: no second open, read and close per small
+ * file (a third of a 5,000-file run went to them). The bytes parsed are then
+ * exactly the bytes hashed. A file rewritten, replaced or removed since (its
+ * size, mtime or inode differ from the hashed stat) is read from disk by
+ * `openSource` instead, which reports FILE_CHANGED, as it always did.
+ * Gzip files always go through `openSource`.
+ */
+export function openHashedBytes(file: FileRef, bytes: Buffer, stat: { readonly ino: number; readonly dev: number }): Readable {
+  let now
+  try {
+    now = statSync(file.absPath)
+  } catch {
+    return openSource(file)
+  }
+  if (isGzipPath(file.path) || now.size !== file.size || now.mtimeMs !== file.mtimeMs || now.ino !== stat.ino || now.dev !== stat.dev || bytes.length !== file.size) return openSource(file)
+  return Readable.from([bytes], { objectMode: false })
+}
+
+/**
  * Opens a claimed file for a format: its bytes, verified against the claimed
  * hash, gunzipped when the name ends in `.gz`. The returned stream errors with
  * a FiledgeError naming the file for a truncated or corrupt gzip member.
  */
 export function openSource(file: FileRef, options: { verify?: boolean } = {}): Readable {
-  const raw = createReadStream(file.absPath, { highWaterMark: 1024 * 1024 })
+  // A read stream allocates a buffer of highWaterMark for every read: 1 MiB for a 5 KB file adds up over thousands of files.
+  const raw = createReadStream(file.absPath, { highWaterMark: Math.max(64 * 1024, Math.min(1024 * 1024, file.size + 1)) })
   let out: Readable | undefined
   // Registered before pipeline() adds its own listener, so the consumer sees this error, not the raw one.
   raw.on('error', (error: NodeJS.ErrnoException) => out?.destroy(vanished(file, error)))

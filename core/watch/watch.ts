@@ -1,10 +1,12 @@
+import { setMaxListeners } from 'node:events'
 import { stat } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { watch as watchPaths, type FSWatcher } from 'chokidar'
 import type { ResolvedConfig, ResolvedPipeline } from '../config/types.js'
 import { FiledgeError, describeError, isFiledgeError } from '../errors.js'
 import type { FileCandidate, RunSummary } from '../hooks.js'
-import { createFiledge, filesInFlight, newTally, processCandidate, record, type Filedge, type RunOptions } from '../runner/run.js'
+import type { SettledStat } from '../ledger/types.js'
+import { createFiledge, filesInFlight, newTally, processCandidate, record, statCache, type Filedge, type RunOptions } from '../runner/run.js'
 import type { FileOutcome, FileRunContext } from '../runner/file.js'
 import { discover, sourceMatcher, toRelative } from '../source/discover.js'
 import { configDependencies } from './dependencies.js'
@@ -30,6 +32,12 @@ interface Session {
    * changed file, a config reload or a restart tries it again.
    */
   readonly failed: Map<string, string>
+  /**
+   * Per pipeline, the stat cache as the last sweep read it, by absolute path.
+   * An entry serves once: the sweep's own visit of the path. A later event
+   * for the path means something happened to it, and it is hashed.
+   */
+  readonly settled: Map<string, Map<string, SettledStat>>
 }
 
 interface Lane {
@@ -63,6 +71,8 @@ interface Lane {
 export async function watch(options: WatchOptions): Promise<RunSummary> {
   const started = performance.now()
   const stop = options.signal ?? new AbortController().signal
+  // Every file in flight listens for the stop (see run).
+  setMaxListeners(0, stop)
   const tally = newTally()
   const lanes = new Map<string, Lane>()
   const retryTimers = new Set<NodeJS.Timeout>()
@@ -92,6 +102,7 @@ export async function watch(options: WatchOptions): Promise<RunSummary> {
       matchers: new Map(filedge.pipelines.map((pipeline) => [pipeline.name, sourceMatcher(pipeline)])),
       inFlight: new Map(filedge.pipelines.map((pipeline) => [pipeline.name, new Map()])),
       failed: new Map(),
+      settled: new Map(),
     }
   }
 
@@ -139,7 +150,10 @@ export async function watch(options: WatchOptions): Promise<RunSummary> {
       dev: stats.dev,
     }
     const inFlight = session.inFlight.get(pipeline.name)!
-    const outcome = await processCandidate(candidate, session.context, inFlight)
+    const cached = session.settled.get(pipeline.name)
+    const settled = cached?.get(absPath)
+    cached?.delete(absPath)
+    const outcome = await processCandidate(candidate, session.context, inFlight, settled)
     record(tally, outcome)
     if (outcome.kind === 'failed') session.failed.set(absPath, signature)
     else session.failed.delete(absPath)
@@ -220,7 +234,11 @@ export async function watch(options: WatchOptions): Promise<RunSummary> {
    */
   async function sweep(): Promise<void> {
     for (const pipeline of session.filedge.pipelines) {
-      const candidates = await discover(pipeline, session.config.root, (message) => log('warn', message))
+      const [candidates, settled] = await Promise.all([discover(pipeline, session.config.root, (message) => log('warn', message)), statCache(session.filedge.ledger, pipeline)])
+      session.settled.set(pipeline.name, new Map(candidates.flatMap((candidate) => {
+        const entry = settled.get(candidate.path)
+        return entry === undefined ? [] : [[candidate.absPath, entry] as const]
+      })))
       const now = Date.now()
       for (const candidate of candidates) schedule(pipeline.name, candidate.absPath, Math.max(0, Math.ceil(candidate.mtimeMs + settleMs() - now)))
     }

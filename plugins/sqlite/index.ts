@@ -18,6 +18,7 @@ import {
   type TableSpec,
   type WriteJob,
 } from '../../core/index.js'
+import { createGroupCommit, GROUP_MAX_FILE_BYTES } from './group-commit.js'
 import { Inserter } from './insert.js'
 import { sideObjects, writeMode } from './write-modes.js'
 
@@ -26,7 +27,10 @@ export interface SqliteDestinationOptions {
   path: string
   /**
    * `'durable'` (default): synchronous=FULL, every file's commit is on disk
-   * before the ledger records it. `'fast'`: synchronous=NORMAL — faster, but a
+   * before the ledger records it. Small files queued behind one another share
+   * a transaction, one fsync for several files, each file atomic in its own
+   * savepoint (group-commit.ts); the ledger still hears of a file only once
+   * the COMMIT holding its rows has returned. `'fast'`: synchronous=NORMAL — faster, but a
    * power cut (not a process crash) can lose the last commits while the
    * ledger says COMMITTED, and those files would not be loaded again.
    */
@@ -97,6 +101,7 @@ export function sqlite(options: SqliteDestinationOptions): Destination {
   let db: SqliteDatabase | undefined = options.client
   let file = options.path
   const lock = createMutex()
+  const group = createGroupCommit(() => connection(), lock)
   const inserter = new Inserter(() => connection())
   const deletes = new Map<string, Statement>()
   let logger: Logger | undefined
@@ -122,7 +127,9 @@ export function sqlite(options: SqliteDestinationOptions): Destination {
 
   return {
     name: 'sqlite',
-    capabilities: { transactions: true, writeModes: ['append', 'truncate', 'cdc'] },
+    // 16 files in flight: a group commit holds at most the files in flight, and 16 per fsync took 5,000 small files
+    // from 17.5 s (at 4) to 12.6 s; 64 was slower again (more streams and leases open, no fewer fsyncs that matter).
+    capabilities: { transactions: true, writeModes: ['append', 'truncate', 'cdc'], concurrency: 16 },
     describe: () => `sqlite ${file}`,
 
     async open({ config, logger: log }: DestinationContext) {
@@ -149,6 +156,7 @@ export function sqlite(options: SqliteDestinationOptions): Destination {
       const exists = (name: string) => db.prepare("SELECT 1 FROM sqlite_master WHERE type IN ('table', 'index') AND name = ?").get(name) !== undefined
       if (side.names.every(exists)) return
       await lock.run(async () => {
+        group.flush()
         await beginImmediate(db, new AbortController().signal)
         try {
           for (const statement of side.ddl) db.exec(statement)
@@ -165,24 +173,44 @@ export function sqlite(options: SqliteDestinationOptions): Destination {
 
     write(job: WriteJob) {
       // Truncate and cdc: their own transaction around a plain insert loop (write-modes.ts); below, append, the hot path.
-      if (job.writeMode.kind !== 'append') return lock.run(() => writeMode(connection(), job, { begin: beginImmediate, inserter, types: SQLITE_TYPES, logger }))
+      if (job.writeMode.kind !== 'append') {
+        return lock.run(() => {
+          group.flush()
+          return writeMode(connection(), job, { begin: beginImmediate, inserter, types: SQLITE_TYPES, logger })
+        })
+      }
+      // Small append files share transactions (group-commit.ts); a large one has its own, so it holds back nobody's commit.
+      const grouped = job.file.size <= GROUP_MAX_FILE_BYTES
+      if (grouped) group.queued()
       return lock.run(async () => {
         const db = connection()
-        await beginImmediate(db, job.signal)
-        try {
+        const fill = async () => {
           deleteFile(job.table).run(job.file.hash, job.file.hash)
           const rows = await inserter.insert(job.table, job.batches, { hash: job.file.hash, ingestedAt: job.ingestedAt })
           await job.assertLease()
-          db.exec('COMMIT')
           return { rows }
+        }
+        if (grouped) return group.join(() => beginImmediate(db, job.signal), fill)
+        group.flush()
+        await beginImmediate(db, job.signal)
+        try {
+          const result = await fill()
+          db.exec('COMMIT')
+          return { result, durable: Promise.resolve() }
         } catch (error) {
           if (db.inTransaction) db.exec('ROLLBACK')
           throw error
         }
+      }).then(async ({ result, durable }) => {
+        // Outside the mutex: the next files join the group while this one waits for its COMMIT.
+        await durable
+        return result
       })
     },
 
     async close() {
+      // Every grouped write awaits its COMMIT, so nothing is open here after a run; a write abandoned mid-way must not leave the write lock held.
+      if (db?.open) await lock.run(async () => group.flush())
       if (db !== undefined && options.client === undefined && db.open) db.close()
       if (options.client === undefined) db = undefined
       inserter.clear()
@@ -207,6 +235,7 @@ export function sqlite(options: SqliteDestinationOptions): Destination {
     let actual = readColumns()
     if (actual.length === 0 || !hasIndex()) {
       await lock.run(async () => {
+        group.flush()
         await beginImmediate(db, new AbortController().signal)
         try {
           db.exec(`CREATE TABLE IF NOT EXISTS ${name} (${definitions.join(', ')}) STRICT`)

@@ -1,11 +1,9 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import type { Command } from 'commander'
-import { CONFIG_SEARCH_PLACES } from '../../config/load.js'
+import { CONFIG_SEARCH_PLACES } from '../../config/places.js'
 import { usageError } from '../../errors.js'
 import { detectFormat } from '../../formats/registry.js'
-import { columnsBlock, inferColumns } from '../../inspect/infer.js'
-import { sampleFile } from '../../inspect/sample.js'
 import { print, type CliIo } from '../io.js'
 
 const PRESETS = {
@@ -45,6 +43,7 @@ async function columnsFor(sourceDir: string, io: CliIo): Promise<{ block: string
   if (sample !== undefined) {
     const display = path.relative(io.cwd, path.join(sourceDir, sample))
     try {
+      const [{ sampleFile }, { columnsBlock, inferColumns }] = await Promise.all([import('../../inspect/sample.js'), import('../../inspect/infer.js')])
       const { fields, records } = await sampleFile(path.join(sourceDir, sample), display, 1000)
       return { block: columnsBlock(inferColumns(fields, records)), from: display }
     } catch {

@@ -4,8 +4,6 @@ import type { Command } from 'commander'
 import type { ResolvedFormat } from '../../config/types.js'
 import { usageError } from '../../errors.js'
 import { BUILTIN_FORMATS, formatAlias } from '../../formats/registry.js'
-import { columnsBlock, inferColumns } from '../../inspect/infer.js'
-import { sampleFile } from '../../inspect/sample.js'
 import { count } from '../../reporters/format.js'
 import { print, type CliIo } from '../io.js'
 
@@ -43,6 +41,7 @@ export function registerInspect(program: Command, io: CliIo): void {
       }
       const absPath = path.resolve(io.cwd, file)
       if (!existsSync(absPath)) throw usageError(`no such file: ${file}`)
+      const [{ sampleFile }, { columnsBlock, inferColumns }] = await Promise.all([import('../../inspect/sample.js'), import('../../inspect/infer.js')])
       const sample = await sampleFile(absPath, file, rows, format)
       const guesses = inferColumns(sample.fields, sample.records)
       if (flags.json) {

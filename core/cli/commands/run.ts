@@ -1,7 +1,6 @@
 import type { Command } from 'commander'
 import { usageError } from '../../errors.js'
-import { createReporter, REPORTERS, type ReporterName } from '../../reporters/index.js'
-import { run } from '../../runner/run.js'
+import { REPORTERS, type ReporterName } from '../../reporters/names.js'
 import { configFor, type ConfigOption } from '../context.js'
 import type { CliIo } from '../io.js'
 
@@ -34,7 +33,8 @@ export function registerRun(program: Command, io: CliIo, exit: (code: number) =>
       if (!REPORTERS.includes(reporter)) throw usageError(`--reporter: expected one of ${REPORTERS.join(', ')}; got "${flags.reporter}"`)
       const concurrency = flags.concurrency === undefined ? undefined : Number(flags.concurrency)
       if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1)) throw usageError(`--concurrency: expected a positive integer; got "${flags.concurrency}"`)
-      const config = await configFor(flags, io)
+      // The runner and reporters load only once a run is really going to happen: `--help` and usage errors stay fast.
+      const [config, { createReporter }, { run }] = await Promise.all([configFor(flags, io), import('../../reporters/index.js'), import('../../runner/run.js')])
       const watching = flags.watch === true || config.watch.enabled
       const controller = new AbortController()
       // First signal: stop gracefully. Second: exit now, leases expire and are reclaimed.

@@ -4,7 +4,7 @@ import type { Command } from 'commander'
 import type { ResolvedConfig, ResolvedPipeline } from '../../config/types.js'
 import { usageError } from '../../errors.js'
 import { count } from '../../reporters/format.js'
-import { formatHooks, validateFile, type FileValidation } from '../../runner/validate.js'
+import type { FileValidation } from '../../runner/validate.js'
 import { discover } from '../../source/discover.js'
 import { configFor, type ConfigOption } from '../context.js'
 import { print, type CliIo } from '../io.js'
@@ -64,6 +64,8 @@ export function registerValidate(program: Command, io: CliIo, exit: (code: numbe
       const missing = targets.filter((target) => !existsSync(target))
       if (missing.length > 0) throw usageError(`no such file: ${missing.map((target) => path.relative(io.cwd, target)).join(', ')}`)
       const owners = await Promise.all(targets.map((target) => pipelineFor(config, target, flags.pipeline)))
+      // The parsers and hooks load only when there is something to validate, not for `--help`.
+      const { formatHooks, validateFile } = await import('../../runner/validate.js')
       const hooks = await formatHooks(config)
       const reports: FileValidation[] = []
       try {

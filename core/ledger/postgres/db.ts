@@ -12,12 +12,13 @@ export interface Tables {
   readonly files: string
   readonly paths: string
   readonly events: string
+  readonly stats: string
   readonly migrations: string
 }
 
 export function tablesIn(schema: string): Tables {
   const s = quoteIdentifier(schema)
-  return { schema: s, files: `${s}.files`, paths: `${s}.file_paths`, events: `${s}.events`, migrations: `${s}.filedge_migrations` }
+  return { schema: s, files: `${s}.files`, paths: `${s}.file_paths`, events: `${s}.events`, stats: `${s}.file_stats`, migrations: `${s}.filedge_migrations` }
 }
 
 /**

@@ -70,4 +70,22 @@ export const POSTGRES_MIGRATIONS: readonly { readonly version: number; readonly 
       CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events FOR EACH STATEMENT EXECUTE FUNCTION events_append_only();
     `,
   },
+  {
+    version: 2,
+    sql: `
+      -- The stat cache, as in the SQLite ledger's migration 2 (see sql/stats.ts).
+      -- ino and dev are float8: Node reports them as doubles, and equality on
+      -- what it reported is all the cache needs.
+      CREATE TABLE file_stats (
+        pipeline text NOT NULL,
+        path text NOT NULL,
+        size bigint NOT NULL,
+        mtime_ms double precision NOT NULL,
+        ino double precision NOT NULL,
+        dev double precision NOT NULL,
+        hash text COLLATE "C" NOT NULL,
+        PRIMARY KEY (pipeline, path)
+      );
+    `,
+  },
 ]

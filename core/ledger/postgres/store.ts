@@ -10,6 +10,7 @@ import { fail } from './sql/fail.js'
 import { committedFiles, eventsOf, failedFiles, findFiles } from './sql/find.js'
 import { heartbeat, holds } from './sql/heartbeat.js'
 import { release } from './sql/release.js'
+import { settledStats } from './sql/stats.js'
 import { requeue } from './sql/requeue.js'
 import { countStates, recentFailures } from './sql/status.js'
 
@@ -110,6 +111,7 @@ export async function openPostgresLedger(url: string, options: PostgresLedgerOpt
     kind: 'postgres',
     describe: () => `postgres ${where}`,
     claim: (input) => claim(pool, t, input, at()),
+    settledStats: (pipeline, maxAttempts) => settledStats(pool, t, pipeline, maxAttempts),
     heartbeat: (key, ttlMs) => heartbeat(pool, t, key, ttlMs, at()),
     holds: (key) => holds(pool, t, key),
     complete: (key, rows) => complete(pool, t, key, rows, at()),

@@ -54,4 +54,23 @@ export const SQLITE_MIGRATIONS: readonly { readonly version: number; readonly sq
       CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'the events table is append-only'); END;
     `,
   },
+  {
+    version: 2,
+    sql: `
+      -- The stat cache: the last stat each path was hashed under, and the hash.
+      -- A run skips hashing a path whose stat is unchanged and whose file is
+      -- settled (see sql/stats.ts). Keyed by path, so it holds one row per
+      -- path ever seen, not per version.
+      CREATE TABLE file_stats (
+        pipeline TEXT NOT NULL,
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ms REAL NOT NULL,
+        ino INTEGER NOT NULL,
+        dev INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        PRIMARY KEY (pipeline, path)
+      );
+    `,
+  },
 ]

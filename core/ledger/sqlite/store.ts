@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs'
 import path from 'node:path'
 import Database from 'better-sqlite3'
-import type { FileState, LedgerEvent, LedgerEventName, LedgerFile, LedgerStore, StatusCounts } from '../types.js'
+import type { FileState, LeaseKey, LedgerEvent, LedgerEventName, LedgerFile, LedgerStore, StatusCounts } from '../types.js'
 import { ledgerDb, type FileRow, type LedgerDb } from './db.js'
 import { SQLITE_MIGRATIONS } from './migrations.js'
 import { claim } from './sql/claim.js'
@@ -10,6 +10,7 @@ import { fail } from './sql/fail.js'
 import { committedFiles, eventsOf, failedFiles, findFiles, pathsOf } from './sql/find.js'
 import { heartbeat, holds } from './sql/heartbeat.js'
 import { release } from './sql/release.js'
+import { settledStats } from './sql/stats.js'
 import { requeue } from './sql/requeue.js'
 import { countStates, recentFailures } from './sql/status.js'
 
@@ -74,7 +75,20 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
     return (...args: A): R => transaction.immediate(...args)
   }
   const claimTx = immediate(claim)
-  const completeTx = immediate(complete)
+  // Completions that arrive in the same event-loop turn share one transaction: a group commit in the
+  // destination finishes several files at once, and each still gets its own fenced UPDATE and event.
+  const completeAll = immediate((batch: readonly { key: LeaseKey; rows: number }[], at: number) => batch.map(({ key, rows }) => complete(ledger, key, rows, at)))
+  let completions: { key: LeaseKey; rows: number; resolve: (done: boolean) => void; reject: (error: unknown) => void }[] = []
+  const flushCompletions = () => {
+    const batch = completions
+    completions = []
+    try {
+      const results = completeAll(batch, now())
+      batch.forEach((entry, index) => entry.resolve(results[index]))
+    } catch (error) {
+      for (const entry of batch) entry.reject(error)
+    }
+  }
   const failTx = immediate(fail)
   const releaseTx = immediate(release)
   const requeueTx = immediate(requeue)
@@ -83,9 +97,14 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
     kind: 'sqlite',
     describe: () => `sqlite:${file}`,
     claim: async (input) => claimTx(ledger, input, now()),
+    settledStats: async (pipeline, maxAttempts) => settledStats(ledger, pipeline, maxAttempts),
     heartbeat: async (key, ttlMs) => heartbeat(ledger, key, ttlMs, now()),
     holds: async (key) => holds(ledger, key),
-    complete: async (key, rows) => completeTx(ledger, key, rows, now()),
+    complete: (key, rows) =>
+      new Promise<boolean>((resolve, reject) => {
+        completions.push({ key, rows, resolve, reject })
+        if (completions.length === 1) setImmediate(flushCompletions)
+      }),
     fail: async (key, error, maxAttempts) => failTx(ledger, key, error, maxAttempts, now()),
     release: async (key) => releaseTx(ledger, key, now()),
     async status(maxAttempts, recent = 10) {

@@ -12,8 +12,9 @@ import { nowSql, type Queryable, type Tables } from '../db.js'
  *
  * Two autocommitted statements, each one round trip:
  * 1. register: INSERT … ON CONFLICT DO NOTHING for the file and for the path
- *    it was seen at, with their `file:discovered` / `file:alias` events. Two
- *    workers discovering the same file is normal, not an error.
+ *    it was seen at, with their `file:discovered` / `file:alias` events, and
+ *    the path's stat cache entry (sql/stats.ts) when the input has a stat.
+ *    Two workers discovering the same file is normal, not an error.
  * 2. lease: SELECT … FOR UPDATE SKIP LOCKED on the file row, then, from what
  *    that locked row says, either the lease UPDATE (PENDING, retryable FAILED,
  *    or PROCESSING whose lease expired by the database's clock) or the
@@ -57,9 +58,13 @@ export async function claim(db: Queryable, t: Tables, input: ClaimInput, at: str
        SELECT ${now}, seen.pipeline, seen.hash, 'file:alias', COALESCE(f.state, 'PENDING'), COALESCE(f.state, 'PENDING'), $6::text, $4
        FROM seen LEFT JOIN ${t.files} f ON f.pipeline = seen.pipeline AND f.hash = seen.hash
        WHERE NOT EXISTS (SELECT 1 FROM inserted)
+     ), stat AS (
+       INSERT INTO ${t.stats} (pipeline, path, size, mtime_ms, ino, dev, hash)
+       SELECT $2, $4, $5, $7::double precision, $8::double precision, $9::double precision, $3 WHERE $7::double precision IS NOT NULL
+       ON CONFLICT (pipeline, path) DO UPDATE SET size = excluded.size, mtime_ms = excluded.mtime_ms, ino = excluded.ino, dev = excluded.dev, hash = excluded.hash
      )
      SELECT EXISTS (SELECT 1 FROM inserted) AS is_new`,
-    [at, pipeline, hash, path, input.size, worker],
+    [at, pipeline, hash, path, input.size, worker, input.stat?.mtimeMs ?? null, input.stat?.ino ?? null, input.stat?.dev ?? null],
   )
   const isNew = registered.rows[0].is_new
 

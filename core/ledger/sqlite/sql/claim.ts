@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { ClaimInput, ClaimResult } from '../../types.js'
 import { insertEvent, type FileRow, type LedgerDb } from '../db.js'
+import { recordStat } from './stats.js'
 
 /**
  * claim: registers a discovered file and tries to lease it.
@@ -31,6 +32,7 @@ export function claim(ledger: LedgerDb, input: ClaimInput, now: number): ClaimRe
     FileRow,
     'state' | 'attempts' | 'lease_expires_at' | 'worker'
   >
+  if (input.stat !== undefined) recordStat(ledger, pipeline, path, hash, input.stat)
   const aliased = ledger.statement('INSERT INTO file_paths (pipeline, hash, path, first_seen_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING').run(pipeline, hash, path, at)
   if (aliased.changes === 1 && !isNew) {
     insertEvent(ledger, at, { pipeline, hash, event: 'file:alias', from: row.state, to: row.state, attempt: null, worker, path })

@@ -20,7 +20,9 @@ process.stderr.on('error', readerGone)
 const code = await cli.main(process.argv.slice(2), {
   stdout: process.stdout,
   stderr: process.stderr,
-  isTTY: Boolean(process.stdout.isTTY),
+  // A terminal that reports no width (some container and CI pseudo-terminals) would get the live view
+  // wrapped at zero columns, one character per line: it gets plain lines instead.
+  isTTY: Boolean(process.stdout.isTTY) && process.stdout.columns > 0,
   cwd: process.cwd(),
 })
 // Writes to a pipe are asynchronous: exiting at once would drop whatever the reader has not taken yet

@@ -1,6 +1,7 @@
+import { execFileSync } from 'node:child_process'
 import Database from 'better-sqlite3'
 import { afterEach, describe, expect, it } from 'vitest'
-import { sqliteConfig, workspace, type Workspace } from './helpers/workspace.js'
+import { BIN, sqliteConfig, workspace, type Workspace } from './helpers/workspace.js'
 
 let ws: Workspace | undefined
 afterEach(() => ws?.remove())
@@ -179,5 +180,35 @@ describe('progress output', () => {
     const failed = events.find((event) => event.event === 'file:failed')
     expect(failed.error).toMatchObject({ code: 'FILE_INVALID', file: 'incoming/bad.csv', line: 1 })
     expect(failed.error.message).toContain('unknown field "extra"')
+  })
+})
+
+/** util-linux `script` runs a command on a real pseudo-terminal; without it these cases cannot run. */
+const hasScript = (() => {
+  try {
+    execFileSync('script', ['--version'], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+})()
+if (!hasScript) console.warn('[filedge tests] skipping the terminal-width cases: util-linux `script` is not installed')
+
+describe.skipIf(!hasScript)('on a terminal', () => {
+  const onTerminal = (w: Workspace, columns: number) =>
+    execFileSync('script', ['-qec', `stty cols ${columns} rows 40; ${JSON.stringify(process.execPath)} ${JSON.stringify(BIN)}`, '/dev/null'], { cwd: w.dir, encoding: 'utf8' })
+
+  it('shows the live view, and plain lines when the terminal reports no width', async () => {
+    ws = workspace({ 'filedge.config.ts': sqliteConfig({ columns: "{ id: 'string' }" }), 'incoming/a.csv': 'id\nx\n' })
+    const live = onTerminal(ws, 120)
+    expect(live).toContain('orders: 1 committed')
+    expect(live).toMatch(/committed 1 · failed 0/)
+
+    // A pseudo-terminal of zero columns used to get the live view wrapped at width 0: one character per line.
+    ws.write('incoming/b.csv', 'id\ny\n')
+    const narrow = onTerminal(ws, 0)
+    expect(narrow).toContain('✓ orders incoming/b.csv')
+    expect(narrow).toMatch(/committed 1 · failed 0/)
+    expect(narrow.split(/\r?\n/).filter((line) => line.trim().length === 1)).toEqual([])
   })
 })

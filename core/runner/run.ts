@@ -2,7 +2,8 @@ import { setMaxListeners } from 'node:events'
 import type { ResolvedConfig, ResolvedPipeline } from '../config/types.js'
 import { forEachLimit } from '../concurrency.js'
 import type { Destination } from '../destination.js'
-import { FiledgeError, describeError, isFiledgeError, usageError } from '../errors.js'
+import { selectPipelines } from '../config/pipelines.js'
+import { FiledgeError, describeError, isFiledgeError } from '../errors.js'
 import { csvFormat } from '../formats/csv.js'
 import { jsonFormats } from '../formats/json.js'
 import { parquetFormat } from '../formats/parquet.js'
@@ -71,12 +72,7 @@ export interface Filedge {
 /** Builds hooks and applies plugins (user pre, built-ins, user, user post, then the caller's). */
 export async function createFiledge(options: RunOptions): Promise<Filedge> {
   const { config } = options
-  const wanted = options.pipelines
-  if (wanted !== undefined) {
-    const unknown = wanted.filter((name) => !config.pipelines.some((pipeline) => pipeline.name === name))
-    if (unknown.length > 0) throw usageError(`unknown pipeline ${unknown.map((name) => `"${name}"`).join(', ')}; the config has ${config.pipelines.map((pipeline) => `"${pipeline.name}"`).join(', ')}`)
-  }
-  const pipelines = wanted === undefined ? config.pipelines : config.pipelines.filter((pipeline) => wanted.includes(pipeline.name))
+  const pipelines = selectPipelines(config, options.pipelines)
   const ledger = options.ledger ?? (await openLedger(config))
   const hooks = createHooks()
   const worker = workerId()
@@ -162,8 +158,8 @@ export async function run(options: RunOptions): Promise<RunSummary> {
  * not independent of each other: they go one at a time, in path order
  * (discover sorts; a watcher queues in arrival order).
  */
-export function filesInFlight(pipeline: ResolvedPipeline, options: Pick<RunOptions, 'concurrency' | 'config'>): number {
-  return pipeline.writeMode.kind === 'append' ? (options.concurrency ?? pipeline.concurrency ?? options.config.concurrency) : 1
+export function filesInFlight(pipeline: ResolvedPipeline, options: Pick<RunOptions, 'concurrency'>): number {
+  return pipeline.writeMode.kind === 'append' ? (options.concurrency ?? pipeline.concurrency) : 1
 }
 
 /** A pipeline's stat cache, by path (see LedgerStore.settledStats). */

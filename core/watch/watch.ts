@@ -165,7 +165,7 @@ export async function watch(options: WatchOptions): Promise<RunSummary> {
   function pump(name: string): void {
     const entry = lane(name)
     const pipeline = session.filedge.pipelines.find((candidate) => candidate.name === name)
-    while (!paused && !stop.aborted && pipeline !== undefined && entry.running < filesInFlight(pipeline, { ...options, config: session.config }) && entry.pending.size > 0) {
+    while (!paused && !stop.aborted && pipeline !== undefined && entry.running < filesInFlight(pipeline, options) && entry.pending.size > 0) {
       const [absPath] = entry.pending
       entry.pending.delete(absPath)
       entry.running++

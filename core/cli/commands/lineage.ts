@@ -1,5 +1,5 @@
 import type { Command } from 'commander'
-import { usageError } from '../../errors.js'
+import { selectPipelines } from '../../config/pipelines.js'
 import { count } from '../../reporters/format.js'
 import { configFor, withLedger, type ConfigOption } from '../context.js'
 import { print, table, type CliIo } from '../io.js'
@@ -23,10 +23,7 @@ export function registerLineage(program: Command, io: CliIo): void {
     )
     .action(async (flags: ConfigOption & { json?: boolean; pipeline?: string[] }) => {
       const config = await configFor(flags, io)
-      const names = config.pipelines.map((pipeline) => pipeline.name)
-      const unknown = (flags.pipeline ?? []).filter((name) => !names.includes(name))
-      if (unknown.length > 0) throw usageError(`unknown pipeline ${unknown.map((name) => `"${name}"`).join(', ')}; the config has ${names.map((name) => `"${name}"`).join(', ')}`)
-      const chosen = config.pipelines.filter((pipeline) => flags.pipeline === undefined || flags.pipeline.includes(pipeline.name))
+      const chosen = selectPipelines(config, flags.pipeline)
       const files = await withLedger(config, async (ledger) => (ledger ? ledger.committed(chosen.map((pipeline) => pipeline.name)) : []))
       const lineage = chosen.map((pipeline) => {
         const mine = files.filter((file) => file.pipeline === pipeline.name)

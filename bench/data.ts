@@ -1,4 +1,6 @@
-import { createWriteStream, existsSync, mkdirSync, renameSync, statSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { createReadStream, createWriteStream, existsSync, mkdirSync, renameSync, statSync } from 'node:fs'
+import { createInterface } from 'node:readline'
 import { once } from 'node:events'
 import path from 'node:path'
 
@@ -69,4 +71,36 @@ export async function smallFiles(dir: string, files: number, rowsPerFile: number
     await writeAtomically(done, async (write) => write(String(files)))
   }
   return { dir, files, rows: files * rowsPerFile }
+}
+
+/**
+ * The orders CSV with the three provenance values filedge writes on every row
+ * appended to each line — the file's SHA-256, a fixed ingestion time, the
+ * record number — so a native loader can fill the very table filedge fills.
+ * Every orders record is one line (the generator writes no line breaks inside
+ * quotes), so the line index is the record number. Reused when it exists.
+ */
+export async function withProvenance(source: { file: string; rows: number }): Promise<{ file: string; rows: number; bytes: number }> {
+  const target = source.file.replace(/\.csv$/, '.provenance.csv')
+  if (!existsSync(target)) {
+    const hash = createHash('sha256')
+    for await (const chunk of createReadStream(source.file)) hash.update(chunk as Buffer)
+    const suffix = `,${hash.digest('hex')},2026-01-01T00:00:00.000Z,`
+    await writeAtomically(target, async (write) => {
+      const lines = createInterface({ input: createReadStream(source.file), crlfDelay: Infinity })
+      let index = -1
+      let batch: string[] = []
+      for await (const line of lines) {
+        batch.push(index < 0 ? `${line},_source_file_hash,_ingested_at,_source_row_number` : `${line}${suffix}${index + 1}`)
+        index++
+        if (batch.length === 20_000) {
+          await write(`${batch.join('\n')}\n`)
+          batch = []
+        }
+      }
+      if (batch.length > 0) await write(`${batch.join('\n')}\n`)
+      if (index !== source.rows) throw new Error(`${source.file}: ${index} lines after the header, expected ${source.rows}`)
+    })
+  }
+  return { file: target, rows: source.rows, bytes: statSync(target).size }
 }

@@ -57,3 +57,21 @@ export async function alternate<S extends Sides>(reps: number, sides: S): Promis
   }
   return results
 }
+
+/**
+ * CPU time the whole machine has spent busy (user, nice, system, irq,
+ * softirq), in ms, from /proc/stat; undefined where there is none. The
+ * difference over a run is every process' work — filedge's and the
+ * database server's — which is what bounds how far more workers can scale.
+ */
+export function machineBusyMs(): number | undefined {
+  let stat: string
+  try {
+    stat = readFileSync('/proc/stat', 'utf8')
+  } catch {
+    return undefined
+  }
+  const [user, nice, system, , , irq, softirq] = stat.slice(0, stat.indexOf('\n')).trim().split(/\s+/).slice(1).map(Number)
+  // Clock ticks of USER_HZ, 100 per second on Linux.
+  return (user + nice + system + irq + softirq) * 10
+}

@@ -156,6 +156,41 @@ describe('filedge validate', () => {
     ])
   })
 
+  it('in a cdc pipeline, reports the change checks a load would fail the file on, named as the file names the columns', async () => {
+    const columns = "{ customer_id: { type: 'integer', source: 'CustomerID' }, op: { type: 'string', source: 'Action' }, updated_at: { type: 'timestamp', source: 'ChangedAt' }, name: { type: 'string', required: true } }"
+    const extra = "writeMode: { cdc: { keys: ['customer_id'], op: 'op', sequence: 'updated_at', ops: { insert: ['c'], update: ['u'], delete: ['d'] } } },"
+    const changes = [
+      'CustomerID,Action,ChangedAt,name',
+      '1,c,2024-05-02T09:00:00Z,Ann',
+      '2,x,2024-05-02T09:00:00Z,Bob', // an op no list names
+      '3,u,2024-05-02T09:00:00Z,', // an update without its required name
+      '4,d,2024-05-02T09:00:00Z,', // a delete may leave it empty
+      '1,u,2024-05-02T09:00:00Z,Ann B.', // key 1 again with the same sequence
+      ',c,2024-05-02T09:00:00Z,Cy', // no key: coercion's own check
+      '',
+    ].join('\n')
+    ws = workspace({ 'filedge.config.ts': sqliteConfig({ columns, extra }), 'incoming/changes.csv': changes })
+    const result = await ws.cli(['validate', 'incoming/changes.csv'])
+    expect(result.stderr).toBe('')
+    expect(result.code).toBe(1)
+    expect(result.stdout).toBe(`✗ incoming/changes.csv (orders, csv): 4 failures, 4 of 6 rows
+  incoming/changes.csv:3 column Action (→ op): unknown op "x"; expected one of "c" (insert), "u" (update), "d" (delete)
+  incoming/changes.csv:4 column name: required value is missing (an update carries the whole row; only a delete may leave it empty)
+  incoming/changes.csv:6 column ChangedAt (→ updated_at): same updated_at "2024-05-02T09:00:00.000000Z" as line 2 for key customer_id="1"; which change is the last cannot be told
+  incoming/changes.csv:7 column CustomerID (→ customer_id): required value is missing
+`)
+    expect(ws.exists('warehouse.db')).toBe(false)
+    // The load agrees. It stops at the first failure of its own order: coercion while the changes are
+    // staged (line 7), then, with that line gone, the change checks (line 3).
+    const run = await ws.cli(['--reporter', 'simple'])
+    expect(run.code).toBe(1)
+    expect(run.stderr).toContain('incoming/changes.csv:7 column CustomerID (→ customer_id): required value is missing')
+    ws.write('incoming/changes.csv', changes.replace(',c,2024-05-02T09:00:00Z,Cy\n', ''))
+    const again = await ws.cli(['--reporter', 'simple'])
+    expect(again.code).toBe(1)
+    expect(again.stderr).toContain('incoming/changes.csv:3 column Action (→ op): unknown op "x"; expected one of "c" (insert), "u" (update), "d" (delete)')
+  })
+
   it('--max-failures lists the first N and counts the rest', async () => {
     const bad = `order_id,customer_id\n${Array.from({ length: 30 }, (_, i) => `A-${i},x${i}`).join('\n')}\n`
     ws = workspace({ 'filedge.config.ts': sqliteConfig({ columns: "{ order_id: 'string', customer_id: 'integer' }" }), 'incoming/bad.csv': bad })

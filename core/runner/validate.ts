@@ -14,6 +14,7 @@ import { toRelative } from '../source/discover.js'
 import { hashFile } from '../source/hash.js'
 import { openSource } from '../source/open.js'
 import { NumberText, type RawRows } from '../rows.js'
+import { cdcRowCheck } from '../write-modes/cdc.js'
 import { workerId } from './worker.js'
 
 export interface ValidationFailure {
@@ -64,7 +65,9 @@ function failureOf(error: FiledgeError): ValidationFailure {
  * Parses and coerces one file exactly as a run would, with the pipeline's
  * format and columns, but reports every bad value and record instead of
  * stopping at the first (a syntax error still ends the file: nothing after it
- * can be read reliably).
+ * can be read reliably). In a cdc pipeline, the change checks a load runs
+ * too: unknown op values, inserts and updates missing a required value, two
+ * changes of one key with one sequence.
  */
 export async function validateFile(hooks: Hooks, config: ResolvedConfig, pipeline: ResolvedPipeline, absPath: string, maxFailures: number): Promise<FileValidation> {
   const relative = toRelative(config.root, absPath)
@@ -94,8 +97,20 @@ export async function validateFile(hooks: Hooks, config: ResolvedConfig, pipelin
         }
       })(),
     }
-    for await (const batch of coerceRows(counted, pipeline.columns, { file: relative, unknownColumns: pipeline.unknownColumns, onInvalid: add })) {
-      good += batch.rows.length
+    const changes = pipeline.writeMode.kind === 'cdc' ? cdcRowCheck(pipeline.writeMode, relative) : undefined
+    // A batch's coercion failures arrive while it is built, its change checks after: listed by line.
+    const pending: FiledgeError[] = []
+    const flush = () => {
+      pending.sort((a, b) => (a.line ?? Infinity) - (b.line ?? Infinity)).forEach(add)
+      pending.length = 0
+    }
+    try {
+      for await (const batch of coerceRows(counted, pipeline.columns, { file: relative, unknownColumns: pipeline.unknownColumns, onInvalid: (error) => pending.push(error) })) {
+        good += batch.rows.length - (changes?.(batch, (error) => pending.push(error)) ?? 0)
+        flush()
+      }
+    } finally {
+      flush()
     }
   } catch (error) {
     stopped = true

@@ -147,6 +147,75 @@ function statement(dialect: CdcDialect) {
   }
 }
 
+/** How a cdc check's messages read, for the SQL checks and `cdcRowCheck` alike. */
+function cdcReasons(mode: ResolvedCdc) {
+  const opNames = [
+    ...mode.ops.insert.map((value) => `${JSON.stringify(value)} (insert)`),
+    ...mode.ops.update.map((value) => `${JSON.stringify(value)} (update)`),
+    ...mode.ops.delete.map((value) => `${JSON.stringify(value)} (delete)`),
+  ].join(', ')
+  return {
+    allOps: [...mode.ops.insert, ...mode.ops.update, ...mode.ops.delete],
+    /** Columns declared required besides keys, op and sequence: inserts and updates must fill them, deletes need not. */
+    requiredOnWrite: mode.changeColumns.filter((column) => column.required && !mode.keys.includes(column.name) && column.name !== mode.op && column.name !== mode.sequence),
+    missingIdentity: `required value is missing (every change needs its ${mode.keys.length > 1 ? 'keys' : 'key'}, op and sequence)`,
+    unknownOp: (op: string | null) => `unknown op ${showValue(op)}; expected one of ${opNames}`,
+    missingOnWrite: (op: string) => `required value is missing (an ${mode.ops.insert.includes(op) ? 'insert' : 'update'} carries the whole row; only a delete may leave it empty)`,
+    duplicate: (sequence: string | null, earlier: string, key: string) => `same ${mode.sequence} ${showValue(sequence)} as ${earlier} for key ${key}; which change is the last cannot be told`,
+    keyText: (values: readonly (string | null)[]) => mode.keys.map((key, index) => `${key}=${showValue(values[index])}`).join(', '),
+  }
+}
+
+/**
+ * The checks of a cdc file's changes, in JavaScript, over coerced batches:
+ * what `CdcPlan.rowProblem` and `duplicate` find in the stage, for
+ * `filedge validate`, which writes nothing. `check` reports every problem of
+ * a batch's rows and returns how many rows had one; rows are checked in file
+ * order, across batches (a duplicate names the line of the first change).
+ * It keeps one entry per (keys, sequence) seen, so its memory grows with the
+ * file, unlike a load's checks, which the database runs.
+ */
+export function cdcRowCheck(mode: ResolvedCdc, file: string) {
+  const reasons = cdcReasons(mode)
+  const label = (name: string) => mode.labels?.[name] ?? name
+  const seen = new Map<string, number>()
+  let columns: readonly string[] | undefined
+  let at: { keys: number[]; op: number; sequence: number; required: { name: string; index: number }[] } | undefined
+  return (batch: RowBatch, report: (error: FiledgeError) => void): number => {
+    if (columns !== batch.columns) {
+      columns = batch.columns
+      const index = (name: string) => batch.columns.indexOf(name)
+      at = { keys: mode.keys.map(index), op: index(mode.op), sequence: index(mode.sequence), required: reasons.requiredOnWrite.map((column) => ({ name: column.name, index: index(column.name) })) }
+    }
+    const { keys, op, sequence, required } = at!
+    let failed = 0
+    for (let r = 0; r < batch.rows.length; r++) {
+      const row = batch.rows[r]
+      const line = batch.lines[r]
+      const fail = (name: string, value: unknown, reason: string) => {
+        report(rowInvalid(file, line, label(name), value, reason))
+        return true
+      }
+      let bad = false
+      // Keys, op and sequence are required columns in a cdc pipeline: coercion has refused a row without one.
+      const opValue = String(row[op])
+      if (!reasons.allOps.includes(opValue)) bad = fail(mode.op, opValue, reasons.unknownOp(opValue))
+      else if (!mode.ops.delete.includes(opValue)) {
+        for (const column of required) if (row[column.index] === null) bad = fail(column.name, null, reasons.missingOnWrite(opValue))
+      }
+      const identityKey = JSON.stringify([...keys, sequence].map((index) => `${typeof row[index]}:${String(row[index])}`))
+      const earlier = seen.get(identityKey)
+      if (earlier === undefined) seen.set(identityKey, line)
+      else {
+        const sequenceText = String(row[sequence])
+        bad = fail(mode.sequence, sequenceText, reasons.duplicate(sequenceText, `line ${earlier}`, reasons.keyText(keys.map((index) => String(row[index])))))
+      }
+      if (bad) failed++
+    }
+    return failed
+  }
+}
+
 const asNumber = (value: unknown): number => Number(value)
 const asText = (value: unknown): string | null => (value === null || value === undefined ? null : String(value))
 
@@ -163,9 +232,8 @@ export function cdcPlan(mode: ResolvedCdc, table: TableSpec, tables: CdcTables, 
   const sequence = q(mode.sequence)
   const line = q(CDC_LINE_COLUMN)
   const rowNumber = q('_source_row_number')
-  const allOps = [...mode.ops.insert, ...mode.ops.update, ...mode.ops.delete]
-  const always = new Set([...mode.keys, mode.op, mode.sequence])
-  const requiredOnWrite = mode.changeColumns.filter((column) => column.required && !always.has(column.name))
+  const reasons = cdcReasons(mode)
+  const { allOps, requiredOnWrite } = reasons
   const identity = [...mode.keys, mode.op, mode.sequence]
 
   // Checks read every value as text (aliases c0, c1… are ours, so no user column name can clash).
@@ -230,12 +298,7 @@ export function cdcPlan(mode: ResolvedCdc, table: TableSpec, tables: CdcTables, 
     apply.push(s.done(`INSERT INTO ${tables.tombstones} (${columns.join(', ')}) SELECT ${columns.join(', ')} FROM ${tables.changes} WHERE ${NEWER} = 1 AND ${op} IN (${s.list(mode.ops.delete)})`))
   }
 
-  const opNames = [
-    ...mode.ops.insert.map((value) => `${JSON.stringify(value)} (insert)`),
-    ...mode.ops.update.map((value) => `${JSON.stringify(value)} (update)`),
-    ...mode.ops.delete.map((value) => `${JSON.stringify(value)} (delete)`),
-  ].join(', ')
-  const keyText = (row: Record<string, unknown>) => mode.keys.map((key, index) => `${key}=${showValue(asText(row[`c${index}`]))}`).join(', ')
+  const keyText = (row: Record<string, unknown>) => reasons.keyText(mode.keys.map((_, index) => asText(row[`c${index}`])))
 
   return {
     rowProblem,
@@ -261,21 +324,18 @@ export function cdcPlan(mode: ResolvedCdc, table: TableSpec, tables: CdcTables, 
         const value = asText(row[`c${mode.keys.length}`])
         return {
           exact,
-          error: where(mode.sequence, value, `same ${mode.sequence} ${showValue(value)} as ${earlier} for key ${keyText(row)}; which change is the last cannot be told`),
+          error: where(mode.sequence, value, reasons.duplicate(value, earlier, keyText(row))),
         }
       }
       for (const [index, name] of identity.entries()) {
         if (row[`c${index}`] === null || row[`c${index}`] === undefined) {
-          return { exact, error: where(name, null, `required value is missing (every change needs its ${mode.keys.length > 1 ? 'keys' : 'key'}, op and sequence)`) }
+          return { exact, error: where(name, null, reasons.missingIdentity) }
         }
       }
       const opValue = asText(row[`c${mode.keys.length}`])
-      if (!allOps.includes(opValue!)) return { exact, error: where(mode.op, opValue, `unknown op ${showValue(opValue)}; expected one of ${opNames}`) }
+      if (!allOps.includes(opValue!)) return { exact, error: where(mode.op, opValue, reasons.unknownOp(opValue)) }
       const empty = requiredOnWrite.find((_, index) => asNumber(row[`r${index}`]) === 1)
-      return {
-        exact,
-        error: where(empty?.name ?? mode.op, null, `required value is missing (an ${mode.ops.insert.includes(opValue!) ? 'insert' : 'update'} carries the whole row; only a delete may leave it empty)`),
-      }
+      return { exact, error: where(empty?.name ?? mode.op, null, reasons.missingOnWrite(opValue!)) }
     },
     counts: (row) => ({ keys: asNumber(row.n_keys), applied: asNumber(row.n_applied), deletes: asNumber(row.n_deletes) }),
   }

@@ -14,9 +14,9 @@ import { duckdbType } from './types.js'
  * The native path: DuckDB reads a CSV file itself (`read_csv`, every field as
  * VARCHAR) and one INSERT … SELECT checks and casts each value in SQL, adding
  * the provenance columns. Measured on the 1M-row benchmark file
- * (`npm run bench -- --only duckdb`, whole CLI runs, idle 2-core machine): 1.7–1.8× the time
- * of `read_csv` straight into the typed table (1.35× on a loaded machine),
- * against 4.5–5× for parsing and appending from JS. The README breaks the
+ * (`npm run bench -- --only duckdb`, whole CLI runs, idle 2-core machine): 1.4–1.9× the time
+ * of `read_csv` straight into a typed table of the same columns, against
+ * 2.2–2.8× for parsing and appending from JS. The README breaks the
  * difference down.
  *
  * The SQL checks are filedge's coercion rules or stricter, never laxer:

@@ -6,3 +6,33 @@ export function quoteIdentifier(name: string): string {
   if (name.includes('\0')) throw new Error(`identifier contains a NUL character: ${JSON.stringify(name)}`)
   return `"${name.replace(/"/g, '""')}"`
 }
+
+/** The part of a pooled connection a transaction needs (`pg`'s pool clients have it). */
+export interface TransactionClient {
+  query(text: string): Promise<unknown>
+  release(destroy?: Error | boolean): void
+}
+
+/**
+ * Runs `fn` between `begin` (`BEGIN`, `BEGIN READ ONLY`, …) and `COMMIT` on a
+ * connection of its own from `pool`. On an error it rolls back and rethrows;
+ * a connection whose ROLLBACK fails is in an unknown state, so it is dropped
+ * instead of going back to the pool.
+ */
+export async function inTransaction<C extends TransactionClient, T>(pool: { connect(): Promise<C> }, begin: string, fn: (client: C) => Promise<T>): Promise<T> {
+  const client = await pool.connect()
+  try {
+    await client.query(begin)
+    const result = await fn(client)
+    await client.query('COMMIT')
+    client.release()
+    return result
+  } catch (error) {
+    const broken = await client.query('ROLLBACK').then(
+      () => undefined,
+      (rollbackError: Error) => rollbackError,
+    )
+    client.release(broken)
+    throw error
+  }
+}

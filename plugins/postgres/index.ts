@@ -5,6 +5,7 @@ import {
   cdcTombstoneSpec,
   cdcTombstoneTable,
   FiledgeError,
+  inTransaction,
   isEnvRef,
   isFiledgeError,
   PROVENANCE_COLUMNS,
@@ -233,24 +234,7 @@ export function postgres(options: PostgresDestinationOptions): Destination {
   }
   const qualified = (table: string) => `${quoteIdentifier(schema)}.${quoteIdentifier(table)}`
 
-  /** Runs `fn` in a transaction; a connection whose ROLLBACK fails is dropped, not pooled. */
-  async function inTransaction<T>(begin: string, fn: (client: PgClient) => Promise<T>): Promise<T> {
-    const client = await connection().connect()
-    try {
-      await client.query(begin)
-      const result = await fn(client)
-      await client.query('COMMIT')
-      client.release()
-      return result
-    } catch (error) {
-      const broken = await client.query('ROLLBACK').then(
-        () => undefined,
-        (rollbackError: Error) => rollbackError,
-      )
-      client.release(broken)
-      throw error
-    }
-  }
+  const transaction = <T>(begin: string, fn: (client: PgClient) => Promise<T>): Promise<T> => inTransaction(connection(), begin, fn)
 
   /** COPYs the file's batches into `into` (default: the job's table); returns the row count. Started on the first row, so an empty file sends no COPY. */
   async function copyRows(client: PgClient, job: WriteJob, into = qualified(job.table.name)): Promise<number> {
@@ -306,7 +290,7 @@ export function postgres(options: PostgresDestinationOptions): Destination {
     }
     const target = qualified(table.name)
     const columns = [...table.columns, ...PROVENANCE_COLUMNS]
-    await inTransaction('BEGIN', async (client) => {
+    await transaction('BEGIN', async (client) => {
       // Workers starting together must not race CREATE SCHEMA/TABLE (IF NOT EXISTS is not safe against a concurrent create).
       await client.query(`SELECT pg_advisory_xact_lock(${lockKey(`filedge prepare ${target}`)})`)
       const { rows: schemas } = await client.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema])
@@ -319,7 +303,7 @@ export function postgres(options: PostgresDestinationOptions): Destination {
       for (const statement of created(target)) await client.query(statement)
     })
     // Introspection filtered by schema: a table of the same name elsewhere on the search_path is not ours.
-    const { rows } = await inTransaction('BEGIN READ ONLY', (client) =>
+    const { rows } = await transaction('BEGIN READ ONLY', (client) =>
       client.query(
         `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS not_null
          FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -357,7 +341,7 @@ export function postgres(options: PostgresDestinationOptions): Destination {
     if (writeMode.kind === 'truncate') {
       const log = qualified(truncateLogTable(table.name))
       const definitions = TRUNCATE_LOG_COLUMNS.map((column) => `${quoteIdentifier(column.name)} ${pgType(column)} NOT NULL`).join(', ')
-      await inTransaction('BEGIN', async (client) => {
+      await transaction('BEGIN', async (client) => {
         await client.query(`SELECT pg_advisory_xact_lock(${lockKey(`filedge prepare ${log}`)})`)
         await client.query(`CREATE TABLE IF NOT EXISTS ${log} (${definitions}, PRIMARY KEY (file_hash), UNIQUE (applied))`)
       })
@@ -366,9 +350,9 @@ export function postgres(options: PostgresDestinationOptions): Destination {
     const keys = writeMode.keys.map(quoteIdentifier).join(', ')
     await prepareTable(cdcTombstoneSpec(table, writeMode), (tombstones) => [`CREATE UNIQUE INDEX ON ${tombstones} (${keys})`])
     const index = `${quoteIdentifier(schema)}.${quoteIdentifier(keyIndexName(table.name))}`
-    const { rows } = await inTransaction('BEGIN READ ONLY', (client) => client.query('SELECT to_regclass($1) IS NOT NULL AS found', [index]))
+    const { rows } = await transaction('BEGIN READ ONLY', (client) => client.query('SELECT to_regclass($1) IS NOT NULL AS found', [index]))
     if (rows[0].found === true) return
-    await inTransaction('BEGIN', async (client) => {
+    await transaction('BEGIN', async (client) => {
       await client.query(`SELECT pg_advisory_xact_lock(${lockKey(`filedge prepare ${target}`)})`)
       await client.query(`CREATE UNIQUE INDEX IF NOT EXISTS ${quoteIdentifier(keyIndexName(table.name))} ON ${target} (${keys})`)
     }).catch((error: PgError) => {
@@ -426,7 +410,7 @@ export function postgres(options: PostgresDestinationOptions): Destination {
       // (write-modes.ts), which also covers two writes of one hash.
       const lock = job.writeMode.kind === 'append' ? `; SELECT pg_advisory_xact_lock(${lockKey(`filedge write ${target} ${job.file.hash}`)})` : ''
       const begin = `BEGIN; SET LOCAL synchronous_commit TO ${durable ? 'on' : 'off'}${lock}`
-      return inTransaction(begin, async (client) => {
+      return transaction(begin, async (client) => {
         const mode = modeWrite({ client, qualified, tableLock, stageDdl, logger }, job)
         const done = await mode.before()
         if (done !== undefined) return done

@@ -1,5 +1,5 @@
-import type { ClientBase, Pool, QueryResultRow } from 'pg'
-import { quoteIdentifier } from '../../sql.js'
+import type { Pool, PoolClient, QueryResultRow } from 'pg'
+import { inTransaction, quoteIdentifier } from '../../sql.js'
 
 /** Something that runs one statement: the pool (autocommit) or a client inside a transaction. */
 export interface Queryable {
@@ -35,23 +35,8 @@ export function nowSql(param: string): string {
 }
 
 /** Runs `fn` in one READ COMMITTED transaction on a dedicated connection. */
-export async function transaction<T>(pool: Pool, fn: (tx: ClientBase) => Promise<T>): Promise<T> {
-  const client = await pool.connect()
-  try {
-    await client.query('BEGIN')
-    const result = await fn(client)
-    await client.query('COMMIT')
-    client.release()
-    return result
-  } catch (error) {
-    // A connection whose ROLLBACK fails is in an unknown state: drop it instead of pooling it.
-    const broken = await client.query('ROLLBACK').then(
-      () => undefined,
-      (rollbackError: Error) => rollbackError,
-    )
-    client.release(broken)
-    throw error
-  }
+export function transaction<T>(pool: Pool, fn: (tx: PoolClient) => Promise<T>): Promise<T> {
+  return inTransaction(pool, 'BEGIN', fn)
 }
 
 export interface FileRow {

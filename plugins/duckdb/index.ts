@@ -19,6 +19,7 @@ import {
   type TableSpec,
   type Value,
   type WriteJob,
+  type WriteResult,
 } from '../../core/index.js'
 import { nativeCsvInsert, nativeCsvUnsupported } from './native-csv.js'
 import { modeWrite, truncateLogDdl } from './write-modes.js'
@@ -253,43 +254,33 @@ export function duckdb(options: DuckDBDestinationOptions): Destination {
         // The mode decides what is done around the loader, and which table it fills (cdc: a staging table).
         const mode = modeWrite(db, job, logger)
         const loading: WriteJob = { ...job, table: mode.target, batches: mode.batches }
-        if (native) {
+        /**
+         * One try in a transaction of its own. Undefined, after rolling back, when the loader or the
+         * mode's checks hand the file over (the native path giving way to the JS path).
+         */
+        const attempt = async (load: () => Promise<number | undefined>, lines: boolean): Promise<WriteResult | undefined> => {
           await db.run('BEGIN TRANSACTION')
           try {
             const done = await mode.before()
-            if (done !== undefined) {
+            const rows = done === undefined ? await load() : undefined
+            const result = rows === undefined ? undefined : await mode.after(rows, lines)
+            if (done !== undefined || result === undefined) {
               await rollback(db)
               return done
             }
-            const rows = await loadNatively(db, loading)
-            const result = rows === undefined ? undefined : await mode.after(rows, false)
-            if (result !== undefined) {
-              await job.assertLease()
-              await db.run('COMMIT')
-              return result
-            }
+            await job.assertLease()
+            await db.run('COMMIT')
+            return result
           } catch (error) {
             await rollback(db)
             throw error
           }
-          await rollback(db)
         }
-        await db.run('BEGIN TRANSACTION')
-        try {
-          const done = await mode.before()
-          if (done !== undefined) {
-            await rollback(db)
-            return done
-          }
-          const rows = await appendBatches(db, loading)
-          const result = (await mode.after(rows, true))!
-          await job.assertLease()
-          await db.run('COMMIT')
-          return result
-        } catch (error) {
-          await rollback(db)
-          throw error
-        }
+        const result = native ? await attempt(() => loadNatively(db, loading), false) : undefined
+        if (result !== undefined) return result
+        const loaded = await attempt(() => appendBatches(db, loading), true)
+        if (loaded === undefined) throw new FiledgeError('INTERNAL', `${job.file.path}: the duckdb destination's JS path gave up on the file`)
+        return loaded
       })
     },
 

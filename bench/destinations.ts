@@ -276,7 +276,7 @@ export async function postgresBulk(options: BenchOptions): Promise<Row[]> {
  */
 export async function postgresWorkers(options: BenchOptions): Promise<Row[]> {
   const work = `${format.format(options.workerFiles)} × ${format.format(options.workerRowsPerFile)}-row files → Postgres, shared Postgres ledger`
-  const target = '2 workers ≥ 1.6× 1 worker (informal)'
+  const target = '2 workers ≥ 1.6× 1 worker'
   const bench = await postgresBench()
   if ('skipped' in bench) return [{ work, filedge: `skipped: ${bench.skipped}`, target }]
   const { db, schema } = bench

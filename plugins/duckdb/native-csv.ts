@@ -14,9 +14,9 @@ import { duckdbType } from './types.js'
  * The native path: DuckDB reads a CSV file itself (`read_csv`, every field as
  * VARCHAR) and one INSERT … SELECT checks and casts each value in SQL, adding
  * the provenance columns. Measured on the 1M-row benchmark file
- * (`npm run bench -- --only duckdb`, whole CLI runs, idle 2-core machine): 1.4–1.9× the time
- * of `read_csv` straight into a typed table of the same columns, against
- * 2.2–2.8× for parsing and appending from JS. The README breaks the
+ * (`npm run bench -- --only duckdb`, whole CLI runs, idle 2-core machine): 1.84–1.96× the
+ * time of `read_csv` straight into a typed table of the same columns, against
+ * 3.5–3.6× for parsing and appending from JS. The README breaks the
  * difference down.
  *
  * The SQL checks are filedge's coercion rules or stricter, never laxer:
@@ -134,11 +134,13 @@ export interface NativeCsvStatement {
  * DuckDB's 32 MB CSV buffer, read in parallel, to hold it to that.
  *
  * The window costs: it runs the statement on one thread (measured on the
- * benchmark file: 3.4 s against 2.2 s for the same INSERT without it). Tried
- * instead: number the rows afterwards from their row ids (an INSERT from
- * read_csv keeps insertion order, and appended rows get consecutive ids) —
- * right on the benchmark file, wrong for 306,000 of 400,000 records of the
- * test file with quoted line breaks. Record numbers are provenance; the
+ * benchmark file, the statement alone: 1.40–1.50 s against 1.05–1.16 s for
+ * the same INSERT without it). Tried instead: number the rows afterwards with
+ * an UPDATE from their row ids minus the file's first one (rows inserted in an
+ * open transaction get ids from 2^55 on). That numbered the test file with
+ * quoted line breaks right and saved 0.05–0.14 s, but an earlier attempt
+ * measured 306,000 of its 400,000 records out of order, and DuckDB documents
+ * row id order for committed tables only. Record numbers are provenance; the
  * window stays.
  */
 export function nativeCsvInsert(job: WriteJob, source: SourceLayout, nullValues: readonly string[]): NativeCsvStatement {

@@ -139,9 +139,10 @@ export interface NativeCsvStatement {
  * an UPDATE from their row ids minus the file's first one (rows inserted in an
  * open transaction get ids from 2^55 on). That numbered the test file with
  * quoted line breaks right and saved 0.05–0.14 s, but an earlier attempt
- * measured 306,000 of its 400,000 records out of order, and DuckDB documents
- * row id order for committed tables only. Record numbers are provenance; the
- * window stays.
+ * measured 306,000 of its 400,000 records out of order, and DuckDB's docs
+ * offer rowid as insertion order for materialized tables without saying what
+ * holds inside an open transaction. Record numbers are provenance; the window
+ * stays.
  */
 export function nativeCsvInsert(job: WriteJob, source: SourceLayout, nullValues: readonly string[]): NativeCsvStatement {
   const options = source.format.options as Omit<CsvFormatOptions, 'type'>

@@ -262,11 +262,15 @@ export function duckdb(options: DuckDBDestinationOptions): Destination {
           await db.run('BEGIN TRANSACTION')
           try {
             const done = await mode.before()
-            const rows = done === undefined ? await load() : undefined
-            const result = rows === undefined ? undefined : await mode.after(rows, lines)
-            if (done !== undefined || result === undefined) {
+            if (done !== undefined) {
               await rollback(db)
               return done
+            }
+            const rows = await load()
+            const result = rows === undefined ? undefined : await mode.after(rows, lines)
+            if (result === undefined) {
+              await rollback(db)
+              return undefined
             }
             await job.assertLease()
             await db.run('COMMIT')

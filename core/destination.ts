@@ -30,6 +30,14 @@ export interface WriteJob {
    */
   readonly writeMode: ResolvedWriteMode
   readonly file: FileRef
+  /**
+   * This load of the file, as the ledger names it. Record it in the load
+   * marker `(pipeline, file.hash) → (loadId, rows)` inside the transaction
+   * that commits the rows (see `Destination.hasLoaded`). Retries and reclaims
+   * of one load carry the same id; a reload on purpose (requeue of a
+   * committed file, a truncate file arriving again) carries a new one.
+   */
+  readonly loadId: string
   /** ISO-8601 UTC, one value for every row of this file. */
   readonly ingestedAt: string
   /** Rows, already coerced and transformed. Pull them inside the transaction. */
@@ -70,6 +78,21 @@ export interface WriteResult {
   readonly rows: number
 }
 
+/** What a destination's load marker says about a file: which load of it committed, with how many rows. */
+export interface LoadMarker {
+  readonly loadId: string
+  readonly rows: number
+  /** Anything the user should hear about it, e.g. that a newer truncate file has replaced it since. */
+  readonly note?: string
+}
+
+export interface LoadQuery {
+  readonly pipeline: string
+  readonly table: TableSpec
+  readonly writeMode: ResolvedWriteMode
+  readonly hash: string
+}
+
 export interface DestinationCapabilities {
   /** A file's rows commit or roll back together. */
   readonly transactions: boolean
@@ -96,6 +119,19 @@ export interface DestinationContext {
  * - `write` is atomic and idempotent per file hash: in append mode it removes
  *   any rows of `job.file.hash` and inserts the file's rows in one
  *   transaction; the other modes are described on `WriteJob.writeMode`.
+ * - Exactly once (optional, strongly advised): `write` records the load
+ *   marker `(job.pipeline, job.file.hash, job.loadId, rows)` in the same
+ *   transaction as the rows, and `hasLoaded` reads it back. The ledger is a
+ *   separate system: a worker that dies after the destination's COMMIT and
+ *   before the ledger's leaves the ledger behind the truth. Before loading a
+ *   file again after such a gap (a reclaim, a retry, a requeue, a lease that
+ *   expired too often), filedge asks `hasLoaded`, and a marker of the same
+ *   load makes the file COMMITTED without loading it again. A truncate
+ *   `write` whose marker already holds `job.loadId` must not apply the file
+ *   again (a newer file may have replaced it since). A destination without
+ *   `hasLoaded` still never doubles rows (`write` is idempotent), but a file
+ *   whose worker died after the commit on its last allowed lapse ends FAILED
+ *   with its rows in the table.
  */
 export interface Destination {
   /** Short name for messages and the plugin name: `sqlite`, `duckdb`… */
@@ -113,5 +149,11 @@ export interface Destination {
    */
   prepare(table: TableSpec, writeMode?: ResolvedWriteMode): Promise<void>
   write(job: WriteJob): Promise<WriteResult>
+  /**
+   * The load marker of `(pipeline, hash)`, or null if this destination holds
+   * no load of it. Reads committed state only (never a transaction still
+   * open), and is safe to call while other files are being written.
+   */
+  hasLoaded?(query: LoadQuery): Promise<LoadMarker | null>
   close?(): Promise<void>
 }

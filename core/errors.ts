@@ -13,6 +13,7 @@ export type ErrorCode =
   | 'FILE_INVALID'
   | 'FILE_CHANGED'
   | 'CLAIM_LOST'
+  | 'LEASE_LAPSED'
   | 'STOPPED'
   | 'PLUGIN_ERROR'
   | 'DESTINATION_LOCKED'
@@ -118,6 +119,11 @@ export function fileChanged(file: string, reason: string): FiledgeError {
 
 export function claimLost(file: string, reason: string): FiledgeError {
   return new FiledgeError('CLAIM_LOST', `${file}: lease lost (${reason}); this worker's outcome was discarded`, { file })
+}
+
+/** The file's lease expired too many times in a row (its workers kept dying or freezing while loading it). */
+export function leaseLapsed(file: string, reason: string): FiledgeError {
+  return new FiledgeError('LEASE_LAPSED', `${file}: ${reason}`, { file })
 }
 
 /** The run is stopping (a signal): the file was not committed and its lease goes back to the ledger. */

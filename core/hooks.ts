@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream'
 import { AsyncParallelHook, AsyncSeriesBailHook, AsyncSeriesHook, AsyncSeriesWaterfallHook, SyncHook } from 'tapable'
 import type { ResolvedConfig, ResolvedFormat, ResolvedPipeline } from './config/types.js'
-import type { FileRef, WriteJob, WriteResult } from './destination.js'
+import type { FileRef, LoadMarker, WriteJob, WriteResult } from './destination.js'
 import type { FileStat } from './ledger/types.js'
 import { isFiledgeError, pluginError, type FiledgeError } from './errors.js'
 import type { LogEntry } from './logger.js'
@@ -26,6 +26,10 @@ export interface ClaimRequest {
   readonly pipeline: ResolvedPipeline
   readonly file: FileRef
   readonly worker: string
+  /** What the source says about this copy of the bytes (locally mtime and inode), to tell a new arrival of the same bytes from the same one seen again. */
+  readonly version?: string
+  /** False for a second name of bytes already claimed in this run: it arrived with them, not after them. */
+  readonly arrival?: boolean
   /**
    * The stat filedge hashed the file under, for the ledger's stat cache.
    * Absent when a `beforeHash` plugin supplied the hash, or the file was
@@ -41,14 +45,22 @@ export interface ClaimRequest {
  */
 export interface Lease {
   readonly token: string
-  /** 1 for the first attempt. */
+  /** 1 for the first attempt. A reclaim continues the attempt of the worker that died. */
   readonly attempt: number
+  /** This load of the file: the destination records it in its load marker (WriteJob.loadId). */
+  readonly loadId: string
+  /** This load may already be in the destination: ask its marker (the `loaded` hook) before loading. */
+  readonly verify: boolean
+  /** Set when the lease expired too many times in a row: unless the destination has the load, fail the file terminally with this text. */
+  readonly lapsed?: string
   /** Extends the lease. false: the lease is lost (another worker holds the file now). */
   heartbeat(): Promise<boolean>
   /** Whether this worker still holds the file. */
   isHeld(): Promise<boolean>
-  complete(rows: number): Promise<void>
-  fail(error: Error): Promise<{ readonly terminal: boolean }>
+  /** Marks the file COMMITTED, durably. `healed`: the destination already had this load; how that came about. */
+  complete(rows: number, healed?: string): Promise<void>
+  /** `exhausted`: terminal whatever the attempts (the lease lapsed too often). */
+  fail(error: Error, exhausted?: boolean): Promise<{ readonly terminal: boolean }>
   /** Gives the file back without counting the attempt (graceful stop). */
   release(): Promise<void>
 }
@@ -65,6 +77,8 @@ export type ClaimOutcome =
       readonly reclaimed: boolean
       /** A previous attempt failed. */
       readonly retried: boolean
+      /** COMMITTED before; loaded again because its bytes arrived again (truncate pipelines). */
+      readonly reopened: boolean
     }
   | { readonly status: 'skipped'; readonly reason: SkipReason; readonly isNew: boolean; readonly message: string }
 
@@ -81,6 +95,13 @@ export interface LoadRequest {
   readonly signal: AbortSignal
 }
 
+/** The `loaded` hook's question: does the pipeline's destination already hold this load of the file? */
+export interface LoadedRequest {
+  readonly pipeline: ResolvedPipeline
+  readonly file: FileRef
+  readonly loadId: string
+}
+
 export interface TransformContext {
   readonly pipeline: ResolvedPipeline
   readonly file: FileRef
@@ -92,6 +113,8 @@ export interface CommittedFile {
   readonly rows: number
   readonly attempt: number
   readonly durationMs: number
+  /** Set when nothing was loaded: the destination already held this load (its worker died before the ledger heard), and how. */
+  readonly healed?: string
 }
 
 export interface FailedFile {
@@ -142,8 +165,10 @@ export interface RunSummary {
   /** Files whose earlier attempt had failed. */
   readonly retried: number
   readonly rows: number
-  /** Files given back to the ledger unfinished because the run was stopping (a signal). */
+  /** Files given back to the ledger unfinished: the run was stopping (a signal), or the destination stayed locked. */
   readonly released: number
+  /** Committed files that needed no load: the destination already held them (counted in `committed` too). */
+  readonly healed: number
   readonly durationMs: number
   /** Set when the run stopped before loading (schema drift, a plugin failing in beforeRun). */
   readonly aborted?: FiledgeError
@@ -151,8 +176,8 @@ export interface RunSummary {
 
 /**
  * The hooks the core owns. Plugins tap them; nobody replaces them (the object
- * is frozen). The per-file path is beforeHash → claim → load → transform →
- * commit → afterCommit; the others frame a run and feed reporters.
+ * is frozen). The per-file path is beforeHash → claim → (loaded) → load →
+ * transform → commit → afterCommit; the others frame a run and feed reporters.
  */
 export interface Hooks {
   readonly beforeRun: AsyncSeriesHook<[RunContext]>
@@ -161,6 +186,8 @@ export interface Hooks {
   readonly load: AsyncSeriesBailHook<[LoadRequest], RawRows | undefined>
   readonly transform: AsyncSeriesWaterfallHook<[AsyncIterable<RowBatch>, TransformContext]>
   readonly commit: AsyncSeriesBailHook<[WriteJob], WriteResult | undefined>
+  /** The destination's load marker of a file, asked before loading it again after a gap; null: not there; undefined: nobody can tell. */
+  readonly loaded: AsyncSeriesBailHook<[LoadedRequest], LoadMarker | null | undefined>
   readonly afterCommit: AsyncParallelHook<[CommittedFile]>
   readonly fileClaimed: SyncHook<[ClaimedFile]>
   readonly fileProgress: SyncHook<[FileProgress]>
@@ -259,6 +286,7 @@ export function createHooks(): Hooks {
     load: new AsyncSeriesBailHook(['request'], 'load'),
     transform: new AsyncSeriesWaterfallHook(['batches', 'context'], 'transform'),
     commit: new AsyncSeriesBailHook(['job'], 'commit'),
+    loaded: new AsyncSeriesBailHook(['request'], 'loaded'),
     afterCommit: new AsyncParallelHook(['file'], 'afterCommit'),
     fileClaimed: new SyncHook(['file'], 'fileClaimed'),
     fileProgress: new SyncHook(['progress'], 'fileProgress'),

@@ -35,6 +35,7 @@ export type {
   ResolvedCdc,
 } from './config/types.js'
 export { COLUMN_TYPES, WRITE_MODES } from './config/types.js'
+export { toMs } from './config/duration.js'
 export { env, isEnvRef, readEnv, redact, type EnvRef, type MaybeEnv } from './secrets.js'
 export {
   FiledgeError,
@@ -46,6 +47,7 @@ export {
   destinationLocked,
   fileChanged,
   pluginError,
+  describeError,
   type ErrorCode,
   type ErrorDetails,
 } from './errors.js'
@@ -68,7 +70,8 @@ export type {
   SkippedFile,
   TransformContext,
 } from './hooks.js'
-export type { Destination, DestinationCapabilities, DestinationContext, FileRef, SourceLayout, WriteJob, WriteResult } from './destination.js'
+export type { Destination, DestinationCapabilities, DestinationContext, FileRef, LoadMarker, LoadQuery, SourceLayout, WriteJob, WriteResult } from './destination.js'
+export { LOAD_MARKER_COLUMNS, LOAD_MARKER_TABLE, markerValues, truncateMarker } from './load-marker.js'
 export { NumberText, PROVENANCE_COLUMNS, type RawBatch, type RawRows, type RowBatch, type TableColumn, type TableSpec, type Value } from './rows.js'
 export { assertNoDrift, diffColumns, type ActualColumn, type DriftCheck } from './drift.js'
 export { inTransaction, quoteIdentifier, type TransactionClient } from './sql.js'
@@ -89,7 +92,7 @@ export {
   type CdcTables,
   type SqlStatement,
 } from './write-modes/cdc.js'
-export { emptyTruncate, supersededBy, supersededMessage, truncateLogTable, TRUNCATE_LOG_COLUMNS, type TruncateLoad } from './write-modes/truncate.js'
+export { alreadyApplied, emptyTruncate, truncateLogTable, TRUNCATE_LOG_COLUMNS, type TruncateLoad } from './write-modes/truncate.js'
 export type { Logger, LogEntry, LogLevel } from './logger.js'
 export { run, createFiledge, type RunOptions, type Filedge } from './runner/run.js'
 export { tableSpec } from './runner/file.js'

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import { appendFileSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -215,6 +216,7 @@ describe('DuckDB native CSV path', () => {
         table: { name: 't', columns },
         writeMode: { kind: 'append' },
         file,
+        loadId: randomUUID(),
         ingestedAt: '2026-01-02T03:04:05.000000Z',
         // Pulling batches would mean the JS path ran.
         batches: (async function* () {

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -38,6 +39,7 @@ function job(seed: string, ids: string[], options: { failAfter?: number; leaseLo
     table: TABLE,
     writeMode: { kind: 'append' },
     file,
+    loadId: randomUUID(),
     ingestedAt: '2026-01-02T03:04:05.678000Z',
     batches: batches(ids, options.failAfter),
     signal: new AbortController().signal,

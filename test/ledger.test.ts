@@ -5,7 +5,9 @@ import Database from 'better-sqlite3'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { openPostgresLedger } from '../core/ledger/postgres/store.js'
 import { openSqliteLedger } from '../core/ledger/sqlite/store.js'
-import type { ClaimInput, LeaseKey, LedgerStore } from '../core/ledger/types.js'
+import { POSTGRES_MIGRATIONS } from '../core/ledger/postgres/migrations.js'
+import { SQLITE_MIGRATIONS } from '../core/ledger/sqlite/migrations.js'
+import type { ClaimInput, ClaimResult, LeaseKey, LedgerStore } from '../core/ledger/types.js'
 import { describePostgres, dropSchema, freshSchema, PG_URL, pgQuery } from './helpers/postgres.js'
 
 /**
@@ -27,12 +29,15 @@ interface Backend {
   /** Tries to rewrite history behind the ledger's back; each entry is what the database answered. */
   rewriteHistory(): Promise<unknown[]>
   migrations(): Promise<number[]>
+  /** Every migration this version of filedge knows. */
+  readonly known: readonly number[]
 }
 
 const sqliteBackend = (): Backend => {
   let dir = ''
   return {
     name: 'SQLite',
+    known: SQLITE_MIGRATIONS.map((migration) => migration.version),
     async setup() {
       dir = mkdtempSync(path.join(os.tmpdir(), 'filedge-ledger-'))
     },
@@ -72,6 +77,7 @@ const postgresBackend = (): Backend => {
   let schema = ''
   return {
     name: 'Postgres',
+    known: POSTGRES_MIGRATIONS.map((migration) => migration.version),
     async setup() {
       schema = freshSchema('filedge_ledger')
     },
@@ -96,14 +102,15 @@ const input = (worker: string, overrides: Partial<ClaimInput> = {}): ClaimInput 
   size: 10,
   worker,
   maxAttempts: 3,
+  maxLapses: 5,
   ttlMs: 1_000,
   ...overrides,
 })
 
-async function claimed(store: LedgerStore, worker: string, overrides: Partial<ClaimInput> = {}): Promise<LeaseKey> {
+async function claimed(store: LedgerStore, worker: string, overrides: Partial<ClaimInput> = {}): Promise<LeaseKey & { result: Extract<ClaimResult, { status: 'claimed' }> }> {
   const result = await store.claim(input(worker, overrides))
   if (result.status !== 'claimed') throw new Error(`expected a claim, got ${result.status}: ${result.message}`)
-  return { pipeline: 'orders', hash: overrides.hash ?? 'a'.repeat(64), token: result.token, worker, attempt: result.attempt }
+  return { pipeline: 'orders', hash: overrides.hash ?? 'a'.repeat(64), token: result.token, worker, attempt: result.attempt, result }
 }
 
 function ledgerSemantics(backend: Backend): void {
@@ -149,7 +156,8 @@ function ledgerSemantics(backend: Backend): void {
     const stale = await claimed(a, 'A')
     clock += 1_001
     const fresh = await claimed(b, 'B')
-    expect(fresh.attempt).toBe(2)
+    // A lapse is not an attempt: the reclaim continues attempt 1, and counts the lapse.
+    expect(fresh.attempt).toBe(1)
 
     expect(await a.complete(stale, 5)).toBe(false)
     expect(await a.fail(stale, 'late failure', 3)).toEqual({ lost: true, terminal: false })
@@ -158,7 +166,7 @@ function ledgerSemantics(backend: Backend): void {
     expect(await a.holds(stale)).toBe(false)
 
     const [file] = await b.find('a'.repeat(64))
-    expect(file).toMatchObject({ state: 'PROCESSING', worker: 'B', attempts: 2 })
+    expect(file).toMatchObject({ state: 'PROCESSING', worker: 'B', attempts: 1, lapses: 1 })
     expect(await b.complete(fresh, 7)).toBe(true)
     const [done] = await b.find('aaaaaa')
     expect(done).toMatchObject({ state: 'COMMITTED', rows: 7, paths: ['incoming/a.csv'] })
@@ -169,7 +177,8 @@ function ledgerSemantics(backend: Backend): void {
       ['file:reclaimed', 'B'],
       ['file:committed', 'B'],
     ])
-    expect(events[2]).toMatchObject({ fromState: 'PROCESSING', toState: 'PROCESSING', attempt: 2, error: 'lease of A expired' })
+    expect(events[2]).toMatchObject({ fromState: 'PROCESSING', toState: 'PROCESSING', attempt: 1, error: 'lease of A expired (lapse 1 of 5)' })
+    expect((await b.find('aaaaaa'))[0]).toMatchObject({ lapses: 0 })
   })
 
   it('still lets the holder finish when its lease expired but nobody took the file', async () => {
@@ -198,15 +207,108 @@ function ledgerSemantics(backend: Backend): void {
     expect(events).toEqual(['file:discovered', 'file:claimed', 'file:failed', 'file:retried', 'file:failed', 'file:retried', 'file:failed', 'file:requeued', 'file:claimed'])
   })
 
-  it('turns a lease that expired on the last allowed attempt into a terminal failure', async () => {
+  // Issue 14: an expired lease counted as an attempt, so three unrelated crashes made a good file terminal,
+  // and the lapse on the last attempt was decided inside the claim, without asking the destination.
+  it('gives lapses a budget of their own: a lapse on the last attempt is reclaimed; too many in a row hand the claimer a lapsed lease', async () => {
     const a = await open()
-    await claimed(a, 'A', { maxAttempts: 1 })
+    const first = await claimed(a, 'A', { maxAttempts: 1, maxLapses: 3 })
     clock += 2_000
-    const result = await a.claim(input('B', { maxAttempts: 1 }))
-    expect(result).toMatchObject({ status: 'skipped', reason: 'terminal' })
+    const second = await claimed(a, 'B', { maxAttempts: 1, maxLapses: 3 })
+    expect(second).toMatchObject({ attempt: 1, result: { reclaimed: true, verify: true, loadId: first.result.loadId } })
+    expect(second.result.lapsed).toBeUndefined()
+    clock += 2_000
+    expect((await claimed(a, 'C', { maxAttempts: 1, maxLapses: 3 })).result.lapsed).toBeUndefined()
+    clock += 2_000
+    const last = await claimed(a, 'D', { maxAttempts: 1, maxLapses: 3 })
+    expect(last.result.lapsed).toMatch(/^lease expired 3 times in a row \(retry\.lapses is 3\): worker C stopped during attempt 1/)
+    // The caller asked the destination, which does not have the load: the file fails, terminally.
+    expect(await a.fail(last, last.result.lapsed!, 1, true)).toEqual({ lost: false, terminal: true })
+    expect(await a.claim(input('E', { maxAttempts: 1, maxLapses: 3 }))).toMatchObject({ status: 'skipped', reason: 'terminal' })
     const [file] = await a.find('aaaaaa')
-    expect(file.state).toBe('FAILED')
-    expect(file.error).toContain('lease expired')
+    expect(file).toMatchObject({ state: 'FAILED', attempts: 1, lapses: 3 })
+    expect(file.error).toMatch(/^lease expired 3 times in a row/)
+  })
+
+  it('charges a lapsed file all its attempts, and resets lapses on an outcome', async () => {
+    const a = await open()
+    await claimed(a, 'A', { maxLapses: 1 })
+    clock += 2_000
+    const lapsed = await claimed(a, 'B', { maxLapses: 1 })
+    expect(lapsed.result.lapsed).toBeDefined()
+    expect(await a.fail(lapsed, 'gave up', 3, true)).toEqual({ lost: false, terminal: true })
+    expect((await a.find('aaaaaa'))[0]).toMatchObject({ state: 'FAILED', attempts: 3 })
+    expect((await a.status(() => 3)).pipelines[0]).toMatchObject({ FAILED: 1, terminal: 1 })
+
+    const other = 'b'.repeat(64)
+    await claimed(a, 'A', { hash: other })
+    clock += 2_000
+    const reclaimed = await claimed(a, 'B', { hash: other })
+    expect(await a.fail(reclaimed, 'a real failure', 3)).toEqual({ lost: false, terminal: false })
+    expect((await a.find(other))[0]).toMatchObject({ state: 'FAILED', attempts: 1, lapses: 0 })
+  })
+
+  it('names each load: kept by reclaims, retries, releases and requeues of a failure; new for a requeued commit', async () => {
+    const a = await open()
+    const first = await claimed(a, 'A')
+    expect(first.result).toMatchObject({ verify: false, reopened: false })
+    const load = first.result.loadId
+    expect(await a.release(first)).toBe(true)
+    const released = await claimed(a, 'A')
+    expect(released.result).toMatchObject({ loadId: load, verify: true })
+    await a.fail(released, 'commit outcome unknown', 3)
+    const retried = await claimed(a, 'A')
+    expect(retried.result).toMatchObject({ loadId: load, verify: true, retried: true })
+    await a.fail(retried, 'again', 3)
+    await a.requeue({ failed: true }, 'operator')
+    const requeued = await claimed(a, 'A')
+    expect(requeued.result).toMatchObject({ loadId: load, verify: true })
+    expect(await a.complete(requeued, 4)).toBe(true)
+    expect((await a.find('aaaaaa'))[0].loadId).toBe(load)
+    await a.requeue({ files: [{ pipeline: 'orders', hash: 'a'.repeat(64) }] }, 'operator')
+    const reload = await claimed(a, 'A')
+    expect(reload.result.verify).toBe(false)
+    expect(reload.result.loadId).not.toBe(load)
+  })
+
+  it('records a healed file with its own event and how it was healed', async () => {
+    const a = await open()
+    const key = await claimed(a, 'A')
+    expect(await a.complete(key, 12, 'already committed in the destination')).toBe(true)
+    const [file] = await a.find('aaaaaa')
+    expect(file).toMatchObject({ state: 'COMMITTED', rows: 12 })
+    expect((await a.events('orders', 'a'.repeat(64))).at(-1)).toMatchObject({ event: 'file:healed', fromState: 'PROCESSING', toState: 'COMMITTED', error: 'already committed in the destination' })
+  })
+
+  // Issue 14: a truncate snapshot equal to an older one was skipped as committed, and the table kept the newer one.
+  it('reopens committed bytes that arrive again, when asked to: a new path, or a new version at a known path', async () => {
+    const a = await open()
+    const truncate = { reopenOnArrival: true }
+    const first = await claimed(a, 'A', { ...truncate, path: 'in/01.csv', version: 'v1' })
+    await a.complete(first, 3)
+    // The same arrival seen again (a rerun): committed.
+    expect(await a.claim(input('A', { ...truncate, path: 'in/01.csv', version: 'v1' }))).toMatchObject({ status: 'skipped', reason: 'committed' })
+    // An append pipeline never reopens, whatever arrives.
+    expect(await a.claim(input('A', { path: 'in/02.csv', version: 'v1' }))).toMatchObject({ status: 'skipped', reason: 'committed' })
+    // The same bytes under a new name, in a truncate pipeline: a new load.
+    const again = await claimed(a, 'A', { ...truncate, path: 'in/03.csv', version: 'v3' })
+    expect(again.result).toMatchObject({ reopened: true, verify: false, isNew: false })
+    expect(again.attempt).toBe(1)
+    expect(again.result.loadId).not.toBe(first.result.loadId)
+    await a.complete(again, 3)
+    expect(await a.claim(input('A', { ...truncate, path: 'in/03.csv', version: 'v3' }))).toMatchObject({ status: 'skipped', reason: 'committed' })
+    // A known path written again with the same bytes (a new version).
+    const rewritten = await claimed(a, 'A', { ...truncate, path: 'in/01.csv', version: 'v9' })
+    expect(rewritten.result.reopened).toBe(true)
+    // Seen while another worker holds the file: not taken as seen, so the claim after the holder finishes reopens it.
+    expect(await a.claim(input('B', { ...truncate, path: 'in/03.csv', version: 'v4' }))).toMatchObject({ status: 'skipped', reason: 'held' })
+    await a.complete(rewritten, 3)
+    expect((await claimed(a, 'B', { ...truncate, path: 'in/03.csv', version: 'v4' })).result.reopened).toBe(true)
+    const events = (await a.events('orders', 'a'.repeat(64))).filter((event) => event.event === 'file:reopened')
+    expect(events.map((event) => [event.fromState, event.toState, event.attempt, event.path])).toEqual([
+      ['COMMITTED', 'PROCESSING', 1, 'in/03.csv'],
+      ['COMMITTED', 'PROCESSING', 1, 'in/01.csv'],
+      ['COMMITTED', 'PROCESSING', 1, 'in/03.csv'],
+    ])
   })
 
   it('reports an expired lease in status until a worker reclaims it', async () => {
@@ -254,8 +356,9 @@ function ledgerSemantics(backend: Backend): void {
   it('applies migrations once when several connections open a new ledger together', async () => {
     const opened = await Promise.all(Array.from({ length: 4 }, () => open()))
     expect(opened).toHaveLength(4)
-    // Each migration exactly once, in order (1: files, paths, events; 2: the stat cache).
-    expect(await backend.migrations()).toEqual([1, 2])
+    // Each migration exactly once, in order (1: files, paths, events; 2: the stat cache; then load ids, lapses, versions).
+    expect(await backend.migrations()).toEqual(backend.known)
+    expect(backend.known.length).toBeGreaterThanOrEqual(3)
   })
 }
 

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import pg from 'pg'
 import { afterEach, beforeEach, expect, it } from 'vitest'
 import { env, isFiledgeError, resolveConfig, type Destination, type TableSpec, type Value, type WriteJob } from '../core/index.js'
@@ -45,6 +45,7 @@ function fakeJob(table: TableSpec, hash: string, rows: Value[][], batchSize = 2)
     table,
     writeMode: { kind: 'append' },
     file: { hash, path: 'incoming/f.csv', absPath: '/nonexistent/f.csv', size: 1, mtimeMs: 0 },
+    loadId: randomUUID(),
     ingestedAt: '2026-01-02T03:04:05.678000Z',
     batches: (async function* () {
       for (let start = 0; start < rows.length; start += batchSize) {

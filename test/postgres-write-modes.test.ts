@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import { afterEach, beforeEach, expect, it } from 'vitest'
 import { isFiledgeError, resolveConfig, tableSpec, type ColumnInput, type Destination, type RowBatch, type Value, type WriteJob, type WriteMode } from '../core/index.js'
 import { postgres } from '../plugins/postgres/index.js'
@@ -44,6 +44,7 @@ describePostgres('postgres destination: write modes with several workers', () =>
           table: spec,
           writeMode: pipeline.writeMode,
           file: { hash: hashOf(seed), path: `incoming/${seed}.csv`, absPath: '/nonexistent', size: 1, mtimeMs: 0 },
+          loadId: randomUUID(),
           ingestedAt: '2026-01-02T03:04:05.678000Z',
           batches: (async function* (): AsyncGenerator<RowBatch> {
             for (let start = 0; start < rows.length; start += 5) {

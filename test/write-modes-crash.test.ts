@@ -132,8 +132,12 @@ function suite(name: TargetName) {
       await new Promise((resolve) => setTimeout(resolve, Math.max(0, killed + leaseMs + 500 - Date.now())))
       const reclaim = await ws.cli(['--reporter', 'simple'], { env: t.env })
       expect(reclaim.code).toBe(0)
-      expect(reclaim.stdout).toMatch(/committed 1 .* reclaimed 1/)
-      expect(reclaim.stderr).toContain('incoming/snapshot-1.csv: not applied again to customers: it was applied before (load 1, 3 rows) and incoming/snapshot-2.csv (load 2) has replaced it since')
+      // Healed from the destination's load marker, without loading the file again: it would bring old contents back.
+      expect(reclaim.stdout).toMatch(/committed 1 .* reclaimed 1 .* healed 1/)
+      expect(reclaim.stdout).toContain('✓ changes incoming/snapshot-1.csv 3 rows (healed: already in the destination)')
+      expect(reclaim.stderr).toMatch(
+        /incoming\/snapshot-1\.csv: healed: already committed in the destination by an earlier attempt \(load [0-9a-f]{8}, 3 rows\); the ledger had not recorded it, so it was not loaded again; incoming\/snapshot-1\.csv was applied to customers \(load 1, 3 rows\) and incoming\/snapshot-2\.csv \(load 2\) has replaced it since/,
+      )
       expect(await ids()).toEqual(['two-1', 'two-2'])
       expect((await t.files(ws)).map((file) => file.state)).toEqual(['COMMITTED', 'COMMITTED'])
     })

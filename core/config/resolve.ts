@@ -30,6 +30,7 @@ const DEFAULT_LEDGER = 'sqlite:.filedge/ledger.db'
 const DEFAULT_TTL_MS = 60_000
 const DEFAULT_CONCURRENCY = 4
 const DEFAULT_ATTEMPTS = 3
+const DEFAULT_LAPSES = 5
 const DEFAULT_BATCH_SIZE = 2_000
 const DEFAULT_SETTLE_MS = 500
 
@@ -42,7 +43,7 @@ function knownKeysAt(at: readonly PropertyKey[]): readonly string[] {
     pipeline: ['name', 'source', 'format', 'destination', 'table', 'writeMode', 'columns', 'unknownColumns', 'retry', 'batchSize'],
     source: ['dir', 'include', 'exclude', 'readyMarker'],
     column: ['type', 'required', 'source', 'precision', 'scale'],
-    retry: ['attempts'],
+    retry: ['attempts', 'lapses'],
     format: Object.keys(csvFormatSchema.shape),
     writeMode: ['truncate', 'cdc'],
     truncate: Object.keys(truncateSchema.shape),
@@ -193,7 +194,7 @@ export function resolveConfig(raw: unknown, options: { configFile?: string; cwd?
       writeMode: mode.writeMode,
       columns: Object.freeze(mode.columns.map((column) => Object.freeze(column))),
       unknownColumns: pipeline.unknownColumns ?? 'error',
-      retry: Object.freeze({ attempts: pipeline.retry?.attempts ?? DEFAULT_ATTEMPTS }),
+      retry: Object.freeze({ attempts: pipeline.retry?.attempts ?? DEFAULT_ATTEMPTS, lapses: pipeline.retry?.lapses ?? DEFAULT_LAPSES }),
       batchSize: pipeline.batchSize ?? DEFAULT_BATCH_SIZE,
       concurrency: config.concurrency ?? pipeline.destination?.capabilities?.concurrency ?? DEFAULT_CONCURRENCY,
     })

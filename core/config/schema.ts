@@ -73,7 +73,7 @@ const plugin = z.custom(
   'expected a plugin: { name, apply(ctx) }',
 )
 
-const retry = z.strictObject({ attempts: z.number().int().min(1).max(1000).optional() })
+const retry = z.strictObject({ attempts: z.number().int().min(1).max(1000).optional(), lapses: z.number().int().min(1).max(1000).optional() })
 const lease = z.strictObject({ ttl: duration.optional(), heartbeat: duration.optional() })
 const columns = z.record(z.string().min(1), column)
 const opValues = z.array(z.string().min(1)).min(1, 'expected at least one op value')

@@ -61,6 +61,12 @@ export interface SourceConfig {
 export interface RetryConfig {
   /** How many times a file may be attempted before it is terminal (skipped until `filedge requeue`). Default 3. */
   attempts?: number
+  /**
+   * How many times in a row a file's lease may expire (its worker died or
+   * froze while loading it) before it is terminal. Lapses are not attempts:
+   * a crash elsewhere says nothing about the file. Default 5.
+   */
+  lapses?: number
 }
 
 /** The write modes by name, as a destination declares them in `capabilities.writeModes`. */
@@ -207,7 +213,7 @@ export interface ResolvedPipeline {
   /** What coercion checks. In a cdc pipeline `required` holds for keys, op and sequence only; see ResolvedCdc.changeColumns. */
   readonly columns: readonly ResolvedColumn[]
   readonly unknownColumns: 'error' | 'ignore'
-  readonly retry: { readonly attempts: number }
+  readonly retry: { readonly attempts: number; readonly lapses: number }
   readonly batchSize: number
   /** Files in flight (append mode): the config's `concurrency`, else what the destination asks for, else 4. */
   readonly concurrency: number

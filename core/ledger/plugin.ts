@@ -14,7 +14,7 @@ export function ledgerPlugin(store: LedgerStore, config: ResolvedConfig): Plugin
   return {
     name: 'filedge:ledger',
     apply({ hooks }) {
-      hooks.claim.tapPromise('filedge:ledger', async ({ pipeline, file, worker, stat }) => {
+      hooks.claim.tapPromise('filedge:ledger', async ({ pipeline, file, worker, stat, version, arrival }) => {
         const result = await store.claim({
           pipeline: pipeline.name,
           hash: file.hash,
@@ -22,21 +22,28 @@ export function ledgerPlugin(store: LedgerStore, config: ResolvedConfig): Plugin
           size: file.size,
           worker,
           maxAttempts: pipeline.retry.attempts,
+          maxLapses: pipeline.retry.lapses,
           ttlMs,
           stat,
+          version,
+          // Truncate: the newest arrival wins, even when its bytes equal an older snapshot's.
+          reopenOnArrival: pipeline.writeMode.kind === 'truncate' && arrival !== false,
         })
         if (result.status === 'skipped') return result
         const key: LeaseKey = { pipeline: pipeline.name, hash: file.hash, token: result.token, worker, attempt: result.attempt }
         const lease: Lease = {
           token: result.token,
           attempt: result.attempt,
+          loadId: result.loadId,
+          verify: result.verify,
+          ...(result.lapsed === undefined ? {} : { lapsed: result.lapsed }),
           heartbeat: () => store.heartbeat(key, ttlMs),
           isHeld: () => store.holds(key),
-          async complete(rows) {
-            if (!(await store.complete(key, rows))) throw claimLost(file.path, 'another worker took the file over before it was marked committed')
+          async complete(rows, healed) {
+            if (!(await store.complete(key, rows, healed))) throw claimLost(file.path, 'another worker took the file over before it was marked committed')
           },
-          async fail(error) {
-            const outcome = await store.fail(key, describeError(error), pipeline.retry.attempts)
+          async fail(error, exhausted) {
+            const outcome = await store.fail(key, describeError(error), pipeline.retry.attempts, exhausted)
             if (outcome.lost) throw claimLost(file.path, 'another worker took the file over before its failure was recorded')
             return { terminal: outcome.terminal }
           },
@@ -44,7 +51,7 @@ export function ledgerPlugin(store: LedgerStore, config: ResolvedConfig): Plugin
             await store.release(key)
           },
         }
-        return { status: 'claimed', lease, isNew: result.isNew, reclaimed: result.reclaimed, retried: result.retried }
+        return { status: 'claimed', lease, isNew: result.isNew, reclaimed: result.reclaimed, retried: result.retried, reopened: result.reopened }
       })
     },
   }

@@ -18,6 +18,8 @@ export type LedgerEventName =
   | 'file:failed'
   | 'file:released'
   | 'file:requeued'
+  | 'file:healed'
+  | 'file:reopened'
 
 export interface LedgerFile {
   readonly pipeline: string
@@ -28,6 +30,10 @@ export interface LedgerFile {
   readonly size: number
   readonly state: FileState
   readonly attempts: number
+  /** Leases that expired in a row (a worker stopped mid-load); reset by an outcome. */
+  readonly lapses: number
+  /** The current load's id: the destination's load marker carries it (see ClaimResult.loadId). */
+  readonly loadId: string | null
   readonly rows: number | null
   readonly error: string | null
   readonly worker: string | null
@@ -58,7 +64,21 @@ export interface ClaimInput {
   readonly size: number
   readonly worker: string
   readonly maxAttempts: number
+  /** Leases that may expire in a row before the file is terminally FAILED (`retry.lapses`). */
+  readonly maxLapses: number
   readonly ttlMs: number
+  /**
+   * What the source says about this copy of the bytes (locally mtime and
+   * inode): with `path`, it tells a new arrival of the same bytes from the
+   * same arrival seen again.
+   */
+  readonly version?: string
+  /**
+   * A COMMITTED file whose bytes arrive again (a new path, or a new version at
+   * a known path) is loaded again as a new load: truncate pipelines, where the
+   * newest arrival must win even when its bytes equal an older snapshot's.
+   */
+  readonly reopenOnArrival?: boolean
   /**
    * The stat the hash was taken under, to remember in the stat cache. Absent
    * when the hash cannot vouch for the stat (a plugin supplied it, or the file
@@ -90,7 +110,35 @@ export interface SettledStat extends FileStat {
 }
 
 export type ClaimResult =
-  | { readonly status: 'claimed'; readonly token: string; readonly attempt: number; readonly isNew: boolean; readonly reclaimed: boolean; readonly retried: boolean }
+  | {
+      readonly status: 'claimed'
+      readonly token: string
+      readonly attempt: number
+      /**
+       * Identifies this load of the file: new when a load starts afresh (first
+       * claim, requeue of a COMMITTED file, a reopened arrival), kept across
+       * retries, reclaims and releases. The destination records it in its load
+       * marker, inside the transaction that commits the rows.
+       */
+      readonly loadId: string
+      readonly isNew: boolean
+      readonly reclaimed: boolean
+      readonly retried: boolean
+      /** COMMITTED before, loaded again because its bytes arrived again (`reopenOnArrival`). */
+      readonly reopened: boolean
+      /**
+       * This load may already be committed in the destination (a worker died or
+       * lost its lease after the commit, or the commit's outcome was unknown):
+       * ask the destination's load marker before loading.
+       */
+      readonly verify: boolean
+      /**
+       * Set when this claim took over a lease that expired `maxLapses` times in
+       * a row: unless the destination has the load, the file is to be failed
+       * terminally with this text instead of loaded.
+       */
+      readonly lapsed?: string
+    }
   | { readonly status: 'skipped'; readonly reason: 'committed' | 'terminal' | 'held'; readonly isNew: boolean; readonly message: string }
 
 /** Identifies a held lease. Every write with it is fenced: it only applies while the token is current. */
@@ -141,10 +189,20 @@ export interface LedgerStore {
   /** Extends the lease; false if the token is no longer current. */
   heartbeat(key: LeaseKey, ttlMs: number): Promise<boolean>
   holds(key: LeaseKey): Promise<boolean>
-  /** PROCESSING → COMMITTED; false if the lease was lost (nothing written). */
-  complete(key: LeaseKey, rows: number): Promise<boolean>
-  /** PROCESSING → FAILED; `lost` if the lease was lost (nothing written). */
-  fail(key: LeaseKey, error: string, maxAttempts: number): Promise<{ readonly lost: boolean; readonly terminal: boolean }>
+  /**
+   * PROCESSING → COMMITTED; false if the lease was lost (nothing written).
+   * Durable when it resolves: `afterCommit` taps (archiving, notifications)
+   * may act on it. `healed`: the destination already held this load (its
+   * marker); the event is `file:healed` with this text instead of
+   * `file:committed`.
+   */
+  complete(key: LeaseKey, rows: number, healed?: string): Promise<boolean>
+  /**
+   * PROCESSING → FAILED; `lost` if the lease was lost (nothing written).
+   * `exhausted`: the file is terminal whatever its attempts (its lease
+   * expired `maxLapses` times in a row): its attempts are raised to `maxAttempts`.
+   */
+  fail(key: LeaseKey, error: string, maxAttempts: number, exhausted?: boolean): Promise<{ readonly lost: boolean; readonly terminal: boolean }>
   /** PROCESSING → PENDING without counting the attempt. */
   release(key: LeaseKey): Promise<boolean>
   status(maxAttempts: (pipeline: string) => number, recentFailures?: number): Promise<StatusReport>

@@ -23,6 +23,7 @@ export function formatSummary(summary: RunSummary): string {
     `retried ${count(summary.retried)}`,
     `rows ${count(summary.rows)}`,
     ...(summary.released > 0 ? [`released ${count(summary.released)}`] : []),
+    ...(summary.healed > 0 ? [`healed ${count(summary.healed)}`] : []),
     seconds(summary.durationMs),
   ].join(' · ')
 }

@@ -49,8 +49,8 @@ export function simpleReporter({ stdout, stderr }: ReporterStreams): Plugin {
   return {
     name: 'filedge:reporter',
     apply({ hooks }) {
-      hooks.afterCommit.tapPromise('filedge:reporter', async ({ pipeline, file, rows, durationMs }) => {
-        out(`✓ ${pipeline.name} ${file.path} ${count(rows)} rows ${seconds(durationMs)}`)
+      hooks.afterCommit.tapPromise('filedge:reporter', async ({ pipeline, file, rows, durationMs, healed }) => {
+        out(`✓ ${pipeline.name} ${file.path} ${count(rows)} rows ${healed === undefined ? seconds(durationMs) : '(healed: already in the destination)'}`)
       })
       hooks.fileFailed.tapPromise('filedge:reporter', async ({ pipeline, error, terminal }) => {
         err(`✗ ${pipeline.name} ${error.message}${terminal ? ' (no attempts left: skipped until `filedge requeue`)' : ''}`)
@@ -84,8 +84,8 @@ export function jsonReporter({ stdout }: ReporterStreams): Plugin {
       hooks.fileClaimed.tap('filedge:reporter', ({ pipeline, file, attempt, reclaimed }) =>
         emit({ event: 'file:claimed', pipeline: pipeline.name, path: file.path, hash: file.hash, attempt, reclaimed }),
       )
-      hooks.afterCommit.tapPromise('filedge:reporter', async ({ pipeline, file, rows, durationMs, attempt }) =>
-        emit({ event: 'file:committed', pipeline: pipeline.name, path: file.path, hash: file.hash, rows, durationMs, attempt }),
+      hooks.afterCommit.tapPromise('filedge:reporter', async ({ pipeline, file, rows, durationMs, attempt, healed }) =>
+        emit({ event: 'file:committed', pipeline: pipeline.name, path: file.path, hash: file.hash, rows, durationMs, attempt, ...(healed === undefined ? {} : { healed }) }),
       )
       hooks.fileFailed.tapPromise('filedge:reporter', async ({ pipeline, path, hash, error, terminal }) =>
         emit({ event: 'file:failed', pipeline: pipeline.name, path, hash, terminal, error: error.toJSON() }),

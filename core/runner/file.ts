@@ -3,7 +3,7 @@ import type { Readable } from 'node:stream'
 import { coerceRows, isoInstant } from '../columns/coerce.js'
 import type { ResolvedFormat, ResolvedPipeline } from '../config/types.js'
 import type { FileRef, WriteJob } from '../destination.js'
-import { FiledgeError, claimLost, describeError, fileInvalid, isFiledgeError, stopped } from '../errors.js'
+import { FiledgeError, claimLost, describeError, fileInvalid, isFiledgeError, leaseLapsed, stopped } from '../errors.js'
 import { detectFormat } from '../formats/registry.js'
 import type { FileCandidate, Hooks, Lease, SkipReason } from '../hooks.js'
 import type { FileStat } from '../ledger/types.js'
@@ -12,7 +12,7 @@ import { openHashedBytes, openSource } from '../source/open.js'
 import type { RowBatch, TableSpec } from '../rows.js'
 
 export type FileOutcome =
-  | { readonly kind: 'committed'; readonly hash: string; readonly rows: number; readonly isNew: boolean; readonly reclaimed: boolean; readonly retried: boolean }
+  | { readonly kind: 'committed'; readonly hash: string; readonly rows: number; readonly isNew: boolean; readonly reclaimed: boolean; readonly retried: boolean; readonly healed: boolean }
   | { readonly kind: 'failed'; readonly hash?: string; readonly error: FiledgeError; readonly isNew: boolean; readonly reclaimed: boolean; readonly retried: boolean }
   | { readonly kind: 'skipped'; readonly hash?: string; readonly reason: SkipReason; readonly isNew: boolean }
   | { readonly kind: 'released'; readonly hash: string; readonly isNew: boolean }
@@ -107,9 +107,24 @@ export interface HashedBytes {
 }
 
 /**
- * The per-file path: claim → load → coerce → transform → commit → complete.
- * Everything after the claim either completes the lease or fails it, so the
- * ledger always explains what happened to the file.
+ * Asks the destination whether this load of the file is already committed
+ * there (its load marker), when the claim says it may be: the previous holder
+ * died or froze after the destination's COMMIT and before the ledger's, or a
+ * COMMIT's outcome was unknown. Returns how the file was healed, or undefined
+ * when it must be loaded (or, for a lapsed lease, failed).
+ */
+async function healed(pipeline: ResolvedPipeline, file: FileRef, lease: Lease, hooks: Hooks): Promise<{ rows: number; healed: string } | undefined> {
+  if (!lease.verify && lease.lapsed === undefined) return undefined
+  const marker = await hooks.loaded.promise({ pipeline, file, loadId: lease.loadId })
+  if (marker === null || marker === undefined || marker.loadId !== lease.loadId) return undefined
+  const how = `already committed in the destination by an earlier attempt (load ${lease.loadId.slice(0, 8)}, ${marker.rows} rows); the ledger had not recorded it, so it was not loaded again`
+  return { rows: marker.rows, healed: marker.note === undefined ? how : `${how}; ${marker.note}` }
+}
+
+/**
+ * The per-file path: claim → (loaded) → load → coerce → transform → commit →
+ * complete. Everything after the claim either completes the lease, fails it
+ * or releases it, so the ledger always explains what happened to the file.
  */
 export async function loadClaimed(
   pipeline: ResolvedPipeline,
@@ -117,7 +132,7 @@ export async function loadClaimed(
   lease: Lease,
   context: FileRunContext,
   hashed?: HashedBytes,
-): Promise<{ rows: number } | { error: FiledgeError; terminal: boolean } | { released: true }> {
+): Promise<{ rows: number; healed?: string } | { error: FiledgeError; terminal: boolean } | { released: string }> {
   const { hooks } = context
   const controller = new AbortController()
   const heartbeat = keepAlive(lease, file, context.heartbeatMs, controller, hooks)
@@ -133,6 +148,14 @@ export async function loadClaimed(
     for (const stream of opened) stream.destroy()
   }
   try {
+    const heal = await healed(pipeline, file, lease, hooks)
+    if (heal !== undefined) {
+      stop()
+      await lease.complete(heal.rows, heal.healed)
+      hooks.log.call({ level: 'warn', message: `${file.path}: healed: ${heal.healed}` })
+      return heal
+    }
+    if (lease.lapsed !== undefined) throw leaseLapsed(file.path, lease.lapsed)
     const format: ResolvedFormat | undefined = pipeline.format ?? detectFormat(file.path)
     if (format === undefined) throw fileInvalid(file.path, "cannot tell the format from the file's extension; set `format` on the pipeline")
     const open = () => {
@@ -150,6 +173,7 @@ export async function loadClaimed(
       table: tableSpec(pipeline),
       writeMode: pipeline.writeMode,
       file,
+      loadId: lease.loadId,
       ingestedAt: isoInstant(new Date()),
       batches: counted(transformed, (rows) => hooks.fileProgress.call({ pipeline, file, rows }), controller.signal),
       ...(untransformed
@@ -170,13 +194,13 @@ export async function loadClaimed(
     stop()
     const error = toError(controller.signal.aborted && isFiledgeError(controller.signal.reason) ? controller.signal.reason : caught, file.path)
     if (error.code === 'CLAIM_LOST') return { error, terminal: false }
-    if (error.code === 'STOPPED') {
-      // Not an attempt that failed: the attempt is given back with the lease.
+    if (error.code === 'STOPPED' || error.code === 'DESTINATION_LOCKED') {
+      // Not an attempt that failed (the run stopped; the destination stayed locked by others): the attempt is given back with the lease.
       await lease.release().catch(() => undefined)
-      return { released: true }
+      return { released: error.code === 'STOPPED' ? 'the run stopped before it committed; its lease was released for the next run' : error.message }
     }
     try {
-      const { terminal } = await lease.fail(error)
+      const { terminal } = await lease.fail(error, error.code === 'LEASE_LAPSED')
       return { error, terminal }
     } catch (failError) {
       return { error: toError(failError, file.path), terminal: false }

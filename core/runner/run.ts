@@ -53,6 +53,11 @@ function destinationPlugins(pipelines: readonly ResolvedPipeline[]): Plugin[] {
           for (const pipeline of owned) await destination.prepare(tableSpec(pipeline), pipeline.writeMode)
         })
         hooks.commit.tapPromise(name, async (job) => (mine.has(job.pipeline) ? destination.write(job) : undefined))
+        hooks.loaded.tapPromise(name, async ({ pipeline, file }) =>
+          mine.has(pipeline.name) && destination.hasLoaded !== undefined
+            ? destination.hasLoaded({ pipeline: pipeline.name, table: tableSpec(pipeline), writeMode: pipeline.writeMode, hash: file.hash })
+            : undefined,
+        )
         hooks.close.tapPromise(name, async () => {
           await destination.close?.()
         })
@@ -105,6 +110,7 @@ export interface Tally {
   retried: number
   rows: number
   released: number
+  healed: number
 }
 
 /**
@@ -169,7 +175,7 @@ export async function statCache(ledger: LedgerStore, pipeline: ResolvedPipeline)
 }
 
 export function newTally(): Tally {
-  return { committed: 0, failed: 0, skipped: 0, new: 0, reclaimed: 0, retried: 0, rows: 0, released: 0 }
+  return { committed: 0, failed: 0, skipped: 0, new: 0, reclaimed: 0, retried: 0, rows: 0, released: 0, healed: 0 }
 }
 
 export function record(tally: Tally, outcome: FileOutcome): void {
@@ -186,7 +192,8 @@ export function record(tally: Tally, outcome: FileOutcome): void {
   if (outcome.retried) tally.retried++
   if (outcome.kind === 'committed') {
     tally.committed++
-    tally.rows += outcome.rows
+    if (outcome.healed) tally.healed++
+    else tally.rows += outcome.rows
   } else {
     tally.failed++
   }
@@ -241,16 +248,22 @@ export async function processCandidate(
     const first = await earlier
     if (first.kind === 'failed') return skip('duplicate', 'same bytes as another file in this run, which failed', hash)
   }
-  const attempt = claimAndLoad(candidate, hash, identity.stat, context, identity.read)
+  // A second name for bytes in flight in this run arrived with them: it does not reopen a truncate file the first one just applied.
+  const attempt = claimAndLoad(candidate, hash, identity.stat, context, identity.read, earlier === undefined)
   if (earlier === undefined) inFlight.set(hash, attempt)
   return attempt
 }
 
-async function claimAndLoad(candidate: FileCandidate, hash: string, stat: FileStat | undefined, context: FileRunContext, read?: HashedBytes): Promise<FileOutcome> {
+/** What a local file's stat says about this copy of its bytes: a rewrite or a new file at the path changes it. */
+function localVersion(candidate: FileCandidate): string {
+  return `${candidate.mtimeMs}:${candidate.ino}`
+}
+
+async function claimAndLoad(candidate: FileCandidate, hash: string, stat: FileStat | undefined, context: FileRunContext, read: HashedBytes | undefined, arrival: boolean): Promise<FileOutcome> {
   const { hooks } = context
   const { pipeline } = candidate
   const file = { hash, path: candidate.path, absPath: candidate.absPath, size: candidate.size, mtimeMs: candidate.mtimeMs }
-  const claim = await hooks.claim.promise({ pipeline, file, worker: context.worker, ...(stat === undefined ? {} : { stat }) })
+  const claim = await hooks.claim.promise({ pipeline, file, worker: context.worker, version: localVersion(candidate), arrival, ...(stat === undefined ? {} : { stat }) })
   if (claim === undefined) throw new FiledgeError('INTERNAL', 'no ledger answered the claim')
   if (claim.status === 'skipped') {
     hooks.fileSkipped.call({ pipeline, path: file.path, hash, reason: claim.reason, message: claim.message })
@@ -261,7 +274,7 @@ async function claimAndLoad(candidate: FileCandidate, hash: string, stat: FileSt
   hooks.fileClaimed.call({ pipeline, file, attempt: lease.attempt, reclaimed })
   const result = await loadClaimed(pipeline, file, lease, context, read)
   if ('released' in result) {
-    hooks.fileSkipped.call({ pipeline, path: file.path, hash, reason: 'stopped', message: 'the run stopped before it committed; its lease was released for the next run' })
+    hooks.fileSkipped.call({ pipeline, path: file.path, hash, reason: context.signal.aborted ? 'stopped' : 'held', message: result.released })
     return { kind: 'released', hash, isNew }
   }
   if ('error' in result) {
@@ -271,7 +284,7 @@ async function claimAndLoad(candidate: FileCandidate, hash: string, stat: FileSt
     return { kind: 'failed', hash, error: result.error, isNew, reclaimed, retried }
   }
   await hooks.afterCommit
-    .promise({ pipeline, file, rows: result.rows, attempt: lease.attempt, durationMs: Math.round(performance.now() - started) })
+    .promise({ pipeline, file, rows: result.rows, attempt: lease.attempt, durationMs: Math.round(performance.now() - started), ...(result.healed === undefined ? {} : { healed: result.healed }) })
     .catch((error) => hooks.log.call({ level: 'error', message: `${describeError(error)} (the file stays committed)` }))
-  return { kind: 'committed', hash, rows: result.rows, isNew, reclaimed, retried }
+  return { kind: 'committed', hash, rows: result.rows, isNew, reclaimed, retried, healed: result.healed !== undefined }
 }

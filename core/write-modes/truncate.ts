@@ -5,15 +5,15 @@ import type { TableColumn } from '../rows.js'
 /**
  * Truncate: each file replaces the table's contents, in one transaction.
  *
- * The load log. Idempotency by hash is what lets a crash anywhere heal, and
- * for truncate it needs a memory: a worker that dies between its destination
- * commit and the ledger update leaves its file to be reclaimed later — maybe
- * after a newer file replaced the table. Replaying the old file then would
- * put old contents back. So each destination keeps `<table>__filedge_loads`,
- * one row per file applied, numbered in order; a file applied before and
- * replaced since is not applied again (it was loaded; its rows were
- * superseded, which is what truncate means). The log is also the table's
- * audit trail: which file its contents came from, and when.
+ * The load log, `<table>__filedge_loads`: one row per file applied, numbered
+ * in order — the table's audit trail (which file its contents came from, and
+ * when). Crash recovery is the load marker's job (core/load-marker.ts): a
+ * worker that dies between its destination commit and the ledger update
+ * leaves its file to be reclaimed later, maybe after a newer file replaced
+ * the table; the marker says that load already committed, so it is not
+ * applied again (that would put old contents back). A new load of the same
+ * bytes — the file arrived again, or was requeued — is applied: the newest
+ * arrival wins.
  *
  * What it does not decide is which of two files is older: it knows the order
  * they were applied in, not the order they were produced in. A run applies
@@ -43,17 +43,12 @@ export interface TruncateLoad {
 }
 
 /**
- * Given the log's entry for this file (if any) and its latest entry, whether
- * the file was applied before and a later file has replaced it since. A file
- * that is the latest load is applied again (same bytes, same contents).
+ * Written when a truncate `write` finds its own load already in the marker
+ * (two workers on one load, a reclaim racing the ledger): the file is not
+ * applied again.
  */
-export function supersededBy(mine: TruncateLoad | undefined, latest: TruncateLoad | undefined): TruncateLoad | undefined {
-  if (mine === undefined || latest === undefined || latest.applied <= mine.applied) return undefined
-  return latest
-}
-
-export function supersededMessage(job: WriteJob, mine: TruncateLoad, by: TruncateLoad): string {
-  return `${job.file.path}: not applied again to ${job.table.name}: it was applied before (load ${mine.applied}, ${mine.rows} rows) and ${by.filePath} (load ${by.applied}) has replaced it since`
+export function alreadyApplied(job: WriteJob, rows: number, note: string | undefined): string {
+  return note ?? `${job.file.path}: this load of it was already applied to ${job.table.name} (${rows} rows); not applied again`
 }
 
 /** An empty or header-only file in a truncate pipeline that does not allow it. */

@@ -10,19 +10,23 @@ import {
   PROVENANCE_COLUMNS,
   quoteIdentifier,
   readClaimedBytes,
+  truncateLogTable,
+  truncateMarker,
   type ActualColumn,
   type CsvFormatOptions,
   type Destination,
   type DestinationContext,
+  type LoadMarker,
   type Logger,
   type TableColumn,
   type TableSpec,
+  type TruncateLoad,
   type Value,
   type WriteJob,
   type WriteResult,
 } from '../../core/index.js'
 import { nativeCsvInsert, nativeCsvUnsupported } from './native-csv.js'
-import { modeWrite, truncateLogDdl } from './write-modes.js'
+import { markerDdl, modeWrite, readMarker, truncateLogDdl, writeMarker } from './write-modes.js'
 import { duckdbDriftCheck, duckdbType } from './types.js'
 
 /**
@@ -239,12 +243,11 @@ export function duckdb(options: DuckDBDestinationOptions): Destination {
     },
 
     async prepare(table, writeMode) {
+      const db = connected()
+      await lock.run(() => db.run(markerDdl()))
       await prepareTable(table)
       if (writeMode?.kind === 'cdc') await prepareTable(cdcTombstoneSpec(table, writeMode))
-      if (writeMode?.kind === 'truncate') {
-        const db = connected()
-        await lock.run(() => db.run(truncateLogDdl(table.name)))
-      }
+      if (writeMode?.kind === 'truncate') await lock.run(() => db.run(truncateLogDdl(table.name)))
     },
 
     write(job: WriteJob) {
@@ -272,6 +275,7 @@ export function duckdb(options: DuckDBDestinationOptions): Destination {
               await rollback(db)
               return undefined
             }
+            await writeMarker(db, job, result.rows)
             await job.assertLease()
             await db.run('COMMIT')
             return result
@@ -285,6 +289,20 @@ export function duckdb(options: DuckDBDestinationOptions): Destination {
         const loaded = await attempt(() => appendBatches(db, loading), true)
         if (loaded === undefined) throw new FiledgeError('INTERNAL', `${job.file.path}: the duckdb destination's JS path gave up on the file`)
         return loaded
+      })
+    },
+
+    hasLoaded({ pipeline, table, writeMode, hash }) {
+      // Under the mutex: a write holds it for its whole transaction, so this reads committed state only.
+      return lock.run(async (): Promise<LoadMarker | null> => {
+        const db = connected()
+        const marker = await readMarker(db, pipeline, hash)
+        if (marker === null || writeMode.kind !== 'truncate') return marker
+        const log = quoteIdentifier(truncateLogTable(table.name))
+        const rows = (await db.runAndReadAll(`SELECT applied, file_hash, file_path, rows FROM ${log} WHERE file_hash = $hash OR applied = (SELECT max(applied) FROM ${log})`, { hash })).getRowObjectsJS()
+        const loads = rows.map((row): TruncateLoad => ({ applied: Number(row.applied), fileHash: String(row.file_hash), filePath: String(row.file_path), rows: Number(row.rows) }))
+        const mine = loads.find((load) => load.fileHash === hash)
+        return truncateMarker(marker, mine?.filePath ?? hash, mine, loads.find((load) => load.fileHash !== hash), table.name)
       })
     },
 

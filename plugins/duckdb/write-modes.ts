@@ -1,23 +1,25 @@
 import { createHash } from 'node:crypto'
 import {
+  alreadyApplied,
   cdcPlan,
   cdcStageSpec,
   cdcTombstoneTable,
   emptyTruncate,
+  LOAD_MARKER_COLUMNS,
+  LOAD_MARKER_TABLE,
+  markerValues,
   PROVENANCE_COLUMNS,
   quoteIdentifier,
-  supersededBy,
-  supersededMessage,
   truncateLogTable,
   TRUNCATE_LOG_COLUMNS,
   withLines,
   type CdcDialect,
+  type LoadMarker,
   type Logger,
   type RowBatch,
   type SqlStatement,
   type TableColumn,
   type TableSpec,
-  type TruncateLoad,
   type WriteJob,
   type WriteResult,
 } from '../../core/index.js'
@@ -78,6 +80,26 @@ export function truncateLogDdl(table: string): string {
   return `CREATE TABLE IF NOT EXISTS ${q(truncateLogTable(table))} (${definitions(TRUNCATE_LOG_COLUMNS)})`
 }
 
+/** The load marker table (core/load-marker.ts); no key constraint, as for the load log: a file's marker is deleted and re-inserted in one transaction. */
+export function markerDdl(): string {
+  return `CREATE TABLE IF NOT EXISTS ${q(LOAD_MARKER_TABLE)} (${definitions(LOAD_MARKER_COLUMNS)})`
+}
+
+/** Records this load in the marker table, in the caller's transaction. */
+export async function writeMarker(db: DuckDBConnectionLike, job: WriteJob, rows: number): Promise<void> {
+  const [pipeline, hash, loadId, table, count, at] = markerValues(job, rows)
+  await db.run(`DELETE FROM ${q(LOAD_MARKER_TABLE)} WHERE pipeline = $pipeline AND file_hash = $hash`, { pipeline, hash })
+  await db.run(
+    `INSERT INTO ${q(LOAD_MARKER_TABLE)} (${LOAD_MARKER_COLUMNS.map((column) => q(column.name)).join(', ')}) VALUES ($pipeline, $hash, $load, $table, $rows, CAST($at AS TIMESTAMPTZ))`,
+    { pipeline, hash, load: loadId, table, rows: BigInt(count), at },
+  )
+}
+
+export async function readMarker(db: DuckDBConnectionLike, pipeline: string, hash: string): Promise<LoadMarker | null> {
+  const [row] = (await db.runAndReadAll(`SELECT load_id, rows FROM ${q(LOAD_MARKER_TABLE)} WHERE pipeline = $pipeline AND file_hash = $hash`, { pipeline, hash })).getRowObjectsJS()
+  return row === undefined ? null : { loadId: String(row.load_id), rows: Number(row.rows) }
+}
+
 export function modeWrite(db: DuckDBConnectionLike, job: WriteJob, logger: Logger | undefined): ModeWrite {
   const mode = job.writeMode
   const table = q(job.table.name)
@@ -98,17 +120,11 @@ export function modeWrite(db: DuckDBConnectionLike, job: WriteJob, logger: Logge
         target: job.table,
         batches: job.batches,
         async before() {
-          const reader = await db.runAndReadAll(`SELECT applied, file_hash, file_path, rows FROM ${log} WHERE file_hash = $hash OR applied = (SELECT max(applied) FROM ${log})`, {
-            hash: job.file.hash,
-          })
-          const loads = reader
-            .getRowObjectsJS()
-            .map((row): TruncateLoad => ({ applied: Number(row.applied), fileHash: String(row.file_hash), filePath: String(row.file_path), rows: Number(row.rows) }))
-          const mine = loads.find((load) => load.fileHash === job.file.hash)
-          const by = supersededBy(mine, loads.find((load) => load.fileHash !== job.file.hash))
-          if (by !== undefined) {
-            logger?.warn(supersededMessage(job, mine!, by))
-            return { rows: mine!.rows }
+          // This very load already committed (the ledger did not hear of it): applying it again could put back contents a newer file replaced.
+          const marker = await readMarker(db, job.pipeline, job.file.hash)
+          if (marker !== null && marker.loadId === job.loadId) {
+            logger?.warn(alreadyApplied(job, marker.rows, undefined))
+            return { rows: marker.rows }
           }
           await db.run(`DELETE FROM ${table}`)
           return undefined

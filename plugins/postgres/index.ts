@@ -4,33 +4,42 @@ import {
   assertNoDrift,
   cdcTombstoneSpec,
   cdcTombstoneTable,
+  describeError,
+  destinationLocked,
   FiledgeError,
   inTransaction,
   isEnvRef,
   isFiledgeError,
+  LOAD_MARKER_COLUMNS,
+  LOAD_MARKER_TABLE,
   PROVENANCE_COLUMNS,
   quoteIdentifier,
   readEnv,
   redact,
   rowInvalid,
+  toMs,
   truncateLogTable,
+  truncateMarker,
   TRUNCATE_LOG_COLUMNS,
   type ActualColumn,
   type ColumnType,
   type Destination,
   type DestinationContext,
   type DriftCheck,
+  type Duration,
+  type LoadMarker,
   type Logger,
   type MaybeEnv,
   type ResolvedCdc,
   type RowBatch,
   type TableColumn,
   type TableSpec,
+  type TruncateLoad,
   type WriteJob,
 } from '../../core/index.js'
 import { BINARY_HEADER, BINARY_TRAILER, binaryCopyFits, binaryEncoder } from './copy-binary.js'
 import { encodeBatch } from './copy-text.js'
-import { fileHashIndexDdl, modeWrite } from './write-modes.js'
+import { fileHashIndexDdl, modeWrite, readMarker, writeMarker } from './write-modes.js'
 
 /** The unique index on a cdc table's keys. */
 function keyIndexName(table: string): string {
@@ -71,6 +80,27 @@ export interface PostgresDestinationOptions {
   durability?: 'durable' | 'fast'
   /** A `pg.Pool` (or anything with `connect()`/`end()`) to use instead of `url`. filedge does not end it. */
   client?: PgPool
+  /**
+   * How long one wait for a lock lasts (`lock_timeout`) before filedge looks
+   * at who holds it. A session still writing a file this worker now holds the
+   * lease of is a worker that lost it (frozen, partitioned away): it is
+   * terminated, and the wait starts again. Default `'5s'`.
+   */
+  lockTimeout?: Duration
+  /**
+   * How long a file may wait, in all, for locks that live sessions hold (a
+   * truncate or cdc file waiting for another file's apply) before it is given
+   * back to the ledger for a later run, without counting an attempt.
+   * Default `'2m'`.
+   */
+  lockWait?: Duration
+  /**
+   * `idle_in_transaction_session_timeout` of the write transactions: the
+   * server ends a write session that sits idle inside its transaction this
+   * long (a worker frozen between two statements), releasing its locks.
+   * Default `'5m'`; a source that can stall longer between two batches needs more.
+   */
+  idleTimeout?: Duration
 }
 
 /** Postgres identifiers longer than this are silently truncated, which would make filedge look for a table that is not there. */
@@ -186,6 +216,17 @@ function lockKey(name: string): string {
   return createHash('sha256').update(name).digest().readBigInt64BE(0).toString()
 }
 
+/** `pg_locks` shows a bigint advisory key as two oids: its high and low 32 bits. */
+function lockParts(key: string): [string, string] {
+  const value = BigInt.asUintN(64, BigInt(key))
+  return [(value >> 32n).toString(), (value & 0xffffffffn).toString()]
+}
+
+/** A lock wait that ran out (`lock_timeout`). */
+function lockTimedOut(error: unknown): boolean {
+  return (error as PgError | undefined)?.code === '55P03'
+}
+
 function onceSettled(stream: Writable, event: 'finish' | 'close'): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (error: Error) => {
@@ -222,6 +263,9 @@ function writeChunk(stream: Writable, chunk: Buffer): Promise<void> {
 export function postgres(options: PostgresDestinationOptions): Destination {
   const schema = options.schema ?? 'public'
   const durable = options.durability !== 'fast'
+  const lockTimeoutMs = toMs(options.lockTimeout ?? '5s')
+  const lockWaitMs = toMs(options.lockWait ?? '2m')
+  const idleMs = toMs(options.idleTimeout ?? '5m')
   const shown = options.client !== undefined ? 'client' : isEnvRef(options.url) ? String(options.url) : redact(options.url ?? '(no url)')
   const where = `${shown} schema ${schema}`
   let pool: PgPool | undefined = options.client
@@ -233,6 +277,7 @@ export function postgres(options: PostgresDestinationOptions): Destination {
     return pool
   }
   const qualified = (table: string) => `${quoteIdentifier(schema)}.${quoteIdentifier(table)}`
+  const markers = qualified(LOAD_MARKER_TABLE)
 
   const transaction = <T>(begin: string, fn: (client: PgClient) => Promise<T>): Promise<T> => inTransaction(connection(), begin, fn)
 
@@ -316,7 +361,35 @@ export function postgres(options: PostgresDestinationOptions): Destination {
     assertNoDrift(table, actual, driftCheckFor(table), `${schema}.${table.name} in postgres ${shown}`)
   }
 
-  const tableLock = (target: string) => `SELECT pg_advisory_xact_lock(${lockKey(`filedge table ${target}`)})`
+  /**
+   * Takes a table's advisory lock (truncate and cdc files apply one at a
+   * time), waiting `lockTimeout` at a time inside a savepoint, so that a
+   * timeout rolls back nothing but the wait: a cdc file has staged its
+   * changes by then. The holder is another file's write, maybe a long one, so
+   * it is waited for (checking this worker still holds its own lease between
+   * waits) up to `lockWait` in all; then the file goes back to the ledger.
+   */
+  const tableLocker = (client: PgClient, job: WriteJob) => async (target: string) => {
+    const started = Date.now()
+    for (;;) {
+      await client.query('SAVEPOINT filedge_table_lock')
+      try {
+        await client.query(`SELECT pg_advisory_xact_lock(${lockKey(`filedge table ${target}`)})`)
+        await client.query('RELEASE SAVEPOINT filedge_table_lock')
+        return
+      } catch (error) {
+        if (!lockTimedOut(error)) throw error
+        await client.query('ROLLBACK TO SAVEPOINT filedge_table_lock')
+      }
+      await job.assertLease()
+      if (Date.now() - started >= lockWaitMs) throw lockedOut(job, started)
+    }
+  }
+  const lockedOut = (job: WriteJob, since: number) =>
+    destinationLocked(
+      `postgres table ${schema}.${job.table.name}`,
+      `another session has held a lock ${job.file.path} needs for ${Math.round((Date.now() - since) / 1000)} s (lockWait); the file goes back to the ledger for a later run`,
+    )
   const stageDdl = (spec: TableSpec) =>
     `CREATE TEMP TABLE ${quoteIdentifier(spec.name)} (${[...spec.columns, ...PROVENANCE_COLUMNS].map((column) => `${quoteIdentifier(column.name)} ${pgType(column)}`).join(', ')}) ON COMMIT DROP`
 
@@ -361,6 +434,43 @@ export function postgres(options: PostgresDestinationOptions): Destination {
     })
   }
 
+  /** The load marker table (core/load-marker.ts), created once per schema. */
+  async function prepareMarkers(): Promise<void> {
+    const { rows } = await transaction('BEGIN READ ONLY', (client) => client.query('SELECT to_regclass($1) IS NOT NULL AS found', [markers]))
+    if (rows[0].found === true) return
+    const definitions = LOAD_MARKER_COLUMNS.map((column) => `${quoteIdentifier(column.name)} ${pgType(column)} NOT NULL`).join(', ')
+    await transaction('BEGIN', async (client) => {
+      await client.query(`SELECT pg_advisory_xact_lock(${lockKey(`filedge prepare ${markers}`)})`)
+      await client.query(`CREATE TABLE IF NOT EXISTS ${markers} (${definitions}, PRIMARY KEY (pipeline, file_hash))`)
+    })
+  }
+
+  /**
+   * Ends every other session that holds `key`, the lock a write of this
+   * worker's leased file takes: such a session writes a file whose lease it
+   * lost (its worker froze, or lost the network, past the lease), so its work
+   * can never commit, and while it lives it blocks the new holder. The caller
+   * checked its own lease first. Returns how many sessions were ended.
+   */
+  async function evict(key: string): Promise<number> {
+    const [high, low] = lockParts(key)
+    const client = await connection().connect()
+    try {
+      const { rows } = await client.query(
+        `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) AS ended FROM pg_locks
+         WHERE locktype = 'advisory' AND granted AND classid = $1::oid AND objid = $2::oid AND objsubid = 1 AND pid <> pg_backend_pid()`,
+        [high, low],
+      )
+      return Number(rows[0].ended)
+    } catch (error) {
+      // Not allowed to end it (another role, without pg_signal_backend): wait for it like for any live holder.
+      logger?.warn(`postgres ${where}: cannot end the session that still writes a file this worker holds: ${describeError(error)}`)
+      return 0
+    } finally {
+      client.release()
+    }
+  }
+
   return {
     name: 'postgres',
     capabilities: { transactions: true, writeModes: ['append', 'truncate', 'cdc'] },
@@ -380,7 +490,16 @@ export function postgres(options: PostgresDestinationOptions): Destination {
         )
       }
       const { default: pg } = await import('pg')
-      const created = new pg.Pool({ connectionString: url, max: options.poolSize ?? 4, ssl: options.ssl, application_name: 'filedge' })
+      // Keepalives both ways: a worker whose host vanished (power, network) has its session ended by the server, and its locks released.
+      const created = new pg.Pool({
+        connectionString: url,
+        max: options.poolSize ?? 4,
+        ssl: options.ssl,
+        application_name: 'filedge',
+        keepAlive: true,
+        keepAliveInitialDelayMillis: 10_000,
+        options: '-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3',
+      })
       // An idle connection the server dropped is discarded by pg and replaced on demand; unhandled, the event would crash the worker.
       created.on('error', () => undefined)
       pool = created as unknown as PgPool
@@ -390,6 +509,7 @@ export function postgres(options: PostgresDestinationOptions): Destination {
       // Say which server a connection or catalog error came from (the URL without its password).
       return (async () => {
         await prepareTable(table)
+        await prepareMarkers()
         if (writeMode?.kind === 'cdc' || writeMode?.kind === 'truncate') await prepareSideTables(table, writeMode)
       })().catch((error: unknown) => {
         if (isFiledgeError(error) || !(error instanceof Error)) throw error
@@ -397,31 +517,74 @@ export function postgres(options: PostgresDestinationOptions): Destination {
       })
     },
 
-    write(job: WriteJob) {
+    async write(job: WriteJob) {
       const target = qualified(job.table.name)
-      // Two workers can write the same hash at once (a lease that expired while
-      // its holder was still loading). Under READ COMMITTED both would delete
-      // (nothing yet) and insert: duplicate rows. This lock, held until COMMIT,
-      // makes the second wait; its DELETE, a later statement with a new
-      // snapshot, then sees and replaces the first one's rows. The DELETE must
-      // not be the statement that takes the lock: its snapshot would predate
-      // the wait. The lock rides in the BEGIN round trip (a literal key, so no
-      // parameters are needed). Truncate and cdc lock the whole table instead
-      // (write-modes.ts), which also covers two writes of one hash.
-      const lock = job.writeMode.kind === 'append' ? `; SELECT pg_advisory_xact_lock(${lockKey(`filedge write ${target} ${job.file.hash}`)})` : ''
-      const begin = `BEGIN; SET LOCAL synchronous_commit TO ${durable ? 'on' : 'off'}${lock}`
-      return transaction(begin, async (client) => {
-        const mode = modeWrite({ client, qualified, tableLock, stageDdl, logger }, job)
-        const done = await mode.before()
-        if (done !== undefined) return done
-        const rows = await copyRows(client, { ...job, table: mode.target, batches: mode.batches }, mode.into)
-        const result = await mode.after(rows)
-        await job.assertLease()
-        return result
-      }).catch((error: unknown) => {
-        if (isFiledgeError(error)) throw error
-        throw error instanceof Error ? Object.assign(error, { message: redact(error.message) }) : error
-      })
+      // Two locks per file, held until COMMIT. `rows` (table, hash): two writes
+      // of the same hash at once (a lease that expired while its holder was
+      // still loading) would both delete (nothing yet) and insert under READ
+      // COMMITTED: duplicate rows. The lock makes the second wait; its DELETE, a
+      // later statement with a new snapshot, then sees and replaces the first
+      // one's rows. The DELETE must not be the statement that takes the lock:
+      // its snapshot would predate the wait. `lease` (pipeline, hash): held only
+      // by a session writing for this pipeline's lease on the file, so another
+      // session found holding it when this worker holds the lease is a stale
+      // writer (see evict). Both ride in the BEGIN round trip (literal keys, so
+      // no parameters are needed). Truncate and cdc also lock the whole table
+      // (write-modes.ts).
+      const lease = lockKey(`filedge lease ${job.pipeline} ${job.file.hash}`)
+      const rows = lockKey(`filedge write ${target} ${job.file.hash}`)
+      const begin = [
+        'BEGIN',
+        `SET LOCAL synchronous_commit TO ${durable ? 'on' : 'off'}`,
+        `SET LOCAL lock_timeout = ${lockTimeoutMs}`,
+        `SET LOCAL idle_in_transaction_session_timeout = ${idleMs}`,
+        `SELECT pg_advisory_xact_lock(${lease}), pg_advisory_xact_lock(${rows})`,
+      ].join('; ')
+      let begun = false
+      const attempt = () =>
+        transaction(begin, async (client) => {
+          begun = true
+          const mode = modeWrite({ client, qualified, lockTable: tableLocker(client, job), stageDdl, markers, logger }, job)
+          const done = await mode.before()
+          if (done !== undefined) return done
+          const copied = await copyRows(client, { ...job, table: mode.target, batches: mode.batches }, mode.into)
+          const result = await mode.after(copied)
+          await writeMarker(client, markers, job, result.rows)
+          await job.assertLease()
+          return result
+        })
+      const started = Date.now()
+      for (;;) {
+        try {
+          return await attempt()
+        } catch (error) {
+          if (isFiledgeError(error)) throw error
+          if (!lockTimedOut(error)) throw error instanceof Error ? Object.assign(error, { message: redact(error.message) }) : error
+          // Some other lock wait ran out, after the file's rows were read: give the file back rather than fail it.
+          if (begun) throw lockedOut(job, started)
+          // BEGIN's locks (nothing of the file read yet): end a stale writer of this file, or wait on.
+          await job.assertLease()
+          if (job.signal.aborted) throw job.signal.reason
+          const evicted = await evict(lease)
+          if (evicted > 0) logger?.warn(`${job.file.path}: ended ${evicted} database session(s) still writing it for a worker whose lease had expired`)
+          else if (Date.now() - started >= lockWaitMs) throw lockedOut(job, started)
+        }
+      }
+    },
+
+    async hasLoaded({ pipeline, table, writeMode, hash }) {
+      const client = await connection().connect()
+      try {
+        const marker = await readMarker(client, markers, pipeline, hash)
+        if (marker === null || writeMode.kind !== 'truncate') return marker
+        const log = qualified(truncateLogTable(table.name))
+        const { rows } = await client.query(`SELECT applied, file_hash, file_path, rows FROM ${log} WHERE file_hash = $1 OR applied = (SELECT max(applied) FROM ${log})`, [hash])
+        const loads = rows.map((row): TruncateLoad => ({ applied: Number(row.applied), fileHash: String(row.file_hash), filePath: String(row.file_path), rows: Number(row.rows) }))
+        const mine = loads.find((load) => load.fileHash === hash)
+        return truncateMarker(marker, mine?.filePath ?? hash, mine, loads.find((load) => load.fileHash !== hash), table.name) satisfies LoadMarker
+      } finally {
+        client.release()
+      }
     },
 
     async close() {

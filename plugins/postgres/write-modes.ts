@@ -1,20 +1,22 @@
 import { createHash } from 'node:crypto'
 import {
+  alreadyApplied,
   cdcPlan,
   cdcStageSpec,
   cdcTombstoneTable,
   emptyTruncate,
+  LOAD_MARKER_COLUMNS,
+  LOAD_MARKER_TABLE,
+  markerValues,
   quoteIdentifier,
-  supersededBy,
-  supersededMessage,
   truncateLogTable,
   withLines,
   type CdcDialect,
+  type LoadMarker,
   type Logger,
   type RowBatch,
   type SqlStatement,
   type TableSpec,
-  type TruncateLoad,
   type WriteJob,
   type WriteResult,
 } from '../../core/index.js'
@@ -26,7 +28,7 @@ import type { PgClient } from './index.js'
  * runs before it and what after, inside the file's transaction.
  *
  * Locks. Append files lock (table, hash); files of the other modes depend on
- * each other, so they lock the table (`tableLock`): two workers' truncate
+ * each other, so they lock the table (`lockTable`): two workers' truncate
  * files, or cdc files touching the same keys, are applied one after the
  * other. Truncate takes it first thing, before its DELETE, whose snapshot must
  * see the previous file's rows; cdc stages its changes first (workers stage in
@@ -87,6 +89,24 @@ export function tempName(kind: string, table: string): string {
   return `_filedge_${kind}_${createHash('sha256').update(table).digest('hex').slice(0, 12)}`
 }
 
+/** Records this load in the marker table (`"schema".filedge_loads`), in the caller's transaction. */
+export async function writeMarker(client: PgClient, markers: string, job: WriteJob, rows: number): Promise<void> {
+  const names = LOAD_MARKER_COLUMNS.map((column) => q(column.name))
+  await client.query(
+    `INSERT INTO ${markers} (${names.join(', ')}) VALUES ($1, $2, $3, $4, $5, $6::timestamptz)
+     ON CONFLICT (${names[0]}, ${names[1]}) DO UPDATE SET ${names
+       .slice(2)
+       .map((name) => `${name} = excluded.${name}`)
+       .join(', ')}`,
+    markerValues(job, rows),
+  )
+}
+
+export async function readMarker(client: PgClient, markers: string, pipeline: string, hash: string): Promise<LoadMarker | null> {
+  const { rows } = await client.query(`SELECT load_id, rows FROM ${markers} WHERE pipeline = $1 AND file_hash = $2`, [pipeline, hash])
+  return rows.length === 0 ? null : { loadId: String(rows[0].load_id), rows: Number(rows[0].rows) }
+}
+
 async function first(client: PgClient, statement: SqlStatement): Promise<Record<string, unknown> | undefined> {
   return (await client.query(statement.sql, statement.values)).rows[0]
 }
@@ -95,10 +115,12 @@ export interface PostgresModeContext {
   readonly client: PgClient
   /** `"schema"."table"` */
   qualified(table: string): string
-  /** SQL that waits for the table's advisory lock until the transaction ends. */
-  tableLock(target: string): string
+  /** Waits for the table's advisory lock, held until the transaction ends (index.ts: how long, and what then). */
+  lockTable(target: string): Promise<void>
   /** CREATE TEMP TABLE … for a spec (its columns and the provenance columns, all nullable). */
   stageDdl(spec: TableSpec): string
+  /** The load marker table, schema-qualified. */
+  readonly markers: string
   logger: Logger | undefined
 }
 
@@ -125,14 +147,12 @@ export function modeWrite(context: PostgresModeContext, job: WriteJob): ModeWrit
         target: job.table,
         batches: job.batches,
         async before() {
-          await client.query(context.tableLock(target))
-          const { rows } = await client.query(`SELECT applied, file_hash, file_path, rows FROM ${log} WHERE file_hash = $1 OR applied = (SELECT max(applied) FROM ${log})`, [job.file.hash])
-          const loads = rows.map((row): TruncateLoad => ({ applied: Number(row.applied), fileHash: String(row.file_hash), filePath: String(row.file_path), rows: Number(row.rows) }))
-          const mine = loads.find((load) => load.fileHash === job.file.hash)
-          const by = supersededBy(mine, loads.find((load) => load.fileHash !== job.file.hash))
-          if (by !== undefined) {
-            context.logger?.warn(supersededMessage(job, mine!, by))
-            return { rows: mine!.rows }
+          await context.lockTable(target)
+          // This very load already committed (the ledger did not hear of it): applying it again could put back contents a newer file replaced.
+          const marker = await readMarker(client, context.markers, job.pipeline, job.file.hash)
+          if (marker !== null && marker.loadId === job.loadId) {
+            context.logger?.warn(alreadyApplied(job, marker.rows, undefined))
+            return { rows: marker.rows }
           }
           await client.query(`DELETE FROM ${target}`)
           return undefined
@@ -165,7 +185,7 @@ export function modeWrite(context: PostgresModeContext, job: WriteJob): ModeWrit
           await client.query(`ANALYZE ${q(stage.name)}`)
           const problem = plan.problem({ row: await first(client, plan.rowProblem), duplicate: await first(client, plan.duplicate) }, job.file.path)
           if (problem !== undefined) throw problem.error
-          await client.query(context.tableLock(target))
+          await context.lockTable(target)
           await client.query(plan.collapse.sql, plan.collapse.values)
           const counts = plan.counts((await first(client, plan.count))!)
           for (const statement of plan.apply) await client.query(statement.sql, statement.values)

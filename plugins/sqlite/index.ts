@@ -6,21 +6,28 @@ import {
   cdcTombstoneSpec,
   createMutex,
   FiledgeError,
+  LOAD_MARKER_COLUMNS,
+  LOAD_MARKER_TABLE,
+  markerValues,
   PROVENANCE_COLUMNS,
   quoteIdentifier,
   sleep,
+  truncateLogTable,
+  truncateMarker,
   type ActualColumn,
   type ColumnType,
   type Destination,
   type DestinationContext,
   type DriftCheck,
+  type LoadMarker,
   type Logger,
   type TableSpec,
+  type TruncateLoad,
   type WriteJob,
 } from '../../core/index.js'
 import { createGroupCommit, GROUP_MAX_FILE_BYTES } from './group-commit.js'
 import { Inserter } from './insert.js'
-import { sideObjects, writeMode } from './write-modes.js'
+import { definitions, readMarker, sideObjects, writeMarker, writeMode } from './write-modes.js'
 
 export interface SqliteDestinationOptions {
   /** Database file, relative to the config file. */
@@ -148,6 +155,7 @@ export function sqlite(options: SqliteDestinationOptions): Destination {
     },
 
     async prepare(table, writeMode) {
+      await prepareMarkers()
       await prepareTable(table)
       if (writeMode === undefined || writeMode.kind === 'append') return
       if (writeMode.kind === 'cdc') await prepareTable(cdcTombstoneSpec(table, writeMode))
@@ -187,6 +195,7 @@ export function sqlite(options: SqliteDestinationOptions): Destination {
         const fill = async () => {
           deleteFile(job.table).run(job.file.hash, job.file.hash)
           const rows = await inserter.insert(job.table, job.batches, { hash: job.file.hash, ingestedAt: job.ingestedAt })
+          writeMarker(db, job, rows)
           await job.assertLease()
           return { rows }
         }
@@ -208,6 +217,28 @@ export function sqlite(options: SqliteDestinationOptions): Destination {
       })
     },
 
+    hasLoaded({ pipeline, table, writeMode, hash }) {
+      // Under the mutex, with the open group committed first: this connection must not read a marker whose transaction may still roll back.
+      return lock.run(async (): Promise<LoadMarker | null> => {
+        group.flush()
+        const db = connection()
+        const marker = readMarker(db, pipeline, hash)
+        if (marker === null || writeMode.kind !== 'truncate') return marker
+        const log = quoteIdentifier(truncateLogTable(table.name))
+        if (db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(truncateLogTable(table.name)) === undefined) return marker
+        const loads = (
+          db.prepare(`SELECT applied, file_hash, file_path, rows FROM ${log} WHERE file_hash = ? OR applied = (SELECT max(applied) FROM ${log})`).all(hash) as {
+            applied: number
+            file_hash: string
+            file_path: string
+            rows: number
+          }[]
+        ).map((row): TruncateLoad => ({ applied: row.applied, fileHash: row.file_hash, filePath: row.file_path, rows: row.rows }))
+        const mine = loads.find((load) => load.fileHash === hash)
+        return truncateMarker(marker, mine?.filePath ?? hash, mine, loads.find((load) => load.fileHash !== hash), table.name)
+      })
+    },
+
     async close() {
       // Every grouped write awaits its COMMIT, so nothing is open here after a run; a write abandoned mid-way must not leave the write lock held.
       if (db?.open) await lock.run(async () => group.flush())
@@ -216,6 +247,25 @@ export function sqlite(options: SqliteDestinationOptions): Destination {
       inserter.clear()
       deletes.clear()
     },
+  }
+
+  /** The load marker table (core/load-marker.ts), created once per database. */
+  async function prepareMarkers(): Promise<void> {
+    const db = connection()
+    const name = quoteIdentifier(LOAD_MARKER_TABLE)
+    if (db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(LOAD_MARKER_TABLE) === undefined) {
+      await lock.run(async () => {
+        group.flush()
+        await beginImmediate(db, new AbortController().signal)
+        try {
+          db.exec(`CREATE TABLE IF NOT EXISTS ${name} (${definitions(LOAD_MARKER_COLUMNS, SQLITE_TYPES)}, PRIMARY KEY (${quoteIdentifier('pipeline')}, ${quoteIdentifier('file_hash')})) STRICT`)
+          db.exec('COMMIT')
+        } catch (error) {
+          if (db.inTransaction) db.exec('ROLLBACK')
+          throw error
+        }
+      })
+    }
   }
 
   /** Creates `table` (declared columns, provenance, an index on the file hash) unless it exists, then checks it for drift. */

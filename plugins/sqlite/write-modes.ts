@@ -1,27 +1,29 @@
 import { createHash } from 'node:crypto'
-import type { Database as SqliteDatabase } from 'better-sqlite3'
+import type { Database as SqliteDatabase, Statement } from 'better-sqlite3'
 import {
+  alreadyApplied,
   cdcPlan,
   cdcStageSpec,
   cdcTombstoneTable,
   emptyTruncate,
   FiledgeError,
+  LOAD_MARKER_COLUMNS,
+  LOAD_MARKER_TABLE,
+  markerValues,
   PROVENANCE_COLUMNS,
   quoteIdentifier,
-  supersededBy,
-  supersededMessage,
   truncateLogTable,
   TRUNCATE_LOG_COLUMNS,
   withLines,
   type CdcDialect,
   type ColumnType,
+  type LoadMarker,
   type Logger,
   type ResolvedCdc,
   type RowBatch,
   type SqlStatement,
   type TableColumn,
   type TableSpec,
-  type TruncateLoad,
   type WriteJob,
   type WriteResult,
 } from '../../core/index.js'
@@ -112,6 +114,27 @@ export function sideObjects(table: TableSpec, mode: ResolvedCdc | { kind: 'trunc
   }
 }
 
+const markerWrites = new WeakMap<SqliteDatabase, Statement>()
+
+/** Records this load in the marker table, in the caller's transaction (core/load-marker.ts). */
+export function writeMarker(db: SqliteDatabase, job: WriteJob, rows: number): void {
+  let statement = markerWrites.get(db)
+  if (statement === undefined) {
+    const names = LOAD_MARKER_COLUMNS.map((column) => q(column.name))
+    const updates = names.slice(2).map((name) => `${name} = excluded.${name}`)
+    statement = db.prepare(
+      `INSERT INTO ${q(LOAD_MARKER_TABLE)} (${names.join(', ')}) VALUES (${names.map(() => '?').join(', ')}) ON CONFLICT (${names[0]}, ${names[1]}) DO UPDATE SET ${updates.join(', ')}`,
+    )
+    markerWrites.set(db, statement)
+  }
+  statement.run(...markerValues(job, rows))
+}
+
+export function readMarker(db: SqliteDatabase, pipeline: string, hash: string): LoadMarker | null {
+  const row = db.prepare(`SELECT load_id, rows FROM ${q(LOAD_MARKER_TABLE)} WHERE pipeline = ? AND file_hash = ?`).get(pipeline, hash) as { load_id: string; rows: number } | undefined
+  return row === undefined ? null : { loadId: row.load_id, rows: row.rows }
+}
+
 function run(db: SqliteDatabase, statement: SqlStatement): void {
   db.prepare(statement.sql).run(...statement.values)
 }
@@ -140,6 +163,7 @@ export async function writeMode(db: SqliteDatabase, job: WriteJob, shared: Sqlit
     }
     const rows = await shared.inserter.insert(mode.target, mode.batches, { hash: job.file.hash, ingestedAt: job.ingestedAt })
     const result = await mode.after(rows)
+    writeMarker(db, job, result.rows)
     await job.assertLease()
     db.exec('COMMIT')
     return result
@@ -161,19 +185,11 @@ function modeWrite(db: SqliteDatabase, job: WriteJob, types: ColumnTypes, logger
         target: job.table,
         batches: job.batches,
         before() {
-          const loads = (
-            db.prepare(`SELECT applied, file_hash, file_path, rows FROM ${log} WHERE file_hash = ? OR applied = (SELECT max(applied) FROM ${log})`).all(job.file.hash) as {
-              applied: number
-              file_hash: string
-              file_path: string
-              rows: number
-            }[]
-          ).map((row): TruncateLoad => ({ applied: row.applied, fileHash: row.file_hash, filePath: row.file_path, rows: row.rows }))
-          const mine = loads.find((load) => load.fileHash === job.file.hash)
-          const by = supersededBy(mine, loads.find((load) => load.fileHash !== job.file.hash))
-          if (by !== undefined) {
-            logger?.warn(supersededMessage(job, mine!, by))
-            return { rows: mine!.rows }
+          // This very load already committed (the ledger did not hear of it): applying it again could put back contents a newer file replaced.
+          const marker = readMarker(db, job.pipeline, job.file.hash)
+          if (marker !== null && marker.loadId === job.loadId) {
+            logger?.warn(alreadyApplied(job, marker.rows, undefined))
+            return { rows: marker.rows }
           }
           db.exec(`DELETE FROM ${table}`)
           return undefined

@@ -1,8 +1,8 @@
-import { createHash } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, type TestContext } from 'vitest'
 import {
   claimLost,
   isFiledgeError,
@@ -97,6 +97,7 @@ interface JobOptions {
   readonly leaseLost?: boolean
   /** Pause before each batch, so two writes overlap. */
   readonly delayMs?: number
+  readonly loadId?: string
 }
 
 function job(options: JobOptions): WriteJob {
@@ -107,6 +108,7 @@ function job(options: JobOptions): WriteJob {
     table: options.table,
     writeMode: { kind: 'append' },
     file,
+    loadId: options.loadId ?? randomUUID(),
     ingestedAt: '2026-01-02T03:04:05.678000Z',
     batches: batchesOf(options.table, options.rows, options.batchSize ?? 2, options.failAt, options.delayMs),
     signal: controller.signal,
@@ -290,6 +292,57 @@ export function testDestination(options: TestDestinationOptions): void {
       await destination.prepare(table)
       await destination.write(job({ table, hash: fakeHash('text'), rows, batchSize: 5 }))
       expect(project(table, await read(table))).toEqual(expected(table, rows))
+    })
+
+    // ------------------------------------------------------------ load markers (issue 14: exactly once)
+
+    const markersKept = (context: TestContext) => {
+      if (destination.hasLoaded === undefined) {
+        context.skip(`destination "${destination.name}" keeps no load markers (no hasLoaded): a worker that dies after its commit on the last allowed lapse leaves its file FAILED with its rows in the table`)
+      }
+    }
+    const append = { kind: 'append' } as const
+    const markerOf = (hash: string, pipeline = 'conformance') => destination.hasLoaded!({ pipeline, table: ALL_TYPES, writeMode: append, hash })
+
+    it('records the load marker with the rows, and reads it back', async (context) => {
+      markersKept(context)
+      await destination.prepare(ALL_TYPES)
+      const hash = fakeHash('marked')
+      expect(await markerOf(hash)).toBeNull()
+      const loadId = randomUUID()
+      await destination.write(job({ table: ALL_TYPES, hash, rows: TYPED_ROWS, loadId }))
+      expect(await markerOf(hash)).toMatchObject({ loadId, rows: 3 })
+      // Another pipeline's marker of the same bytes is its own.
+      expect(await markerOf(hash, 'another-pipeline')).toBeNull()
+      // A new load of the same file (a requeue) replaces the marker.
+      const reload = randomUUID()
+      await destination.write(job({ table: ALL_TYPES, hash, rows: TYPED_ROWS.slice(0, 1), loadId: reload }))
+      expect(await markerOf(hash)).toMatchObject({ loadId: reload, rows: 1 })
+    })
+
+    it('records the marker of an empty file', async (context) => {
+      markersKept(context)
+      await destination.prepare(ALL_TYPES)
+      const loadId = randomUUID()
+      await destination.write(job({ table: ALL_TYPES, hash: fakeHash('empty-marked'), rows: [], loadId }))
+      expect(await markerOf(fakeHash('empty-marked'))).toMatchObject({ loadId, rows: 0 })
+    })
+
+    it('commits the marker in the rows’ transaction: a failed stream or a lost lease leaves neither, and the previous marker stands', async (context) => {
+      markersKept(context)
+      await destination.prepare(ALL_TYPES)
+      const hash = fakeHash('marker-atomic')
+      const boom = new Error('conformance: the source broke')
+      const many: Value[][] = Array.from({ length: 30 }, (_, i) => [`r${i}`, i, null, null, null, null, null, null])
+      await expect(destination.write(job({ table: ALL_TYPES, hash, rows: many, batchSize: 4, failAt: { row: 20, error: boom } }))).rejects.toBe(boom)
+      expect(await markerOf(hash)).toBeNull()
+      await destination.write(job({ table: ALL_TYPES, hash: fakeHash('lost-marker'), rows: many, leaseLost: true })).catch(() => undefined)
+      expect(await markerOf(fakeHash('lost-marker'))).toBeNull()
+      const first = randomUUID()
+      await destination.write(job({ table: ALL_TYPES, hash, rows: many, loadId: first }))
+      await destination.write(job({ table: ALL_TYPES, hash, rows: many, batchSize: 4, failAt: { row: 20, error: boom } })).catch(() => undefined)
+      expect(await markerOf(hash)).toMatchObject({ loadId: first, rows: 30 })
+      expect((await read(ALL_TYPES)).filter((row) => row._source_file_hash === hash)).toHaveLength(30)
     })
 
     writeModeCases(() => harness)

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import { expect, it, type TestContext } from 'vitest'
 import {
   cdcTombstoneTable,
@@ -46,6 +46,8 @@ interface FileSpec {
   readonly failAt?: { row: number; error: Error }
   readonly leaseLost?: boolean
   readonly ingestedAt?: string
+  /** The load this write is (a retry of one load carries the same id). Default: a new load. */
+  readonly loadId?: string
 }
 
 /** A pipeline as the runner resolves it, for the destination under test. */
@@ -80,6 +82,7 @@ function jobOf(pipeline: { table: TableSpec; writeMode: ResolvedWriteMode; layou
     table: pipeline.table,
     writeMode: pipeline.writeMode,
     file: { hash, path, absPath: `/nonexistent/${file.seed}.csv`, size: 1, mtimeMs: 0 },
+    loadId: file.loadId ?? randomUUID(),
     ingestedAt: file.ingestedAt ?? INGESTED_AT,
     batches,
     signal: new AbortController().signal,
@@ -110,6 +113,11 @@ export function writeModeCases(current: () => WriteModeHarness): void {
     if (!destination.capabilities.writeModes.includes(mode)) {
       context.skip(`destination "${destination.name}" does not declare the ${mode} write mode (capabilities.writeModes: ${destination.capabilities.writeModes.join(', ')})`)
     }
+  }
+
+  const markers = (context: TestContext) => {
+    const destination = current().destination
+    if (destination.hasLoaded === undefined) context.skip(`destination "${destination.name}" keeps no load markers (no hasLoaded)`)
   }
 
   it('declares its write modes, append among them', () => {
@@ -189,14 +197,17 @@ export function writeModeCases(current: () => WriteModeHarness): void {
   })
 
   // The crash this guards against: a worker commits file A and dies before the ledger hears of it; B is
-  // applied; A's lease expires and another worker reclaims it. Applying A again would bring old contents back.
-  it('truncate: a file applied before and replaced since is not applied again; the load log says so', async (context) => {
+  // applied; A's lease expires and another worker reclaims it, with the same load. Applying A again would
+  // bring old contents back.
+  it('truncate: a load applied before and replaced since is not applied again', async (context) => {
     declared(context, 'truncate')
+    markers(context)
     const pipeline = snapshot()
     await current().destination.prepare(pipeline.table, pipeline.writeMode)
-    await current().destination.write(jobOf(pipeline, A))
+    const load = randomUUID()
+    await current().destination.write(jobOf(pipeline, { ...A, loadId: load }))
     await current().destination.write(jobOf(pipeline, B))
-    expect(await current().destination.write(jobOf(pipeline, A))).toEqual({ rows: 3 })
+    expect(await current().destination.write(jobOf(pipeline, { ...A, loadId: load }))).toEqual({ rows: 3 })
     expect(await snapshotRows()).toEqual(contentsOf(B))
     const log = (await current().rows(truncateLogTable('conformance_snapshot')))
       .map((row) => ({ applied: int(row.applied), hash: text(row.file_hash), path: text(row.file_path), rows: int(row.rows), at: instant(row.ingested_at) }))
@@ -204,6 +215,25 @@ export function writeModeCases(current: () => WriteModeHarness): void {
     expect(log).toEqual([
       { applied: 1, hash: hashOf(A.seed), path: 'incoming/snapshot-a.csv', rows: 3, at: Date.parse(INGESTED_AT) },
       { applied: 2, hash: hashOf(B.seed), path: 'incoming/snapshot-b.csv', rows: 2, at: Date.parse(INGESTED_AT) },
+    ])
+    const marker = await current().destination.hasLoaded!({ pipeline: 'conformance', table: pipeline.table, writeMode: pipeline.writeMode, hash: hashOf(A.seed) })
+    expect(marker).toMatchObject({ loadId: load, rows: 3 })
+    expect(marker?.note).toMatch(/incoming\/snapshot-a\.csv was applied to conformance_snapshot \(load 1, 3 rows\) and incoming\/snapshot-b\.csv \(load 2\) has replaced it since/)
+  })
+
+  // Issue 14: snapshots A, B, then A again (the same bytes as the first): the newest arrival must win.
+  it('truncate: A, B, then A again as a new load: the table holds A', async (context) => {
+    declared(context, 'truncate')
+    const pipeline = snapshot()
+    await current().destination.prepare(pipeline.table, pipeline.writeMode)
+    await current().destination.write(jobOf(pipeline, A))
+    await current().destination.write(jobOf(pipeline, B))
+    expect(await current().destination.write(jobOf(pipeline, A))).toEqual({ rows: 3 })
+    expect(await snapshotRows()).toEqual(contentsOf(A))
+    const log = (await current().rows(truncateLogTable('conformance_snapshot'))).map((row) => [int(row.applied), text(row.file_hash)]).sort((a, b) => a[0]! as number - (b[0]! as number))
+    expect(log).toEqual([
+      [2, hashOf(B.seed)],
+      [3, hashOf(A.seed)],
     ])
   })
 

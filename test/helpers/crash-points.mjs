@@ -94,10 +94,34 @@ export function crashAfterWrite(inner) {
     describe: () => inner.describe(),
     open: (ctx) => inner.open?.(ctx),
     prepare: (table, writeMode) => inner.prepare(table, writeMode),
+    hasLoaded: inner.hasLoaded === undefined ? undefined : (query) => inner.hasLoaded(query),
     close: () => inner.close?.(),
     async write(job) {
       const result = await inner.write(job)
       crashPoints.afterWrite(job.file.path)
+      return result
+    },
+  }
+}
+
+/**
+ * Wraps a destination so that, with FILEDGE_FAIL_AFTER_WRITE=1, a write that
+ * committed still reports an error: what a worker sees when the connection
+ * drops while COMMIT is in flight (the outcome is unknown to it, and the
+ * rows are in fact committed).
+ */
+export function failAfterWrite(inner) {
+  return {
+    name: inner.name,
+    capabilities: inner.capabilities,
+    describe: () => inner.describe(),
+    open: (ctx) => inner.open?.(ctx),
+    prepare: (table, writeMode) => inner.prepare(table, writeMode),
+    hasLoaded: inner.hasLoaded === undefined ? undefined : (query) => inner.hasLoaded(query),
+    close: () => inner.close?.(),
+    async write(job) {
+      const result = await inner.write(job)
+      if (process.env.FILEDGE_FAIL_AFTER_WRITE === '1') throw new Error('Connection terminated unexpectedly (while COMMIT was in flight)')
       return result
     },
   }

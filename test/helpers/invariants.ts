@@ -103,10 +103,13 @@ export function rowsByHash(dir: string, table: string, sumColumn?: string, datab
  *   alias       S → S                     (same bytes seen under another name)
  *   claimed     PENDING → PROCESSING      attempt + 1
  *   retried     FAILED → PROCESSING       attempt + 1
- *   reclaimed   PROCESSING → PROCESSING   attempt + 1 (the previous lease expired)
+ *   reclaimed   PROCESSING → PROCESSING   the same attempt (the previous lease expired: a lapse)
+ *   reopened    COMMITTED → PROCESSING    attempt 1 (a truncate file's bytes arrived again)
  *   committed   PROCESSING → COMMITTED    by the holder
- *   failed      PROCESSING → FAILED       by the holder, or by a claimer finding the
- *                                         last allowed attempt's lease expired
+ *   healed      PROCESSING → COMMITTED    by the holder (the destination already had the load)
+ *   failed      PROCESSING → FAILED       by the holder; after too many lapses in a row
+ *                                         ("lease expired N times in a row") the attempts
+ *                                         are raised to the cap
  *   released    PROCESSING → PENDING      by the holder, attempt given back
  *   requeued    FAILED|COMMITTED|PROCESSING → PENDING, attempts reset
  */
@@ -139,9 +142,9 @@ export function historyProblems(snapshot: LedgerSnapshot): string[] {
       const from = (...allowed: (string | null)[]) => {
         if (!allowed.includes(event.from_state)) problem(event, `cannot start from ${event.from_state}`)
       }
-      const claim = () => {
+      const claim = (expected = attempts + 1) => {
         to('PROCESSING')
-        if (event.attempt !== attempts + 1) problem(event, `attempt ${event.attempt}, expected ${attempts + 1}`)
+        if (event.attempt !== expected) problem(event, `attempt ${event.attempt}, expected ${expected}`)
         attempts = event.attempt ?? attempts
         holder = event.worker
       }
@@ -168,9 +171,14 @@ export function historyProblems(snapshot: LedgerSnapshot): string[] {
           break
         case 'file:reclaimed':
           from('PROCESSING')
-          claim()
+          claim(attempts)
+          break
+        case 'file:reopened':
+          from('COMMITTED')
+          claim(1)
           break
         case 'file:committed':
+        case 'file:healed':
           from('PROCESSING')
           to('COMMITTED')
           byHolder()
@@ -179,8 +187,10 @@ export function historyProblems(snapshot: LedgerSnapshot): string[] {
         case 'file:failed':
           from('PROCESSING')
           to('FAILED')
-          if (event.error?.startsWith('lease expired')) {
-            if (event.attempt !== attempts) problem(event, `attempt ${event.attempt}, but the current attempt is ${attempts}`)
+          if (/^lease expired \d+ times in a row/.test(event.error ?? '')) {
+            if (event.worker !== holder) problem(event, `written by ${event.worker}, but the lease was held by ${holder}`)
+            if ((event.attempt ?? 0) < attempts) problem(event, `attempt ${event.attempt}, below the current attempt ${attempts}`)
+            attempts = event.attempt ?? attempts
           } else {
             byHolder()
           }

@@ -49,6 +49,7 @@ export function pauseAfterWrite(inner) {
     describe: () => inner.describe(),
     open: (ctx) => inner.open?.(ctx),
     prepare: (table, writeMode) => inner.prepare(table, writeMode),
+    hasLoaded: inner.hasLoaded === undefined ? undefined : (query) => inner.hasLoaded(query),
     close: () => inner.close?.(),
     async write(job) {
       const held =

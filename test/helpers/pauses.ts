@@ -33,6 +33,7 @@ export const pauseAfterWrite = (inner) => ({
   describe: () => inner.describe(),
   open: (ctx) => inner.open(ctx),
   prepare: (table) => inner.prepare(table),
+  hasLoaded: (query) => inner.hasLoaded(query),
   close: () => inner.close(),
   async write(job) {
     const result = await inner.write(job)

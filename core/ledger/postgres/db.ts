@@ -46,6 +46,8 @@ export interface FileRow {
   size: string
   state: string
   attempts: number
+  lapses: number
+  load_id: string | null
   worker: string | null
   rows: string | null
   error: string | null
@@ -58,7 +60,7 @@ export interface FileRow {
 
 /** Columns for a FileRow, with every path the bytes were seen at aggregated in (one round trip per listing). */
 export function fileColumns(t: Tables, alias: string): string {
-  return `${alias}.pipeline, ${alias}.hash, ${alias}.path, ${alias}.size, ${alias}.state, ${alias}.attempts, ${alias}.worker, ${alias}.rows, ${alias}.error,
+  return `${alias}.pipeline, ${alias}.hash, ${alias}.path, ${alias}.size, ${alias}.state, ${alias}.attempts, ${alias}.lapses, ${alias}.load_id, ${alias}.worker, ${alias}.rows, ${alias}.error,
     ${alias}.lease_expires_at, ${alias}.created_at, ${alias}.updated_at, ${alias}.committed_at,
     ARRAY(SELECT p.path FROM ${t.paths} p WHERE p.pipeline = ${alias}.pipeline AND p.hash = ${alias}.hash ORDER BY p.first_seen_at, p.path) AS paths`
 }

@@ -88,4 +88,14 @@ export const POSTGRES_MIGRATIONS: readonly { readonly version: number; readonly 
       );
     `,
   },
+  {
+    version: 3,
+    sql: `
+      -- As the SQLite ledger's migration 4: the current load of a file (its
+      -- destination load marker carries the id), leases expired in a row,
+      -- and the version a path held the bytes at (arrivals).
+      ALTER TABLE files ADD COLUMN load_id text, ADD COLUMN lapses integer NOT NULL DEFAULT 0;
+      ALTER TABLE file_paths ADD COLUMN version text;
+    `,
+  },
 ]

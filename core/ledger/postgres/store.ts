@@ -2,6 +2,7 @@ import pg from 'pg'
 import { FiledgeError, describeError } from '../../errors.js'
 import { redact } from '../../secrets.js'
 import type { FileState, LedgerEvent, LedgerFile, LedgerStore, StatusCounts } from '../types.js'
+import { inTransaction } from '../../sql.js'
 import { tablesIn, transaction, type FileRow, type Tables } from './db.js'
 import { POSTGRES_MIGRATIONS } from './migrations.js'
 import { claim } from './sql/claim.js'
@@ -23,19 +24,27 @@ import { countStates, recentFailures } from './sql/status.js'
 const POOL_SIZE = 4
 
 /**
- * Durability: ledger sessions run with synchronous_commit = off, like the
- * SQLite ledger's synchronous=NORMAL. A server crash may lose the last
- * fraction of a second of ledger records (never corrupt them), and that is
- * safe because the ledger always lags the destination: a lost COMMITTED or
- * FAILED means the file is loaded again, idempotently; a lost lease means the
- * file can be claimed again, and the first holder is fenced out (its token no
- * longer matches; the destination's per-hash lock keeps one copy of the rows).
- * The destination's commit is the one that must be durable, and is (see
- * plugins/postgres). Measured: with every ledger statement waiting for its WAL
- * flush, a third of the ledger's time in a 2-worker run went to WALWrite and
- * WALSync waits; each file makes three ledger commits.
+ * Durability: ledger sessions run with synchronous_commit = off, except for
+ * completions and failures, which commit synchronously. What a server crash
+ * can undo is then the last fraction of a second (up to three times
+ * wal_writer_delay) of claims, heartbeats and releases — never corrupt them —
+ * and each of those is safe to lose:
+ * - a lost claim or heartbeat lets another worker claim the file while the
+ *   first may still be loading it: the first is fenced out of the ledger (its
+ *   token no longer matches) and of the destination (the lease check before
+ *   COMMIT; the per-hash lock and the load marker keep one copy of the rows);
+ * - a lost release leaves the file PROCESSING until its lease expires: a
+ *   lapse, reclaimed by the next run, not an attempt.
+ * A COMMITTED record is never lost once `complete` resolved, because
+ * `afterCommit` taps (archiving or deleting the source file, notifications)
+ * act on it; and a FAILED one is never lost once reported. Measured when
+ * every statement waited for its WAL flush: a third of the ledger's time in a
+ * 2-worker run went to WALWrite and WALSync waits; claims are two of a file's
+ * four ledger commits and heartbeats the rest.
  */
 const SESSION_OPTIONS = '-c synchronous_commit=off'
+/** How outcomes begin: their COMMIT waits for the WAL flush whatever the session's setting. */
+const DURABLE = 'BEGIN; SET LOCAL synchronous_commit TO on'
 
 async function migrate(pool: pg.Pool, t: Tables, schema: string): Promise<void> {
   await transaction(pool, async (tx) => {
@@ -69,6 +78,8 @@ function toFile(row: FileRow): LedgerFile {
     size: Number(row.size),
     state: row.state as FileState,
     attempts: row.attempts,
+    lapses: row.lapses,
+    loadId: row.load_id,
     rows: row.rows === null ? null : Number(row.rows),
     error: row.error,
     worker: row.worker,
@@ -114,8 +125,8 @@ export async function openPostgresLedger(url: string, options: PostgresLedgerOpt
     settledStats: (pipeline, maxAttempts) => settledStats(pool, t, pipeline, maxAttempts),
     heartbeat: (key, ttlMs) => heartbeat(pool, t, key, ttlMs, at()),
     holds: (key) => holds(pool, t, key),
-    complete: (key, rows) => complete(pool, t, key, rows, at()),
-    fail: (key, error, maxAttempts) => fail(pool, t, key, error, maxAttempts, at()),
+    complete: (key, rows, healed) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => complete(tx, t, key, rows, at(), healed)),
+    fail: (key, error, maxAttempts, exhausted) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => fail(tx, t, key, error, maxAttempts, at(), exhausted)),
     release: (key) => release(pool, t, key, at()),
     async status(maxAttempts, recent = 10) {
       const byPipeline = new Map<string, { -readonly [K in keyof StatusCounts]: StatusCounts[K] }>()

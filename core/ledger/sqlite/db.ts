@@ -46,6 +46,8 @@ export interface FileRow {
   size: number
   state: string
   attempts: number
+  lapses: number
+  load_id: string | null
   lease_token: string | null
   lease_expires_at: number | null
   worker: string | null

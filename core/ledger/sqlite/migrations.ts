@@ -73,4 +73,20 @@ export const SQLITE_MIGRATIONS: readonly { readonly version: number; readonly sq
       );
     `,
   },
+  // Version 3 is the events table's guard against INSERT OR REPLACE (added separately).
+  {
+    version: 4,
+    sql: `
+      -- Exactly once across the ledger and the destination (sql/claim.ts):
+      -- load_id names the current load of a file, which the destination
+      -- records in its load marker inside the transaction of the rows;
+      -- lapses counts leases that expired in a row, which have a budget of
+      -- their own instead of counting as attempts.
+      ALTER TABLE files ADD COLUMN load_id TEXT;
+      ALTER TABLE files ADD COLUMN lapses INTEGER NOT NULL DEFAULT 0;
+      -- The version (mtime and inode) a path held these bytes at: a new
+      -- version or path is a new arrival of the bytes.
+      ALTER TABLE file_paths ADD COLUMN version TEXT;
+    `,
+  },
 ]

@@ -15,12 +15,15 @@ import { requeue } from './sql/requeue.js'
 import { countStates, recentFailures } from './sql/status.js'
 
 /**
- * Durability: WAL with synchronous=NORMAL. A power cut may lose the last few
- * ledger commits, never corrupt the file. That is safe because the ledger
- * always lags the destination: a file whose COMMITTED record was lost goes
- * back to PROCESSING/PENDING and is loaded again, and the destination write
- * is idempotent per hash (delete + insert). The destination is the store that
- * must be durable first (see plugins/sqlite).
+ * Durability: WAL with synchronous=NORMAL, except for completions. A power
+ * cut may lose the last few claims, heartbeats, failures and releases, never
+ * corrupt the file: that only loads those files again, and the destination
+ * keeps one copy of a load whatever the ledger forgot (its load marker).
+ * Completions commit with synchronous=FULL: `afterCommit` taps act on a
+ * COMMITTED record (archive or delete the source file, notify), so it must
+ * not be lost after they ran. Completions arriving in the same event-loop
+ * turn share that fsync, and it also makes every earlier record durable
+ * (the WAL is written in order).
  */
 const PRAGMAS = ['journal_mode = WAL', 'synchronous = NORMAL', 'busy_timeout = 30000', 'foreign_keys = ON']
 
@@ -48,6 +51,8 @@ function toFile(ledger: LedgerDb, row: FileRow): LedgerFile {
     size: row.size,
     state: row.state as FileState,
     attempts: row.attempts,
+    lapses: row.lapses,
+    loadId: row.load_id,
     rows: row.rows,
     error: row.error,
     worker: row.worker,
@@ -77,13 +82,24 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
   const claimTx = immediate(claim)
   // Completions that arrive in the same event-loop turn share one transaction: a group commit in the
   // destination finishes several files at once, and each still gets its own fenced UPDATE and event.
-  const completeAll = immediate((batch: readonly { key: LeaseKey; rows: number }[], at: number) => batch.map(({ key, rows }) => complete(ledger, key, rows, at)))
-  let completions: { key: LeaseKey; rows: number; resolve: (done: boolean) => void; reject: (error: unknown) => void }[] = []
+  const completeAll = immediate((batch: readonly { key: LeaseKey; rows: number; healed?: string }[], at: number) =>
+    batch.map(({ key, rows, healed }) => complete(ledger, key, rows, at, healed)),
+  )
+  let completions: { key: LeaseKey; rows: number; healed?: string; resolve: (done: boolean) => void; reject: (error: unknown) => void }[] = []
+  const durably = <T>(fn: () => T): T => {
+    db.pragma('synchronous = FULL')
+    try {
+      return fn()
+    } finally {
+      db.pragma('synchronous = NORMAL')
+    }
+  }
   const flushCompletions = () => {
     const batch = completions
     completions = []
     try {
-      const results = completeAll(batch, now())
+      const at = now()
+      const results = durably(() => completeAll(batch, at))
       batch.forEach((entry, index) => entry.resolve(results[index]))
     } catch (error) {
       for (const entry of batch) entry.reject(error)
@@ -100,12 +116,12 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
     settledStats: async (pipeline, maxAttempts) => settledStats(ledger, pipeline, maxAttempts),
     heartbeat: async (key, ttlMs) => heartbeat(ledger, key, ttlMs, now()),
     holds: async (key) => holds(ledger, key),
-    complete: (key, rows) =>
+    complete: (key, rows, healed) =>
       new Promise<boolean>((resolve, reject) => {
-        completions.push({ key, rows, resolve, reject })
+        completions.push({ key, rows, healed, resolve, reject })
         if (completions.length === 1) setImmediate(flushCompletions)
       }),
-    fail: async (key, error, maxAttempts) => failTx(ledger, key, error, maxAttempts, now()),
+    fail: async (key, error, maxAttempts, exhausted) => failTx(ledger, key, error, maxAttempts, now(), exhausted),
     release: async (key) => releaseTx(ledger, key, now()),
     async status(maxAttempts, recent = 10) {
       const byPipeline = new Map<string, { -readonly [K in keyof StatusCounts]: StatusCounts[K] }>()

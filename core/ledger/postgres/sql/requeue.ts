@@ -1,7 +1,9 @@
 import { fileColumns, nowSql, type FileRow, type Queryable, type Tables } from '../db.js'
 
 /**
- * requeue: FAILED or COMMITTED → PENDING with attempts reset, plus its event.
+ * requeue: FAILED or COMMITTED → PENDING with attempts and lapses reset, plus
+ * its event. A COMMITTED file starts a new load; a FAILED one continues its
+ * load (as in the SQLite store, sqlite/sql/requeue.ts).
  *
  * Takes (pipeline, hash) pairs. A file in PROCESSING whose lease is live is
  * refused (a worker is on it); PENDING is left as is. Returns the rows it
@@ -40,7 +42,7 @@ export async function requeue(
     }
     const updated = await tx.query<{ updated_at: Date }>(
       `WITH requeued AS (
-         UPDATE ${t.files} SET state = 'PENDING', attempts = 0, error = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ${now}
+         UPDATE ${t.files} SET state = 'PENDING', attempts = 0, lapses = 0, load_id = CASE WHEN state = 'COMMITTED' THEN NULL ELSE load_id END, error = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ${now}
          WHERE pipeline = $2 AND hash = $3
          RETURNING updated_at
        ), logged AS (
@@ -50,7 +52,7 @@ export async function requeue(
        SELECT updated_at FROM requeued`,
       [at, pipeline, hash, row.state, row.attempts, worker],
     )
-    requeued.push({ ...row, state: 'PENDING', attempts: 0, error: null, lease_expires_at: null, updated_at: updated.rows[0].updated_at })
+    requeued.push({ ...row, state: 'PENDING', attempts: 0, lapses: 0, load_id: row.state === 'COMMITTED' ? null : row.load_id, error: null, lease_expires_at: null, updated_at: updated.rows[0].updated_at })
   }
   return { requeued, refused }
 }

@@ -1,7 +1,10 @@
 import { insertEvent, type FileRow, type LedgerDb } from '../db.js'
 
 /**
- * requeue: FAILED or COMMITTED → PENDING with attempts reset, plus its event.
+ * requeue: FAILED or COMMITTED → PENDING with attempts and lapses reset, plus
+ * its event. A COMMITTED file is requeued to be loaded again: its next claim
+ * starts a new load. A FAILED one continues its load, so the next claim asks
+ * the destination first (a load whose outcome was unknown may have committed).
  *
  * Takes (pipeline, hash) pairs. A file in PROCESSING whose lease is live is
  * refused (a worker is on it); PENDING is left as is. Returns the rows it
@@ -29,10 +32,13 @@ export function requeue(
       continue
     }
     ledger
-      .statement(`UPDATE files SET state = 'PENDING', attempts = 0, error = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ? WHERE pipeline = ? AND hash = ?`)
+      .statement(
+        `UPDATE files SET state = 'PENDING', attempts = 0, lapses = 0, load_id = CASE WHEN state = 'COMMITTED' THEN NULL ELSE load_id END, error = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ?
+         WHERE pipeline = ? AND hash = ?`,
+      )
       .run(at, pipeline, hash)
     insertEvent(ledger, at, { pipeline, hash, event: 'file:requeued', from: row.state, to: 'PENDING', attempt: row.attempts, worker, path: null })
-    requeued.push({ ...row, state: 'PENDING', attempts: 0, error: null, updated_at: at })
+    requeued.push({ ...row, state: 'PENDING', attempts: 0, lapses: 0, load_id: row.state === 'COMMITTED' ? null : row.load_id, error: null, updated_at: at })
   }
   return { requeued, refused }
 }

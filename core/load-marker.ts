@@ -1,0 +1,43 @@
+import type { LoadMarker, WriteJob } from './destination.js'
+import type { TableColumn } from './rows.js'
+import type { TruncateLoad } from './write-modes/truncate.js'
+
+/**
+ * The load marker: one row per (pipeline, file hash) in a table each built-in
+ * destination keeps beside its tables, written in the transaction that
+ * commits the file's rows (README, "Exactly once"). It is the destination's
+ * own record of which load of a file it holds, what the ledger asks before
+ * loading a file again after a crash, a lapse, a failure whose COMMIT outcome
+ * was unknown, or a requeue. The ledger is then a cache of this truth.
+ *
+ * Why a table of its own rather than the provenance columns: a file with no
+ * rows leaves no provenance, a truncate file's rows are deleted by the next
+ * one, and a cdc file's rows are partly overwritten by later changes; the
+ * marker survives all three and costs one small write per file.
+ */
+export const LOAD_MARKER_TABLE = 'filedge_loads'
+
+/** Columns of the marker table, in order. (pipeline, file_hash) is unique: the marker of a file's latest load. */
+export const LOAD_MARKER_COLUMNS: readonly TableColumn[] = Object.freeze([
+  { name: 'pipeline', type: 'string', required: true },
+  { name: 'file_hash', type: 'string', required: true },
+  { name: 'load_id', type: 'string', required: true },
+  { name: 'table_name', type: 'string', required: true },
+  { name: 'rows', type: 'integer', required: true },
+  { name: 'loaded_at', type: 'timestamp', required: true },
+])
+
+/** The values of a marker row for a job, in LOAD_MARKER_COLUMNS order. */
+export function markerValues(job: WriteJob, rows: number): [string, string, string, string, number, string] {
+  return [job.pipeline, job.file.hash, job.loadId, job.table.name, rows, job.ingestedAt]
+}
+
+/**
+ * The marker of a truncate file, with what happened to its contents since:
+ * the note says when a newer file has replaced it (so a reclaim that finds
+ * the load already committed tells the user why the table holds other rows).
+ */
+export function truncateMarker(marker: LoadMarker, file: string, mine: TruncateLoad | undefined, latest: TruncateLoad | undefined, table: string): LoadMarker {
+  if (mine === undefined || latest === undefined || latest.fileHash === mine.fileHash || latest.applied <= mine.applied) return marker
+  return { ...marker, note: `${file} was applied to ${table} (load ${mine.applied}, ${mine.rows} rows) and ${latest.filePath} (load ${latest.applied}) has replaced it since` }
+}

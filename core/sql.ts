@@ -11,6 +11,9 @@ export function quoteIdentifier(name: string): string {
 export interface TransactionClient {
   query(text: string): Promise<unknown>
   release(destroy?: Error | boolean): void
+  /** `pg` clients are event emitters: a lost connection is emitted as 'error' besides failing the query in flight. */
+  on?(event: 'error', listener: (error: Error) => void): unknown
+  off?(event: 'error', listener: (error: Error) => void): unknown
 }
 
 /**
@@ -18,13 +21,22 @@ export interface TransactionClient {
  * connection of its own from `pool`. On an error it rolls back and rethrows;
  * a connection whose ROLLBACK fails is in an unknown state, so it is dropped
  * instead of going back to the pool.
+ *
+ * A connection lost mid-transaction (the server ended the session, the
+ * network went away) also fails the statement in flight, which is how `fn`
+ * learns of it; the client's 'error' event is listened to meanwhile, because
+ * unheard it would crash the whole worker (measured: a write session ended
+ * by the server took its worker down with an unhandled EPIPE).
  */
 export async function inTransaction<C extends TransactionClient, T>(pool: { connect(): Promise<C> }, begin: string, fn: (client: C) => Promise<T>): Promise<T> {
   const client = await pool.connect()
+  const lost = () => undefined
+  client.on?.('error', lost)
   try {
     await client.query(begin)
     const result = await fn(client)
     await client.query('COMMIT')
+    client.off?.('error', lost)
     client.release()
     return result
   } catch (error) {
@@ -32,6 +44,7 @@ export async function inTransaction<C extends TransactionClient, T>(pool: { conn
       () => undefined,
       (rollbackError: Error) => rollbackError,
     )
+    client.off?.('error', lost)
     client.release(broken)
     throw error
   }

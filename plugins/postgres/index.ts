@@ -525,13 +525,15 @@ export function postgres(options: PostgresDestinationOptions): Destination {
       // COMMITTED: duplicate rows. The lock makes the second wait; its DELETE, a
       // later statement with a new snapshot, then sees and replaces the first
       // one's rows. The DELETE must not be the statement that takes the lock:
-      // its snapshot would predate the wait. `lease` (pipeline, hash): held only
-      // by a session writing for this pipeline's lease on the file, so another
-      // session found holding it when this worker holds the lease is a stale
-      // writer (see evict). Both ride in the BEGIN round trip (literal keys, so
-      // no parameters are needed). Truncate and cdc also lock the whole table
-      // (write-modes.ts).
-      const lease = lockKey(`filedge lease ${job.pipeline} ${job.file.hash}`)
+      // its snapshot would predate the wait. `lease` (table, pipeline, hash):
+      // held only by a session writing for this pipeline's lease on the file,
+      // so another session found holding it when this worker holds the lease is
+      // a stale writer (see evict); the table is in the key because advisory
+      // locks are database-wide, and another project (another ledger) may load
+      // the same bytes under the same pipeline name into another schema. Both
+      // ride in the BEGIN round trip (literal keys, so no parameters are
+      // needed). Truncate and cdc also lock the whole table (write-modes.ts).
+      const lease = lockKey(`filedge lease ${target} ${job.pipeline} ${job.file.hash}`)
       const rows = lockKey(`filedge write ${target} ${job.file.hash}`)
       const begin = [
         'BEGIN',

@@ -56,6 +56,22 @@ describe('config errors', () => {
     expect(result.stderr).toContain('no filedge config found')
   })
 
+  it('an include pattern that reaches outside source.dir is refused before anything runs', async () => {
+    // The watcher never took such paths; a run globbed them and loaded the files next to the drop folder.
+    ws = workspace({
+      'filedge.config.ts': sqliteConfig({ columns: "{ id: 'string', amount: 'float' }", include: "'**/*.csv', '../outside/*.csv', '{..,x}/*.csv', '/etc/*.csv'" }),
+      'incoming/a.csv': CSV,
+      'outside/secret.csv': 'id,amount\nleaked,6.66\n',
+    })
+    const result = await ws.cli()
+    expect(result.code).toBe(2)
+    for (const index of [1, 2, 3]) expect(result.stderr).toContain(`pipelines[0].source.include[${index}]: a pattern must stay inside source.dir`)
+    expect(result.stderr).not.toContain('include[0]')
+    expect(result.stderr).not.toContain('    at ')
+    expect(ws.exists('warehouse.db')).toBe(false)
+    expect(ws.exists('.filedge')).toBe(false)
+  })
+
   it('an unknown --pipeline is a usage error', async () => {
     ws = workspace({ 'filedge.config.ts': sqliteConfig({ columns: "{ id: 'string', amount: 'float' }" }), 'incoming/a.csv': CSV })
     const result = await ws.cli(['--pipeline', 'ordrs'])

@@ -26,6 +26,7 @@ export type {
   ResolvedPipeline,
   RetryConfig,
   SourceConfig,
+  SymlinkPolicy,
   UserConfig,
   WriteMode,
   WriteModeName,

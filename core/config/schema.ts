@@ -1,6 +1,6 @@
 import { z } from 'zod'
 import { isEnvRef } from '../secrets.js'
-import { COLUMN_TYPES } from './types.js'
+import { COLUMN_TYPES, SYMLINK_POLICIES } from './types.js'
 
 /**
  * The config's shape. Every object is strict: an unknown key is an error
@@ -121,6 +121,7 @@ const pipeline = z.strictObject({
       include: z.array(includePattern).min(1).optional(),
       exclude: z.array(z.string().min(1)).optional(),
       readyMarker: z.string().regex(/^[^/\\]+$/, 'expected a file-name suffix such as ".ok"').optional(),
+      followSymlinks: z.enum(SYMLINK_POLICIES).optional(),
     }),
   ]),
   format: format.optional(),

@@ -72,7 +72,7 @@ export type {
 export type { Destination, DestinationCapabilities, DestinationContext, FileRef, SourceLayout, WriteJob, WriteResult } from './destination.js'
 export { NumberText, PROVENANCE_COLUMNS, type RawBatch, type RawRows, type RowBatch, type TableColumn, type TableSpec, type Value } from './rows.js'
 export { assertNoDrift, diffColumns, type ActualColumn, type DriftCheck } from './drift.js'
-export { inTransaction, quoteIdentifier, type TransactionClient } from './sql.js'
+export { createSchemaIfMissing, inTransaction, quoteIdentifier, type SchemaClient, type TransactionClient } from './sql.js'
 export { readClaimedBytes, type ClaimedBytes } from './source/verify.js'
 export { isGzipPath } from './formats/registry.js'
 export { canCheckCsvStructure, createCsvStructureCheck, type CsvStructureCheck, type CsvStructureOptions } from './formats/csv-structure.js'

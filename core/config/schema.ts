@@ -104,9 +104,10 @@ const concurrency = z.number().int().min(1).max(256)
  * there already): a run with `include: ['../other/*.csv']` would otherwise
  * glob and load files next to the drop folder. Refused wherever `..` can be a
  * path segment, brace and extglob alternatives included, and so are absolute
- * patterns, which fast-glob reads as they are, whatever `cwd` is.
+ * patterns (`/…`, `C:/…`, `\\server\…`), which fast-glob reads as they are,
+ * whatever `cwd` is. A single leading backslash is an escape (`\[draft]*.csv`).
  */
-const ESCAPING_PATTERN = /(^|[/{,(|])\.\.($|[/},)|])|^([/\\]|[A-Za-z]:[/\\])/
+const ESCAPING_PATTERN = /(^|[/{,(|])\.\.($|[/},)|])|^(\/|\\\\|[A-Za-z]:[/\\])/
 const includePattern = z
   .string()
   .min(1)

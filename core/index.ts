@@ -26,6 +26,7 @@ export type {
   ResolvedPipeline,
   RetryConfig,
   SourceConfig,
+  SymlinkPolicy,
   UserConfig,
   WriteMode,
   WriteModeName,
@@ -74,7 +75,7 @@ export type { Destination, DestinationCapabilities, DestinationContext, FileRef,
 export { LOAD_MARKER_COLUMNS, LOAD_MARKER_TABLE, markerValues, truncateMarker } from './load-marker.js'
 export { NumberText, PROVENANCE_COLUMNS, type RawBatch, type RawRows, type RowBatch, type TableColumn, type TableSpec, type Value } from './rows.js'
 export { assertNoDrift, diffColumns, type ActualColumn, type DriftCheck } from './drift.js'
-export { inTransaction, quoteIdentifier, type TransactionClient } from './sql.js'
+export { createSchemaIfMissing, inTransaction, quoteIdentifier, type SchemaClient, type TransactionClient } from './sql.js'
 export { readClaimedBytes, type ClaimedBytes } from './source/verify.js'
 export { isGzipPath } from './formats/registry.js'
 export { canCheckCsvStructure, createCsvStructureCheck, type CsvStructureCheck, type CsvStructureOptions } from './formats/csv-structure.js'

@@ -49,3 +49,28 @@ export async function inTransaction<C extends TransactionClient, T>(pool: { conn
     throw error
   }
 }
+
+/** The part of a Postgres client `createSchemaIfMissing` uses (`pg`'s clients have it). */
+export interface SchemaClient {
+  query(text: string, values?: readonly unknown[]): Promise<{ rows: readonly unknown[] }>
+}
+
+/**
+ * Creates a Postgres schema unless it exists, inside the caller's
+ * transaction, safe against other filedge processes creating it at the same
+ * moment (workers preparing different tables of a new schema, a ledger and a
+ * destination sharing one). `CREATE SCHEMA IF NOT EXISTS` alone is not: two
+ * sessions that both find no schema both insert it, and the second fails on
+ * pg_namespace's unique index. So the creation is serialised by one advisory
+ * lock per schema name, the same key for the ledger and every destination,
+ * held to the end of the transaction; whoever waited finds the schema made.
+ * An existing schema is found in the catalog first, without the lock or the
+ * CREATE privilege on the database that `CREATE SCHEMA` checks even when the
+ * schema exists.
+ */
+export async function createSchemaIfMissing(client: SchemaClient, schema: string): Promise<void> {
+  const { rows } = await client.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema])
+  if (rows.length > 0) return
+  await client.query(`SELECT pg_advisory_xact_lock(hashtextextended('filedge schema ' || $1, 0))`, [schema])
+  await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdentifier(schema)}`)
+}

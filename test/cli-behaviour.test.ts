@@ -212,3 +212,65 @@ describe.skipIf(!hasScript)('on a terminal', () => {
     expect(narrow.split(/\r?\n/).filter((line) => line.trim().length === 1)).toEqual([])
   })
 })
+
+describe('file names that try to forge output', () => {
+  // A name may hold anything but "/" and NUL: a newline and a fake reporter line, a terminal escape that retitles the window.
+  const FORGED = 'x\n✓ orders FORGED.csv 999 rows 1 ms\n'
+  const TITLE = '\x1b]0;PWNED\x07'
+  const good = `incoming/${FORGED}good${TITLE}.csv`
+  const bad = `incoming/${FORGED}bad\x9b2J\u202e.csv`
+  const shown = (name: string) => name.replace(/\n/g, '\\n').replace(/\x1b/g, '\\x1b').replace(/\x07/g, '\\x07').replace(/\x9b/g, '\\x9b').replace(/\u202e/g, '\\u202e')
+  const raw = /[\x1b\x07\x9b\u202e]/
+  const forgedLine = /^\s*✓ orders FORGED/m
+
+  it('are shown escaped by every human output, and kept as they are in the ledger and the JSON output', async () => {
+    ws = workspace({ 'filedge.config.ts': sqliteConfig({ columns: "{ id: 'integer' }" }), [good]: 'id\n1\n', [bad]: 'id\nnot-a-number\n' })
+    const run = await ws.cli(['--reporter', 'simple'])
+    expect(run.code).toBe(1)
+    const output = run.stdout + run.stderr
+    expect(output).not.toMatch(forgedLine)
+    expect(output).not.toMatch(raw)
+    expect(run.stdout).toContain(`✓ orders ${shown(good)} 1 rows`)
+    expect(run.stderr).toContain(`✗ orders ${shown(bad)}:2 column id:`)
+
+    // The ledger keeps the real names; display escapes them.
+    expect(ws.query<{ path: string }>('.filedge/ledger.db', 'SELECT path FROM files ORDER BY path').map((row) => row.path)).toEqual([bad, good].sort())
+    for (const args of [['status'], ['history', bad], ['history', good], ['lineage']]) {
+      const result = await ws.cli(args)
+      expect(result.code, args.join(' ')).toBe(0)
+      expect(result.stdout + result.stderr, args.join(' ')).not.toMatch(forgedLine)
+      expect(result.stdout + result.stderr, args.join(' ')).not.toMatch(raw)
+      expect(result.stdout, args.join(' ')).toContain(shown(args[0] === 'lineage' || args[1] === good ? good : bad))
+    }
+    const validate = await ws.cli(['validate', bad])
+    expect(validate.stdout).not.toMatch(forgedLine)
+    expect(validate.stdout).not.toMatch(raw)
+    expect(validate.stdout).toContain(`✗ ${shown(bad)} (orders, csv)`)
+
+    // JSON stays JSON: JSON.stringify escapes the names, and parsing gives them back as they are.
+    const history = await ws.cli(['history', bad, '--json'])
+    expect(JSON.parse(history.stdout)[0].file.path).toBe(bad)
+    ws.write('incoming/again.csv', 'id\n2\n')
+    const json = await ws.cli(['--json'])
+    const events = json.stdout.trim().split('\n').map((line) => JSON.parse(line))
+    expect(events.find((event) => event.event === 'file:committed').path).toBe('incoming/again.csv')
+  })
+
+  it.skipIf(!hasScript)('are shown escaped by the live view', async () => {
+    ws = workspace({ 'filedge.config.ts': sqliteConfig({ columns: "{ id: 'integer' }" }), [good]: 'id\n1\n', [bad]: 'id\nnot-a-number\n' })
+    // The run fails (one bad file), so read the output off the error execFileSync throws.
+    const live = (() => {
+      try {
+        return execFileSync('script', ['-qec', `stty cols 200 rows 40; ${JSON.stringify(process.execPath)} ${JSON.stringify(BIN)}`, '/dev/null'], { cwd: ws!.dir, encoding: 'utf8' })
+      } catch (error) {
+        return String((error as { stdout?: string }).stdout)
+      }
+    })()
+    expect(live).toContain('orders: 1 committed · 1 failed')
+    expect(live).not.toContain(TITLE)
+    expect(live).not.toContain('\x9b2J')
+    expect(live).not.toContain('\u202e')
+    expect(live).not.toMatch(forgedLine)
+    expect(live).toContain(`✗ ${shown(bad)}:2 column id:`)
+  })
+})

@@ -42,6 +42,32 @@ describe('config errors', () => {
     expect(result.stderr).toContain('ledger: environment variable FILEDGE_TEST_UNSET_LEDGER is not set')
   })
 
+  it('a malformed ledger URL is a config error: exit 2, no stack, the password redacted', async () => {
+    const ledgerWith = (value: string) => sqliteConfig({ imports: "import { env } from 'filedge'", top: `ledger: ${value},`, columns: "{ id: 'string' }" })
+    const cases = [
+      // An unencoded "#" ends the authority early: URL cannot parse it (it used to escape as an internal error with a stack).
+      { ledger: "'postgres://loader:pa#ss word@db.internal/warehouse'", says: 'ledger: postgres://loader:***@db.internal/warehouse is not a valid URL; percent-encode' },
+      // An unencoded "/" after digits parses, as host "loader" and port 12, with the rest of the password in the path.
+      { ledger: "'postgres://loader:12/ss@db.internal/warehouse'", says: 'ledger: postgres://loader:***@db.internal/warehouse has an "@" after its host' },
+      { ledger: "'postgres://'", says: 'ledger: postgres:// names no host' },
+      { ledger: "env('FILEDGE_TEST_BAD_LEDGER')", env: { FILEDGE_TEST_BAD_LEDGER: 'postgres://loader:pa#ss@db.internal/warehouse' }, says: 'ledger: the value of FILEDGE_TEST_BAD_LEDGER is not a valid URL' },
+    ]
+    for (const { ledger, env, says } of cases) {
+      ws?.remove()
+      ws = workspace({ 'filedge.config.ts': ledgerWith(ledger), 'incoming/a.csv': 'id\nx\n' })
+      for (const args of [[], ['status']]) {
+        const result = await ws.cli(args, { env })
+        expect(result.code, `${ledger} ${args}`).toBe(2)
+        expect(result.stderr, ledger).toContain(`[filedge] invalid config: ${says}`)
+        expect(result.stderr, ledger).not.toContain('internal error')
+        expect(result.stderr, ledger).not.toMatch(/^\s+at /m)
+        expect(result.stdout + result.stderr, ledger).not.toContain('pa#ss')
+        expect(result.stdout + result.stderr, ledger).not.toContain('12/ss')
+        expect(ws.exists('.filedge'), ledger).toBe(false)
+      }
+    }
+  })
+
   it('a config that does not compile exits 2 naming the file', async () => {
     ws = workspace({ 'filedge.config.ts': 'export default {{ oops' })
     const result = await ws.cli()
@@ -54,6 +80,22 @@ describe('config errors', () => {
     const result = await ws.cli()
     expect(result.code).toBe(2)
     expect(result.stderr).toContain('no filedge config found')
+  })
+
+  it('an include pattern that reaches outside source.dir is refused before anything runs', async () => {
+    // The watcher never took such paths; a run globbed them and loaded the files next to the drop folder.
+    ws = workspace({
+      'filedge.config.ts': sqliteConfig({ columns: "{ id: 'string', amount: 'float' }", include: "'**/*.csv', '../outside/*.csv', '{..,x}/*.csv', '/etc/*.csv'" }),
+      'incoming/a.csv': CSV,
+      'outside/secret.csv': 'id,amount\nleaked,6.66\n',
+    })
+    const result = await ws.cli()
+    expect(result.code).toBe(2)
+    for (const index of [1, 2, 3]) expect(result.stderr).toContain(`pipelines[0].source.include[${index}]: a pattern must stay inside source.dir`)
+    expect(result.stderr).not.toContain('include[0]')
+    expect(result.stderr).not.toContain('    at ')
+    expect(ws.exists('warehouse.db')).toBe(false)
+    expect(ws.exists('.filedge')).toBe(false)
   })
 
   it('an unknown --pipeline is a usage error', async () => {

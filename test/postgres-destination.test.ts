@@ -2,6 +2,7 @@ import { createHash, randomUUID } from 'node:crypto'
 import pg from 'pg'
 import { afterEach, beforeEach, expect, it } from 'vitest'
 import { env, isFiledgeError, resolveConfig, type Destination, type TableSpec, type Value, type WriteJob } from '../core/index.js'
+import { openPostgresLedger } from '../core/ledger/postgres/store.js'
 import { postgres, type PostgresDestinationOptions } from '../plugins/postgres/index.js'
 import { deleteFileRows } from '../plugins/postgres/write-modes.js'
 import { testDestination } from './conformance/index.js'
@@ -270,6 +271,30 @@ describePostgres('postgres destination: what only Postgres has to prove', () => 
     } finally {
       for (const destination of destinations.splice(0)) await destination.close?.()
       await pool.end()
+    }
+  })
+
+  // Regression: each table took its own advisory lock, then created the schema if the catalog did not have it yet. Two
+  // tables (or a table and a ledger) in a new schema took different locks, both found no schema, and the second CREATE
+  // SCHEMA failed (pg_namespace_nspname_index, 23505) in about one round of ten with two workers.
+  it('workers preparing different tables in a new schema at once, next to a ledger opening there, all succeed', async () => {
+    const truncate = { kind: 'truncate' as const, allowEmpty: false }
+    for (let round = 0; round < 10; round++) {
+      const fresh = freshSchema('filedge_race')
+      const workers = await Promise.all(Array.from({ length: 4 }, () => make({ schema: fresh })))
+      try {
+        const results = await Promise.allSettled([
+          ...workers.map((worker, index) => worker.prepare({ ...events, name: `t${index}` }, index % 2 === 0 ? undefined : truncate)),
+          openPostgresLedger(PG_URL, { schema: fresh }).then((ledger) => ledger.close()),
+        ])
+        expect(results.filter((result) => result.status === 'rejected'), `round ${round}`).toEqual([])
+        const tables = await pgQuery<{ name: string }>('SELECT tablename AS name FROM pg_tables WHERE schemaname = $1 ORDER BY 1', [fresh])
+        expect(tables.map((table) => table.name)).toEqual(expect.arrayContaining(['t0', 't1', 't2', 't3', 'files', 'events']))
+      } finally {
+        for (const worker of workers) await worker.close?.()
+        destinations = destinations.filter((destination) => !workers.includes(destination))
+        await dropSchema(fresh)
+      }
     }
   })
 

@@ -1,4 +1,4 @@
-import { appendFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
+import { appendFileSync, mkdirSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import type { ChildProcess } from 'node:child_process'
 import { afterEach, describe, expect, it } from 'vitest'
 import { exited, sqliteConfig, waitFor, workspace, type Workspace } from './helpers/workspace.js'
@@ -224,5 +224,34 @@ export const hold = () => ({ name: 'hold', apply({ hooks }) {
     expect(committedRows(w)).toEqual([{ id: 'a', n: 7 }])
     process.kill('SIGINT')
     expect(await exited(process)).toEqual({ code: 0, signal: null })
+  })
+
+  it('does not follow a link that lands in the folder and leads outside it; one that stays inside loads', async () => {
+    ws = workspace({
+      'incoming/.gitkeep': '',
+      'incoming/data/b.csv': 'id,n\ninside,2\n',
+      'outside/passwd': 'root:x:0:0:root:/root:/bin/bash\n',
+      'filedge.config.ts': sqliteConfig({ columns: COLUMNS, top: "watch: { settle: '200ms' }," }),
+    })
+    const w = ws
+    const watching = await startWatching(w)
+    await waitFor(() => committedRows(w).length === 1, 20_000, 'the file already there to load')
+    mkdirSync(w.file('partner'))
+    writeFileSync(w.file('partner/leak.csv'), 'id,n\nleaked,666\n')
+    symlinkSync(w.file('outside/passwd'), w.file('incoming/passwd.csv'))
+    symlinkSync('../partner', w.file('incoming/partner'))
+    symlinkSync('data/b.csv', w.file('incoming/latest.csv'))
+    const warned = (path: string) => watching.output().includes(`warn: ${path}: a symbolic link that leads outside the source directory; not followed`)
+    await waitFor(() => warned('incoming/passwd.csv') && warned('incoming/partner/leak.csv'), 20_000, 'a warning for each link out of the folder')
+    await waitFor(() => w.query('.filedge/ledger.db', 'SELECT path FROM file_paths').some((row) => (row as { path: string }).path === 'incoming/latest.csv'), 20_000, 'the link inside the folder to load')
+
+    expect(committedRows(w)).toEqual([{ id: 'inside', n: 2 }])
+    expect(w.query('.filedge/ledger.db', 'SELECT path FROM file_paths ORDER BY path')).toEqual([{ path: 'incoming/data/b.csv' }, { path: 'incoming/latest.csv' }])
+    const history = JSON.stringify(w.query('.filedge/ledger.db', 'SELECT * FROM events'))
+    expect(history).not.toContain('root:x')
+    expect(history).not.toContain('passwd')
+    expect(watching.output()).not.toContain('root:x')
+    watching.child.kill('SIGTERM')
+    expect(await exited(watching.child)).toEqual({ code: 0, signal: null })
   })
 })

@@ -3,7 +3,7 @@ import { configInvalid } from '../errors.js'
 import { BUILTIN_FORMATS, defaultIncludes, formatAlias } from '../formats/registry.js'
 import type { Plugin } from '../plugin.js'
 import { PROVENANCE_COLUMNS } from '../rows.js'
-import { isEnvRef, readEnv } from '../secrets.js'
+import { isEnvRef, readEnv, redact } from '../secrets.js'
 import { toMs } from './duration.js'
 import { formatIssues, formatPath } from './issues.js'
 import { applyPresets, flattenPlugins } from './presets.js'
@@ -41,7 +41,7 @@ function knownKeysAt(at: readonly PropertyKey[]): readonly string[] {
     lease: ['ttl', 'heartbeat'],
     watch: ['enabled', 'settle'],
     pipeline: ['name', 'source', 'format', 'destination', 'table', 'writeMode', 'columns', 'unknownColumns', 'retry', 'batchSize'],
-    source: ['dir', 'include', 'exclude', 'readyMarker'],
+    source: ['dir', 'include', 'exclude', 'readyMarker', 'followSymlinks'],
     column: ['type', 'required', 'source', 'precision', 'scale'],
     retry: ['attempts', 'lapses'],
     format: Object.keys(csvFormatSchema.shape),
@@ -97,6 +97,29 @@ function splitPathSegment(segment: string): PropertyKey[] {
   return match ? [match[1], Number(match[2])] : [segment]
 }
 
+/**
+ * What is wrong with a postgres:// URL, or undefined. Checked here, with the
+ * config, so that a URL pg cannot read is a config error naming the key
+ * (exit 2) rather than an internal error from the driver with a stack. An
+ * unencoded `#`, `/` or `?` in the password is the usual cause: the URL then
+ * ends its authority early (`postgres://u:pa#ss@h` reads as host `u`, port
+ * `pa`), and with `/` it may even parse, as host `u`, port 12 and a path
+ * holding the rest (`postgres://u:12/ss@h/db`), hence the check for an `@`
+ * after the host.
+ */
+function postgresUrlProblem(value: string): string | undefined {
+  const encode = 'percent-encode special characters in the user name and password (# as %23, / as %2F, ? as %3F, @ as %40, : as %3A, a space as %20)'
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    return `is not a valid URL; ${encode}`
+  }
+  if (url.pathname.includes('@')) return `has an "@" after its host; ${encode}`
+  if (url.hostname === '' && !url.searchParams.has('host')) return 'names no host; expected postgres://user:password@host:5432/database'
+  return undefined
+}
+
 function resolveLedger(input: UserConfig['ledger'], root: string, problems: string[]): ResolvedLedger | undefined {
   const value = input === undefined ? DEFAULT_LEDGER : readEnv(input)
   if (value === undefined) {
@@ -112,6 +135,11 @@ function resolveLedger(input: UserConfig['ledger'], root: string, problems: stri
     return { kind: 'sqlite', path: path.resolve(root, file) }
   }
   if (/^postgres(ql)?:\/\//.test(value)) {
+    const problem = postgresUrlProblem(value)
+    if (problem !== undefined) {
+      problems.push(`ledger: ${isEnvRef(input) ? `the value of ${input.name}` : redact(value)} ${problem}`)
+      return undefined
+    }
     const url = new URL(value)
     const schema = url.searchParams.get('schema') ?? 'filedge'
     url.searchParams.delete('schema')
@@ -188,6 +216,7 @@ export function resolveConfig(raw: unknown, options: { configFile?: string; cwd?
       include: Object.freeze([...include]),
       exclude: Object.freeze([...(source.exclude ?? [])]),
       ...(source.readyMarker === undefined ? {} : { readyMarker: source.readyMarker }),
+      followSymlinks: source.followSymlinks ?? 'inside',
       format,
       destination: pipeline.destination!,
       table: pipeline.table,

@@ -1,6 +1,6 @@
 import { z } from 'zod'
 import { isEnvRef } from '../secrets.js'
-import { COLUMN_TYPES } from './types.js'
+import { COLUMN_TYPES, SYMLINK_POLICIES } from './types.js'
 
 /**
  * The config's shape. Every object is strict: an unknown key is an error
@@ -99,15 +99,30 @@ const unknownColumns = z.enum(['error', 'ignore'])
 const batchSize = z.number().int().min(1).max(1_000_000)
 const concurrency = z.number().int().min(1).max(256)
 
+/**
+ * A source never reaches outside its directory (the watcher ignores any path
+ * there already): a run with `include: ['../other/*.csv']` would otherwise
+ * glob and load files next to the drop folder. Refused wherever `..` can be a
+ * path segment, brace and extglob alternatives included, and so are absolute
+ * patterns (`/…`, `C:/…`, `\\server\…`), which fast-glob reads as they are,
+ * whatever `cwd` is. A single leading backslash is an escape (`\[draft]*.csv`).
+ */
+const ESCAPING_PATTERN = /(^|[/{,(|])\.\.($|[/},)|])|^(\/|\\\\|[A-Za-z]:[/\\])/
+const includePattern = z
+  .string()
+  .min(1)
+  .refine((pattern) => !ESCAPING_PATTERN.test(pattern), 'a pattern must stay inside source.dir (no ".." segment, not absolute); point source.dir at the common parent instead')
+
 const pipeline = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'expected letters, digits, "_", "-" or "."'),
   source: z.union([
     z.string().min(1),
     z.strictObject({
       dir: z.string().min(1),
-      include: z.array(z.string().min(1)).min(1).optional(),
+      include: z.array(includePattern).min(1).optional(),
       exclude: z.array(z.string().min(1)).optional(),
       readyMarker: z.string().regex(/^[^/\\]+$/, 'expected a file-name suffix such as ".ok"').optional(),
+      followSymlinks: z.enum(SYMLINK_POLICIES).optional(),
     }),
   ]),
   format: format.optional(),

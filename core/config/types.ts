@@ -56,7 +56,18 @@ export interface SourceConfig {
    * `orders.csv.ok` next to `orders.csv`.
    */
   readyMarker?: string
+  /**
+   * Which symbolic links in `dir` are followed. `'inside'` (default): only
+   * those whose real path is inside `dir`; a link out of it is skipped with a
+   * warning and its target is never opened (rsync's `--safe-links`), so a
+   * link to `/etc/passwd` dropped in the folder is not loaded. `'all'`: every
+   * link, for a folder that links in files kept elsewhere.
+   */
+  followSymlinks?: SymlinkPolicy
 }
+
+export const SYMLINK_POLICIES = ['inside', 'all'] as const
+export type SymlinkPolicy = (typeof SYMLINK_POLICIES)[number]
 
 export interface RetryConfig {
   /** How many times a file may be attempted before it is terminal (skipped until `filedge requeue`). Default 3. */
@@ -205,6 +216,7 @@ export interface ResolvedPipeline {
   readonly include: readonly string[]
   readonly exclude: readonly string[]
   readonly readyMarker?: string
+  readonly followSymlinks: SymlinkPolicy
   /** Undefined: detect per file from its extension. */
   readonly format?: ResolvedFormat
   readonly destination: Destination

@@ -1,5 +1,6 @@
 import type { Writable } from 'node:stream'
 import type { Plugin } from '../plugin.js'
+import { printable } from '../printable.js'
 import { redact } from '../secrets.js'
 import { count, formatSummary, seconds, summaryJson } from './format.js'
 
@@ -40,6 +41,7 @@ function batched(stream: Writable): { line(text: string): void; flush(): void } 
  * Plain lines, for logs and pipes: one line per committed or failed file,
  * skips only when they need attention (terminal failures, files still being
  * written), then the summary. Quiet about files that were already committed.
+ * Every name and message is `printable`: one event, one line.
  */
 export function simpleReporter({ stdout, stderr }: ReporterStreams): Plugin {
   const outLines = batched(stdout)
@@ -50,22 +52,23 @@ export function simpleReporter({ stdout, stderr }: ReporterStreams): Plugin {
     name: 'filedge:reporter',
     apply({ hooks }) {
       hooks.afterCommit.tapPromise('filedge:reporter', async ({ pipeline, file, rows, durationMs, healed }) => {
-        out(`✓ ${pipeline.name} ${file.path} ${count(rows)} rows ${healed === undefined ? seconds(durationMs) : '(healed: already in the destination)'}`)
+        out(`✓ ${pipeline.name} ${printable(file.path)} ${count(rows)} rows ${healed === undefined ? seconds(durationMs) : '(healed: already in the destination)'}`)
       })
       hooks.fileFailed.tapPromise('filedge:reporter', async ({ pipeline, error, terminal }) => {
-        err(`✗ ${pipeline.name} ${error.message}${terminal ? ' (no attempts left: skipped until `filedge requeue`)' : ''}`)
+        err(`✗ ${pipeline.name} ${printable(error.message)}${terminal ? ' (no attempts left: skipped until `filedge requeue`)' : ''}`)
       })
       hooks.fileSkipped.tap('filedge:reporter', ({ pipeline, path, reason, message }) => {
-        if (reason === 'terminal' || reason === 'changing' || reason === 'plugin' || reason === 'stopped') out(`- ${pipeline.name} ${path} skipped: ${message}`)
+        if (reason === 'terminal' || reason === 'changing' || reason === 'plugin' || reason === 'stopped') out(`- ${pipeline.name} ${printable(path)} skipped: ${printable(message)}`)
       })
       hooks.log.tap('filedge:reporter', ({ level, message, plugin }) => {
         if (level === 'debug') return
-        const line = `${plugin ? `[${plugin}] ` : ''}${message}`
+        const line = printable(`${plugin ? `[${plugin}] ` : ''}${message}`)
         if (level === 'info') out(line)
         else err(`${level}: ${line}`)
       })
       hooks.afterRun.tapPromise('filedge:reporter', async (summary) => {
-        if (summary.aborted) err(`[filedge] run stopped before loading: ${summary.aborted.message}`)
+        // The one message that may span lines (a drift diff); it names no file.
+        if (summary.aborted) err(`[filedge] run stopped before loading: ${printable(summary.aborted.message, { lineBreaks: true })}`)
         out(formatSummary(summary))
         errLines.flush()
         outLines.flush()

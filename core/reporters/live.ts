@@ -1,6 +1,7 @@
 import type { ListrTaskWrapper } from 'listr2'
 import type { FiledgeError } from '../errors.js'
 import type { Plugin } from '../plugin.js'
+import { printable } from '../printable.js'
 import { redact } from '../secrets.js'
 import { count, formatSummary, seconds } from './format.js'
 import type { ReporterStreams } from './lines.js'
@@ -46,7 +47,7 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
     const view = views.get(name)
     if (view?.task === undefined) return
     view.task.title = `${name}: ${count(view.committed)} committed · ${count(view.failed)} failed · ${count(view.skipped)} skipped · ${count(view.rows)} rows · ${count(rate(view, startedAt))} rows/s`
-    const lines = [...[...view.inFlight].map(([path, rows]) => `⟳ ${path} ${count(rows)} rows`), ...view.recent]
+    const lines = [...[...view.inFlight].map(([path, rows]) => `⟳ ${printable(path)} ${count(rows)} rows`), ...view.recent]
     view.task.output = redact(lines.join('\n'))
   }
   const note = (name: string, line: string) => {
@@ -102,7 +103,7 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
         view.rows += rows
         view.recentCommits.push([performance.now(), rows])
         view.inFlight.delete(file.path)
-        note(pipeline.name, `✓ ${file.path} ${count(rows)} rows ${seconds(durationMs)}`)
+        note(pipeline.name, `✓ ${printable(file.path)} ${count(rows)} rows ${seconds(durationMs)}`)
         render(pipeline.name)
       })
       hooks.fileFailed.tapPromise('filedge:reporter', async ({ pipeline, path, error }) => {
@@ -111,7 +112,7 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
         if (view === undefined) return
         view.failed++
         view.inFlight.delete(path)
-        note(pipeline.name, `✗ ${path}`)
+        note(pipeline.name, `✗ ${printable(path)}`)
         render(pipeline.name)
       })
       hooks.fileSkipped.tap('filedge:reporter', ({ pipeline }) => {
@@ -121,13 +122,13 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
         render(pipeline.name)
       })
       hooks.log.tap('filedge:reporter', ({ level, message, plugin }) => {
-        if (level === 'warn' || level === 'error') stderr.write(`${level}: ${plugin ? `[${plugin}] ` : ''}${redact(message)}\n`)
+        if (level === 'warn' || level === 'error') stderr.write(`${level}: ${printable(redact(`${plugin ? `[${plugin}] ` : ''}${message}`))}\n`)
       })
       hooks.afterRun.tapPromise('filedge:reporter', async (summary) => {
         for (const view of views.values()) view.finish()
         await listDone
-        for (const error of failures) stderr.write(`✗ ${redact(error.message)}\n`)
-        if (summary.aborted) stderr.write(`[filedge] run stopped before loading: ${redact(summary.aborted.message)}\n`)
+        for (const error of failures) stderr.write(`✗ ${printable(redact(error.message))}\n`)
+        if (summary.aborted) stderr.write(`[filedge] run stopped before loading: ${printable(redact(summary.aborted.message), { lineBreaks: true })}\n`)
         stdout.write(`${formatSummary(summary)}\n`)
       })
     },

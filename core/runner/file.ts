@@ -8,6 +8,7 @@ import { detectFormat } from '../formats/registry.js'
 import type { FileCandidate, Hooks, Lease, SkipReason } from '../hooks.js'
 import type { FileStat } from '../ledger/types.js'
 import { hashFile } from '../source/hash.js'
+import { OPENED_OUTSIDE, boundaryOf, confirmInside } from '../source/links.js'
 import { openHashedBytes, openSource } from '../source/open.js'
 import type { RowBatch, TableSpec } from '../rows.js'
 
@@ -89,7 +90,16 @@ export async function identify(candidate: FileCandidate, hooks: Hooks): Promise<
   if (pre !== undefined && 'skip' in pre) return { skip: pre.skip, reason: 'plugin' }
   if (pre !== undefined) return { hash: pre.hash }
   const started = Date.now()
-  const { hash, size, bytes } = await hashFile(candidate.absPath, candidate.size)
+  const boundary = await boundaryOf(candidate.pipeline)
+  let hashed
+  try {
+    hashed = await hashFile(candidate.absPath, candidate.size, boundary === undefined ? undefined : confirmInside(boundary, candidate))
+  } catch (error) {
+    // Discovery would have left it out, had the link been there then: skipped the same way, not failed.
+    if (isFiledgeError(error) && error.code === 'FILE_CHANGED') return { skip: OPENED_OUTSIDE, reason: 'changing' }
+    throw error
+  }
+  const { hash, size, bytes } = hashed
   const after = await stat(candidate.absPath)
   if (size !== candidate.size || after.size !== candidate.size || after.mtimeMs !== candidate.mtimeMs || after.ino !== candidate.ino || after.dev !== candidate.dev) {
     return { skip: 'still being written (size, mtime or inode changed while hashing); a later run will load it', reason: 'changing' }
@@ -158,8 +168,10 @@ export async function loadClaimed(
     if (lease.lapsed !== undefined) throw leaseLapsed(file.path, lease.lapsed)
     const format: ResolvedFormat | undefined = pipeline.format ?? detectFormat(file.path)
     if (format === undefined) throw fileInvalid(file.path, "cannot tell the format from the file's extension; set `format` on the pipeline")
+    const boundary = await boundaryOf(pipeline)
+    const options = boundary === undefined ? {} : { confirm: confirmInside(boundary, file) }
     const open = () => {
-      const stream = hashed === undefined ? openSource(file) : openHashedBytes(file, hashed.bytes, hashed)
+      const stream = hashed === undefined ? openSource(file, options) : openHashedBytes(file, hashed.bytes, hashed, options)
       opened.push(stream)
       return stream
     }

@@ -3,6 +3,7 @@ import path from 'node:path'
 import picomatch from 'picomatch'
 import type { ResolvedPipeline } from '../config/types.js'
 import type { FileCandidate } from '../hooks.js'
+import { boundaryOf, linkedOutside, resolvesInside } from './links.js'
 
 /**
  * Names that are never data: files a producer is still writing under a
@@ -22,16 +23,28 @@ export function toRelative(root: string, absPath: string): string {
 }
 
 /**
- * A `readdir` for fast-glob that will not walk into a directory that is one of
- * its own ancestors. Symbolic links are followed (a source may link in a
- * partner's mount or a `current -> 2024-05-01` folder), but a link back up the
- * tree (`incoming/loop -> .`) would otherwise make every file appear under
+ * A `readdir` for fast-glob that cuts two kinds of symbolic links out of the
+ * walk before fast-glob stats (follows) them.
+ *
+ * Links out of the source directory, unless the pipeline follows all links
+ * (`boundary` undefined): see links.ts. Only entries that are links are
+ * resolved (readdir's file types say which), one realpath each, so a folder of
+ * plain files costs nothing more.
+ *
+ * Links back up the tree. Symbolic links are followed (a source may link in a
+ * `current -> 2024-05-01` folder), but a link to an ancestor
+ * (`incoming/loop -> .`) would otherwise make every file appear under
  * `loop/loop/loop/…` until the OS gives up at 40 levels, and two such links
  * multiply: the walk never ends and exhausts memory. Only true cycles are
  * cut: a second path to a directory that is not an ancestor is still walked,
  * and its files dedupe by hash like any other copy.
  */
-function loopSafeReaddir(sourceDir: string, onLoop: (dir: string) => void): typeof fs.readdir {
+function guardedReaddir(pipeline: ResolvedPipeline, boundary: string | undefined, root: string, warn: (message: string) => void): typeof fs.readdir {
+  const { sourceDir } = pipeline
+  const matches = sourceMatcher(pipeline)
+  /** Whether the walk would have used the link: a name include picks, or a directory it would descend into. Others are cut without a word. */
+  const wouldUse = async (link: string, name: string) =>
+    !name.startsWith('.') && (matches(link) || (await fs.promises.stat(link).then((stats) => stats.isDirectory(), () => false)))
   const ids = new Map<string, Promise<string | undefined>>()
   const idOf = (dir: string) => {
     let id = ids.get(dir)
@@ -50,14 +63,31 @@ function loopSafeReaddir(sourceDir: string, onLoop: (dir: string) => void): type
     }
     return false
   }
+  const list = async (dir: string): Promise<fs.Dirent[]> => {
+    if (await isLoop(dir)) {
+      warn(`${toRelative(root, dir)}: a symbolic link to one of its own parent directories; not followed (it would loop)`)
+      return []
+    }
+    const entries = await fs.promises.readdir(dir, { withFileTypes: true })
+    if (boundary === undefined) return entries
+    const kept = await Promise.all(
+      entries.map(async (entry) => {
+        if (!entry.isSymbolicLink()) return true
+        const link = path.join(dir, entry.name)
+        if (await resolvesInside(boundary, link)) return true
+        if (await wouldUse(link, entry.name)) warn(linkedOutside(toRelative(root, link)))
+        return false
+      }),
+    )
+    return entries.filter((_, index) => kept[index])
+  }
   const readdir = (dir: string, ...rest: unknown[]) => {
-    const callback = rest[rest.length - 1] as (error: NodeJS.ErrnoException | null, entries: unknown[]) => void
-    const list = () => (fs.readdir as (...args: unknown[]) => void)(dir, ...rest)
-    isLoop(dir).then((loop) => {
-      if (!loop) return list()
-      onLoop(dir)
-      callback(null, [])
-    }, list)
+    const callback = rest[rest.length - 1] as (error: NodeJS.ErrnoException | null, entries?: unknown[]) => void
+    const withFileTypes = (rest[0] as { withFileTypes?: boolean } | undefined)?.withFileTypes === true
+    list(dir).then(
+      (entries) => callback(null, withFileTypes ? entries : entries.map((entry) => entry.name)),
+      (error: NodeJS.ErrnoException) => callback(error),
+    )
   }
   return readdir as unknown as typeof fs.readdir
 }
@@ -66,7 +96,7 @@ function loopSafeReaddir(sourceDir: string, onLoop: (dir: string) => void): type
  * Lists a pipeline's candidate files, sorted by path so runs are deterministic.
  * With `source.readyMarker`, a file is a candidate only once its marker exists
  * (`orders.csv.ok` next to `orders.csv`). `warn` hears about what discovery
- * chose not to walk (symbolic link loops).
+ * chose not to walk (symbolic link loops, links out of the source directory).
  */
 export async function discover(pipeline: ResolvedPipeline, root: string, warn: (message: string) => void = () => {}): Promise<FileCandidate[]> {
   if (!fs.existsSync(pipeline.sourceDir)) {
@@ -74,8 +104,7 @@ export async function discover(pipeline: ResolvedPipeline, root: string, warn: (
     return []
   }
   // fast-glob loads here, not at the top: commands that only print paths (`history`) import this module too.
-  const { default: fg } = await import('fast-glob')
-  const onLoop = (dir: string) => warn(`${toRelative(root, dir)}: a symbolic link to one of its own parent directories; not followed (it would loop)`)
+  const [{ default: fg }, boundary] = await Promise.all([import('fast-glob'), boundaryOf(pipeline)])
   const entries = await fg([...pipeline.include], {
     cwd: pipeline.sourceDir,
     ignore: excludes(pipeline),
@@ -84,7 +113,7 @@ export async function discover(pipeline: ResolvedPipeline, root: string, warn: (
     absolute: true,
     stats: true,
     followSymbolicLinks: true,
-    fs: { readdir: loopSafeReaddir(pipeline.sourceDir, onLoop) },
+    fs: { readdir: guardedReaddir(pipeline, boundary, root, warn) },
     suppressErrors: true,
     unique: true,
   })

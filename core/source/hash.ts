@@ -17,10 +17,13 @@ const CHUNK = 1024 * 1024
  * crypto stream over the same file in `npm run bench`. `sizeHint` (the size
  * discovery saw) sizes the buffer for a small file: a fresh 1 MiB buffer per
  * 5 KB file was 5 GB of allocation and most of the GC time over 5,000 files.
+ * `confirm` checks the opened descriptor before a byte is read, and throws to
+ * refuse it (see links.ts).
  */
-export async function hashFile(absPath: string, sizeHint = CHUNK): Promise<HashResult> {
+export async function hashFile(absPath: string, sizeHint = CHUNK, confirm?: (fd: number) => Promise<void>): Promise<HashResult> {
   const handle = await open(absPath, 'r')
   try {
+    await confirm?.(handle.fd)
     const hash = createHash('sha256')
     // One byte over the hint, so a file that has grown since is still read to its end in the usual loop.
     const buffer = Buffer.allocUnsafe(Math.min(CHUNK, sizeHint + 1))

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { createReadStream, statSync } from 'node:fs'
+import { close, createReadStream, open, read, statSync } from 'node:fs'
 import { Readable, Transform, pipeline } from 'node:stream'
 import { createGunzip } from 'node:zlib'
 import type { FileRef } from '../destination.js'
@@ -69,15 +69,39 @@ function vanished(file: FileRef, error: NodeJS.ErrnoException): Error {
  * `openSource` instead, which reports FILE_CHANGED, as it always did.
  * Gzip files always go through `openSource`.
  */
-export function openHashedBytes(file: FileRef, bytes: Buffer, stat: { readonly ino: number; readonly dev: number }): Readable {
+export function openHashedBytes(file: FileRef, bytes: Buffer, stat: { readonly ino: number; readonly dev: number }, options: OpenOptions = {}): Readable {
   let now
   try {
     now = statSync(file.absPath)
   } catch {
-    return openSource(file)
+    return openSource(file, options)
   }
-  if (isGzipPath(file.path) || now.size !== file.size || now.mtimeMs !== file.mtimeMs || now.ino !== stat.ino || now.dev !== stat.dev || bytes.length !== file.size) return openSource(file)
+  if (isGzipPath(file.path) || now.size !== file.size || now.mtimeMs !== file.mtimeMs || now.ino !== stat.ino || now.dev !== stat.dev || bytes.length !== file.size) return openSource(file, options)
   return Readable.from([bytes], { objectMode: false })
+}
+
+export interface OpenOptions {
+  /** Check the bytes against the claimed hash (default). `inspect` reads the start of a file it never hashed. */
+  readonly verify?: boolean
+  /** Runs on the opened descriptor before a byte is read; throws to refuse it (see links.ts). */
+  readonly confirm?: (fd: number) => Promise<void>
+}
+
+/** fs functions for createReadStream whose `open` runs `confirm` on the descriptor before the stream reads from it. */
+function confirmingFs(confirm: (fd: number) => Promise<void>) {
+  return {
+    open(path: string, flags: string, mode: number, callback: (error: Error | null, fd?: number) => void) {
+      open(path, flags, mode, (error, fd) => {
+        if (error !== null) return callback(error)
+        confirm(fd).then(
+          () => callback(null, fd),
+          (refused: Error) => close(fd, () => callback(refused)),
+        )
+      })
+    },
+    read,
+    close,
+  }
 }
 
 /**
@@ -85,16 +109,18 @@ export function openHashedBytes(file: FileRef, bytes: Buffer, stat: { readonly i
  * hash, gunzipped when the name ends in `.gz`. The returned stream errors with
  * a FiledgeError naming the file for a truncated or corrupt gzip member.
  */
-export function openSource(file: FileRef, options: { verify?: boolean } = {}): Readable {
+export function openSource(file: FileRef, options: OpenOptions = {}): Readable {
   // A read stream allocates a buffer of highWaterMark for every read: 1 MiB for a 5 KB file adds up over thousands of files.
   // 256 KiB at most: Node decodes a chunk of about 1 MB or more into an external string, outside V8's heap, and
   // every field sliced from it keeps all of it alive until a full GC. Loading the bench's 1 GB CSV into SQLite
   // peaked at 250 MB RSS with 1 MiB reads (~80 MB of it external strings), at 165 MB with 256 KiB, in the same 65 s.
-  const raw = createReadStream(file.absPath, { highWaterMark: Math.max(64 * 1024, Math.min(256 * 1024, file.size + 1)) })
+  const raw = createReadStream(file.absPath, {
+    highWaterMark: Math.max(64 * 1024, Math.min(256 * 1024, file.size + 1)),
+    ...(options.confirm === undefined ? {} : { fs: confirmingFs(options.confirm) }),
+  })
   let out: Readable | undefined
   // Registered before pipeline() adds its own listener, so the consumer sees this error, not the raw one.
   raw.on('error', (error: NodeJS.ErrnoException) => out?.destroy(vanished(file, error)))
-  // `inspect` reads only the start of a file it never hashed: no claimed bytes to verify against.
   const check = options.verify === false ? new Transform({ transform: (chunk, _encoding, callback) => callback(null, chunk) }) : verifier(file)
   if (!isGzipPath(file.path)) return (out = pipeline(raw, check, () => {}))
   const gunzip = createGunzip()

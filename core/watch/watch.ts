@@ -9,6 +9,7 @@ import type { SettledStat } from '../ledger/types.js'
 import { createFiledge, filesInFlight, newTally, processCandidate, record, statCache, type Filedge, type RunOptions } from '../runner/run.js'
 import type { FileOutcome, FileRunContext } from '../runner/file.js'
 import { discover, sourceMatcher, toRelative } from '../source/discover.js'
+import { boundaryOf, linkedOutside, resolvesInside } from '../source/links.js'
 import { configDependencies } from './dependencies.js'
 
 export interface WatchOptions extends RunOptions {
@@ -38,6 +39,8 @@ interface Session {
    * for the path means something happened to it, and it is hashed.
    */
   readonly settled: Map<string, Map<string, SettledStat>>
+  /** Paths that lead out of their source directory through a link, warned about once. */
+  readonly outside: Set<string>
 }
 
 interface Lane {
@@ -103,6 +106,7 @@ export async function watch(options: WatchOptions): Promise<RunSummary> {
       inFlight: new Map(filedge.pipelines.map((pipeline) => [pipeline.name, new Map()])),
       failed: new Map(),
       settled: new Map(),
+      outside: new Set(),
     }
   }
 
@@ -138,6 +142,14 @@ export async function watch(options: WatchOptions): Promise<RunSummary> {
     }
     if (!stats.isFile()) return
     if (pipeline.readyMarker !== undefined && !existsSync(absPath + pipeline.readyMarker)) return
+    // chokidar follows every link; the source's link rule is applied here, as discovery applies it to a sweep.
+    const boundary = await boundaryOf(pipeline)
+    if (boundary !== undefined && !(await resolvesInside(boundary, absPath))) {
+      if (!session.outside.has(absPath)) log('warn', linkedOutside(toRelative(session.config.root, absPath)))
+      session.outside.add(absPath)
+      return
+    }
+    session.outside.delete(absPath)
     const signature = `${stats.size}:${stats.mtimeMs}:${stats.ino}`
     if (session.failed.get(absPath) === signature) return
     const candidate: FileCandidate = {

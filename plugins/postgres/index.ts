@@ -4,6 +4,7 @@ import {
   assertNoDrift,
   cdcTombstoneSpec,
   cdcTombstoneTable,
+  createSchemaIfMissing,
   describeError,
   destinationLocked,
   FiledgeError,
@@ -336,10 +337,10 @@ export function postgres(options: PostgresDestinationOptions): Destination {
     const target = qualified(table.name)
     const columns = [...table.columns, ...PROVENANCE_COLUMNS]
     await transaction('BEGIN', async (client) => {
-      // Workers starting together must not race CREATE SCHEMA/TABLE (IF NOT EXISTS is not safe against a concurrent create).
+      // Workers starting together must not race CREATE TABLE (IF NOT EXISTS is not safe against a concurrent create), nor
+      // CREATE SCHEMA, which two different tables (two different locks here) of a new schema both need.
       await client.query(`SELECT pg_advisory_xact_lock(${lockKey(`filedge prepare ${target}`)})`)
-      const { rows: schemas } = await client.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema])
-      if (schemas.length === 0) await client.query(`CREATE SCHEMA ${quoteIdentifier(schema)}`)
+      await createSchemaIfMissing(client, schema)
       const { rows: tables } = await client.query(`SELECT to_regclass($1) IS NOT NULL AS found`, [target])
       if (tables[0].found === true) return
       await client.query(`CREATE TABLE ${target} (${columns.map((column) => `${quoteIdentifier(column.name)} ${pgType(column)}${column.required ? ' NOT NULL' : ''}`).join(', ')})`)

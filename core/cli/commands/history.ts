@@ -3,9 +3,10 @@ import type { Command } from 'commander'
 import type { ResolvedConfig } from '../../config/types.js'
 import { notFound } from '../../errors.js'
 import type { LedgerFile, LedgerStore } from '../../ledger/types.js'
+import { printable } from '../../printable.js'
 import { toRelative } from '../../source/discover.js'
 import { configFor, withLedger, type ConfigOption } from '../context.js'
-import { print, type CliIo } from '../io.js'
+import { print, printJson, type CliIo } from '../io.js'
 
 /** A ref is a hash (or prefix) or a path: as recorded (relative to the project root) or relative to the current directory. */
 export async function findByRef(ledger: LedgerStore, config: ResolvedConfig, ref: string, io: CliIo): Promise<LedgerFile[]> {
@@ -32,17 +33,17 @@ export function registerHistory(program: Command, io: CliIo): void {
       })
       if (found.length === 0) throw notFound(`no file in the ledger matches "${ref}"`)
       if (flags.json) {
-        print(io.stdout, JSON.stringify(found, null, 2))
+        printJson(io.stdout, found)
         return
       }
       for (const { file, events } of found) {
         const aliases = file.paths.filter((p) => p !== file.path)
         print(io.stdout, `${file.pipeline} ${file.hash}`)
-        print(io.stdout, `  path ${file.path}${aliases.length > 0 ? ` (also seen as ${aliases.join(', ')})` : ''}`)
-        print(io.stdout, `  ${file.state} · attempts ${file.attempts} · rows ${file.rows ?? '-'} · ${file.size} bytes${file.error ? `\n  error: ${file.error}` : ''}`)
+        print(io.stdout, `  path ${printable(file.path)}${aliases.length > 0 ? ` (also seen as ${aliases.map((alias) => printable(alias)).join(', ')})` : ''}`)
+        print(io.stdout, `  ${file.state} · attempts ${file.attempts} · rows ${file.rows ?? '-'} · ${file.size} bytes${file.error ? `\n  error: ${printable(file.error)}` : ''}`)
         for (const event of events) {
           const move = event.fromState === event.toState ? (event.toState ?? '') : `${event.fromState ?? '∅'} → ${event.toState ?? '∅'}`
-          const extra = [event.attempt === null ? '' : `attempt ${event.attempt}`, event.worker ?? '', event.path ?? '', event.error ?? ''].filter(Boolean).join(' · ')
+          const extra = [event.attempt === null ? '' : `attempt ${event.attempt}`, event.worker ?? '', event.path ?? '', event.error ?? ''].filter(Boolean).map((part) => printable(part)).join(' · ')
           print(io.stdout, `  ${event.at}  ${event.event.padEnd(16)} ${move.padEnd(24)} ${extra}`)
         }
       }

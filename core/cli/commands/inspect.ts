@@ -4,8 +4,9 @@ import type { Command } from 'commander'
 import type { ResolvedFormat } from '../../config/types.js'
 import { usageError } from '../../errors.js'
 import { BUILTIN_FORMATS, formatAlias } from '../../formats/registry.js'
+import { printable } from '../../printable.js'
 import { count } from '../../reporters/format.js'
-import { print, type CliIo } from '../io.js'
+import { print, printJson, type CliIo } from '../io.js'
 
 interface InspectFlags {
   readonly rows: string
@@ -45,10 +46,10 @@ export function registerInspect(program: Command, io: CliIo): void {
       const sample = await sampleFile(absPath, file, rows, format)
       const guesses = inferColumns(sample.fields, sample.records)
       if (flags.json) {
-        print(io.stdout, JSON.stringify({ file, format: sample.format, rows: sample.records.length, columns: guesses }, null, 2))
+        printJson(io.stdout, { file, format: sample.format, rows: sample.records.length, columns: guesses })
         return
       }
-      print(io.stdout, `// ${file}: ${count(sample.records.length)} rows sampled (${sample.format})`)
+      print(io.stdout, `// ${printable(file)}: ${count(sample.records.length)} rows sampled (${sample.format})`)
       print(io.stdout, columnsBlock(guesses))
     })
 }

@@ -1,8 +1,9 @@
 import type { Command } from 'commander'
 import { selectPipelines } from '../../config/pipelines.js'
+import { printable } from '../../printable.js'
 import { count } from '../../reporters/format.js'
 import { configFor, withLedger, type ConfigOption } from '../context.js'
-import { print, table, type CliIo } from '../io.js'
+import { print, printJson, table, type CliIo } from '../io.js'
 
 /**
  * `filedge lineage`: what each pipeline's table is made of — every committed
@@ -37,7 +38,7 @@ export function registerLineage(program: Command, io: CliIo): void {
         }
       })
       if (flags.json) {
-        print(io.stdout, JSON.stringify({ pipelines: lineage }, null, 2))
+        printJson(io.stdout, { pipelines: lineage })
         return
       }
       for (const [index, entry] of lineage.entries()) {
@@ -52,7 +53,8 @@ export function registerLineage(program: Command, io: CliIo): void {
         const rows = [['committed at', 'hash', 'rows', 'path']]
         for (const file of entry.files) {
           const aliases = file.paths.filter((alias) => alias !== file.path)
-          rows.push([file.committedAt ?? '', file.hash.slice(0, 12), count(file.rows ?? 0), aliases.length > 0 ? `${file.path} (also ${aliases.join(', ')})` : file.path])
+          const shown = printable(file.path)
+          rows.push([file.committedAt ?? '', file.hash.slice(0, 12), count(file.rows ?? 0), aliases.length > 0 ? `${shown} (also ${aliases.map((alias) => printable(alias)).join(', ')})` : shown])
         }
         print(io.stdout, table(rows).replace(/^/gm, '  '))
         print(io.stdout, `  ${count(entry.files.length)} file${entry.files.length === 1 ? '' : 's'} · ${count(entry.rows)} rows`)

@@ -1,8 +1,9 @@
 import type { Command } from 'commander'
 import { usageError, notFound } from '../../errors.js'
+import { printable } from '../../printable.js'
 import { workerId } from '../../runner/worker.js'
 import { configFor, withLedger, type ConfigOption } from '../context.js'
-import { print, type CliIo } from '../io.js'
+import { print, printJson, type CliIo } from '../io.js'
 import { findByRef } from './history.js'
 
 interface RequeueFlags extends ConfigOption {
@@ -38,11 +39,11 @@ export function registerRequeue(program: Command, io: CliIo): void {
         throw notFound(`no file in the ledger matches "${ref}"`)
       }
       if (flags.json) {
-        print(io.stdout, JSON.stringify(result, null, 2))
+        printJson(io.stdout, result)
         return
       }
-      for (const file of result.requeued) print(io.stdout, `requeued ${file.pipeline} ${file.path} ${file.hash.slice(0, 12)}`)
-      for (const { file, reason } of result.refused) print(io.stderr, `not requeued ${file.pipeline} ${file.path}: ${reason}`)
+      for (const file of result.requeued) print(io.stdout, `requeued ${file.pipeline} ${printable(file.path)} ${file.hash.slice(0, 12)}`)
+      for (const { file, reason } of result.refused) print(io.stderr, `not requeued ${file.pipeline} ${printable(file.path)}: ${printable(reason)}`)
       if (result.requeued.length === 0 && result.refused.length === 0) print(io.stdout, 'no failed files')
       else if (result.requeued.length > 0) print(io.stdout, 'the next `filedge` run loads them')
     })

@@ -1,8 +1,9 @@
 import type { Command } from 'commander'
+import { printable } from '../../printable.js'
 import { count } from '../../reporters/format.js'
 import { redact } from '../../secrets.js'
 import { configFor, withLedger, type ConfigOption } from '../context.js'
-import { print, table, type CliIo } from '../io.js'
+import { print, printJson, table, type CliIo } from '../io.js'
 
 export function registerStatus(program: Command, io: CliIo): void {
   program
@@ -18,7 +19,7 @@ export function registerStatus(program: Command, io: CliIo): void {
       const report = await withLedger(config, async (ledger) => (ledger ? ledger.status(attempts, Number(flags.failures) || 10) : { pipelines: [], recentFailures: [] }))
       const ledgerName = config.ledger.kind === 'sqlite' ? `sqlite:${config.ledger.path}` : `${redact(config.ledger.url)} (schema ${config.ledger.schema})`
       if (flags.json) {
-        print(io.stdout, JSON.stringify({ ledger: ledgerName, ...report }, null, 2))
+        printJson(io.stdout, { ledger: ledgerName, ...report })
         return
       }
       print(io.stdout, `ledger ${ledgerName}`)
@@ -37,7 +38,7 @@ export function registerStatus(program: Command, io: CliIo): void {
         for (const file of report.recentFailures) {
           const cap = attempts(file.pipeline)
           const state = file.attempts >= cap ? 'terminal' : 'will retry'
-          print(io.stdout, `  ${file.pipeline} ${file.path} ${file.hash.slice(0, 12)} attempt ${file.attempts}/${cap} (${state})\n    ${file.error ?? ''}`)
+          print(io.stdout, `  ${file.pipeline} ${printable(file.path)} ${file.hash.slice(0, 12)} attempt ${file.attempts}/${cap} (${state})\n    ${printable(file.error ?? '')}`)
         }
       }
     })

@@ -3,11 +3,12 @@ import path from 'node:path'
 import type { Command } from 'commander'
 import type { ResolvedConfig, ResolvedPipeline } from '../../config/types.js'
 import { usageError } from '../../errors.js'
+import { printable } from '../../printable.js'
 import { count } from '../../reporters/format.js'
 import type { FileValidation } from '../../runner/validate.js'
 import { discover } from '../../source/discover.js'
 import { configFor, type ConfigOption } from '../context.js'
-import { print, type CliIo } from '../io.js'
+import { print, printJson, type CliIo } from '../io.js'
 
 interface ValidateFlags extends ConfigOption {
   readonly pipeline?: string
@@ -34,7 +35,7 @@ async function pipelineFor(config: ResolvedConfig, absPath: string, name: string
 }
 
 function printFile(io: CliIo, report: FileValidation): void {
-  const where = `${report.path} (${report.pipeline}, ${report.format ?? 'unknown format'})`
+  const where = `${printable(report.path)} (${report.pipeline}, ${report.format ?? 'unknown format'})`
   const total = report.failures.length + report.more
   if (total === 0) {
     print(io.stdout, `✓ ${where}: ${count(report.rows)} rows valid`)
@@ -42,7 +43,7 @@ function printFile(io: CliIo, report: FileValidation): void {
   }
   const rows = report.stopped ? `reading stopped after ${count(report.rows)} rows` : `${count(report.failedRows)} of ${count(report.rows)} rows`
   print(io.stdout, `✗ ${where}: ${count(total)} failure${total === 1 ? '' : 's'}, ${rows}`)
-  for (const failure of report.failures) print(io.stdout, `  ${failure.message}`)
+  for (const failure of report.failures) print(io.stdout, `  ${printable(failure.message)}`)
   if (report.more > 0) print(io.stdout, `  … and ${count(report.more)} more (raise --max-failures to list them)`)
 }
 
@@ -76,7 +77,7 @@ export function registerValidate(program: Command, io: CliIo, exit: (code: numbe
       const failed = reports.filter((report) => report.failures.length > 0)
       exit(failed.length > 0 ? 1 : 0)
       if (flags.json) {
-        print(io.stdout, JSON.stringify({ ok: failed.length === 0, files: reports }, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value), 2))
+        printJson(io.stdout, { ok: failed.length === 0, files: reports }, (_key, value) => (typeof value === 'bigint' ? value.toString() : value))
         return
       }
       for (const report of reports) printFile(io, report)

@@ -1,6 +1,7 @@
 import pg from 'pg'
 import { FiledgeError, describeError } from '../../errors.js'
 import { redact } from '../../secrets.js'
+import { createSchemaIfMissing } from '../../sql.js'
 import type { FileState, LedgerEvent, LedgerFile, LedgerStore, StatusCounts } from '../types.js'
 import { inTransaction } from '../../sql.js'
 import { tablesIn, transaction, type FileRow, type Tables } from './db.js'
@@ -50,7 +51,8 @@ async function migrate(pool: pg.Pool, t: Tables, schema: string): Promise<void> 
   await transaction(pool, async (tx) => {
     // Many workers starting at once against a new ledger: one migrates, the others wait and find it done.
     await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended('filedge ledger migrations ' || $1, 0))`, [schema])
-    await tx.query(`CREATE SCHEMA IF NOT EXISTS ${t.schema}`)
+    // A destination may be creating the same schema right now: see createSchemaIfMissing.
+    await createSchemaIfMissing(tx, schema)
     await tx.query(`SELECT set_config('search_path', $1, true)`, [t.schema])
     await tx.query(`CREATE TABLE IF NOT EXISTS ${t.migrations} (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`)
     const { rows } = await tx.query<{ version: number }>(`SELECT COALESCE(max(version), 0) AS version FROM ${t.migrations}`)

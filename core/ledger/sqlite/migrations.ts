@@ -73,7 +73,19 @@ export const SQLITE_MIGRATIONS: readonly { readonly version: number; readonly sq
       );
     `,
   },
-  // Version 3 is the events table's guard against INSERT OR REPLACE (added separately).
+  {
+    version: 3,
+    sql: `
+      -- INSERT OR REPLACE (or REPLACE) with the id of an existing event deletes
+      -- that row and inserts another in its place, and that delete fires no
+      -- DELETE trigger (unless the writing connection turned recursive_triggers
+      -- on), so migration 1's triggers let history be rewritten that way.
+      -- Refused at the insert instead, before the conflict is resolved. An id
+      -- SQLite assigns itself is -1 in a BEFORE trigger, which no event has.
+      CREATE TRIGGER events_no_replace BEFORE INSERT ON events WHEN NEW.id IN (SELECT id FROM events)
+      BEGIN SELECT RAISE(ABORT, 'the events table is append-only'); END;
+    `,
+  },
   {
     version: 4,
     sql: `

@@ -1,4 +1,6 @@
+import { createHash } from 'node:crypto'
 import path from 'node:path'
+import pg from 'pg'
 import { it } from 'vitest'
 import { describePostgres, dropSchema, freshSchema, ledgerUrl, PG_URL, pgQuery } from './helpers/postgres.js'
 import { exited, REPO_ROOT, waitFor, workspace } from './helpers/workspace.js'
@@ -93,4 +95,42 @@ describePostgres('a worker frozen inside its Postgres destination transaction', 
       expect(await pgQuery(`SELECT state, attempts FROM "${ledger}".files`)).toEqual([{ state: 'COMMITTED', attempts: 1 }])
     })
   }
+})
+
+describePostgres('a truncate file waiting for a table another session keeps locked', () => {
+  it('waits lockWait in all, then goes back to the ledger without counting an attempt; the next run commits it', async ({ expect, onTestFinished }) => {
+    const ledger = freshSchema('filedge_ledger')
+    const dest = freshSchema('filedge_dest')
+    const env = { FILEDGE_LEDGER_URL: ledgerUrl(ledger), FILEDGE_DEST_URL: PG_URL }
+    const ws = workspace({
+      'filedge.config.ts': config(dest, "'truncate'").replace("lockTimeout: '1s'", "lockTimeout: '300ms', lockWait: '2s'"),
+      'incoming/.keep': '',
+    })
+    const holder = new pg.Client({ connectionString: PG_URL })
+    await holder.connect()
+    onTestFinished(async () => {
+      await holder.end().catch(() => undefined)
+      ws.remove()
+      await dropSchema(ledger)
+      await dropSchema(dest)
+    })
+    // A run with nothing to load prepares the table; then the lock is held the way another worker's long apply would.
+    expect((await ws.cli(['--reporter', 'silent'], { env })).code).toBe(0)
+    const key = createHash('sha256').update(`filedge table "${dest}"."orders"`).digest().readBigInt64BE(0).toString()
+    await holder.query('BEGIN')
+    await holder.query(`SELECT pg_advisory_xact_lock(${key})`)
+    ws.write('incoming/a.csv', CSV)
+
+    const blocked = await ws.cli(['--reporter', 'simple'], { env })
+    expect(blocked.code).toBe(0)
+    expect(blocked.stdout).toMatch(/committed 0 · failed 0 · skipped 0 .* released 1/)
+    expect(blocked.stderr).toMatch(/another session has held a lock incoming\/a\.csv needs for \d+ s \(lockWait\); the file goes back to the ledger for a later run/)
+    expect(await pgQuery(`SELECT state, attempts FROM "${ledger}".files`)).toEqual([{ state: 'PENDING', attempts: 0 }])
+
+    await holder.query('ROLLBACK')
+    const after = await ws.cli(['--reporter', 'simple'], { env })
+    expect(after.code).toBe(0)
+    expect(after.stdout).toMatch(/committed 1 · failed 0/)
+    expect(await pgQuery(`SELECT count(*)::int AS n FROM "${dest}".orders`)).toEqual([{ n: ROWS }])
+  })
 })

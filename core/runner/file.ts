@@ -209,7 +209,9 @@ export async function loadClaimed(
     if (error.code === 'STOPPED' || error.code === 'DESTINATION_LOCKED') {
       // Not an attempt that failed (the run stopped; the destination stayed locked by others): the attempt is given back with the lease.
       await lease.release().catch(() => undefined)
-      return { released: error.code === 'STOPPED' ? 'the run stopped before it committed; its lease was released for the next run' : error.message }
+      if (error.code === 'STOPPED') return { released: 'the run stopped before it committed; its lease was released for the next run' }
+      hooks.log.call({ level: 'warn', message: error.message })
+      return { released: error.message }
     }
     try {
       const { terminal } = await lease.fail(error, error.code === 'LEASE_LAPSED')

@@ -118,17 +118,29 @@ export interface HashedBytes {
 
 /**
  * Asks the destination whether this load of the file is already committed
- * there (its load marker), when the claim says it may be: the previous holder
- * died or froze after the destination's COMMIT and before the ledger's, or a
- * COMMIT's outcome was unknown. Returns how the file was healed, or undefined
- * when it must be loaded (or, for a lapsed lease, failed).
+ * there (its load marker). Returns how the file was healed, or undefined when
+ * the destination does not hold this load (or cannot tell).
  */
-async function healed(pipeline: ResolvedPipeline, file: FileRef, lease: Lease, hooks: Hooks): Promise<{ rows: number; healed: string } | undefined> {
-  if (!lease.verify && lease.lapsed === undefined) return undefined
+async function markedLoad(
+  pipeline: ResolvedPipeline,
+  file: FileRef,
+  lease: Lease,
+  hooks: Hooks,
+  how: (load: string) => string,
+): Promise<{ rows: number; healed: string } | undefined> {
   const marker = await hooks.loaded.promise({ pipeline, file, loadId: lease.loadId })
   if (marker === null || marker === undefined || marker.loadId !== lease.loadId) return undefined
-  const how = `already committed in the destination by an earlier attempt (load ${lease.loadId.slice(0, 8)}, ${marker.rows} rows); the ledger had not recorded it, so it was not loaded again`
-  return { rows: marker.rows, healed: marker.note === undefined ? how : `${how}; ${marker.note}` }
+  const healed = how(`load ${lease.loadId.slice(0, 8)}, ${marker.rows} rows`)
+  return { rows: marker.rows, healed: marker.note === undefined ? healed : `${healed}; ${marker.note}` }
+}
+
+/**
+ * Whether an error from the commit hook leaves the COMMIT's outcome unknown:
+ * the connection dropped, the server went away, a driver or plugin failed.
+ * Errors about the file's data, its lease or the run are known outcomes.
+ */
+function outcomeUnknown(error: FiledgeError): boolean {
+  return error.code === 'PLUGIN_ERROR' || error.code === 'INTERNAL'
 }
 
 /**
@@ -157,8 +169,14 @@ export async function loadClaimed(
     context.signal.removeEventListener('abort', onStop)
     for (const stream of opened) stream.destroy()
   }
+  // Set once the destination was handed the file: an error from then on may hide a COMMIT that happened.
+  let committing = false
   try {
-    const heal = await healed(pipeline, file, lease, hooks)
+    // A load that may have committed without the ledger hearing of it (a reclaim, a retry, a requeue), or a lapsed lease.
+    const heal =
+      lease.verify || lease.lapsed !== undefined
+        ? await markedLoad(pipeline, file, lease, hooks, (load) => `already committed in the destination by an earlier attempt (${load}); the ledger had not recorded it, so it was not loaded again`)
+        : undefined
     if (heal !== undefined) {
       stop()
       await lease.complete(heal.rows, heal.healed)
@@ -197,6 +215,7 @@ export async function loadClaimed(
         if (!(await lease.isHeld())) throw claimLost(file.path, 'another worker reclaimed it before the destination commit')
       },
     }
+    committing = true
     const result = await hooks.commit.promise(job)
     if (result === undefined) throw new FiledgeError('PLUGIN_ERROR', `${file.path}: no destination committed pipeline "${pipeline.name}"`, { file: file.path })
     stop()
@@ -212,6 +231,21 @@ export async function loadClaimed(
       if (error.code === 'STOPPED') return { released: 'the run stopped before it committed; its lease was released for the next run' }
       hooks.log.call({ level: 'warn', message: error.message })
       return { released: error.message }
+    }
+    if (committing && outcomeUnknown(error)) {
+      // The error may have come after the COMMIT (a connection lost while it was in flight): the destination knows.
+      const heal = await markedLoad(pipeline, file, lease, hooks, (load) => `committed in the destination (${load}) although the write reported an error: ${describeError(error)}`).catch(
+        () => undefined,
+      )
+      if (heal !== undefined) {
+        try {
+          await lease.complete(heal.rows, heal.healed)
+        } catch (completeError) {
+          return { error: toError(completeError, file.path), terminal: false }
+        }
+        hooks.log.call({ level: 'warn', message: `${file.path}: healed: ${heal.healed}` })
+        return heal
+      }
     }
     try {
       const { terminal } = await lease.fail(error, error.code === 'LEASE_LAPSED')

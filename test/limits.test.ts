@@ -1,0 +1,46 @@
+import { describe, expect, it } from 'vitest'
+import { DEFAULT_LIMITS } from '../core/config/limits.js'
+import { resolveConfig } from '../core/config/resolve.js'
+import type { UserConfig } from '../core/config/types.js'
+import { sqlite } from '../plugins/sqlite/index.js'
+
+/**
+ * `limits`: how they resolve, and the parts of enforcing them a fixture folder
+ * cannot show (streams that never end, chunk sizes, a plugin's error). The
+ * files that break each limit are cases in test/fixtures/bad-input/.
+ */
+
+const MiB = 1024 * 1024
+const destination = sqlite({ path: 'w.db' })
+const pipeline = (name: string, extra: Record<string, unknown> = {}) => ({ name, source: 'incoming', destination, table: name, columns: { id: 'string' }, ...extra })
+const resolve = (config: Record<string, unknown>) => resolveConfig(config as unknown as UserConfig)
+
+describe('limits config', () => {
+  it('resolves the defaults, then the top-level limits, then the pipeline’s, key by key; sizes may have units', () => {
+    const config = resolve({
+      limits: { maxRecordChars: 1000, parquetMaxFileBytes: '64MiB' },
+      pipelines: [pipeline('a'), pipeline('b', { limits: { maxRecordChars: 5000, gzipRatioGraceBytes: '1.5KiB' } }), pipeline('c', { limits: { maxColumns: 10 } })],
+    })
+    expect(config.pipelines[0].limits).toEqual({ ...DEFAULT_LIMITS, maxRecordChars: 1000, parquetMaxFileBytes: 64 * MiB })
+    expect(config.pipelines[1].limits).toEqual({ ...DEFAULT_LIMITS, maxRecordChars: 5000, parquetMaxFileBytes: 64 * MiB, gzipRatioGraceBytes: 1536 })
+    expect(config.pipelines[2].limits).toEqual({ ...DEFAULT_LIMITS, maxRecordChars: 1000, parquetMaxFileBytes: 64 * MiB, maxColumns: 10 })
+    expect(Object.isFrozen(config.pipelines[0].limits)).toBe(true)
+    expect(resolve({ pipelines: [pipeline('a')] }).pipelines[0].limits).toEqual(DEFAULT_LIMITS)
+  })
+
+  it('takes a preset’s limits under the config’s own', () => {
+    const preset = { name: 'big-files', limits: { maxRecordChars: 7, maxColumns: 3 } }
+    const config = resolve({ presets: [preset], limits: { maxColumns: 4 }, pipelines: [pipeline('a')] })
+    expect(config.pipelines[0].limits).toMatchObject({ maxRecordChars: 7, maxColumns: 4 })
+  })
+
+  it('refuses an unknown limit with a suggestion, a size in units it does not know, and a Parquet limit past what one buffer holds', () => {
+    expect(() => resolve({ pipelines: [pipeline('a', { limits: { maxRecordBytes: 10 } })] })).toThrow('pipelines[0].limits.maxRecordBytes: unknown key; did you mean "maxRecordChars"?')
+    expect(() => resolve({ limits: { parquetMaxRowGroupBytes: '64MB' }, pipelines: [pipeline('a')] })).toThrow('limits.parquetMaxRowGroupBytes: expected a number of bytes or a size like 512KiB, 64MiB or 2GiB')
+    expect(() => resolve({ limits: { maxColumns: 0 }, pipelines: [pipeline('a')] })).toThrow('limits.maxColumns')
+    // Said once, though both pipelines inherit it.
+    expect(() => resolve({ limits: { parquetMaxFileBytes: '8GiB' }, pipelines: [pipeline('a'), pipeline('b')] })).toThrow(
+      /^invalid config: limits\.parquetMaxFileBytes: at most 4 GiB, the largest buffer Node can hold a Parquet file in$/,
+    )
+  })
+})

@@ -1,14 +1,20 @@
-import { describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import { DEFAULT_LIMITS } from '../core/config/limits.js'
 import { resolveConfig } from '../core/config/resolve.js'
 import type { UserConfig } from '../core/config/types.js'
+import { MAX_MESSAGE_CHARS } from '../core/errors.js'
 import { sqlite } from '../plugins/sqlite/index.js'
+import { readLedger } from './helpers/invariants.js'
+import { workspace, type Workspace } from './helpers/workspace.js'
 
 /**
  * `limits`: how they resolve, and the parts of enforcing them a fixture folder
  * cannot show (streams that never end, chunk sizes, a plugin's error). The
  * files that break each limit are cases in test/fixtures/bad-input/.
  */
+
+let ws: Workspace | undefined
+afterEach(() => ws?.remove())
 
 const MiB = 1024 * 1024
 const destination = sqlite({ path: 'w.db' })
@@ -42,5 +48,37 @@ describe('limits config', () => {
     expect(() => resolve({ limits: { parquetMaxFileBytes: '8GiB' }, pipelines: [pipeline('a'), pipeline('b')] })).toThrow(
       /^invalid config: limits\.parquetMaxFileBytes: at most 4 GiB, the largest buffer Node can hold a Parquet file in$/,
     )
+  })
+})
+
+describe('limits in a run', () => {
+  it('a failure whose text is megabytes (a plugin quoting a whole row) is cut to MAX_MESSAGE_CHARS in the ledger and in the reporters, alike', async () => {
+    ws = workspace({
+      'filedge.config.ts': `import { defineConfig } from 'filedge'
+import { sqlite } from 'filedge/plugins/sqlite'
+export default defineConfig({
+  plugins: [{ name: 'quoter', apply({ hooks }) {
+    hooks.transform.tapPromise('quoter', async (batches, { file }) => {
+      if (file.path.endsWith('boom.csv')) throw new Error('cannot use row ' + 'v'.repeat(1_000_000))
+      return batches
+    })
+  } }],
+  pipelines: [{ name: 'p', source: 'incoming', destination: sqlite({ path: 'warehouse.db' }), table: 't', columns: { id: 'string' } }],
+})
+`,
+      'incoming/boom.csv': 'id\na\n',
+      'incoming/fine.csv': 'id\nb\n',
+    })
+    const result = await ws.cli(['--json'])
+    expect(result.code).toBe(1)
+    const ledger = readLedger(ws.dir)
+    const failed = ledger.files.find((file) => file.path === 'incoming/boom.csv')!
+    expect(failed.state).toBe('FAILED')
+    expect(failed.error).toMatch(/^plugin "quoter" failed in transform for incoming\/boom\.csv: cannot use row v+… \(message cut: 1000074 characters in all\)$/)
+    expect(failed.error!.length).toBeLessThanOrEqual(MAX_MESSAGE_CHARS)
+    for (const event of ledger.events) expect(event.error?.length ?? 0).toBeLessThanOrEqual(MAX_MESSAGE_CHARS)
+    const events = result.stdout.trim().split('\n').map((line) => JSON.parse(line) as { event: string; error?: { message: string } })
+    expect(events.find((event) => event.event === 'file:failed')?.error?.message).toBe(failed.error)
+    expect(ledger.files.find((file) => file.path === 'incoming/fine.csv')?.state).toBe('COMMITTED')
   })
 })

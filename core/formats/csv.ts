@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream'
 import type { CsvFormatOptions } from '../config/types.js'
-import { FiledgeError, fileInvalid, isFiledgeError } from '../errors.js'
+import { FiledgeError, fileInvalid, isFiledgeError, showName } from '../errors.js'
 import type { LoadRequest } from '../hooks.js'
 import type { Plugin } from '../plugin.js'
 import type { RawBatch, RawRows } from '../rows.js'
@@ -55,8 +55,9 @@ export async function loadCsv(request: LoadRequest, stream: Readable = request.o
     stream.destroy()
     if (error instanceof CsvSyntaxError) {
       const names = fields ?? (options.header === false || Array.isArray(options.header) ? undefined : parser.records[0])
-      const column = error.field === undefined ? undefined : (names?.[error.field - 1] ?? undefined)
-      if (column === undefined) throw fileInvalid(file, error.message, error.line)
+      const name = error.field === undefined ? undefined : (names?.[error.field - 1] ?? undefined)
+      if (name === undefined || name === null) throw fileInvalid(file, error.message, error.line)
+      const column = showName(name)
       throw new FiledgeError('FILE_INVALID', `${file}:${error.line} column ${column}: ${error.message}`, { file, line: error.line, column })
     }
     if (isFiledgeError(error)) throw error

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream'
 import type { ResolvedColumn } from '../config/types.js'
-import { FiledgeError, fileInvalid, isFiledgeError } from '../errors.js'
+import { FiledgeError, fileInvalid, isFiledgeError, showValue } from '../errors.js'
 import type { LoadRequest } from '../hooks.js'
 import type { Plugin } from '../plugin.js'
 import type { RawBatch, RawRows } from '../rows.js'
@@ -265,7 +265,7 @@ function toRecords(columns: readonly ResolvedColumn[], unknownColumns: 'error' |
       const object = objects[r]
       if (unknownColumns === 'error') {
         for (const key in object) {
-          if (!declared.has(key)) throw fileInvalid(file, `unknown field ${JSON.stringify(key)}; declare it in columns or set unknownColumns: 'ignore'`, lines[r])
+          if (!declared.has(key)) throw fileInvalid(file, `unknown field ${showValue(key)}; declare it in columns or set unknownColumns: 'ignore'`, lines[r])
         }
       }
       const record: unknown[] = new Array(fields.length)

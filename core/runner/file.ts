@@ -3,7 +3,7 @@ import type { Readable } from 'node:stream'
 import { coerceRows, isoInstant } from '../columns/coerce.js'
 import type { ResolvedFormat, ResolvedPipeline } from '../config/types.js'
 import type { FileRef, WriteJob } from '../destination.js'
-import { FiledgeError, claimLost, describeError, fileInvalid, isFiledgeError, stopped } from '../errors.js'
+import { FiledgeError, capped, claimLost, describeError, fileInvalid, isFiledgeError, stopped } from '../errors.js'
 import { detectFormat } from '../formats/registry.js'
 import type { FileCandidate, Hooks, Lease, SkipReason } from '../hooks.js'
 import type { FileStat } from '../ledger/types.js'
@@ -25,8 +25,9 @@ export interface FileRunContext {
   readonly signal: AbortSignal
 }
 
+/** Whatever a load threw, as the failure the ledger records and the reporters show (the same, capped text). */
 function toError(error: unknown, file: string): FiledgeError {
-  if (isFiledgeError(error)) return error
+  if (isFiledgeError(error)) return capped(error)
   return new FiledgeError('INTERNAL', `${file}: ${describeError(error)}`, { file, cause: error })
 }
 

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream'
+import { formatCount, overLimit } from '../config/limits.js'
 import type { CsvFormatOptions } from '../config/types.js'
 import { FiledgeError, fileInvalid, isFiledgeError, showName } from '../errors.js'
 import type { LoadRequest } from '../hooks.js'
@@ -38,11 +39,14 @@ export async function loadCsv(request: LoadRequest, stream: Readable = request.o
   const file = request.file.path
   const encoding = options.encoding ?? 'utf-8'
   const decoder = new TextDecoder(encoding, { fatal: true })
+  const { limits } = request.pipeline
   const parser = new CsvParser({
     delimiter: options.delimiter ?? ',',
     quote: options.quote ?? '"',
     escape: options.escape,
     nullValues: options.nullValues,
+    maxFieldChars: limits.maxFieldChars,
+    maxFields: limits.maxColumns,
   })
   const batchSize = request.pipeline.batchSize
   const chunks = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>
@@ -104,6 +108,9 @@ export async function loadCsv(request: LoadRequest, stream: Readable = request.o
       const header = parser.records.shift()
       headerLine = parser.lines.shift()
       fields = (header ?? []).map((field) => field ?? '')
+      if (fields.length > limits.maxColumns) {
+        throw fileInvalid(file, overLimit(`the header has ${formatCount(fields.length)} fields, more than ${formatCount(limits.maxColumns)}`, 'maxColumns'), headerLine)
+      }
     }
   } catch (error) {
     fail(error)

@@ -137,7 +137,7 @@ export async function loadClaimed(
     const format: ResolvedFormat | undefined = pipeline.format ?? detectFormat(file.path)
     if (format === undefined) throw fileInvalid(file.path, "cannot tell the format from the file's extension; set `format` on the pipeline")
     const open = () => {
-      const stream = hashed === undefined ? openSource(file) : openHashedBytes(file, hashed.bytes, hashed)
+      const stream = hashed === undefined ? openSource(file, { limits: pipeline.limits }) : openHashedBytes(file, hashed.bytes, hashed, pipeline.limits)
       opened.push(stream)
       return stream
     }

@@ -86,7 +86,7 @@ export async function validateFile(hooks: Hooks, config: ResolvedConfig, pipelin
     const { hash, size } = await hashFile(absPath)
     const { mtimeMs } = await stat(absPath)
     const file: FileRef = { hash, size, mtimeMs, path: relative, absPath }
-    const raw = await hooks.load.promise({ pipeline, file, format, open: () => openSource(file), signal: new AbortController().signal })
+    const raw = await hooks.load.promise({ pipeline, file, format, open: () => openSource(file, { limits: pipeline.limits }), signal: new AbortController().signal })
     if (raw === undefined) throw fileInvalid(relative, `no plugin loads "${format.type}" files`)
     const counted: RawRows = {
       ...raw,

@@ -2,18 +2,14 @@ import { createHash } from 'node:crypto'
 import { createReadStream, statSync } from 'node:fs'
 import { Readable, Transform, pipeline } from 'node:stream'
 import { createGunzip } from 'node:zlib'
+import { DEFAULT_LIMITS, formatBytes, overLimit } from '../config/limits.js'
+import type { ResolvedLimits } from '../config/types.js'
 import type { FileRef } from '../destination.js'
 import { fileChanged, fileInvalid } from '../errors.js'
 import { isGzipPath } from '../formats/registry.js'
 
-/**
- * A gzip member may expand to at most this many times its compressed size
- * (or 256 MiB, whichever is larger). Real CSV and JSON compress 5–20×; a
- * gzip bomb compresses 1000× and more. Refusing by ratio stops a bomb after
- * a few MB of work instead of after it has filled a table.
- */
-export const MAX_GZIP_RATIO = 200
-const MIN_GZIP_LIMIT = 256 * 1024 * 1024
+/** What opening a gzip file needs of the pipeline's limits. */
+export type GzipLimits = Pick<ResolvedLimits, 'gzipMaxRatio' | 'gzipRatioGraceBytes'>
 
 /** Re-hashes the bytes as they pass; errors with FILE_CHANGED at the end if they are not the claimed bytes. */
 function verifier(file: FileRef): Transform {
@@ -36,13 +32,20 @@ function verifier(file: FileRef): Transform {
   })
 }
 
-function limiter(file: FileRef, limit: number): Transform {
+/**
+ * A gzip file may expand to at most `gzipMaxRatio` times its compressed size,
+ * or `gzipRatioGraceBytes`, whichever is larger. Refusing by ratio stops a
+ * bomb after a few MB of work instead of after it has filled a table.
+ */
+function limiter(file: FileRef, limits: GzipLimits): Transform {
+  const limit = Math.max(limits.gzipRatioGraceBytes, file.size * limits.gzipMaxRatio)
   let size = 0
   return new Transform({
     transform(chunk: Buffer, _encoding, callback) {
       size += chunk.length
       if (size > limit) {
-        callback(fileInvalid(file.path, `gzip data expands to more than ${limit} bytes (the limit is ${MAX_GZIP_RATIO}× its ${file.size} compressed bytes, and at least ${MIN_GZIP_LIMIT}); refusing a likely gzip bomb`))
+        const what = `gzip data expands to more than ${formatBytes(limit)}, over ${limits.gzipMaxRatio}× its ${formatBytes(file.size)}: refusing a likely gzip bomb`
+        callback(fileInvalid(file.path, overLimit(what, 'gzipMaxRatio')))
       } else {
         callback(null, chunk)
       }
@@ -69,14 +72,14 @@ function vanished(file: FileRef, error: NodeJS.ErrnoException): Error {
  * `openSource` instead, which reports FILE_CHANGED, as it always did.
  * Gzip files always go through `openSource`.
  */
-export function openHashedBytes(file: FileRef, bytes: Buffer, stat: { readonly ino: number; readonly dev: number }): Readable {
+export function openHashedBytes(file: FileRef, bytes: Buffer, stat: { readonly ino: number; readonly dev: number }, limits: GzipLimits): Readable {
   let now
   try {
     now = statSync(file.absPath)
   } catch {
-    return openSource(file)
+    return openSource(file, { limits })
   }
-  if (isGzipPath(file.path) || now.size !== file.size || now.mtimeMs !== file.mtimeMs || now.ino !== stat.ino || now.dev !== stat.dev || bytes.length !== file.size) return openSource(file)
+  if (isGzipPath(file.path) || now.size !== file.size || now.mtimeMs !== file.mtimeMs || now.ino !== stat.ino || now.dev !== stat.dev || bytes.length !== file.size) return openSource(file, { limits })
   return Readable.from([bytes], { objectMode: false })
 }
 
@@ -85,7 +88,7 @@ export function openHashedBytes(file: FileRef, bytes: Buffer, stat: { readonly i
  * hash, gunzipped when the name ends in `.gz`. The returned stream errors with
  * a FiledgeError naming the file for a truncated or corrupt gzip member.
  */
-export function openSource(file: FileRef, options: { verify?: boolean } = {}): Readable {
+export function openSource(file: FileRef, options: { verify?: boolean; limits?: GzipLimits } = {}): Readable {
   // A read stream allocates a buffer of highWaterMark for every read: 1 MiB for a 5 KB file adds up over thousands of files.
   // 256 KiB at most: Node decodes a chunk of about 1 MB or more into an external string, outside V8's heap, and
   // every field sliced from it keeps all of it alive until a full GC. Loading the bench's 1 GB CSV into SQLite
@@ -103,11 +106,10 @@ export function openSource(file: FileRef, options: { verify?: boolean } = {}): R
       callback(null, chunk)
     },
   })
-  const limit = Math.max(MIN_GZIP_LIMIT, file.size * MAX_GZIP_RATIO)
   // zlib's own errors ("unexpected end of file") do not say which file; rename them here.
   gunzip.on('error', (error: NodeJS.ErrnoException) => {
     if (!('code' in error) || !String(error.code).startsWith('Z_')) return
     named.destroy(fileInvalid(file.path, `corrupt or truncated gzip data (${error.message})`))
   })
-  return (out = pipeline(raw, check, gunzip, limiter(file, limit), named, () => {}))
+  return (out = pipeline(raw, check, gunzip, limiter(file, options.limits ?? DEFAULT_LIMITS), named, () => {}))
 }

@@ -154,7 +154,7 @@ export async function loadClaimed(
       ingestedAt: isoInstant(new Date()),
       batches: counted(transformed, (rows) => hooks.fileProgress.call({ pipeline, file, rows }), controller.signal),
       ...(untransformed
-        ? { source: { format, fields: raw.fields, headerLine: raw.headerLine, columns: pipeline.columns, unknownColumns: pipeline.unknownColumns } }
+        ? { source: { format, fields: raw.fields, headerLine: raw.headerLine, columns: pipeline.columns, unknownColumns: pipeline.unknownColumns, limits: pipeline.limits } }
         : {}),
       signal: controller.signal,
       async assertLease() {

@@ -1,4 +1,4 @@
-import type { ResolvedColumn, ResolvedConfig, ResolvedFormat, ResolvedWriteMode, WriteModeName } from './config/types.js'
+import type { ResolvedColumn, ResolvedConfig, ResolvedFormat, ResolvedLimits, ResolvedWriteMode, WriteModeName } from './config/types.js'
 import type { Logger } from './logger.js'
 import type { RowBatch, TableSpec } from './rows.js'
 
@@ -72,6 +72,8 @@ export interface SourceLayout {
   /** The pipeline's columns, with the field each one reads (`source`). */
   readonly columns: readonly ResolvedColumn[]
   readonly unknownColumns: 'error' | 'ignore'
+  /** The pipeline's limits: a native reader refuses what the format would, or leaves the file to the format. */
+  readonly limits: ResolvedLimits
 }
 
 export interface WriteResult {

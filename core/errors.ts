@@ -76,7 +76,13 @@ export function isFiledgeError(error: unknown): error is FiledgeError {
   return error instanceof Error && (error as { name?: string }).name === 'FiledgeError' && typeof (error as { code?: unknown }).code === 'string'
 }
 
+/**
+ * Anything copied from a file into a message goes through showValue,
+ * showName or showList, which cut it: a 5 MB header field once made a 5 MB
+ * error, stored twice in the append-only ledger.
+ */
 const MAX_VALUE_CHARS = 80
+const MAX_LISTED = 10
 
 /** Renders a value for a message: JSON-quoted, control characters escaped, long values cut. */
 export function showValue(value: unknown): string {
@@ -89,6 +95,17 @@ export function showValue(value: unknown): string {
   }
   const shown = typeof value === 'string' ? JSON.stringify(text) : text
   return cut ? `${shown}… (${typeof value === 'string' ? value.length : 'long'} chars)` : shown
+}
+
+/** Text from a file shown as is, unquoted (a column name from a header, a number's digits); long text cut. */
+export function showName(text: string): string {
+  return text.length > MAX_VALUE_CHARS ? `${text.slice(0, MAX_VALUE_CHARS)}… (${text.length} chars)` : text
+}
+
+/** Names from a file as a quoted list: each cut, and at most ten of them, then how many more. */
+export function showList(names: readonly string[]): string {
+  const shown = names.slice(0, MAX_LISTED).map(showValue).join(', ')
+  return names.length > MAX_LISTED ? `${shown}, … (${names.length - MAX_LISTED} more)` : shown
 }
 
 function where(file: string, line?: number): string {
@@ -166,8 +183,32 @@ export function pluginError(plugin: string, hook: string, file: string | undefin
   })
 }
 
-/** Short, one-line rendering for ledgers and summaries. */
+/**
+ * The longest message a failure is recorded and reported with. Values copied
+ * from input are cut where they enter a message (`showValue`); this is the
+ * backstop for the rest (a driver quoting a whole value, a plugin's error),
+ * so the append-only ledger never stores megabytes of a file's content.
+ */
+export const MAX_MESSAGE_CHARS = 4096
+
+/** `text` cut to at most MAX_MESSAGE_CHARS, saying how long it was; cutting it again changes nothing. */
+export function capMessage(text: string): string {
+  if (text.length <= MAX_MESSAGE_CHARS) return text
+  const tail = `… (message cut: ${text.length} characters in all)`
+  let end = MAX_MESSAGE_CHARS - tail.length
+  // Not between the two halves of a surrogate pair.
+  const last = text.charCodeAt(end - 1)
+  if (last >= 0xd800 && last <= 0xdbff) end--
+  return `${text.slice(0, end)}${tail}`
+}
+
+/** A file's failure as it is recorded and reported: its message capped (the ledger and the reporters then carry the same text). */
+export function capped(error: FiledgeError): FiledgeError {
+  if (error.message.length > MAX_MESSAGE_CHARS) error.message = capMessage(error.message)
+  return error
+}
+
+/** Short, one-line rendering for ledgers and summaries, capped at MAX_MESSAGE_CHARS. */
 export function describeError(error: unknown): string {
-  if (error instanceof Error) return redact(error.message)
-  return redact(String(error))
+  return capMessage(redact(error instanceof Error ? error.message : String(error)))
 }

@@ -4,6 +4,7 @@ import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import Database from 'better-sqlite3'
 import { describe, expect, it } from 'vitest'
+import { MAX_MESSAGE_CHARS } from '../core/errors.js'
 import { historyProblems, readLedger, type LedgerFileRow, type LedgerSnapshot } from './helpers/invariants.js'
 import { REPO_ROOT, workspace, type Workspace } from './helpers/workspace.js'
 
@@ -145,6 +146,9 @@ async function runAndCheck(w: Workspace, input: CaseInput, expected: RunExpectat
 
   const ledger = readLedger(w.dir)
   expect(historyProblems(ledger), `${label}: history`).toEqual([])
+  // Text copied from a file is cut before it reaches a message, and the ledger caps what it keeps: no case stores megabytes of input.
+  const longest = Math.max(0, ...[...ledger.files, ...ledger.events].map((row) => row.error?.length ?? 0))
+  expect(longest, `${label}: longest message in the ledger`).toBeLessThanOrEqual(MAX_MESSAGE_CHARS)
   // Nothing the case does not know about was touched.
   const listed = new Set(Object.keys(expected.files))
   const seen = new Set([...ledger.paths.map((entry) => entry.path), ...events.map((event) => event.path).filter((p): p is string => p !== undefined)])

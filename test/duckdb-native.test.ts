@@ -3,7 +3,8 @@ import { appendFileSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync
 import os from 'node:os'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { resolveConfig, run, type ColumnInput, type FormatInput, type LogEntry, type Plugin, type RunSummary, type WriteJob } from '../core/index.js'
+import { resolveConfig, run, type ColumnInput, type FormatInput, type LimitsConfig, type LogEntry, type Plugin, type RunSummary, type WriteJob } from '../core/index.js'
+import { DEFAULT_LIMITS } from '../core/config/limits.js'
 import { hashFile } from '../core/source/hash.js'
 import { coercerFor } from '../core/columns/coerce.js'
 import { duckdb } from '../plugins/duckdb/index.js'
@@ -34,7 +35,7 @@ interface Outcome {
 async function load(
   files: Record<string, string | Buffer>,
   columns: Record<string, ColumnInput>,
-  options: { native?: boolean; format?: FormatInput; plugins?: Plugin[]; unknownColumns?: 'error' | 'ignore' } = {},
+  options: { native?: boolean; format?: FormatInput; plugins?: Plugin[]; unknownColumns?: 'error' | 'ignore'; limits?: LimitsConfig } = {},
 ): Promise<Outcome> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'filedge-native-'))
   dirs.push(dir)
@@ -54,6 +55,7 @@ async function load(
           table: 't',
           columns,
           unknownColumns: options.unknownColumns,
+          limits: options.limits,
           retry: { attempts: 1 },
         },
       ],
@@ -195,6 +197,17 @@ describe('DuckDB native CSV path', () => {
     expect(native.rows).toEqual([])
   })
 
+  it('holds the pipeline’s limits: a field past limits.maxFieldChars fails as on the JS path, a file within them loads natively', async () => {
+    // The long field comes after the first read of the file (which the core parses for the header), where only DuckDB's reader sees it.
+    const files = { 'long.csv': `id,note\n${'a,x\n'.repeat(400_000)}b,${'x'.repeat(150)}\n`, 'short.csv': `id,note\nc,${'y'.repeat(50)}\n` }
+    const native = await load(files, { id: 'string', note: 'string' }, { limits: { maxFieldChars: 100 } })
+    const js = await load(files, { id: 'string', note: 'string' }, { limits: { maxFieldChars: 100 }, native: false })
+    expect(native.errors).toEqual(['FILE_INVALID incoming/long.csv:400002 column note: a field is longer than 100 characters; raise limits.maxFieldChars if the file is genuine'])
+    expect(native.errors).toEqual(js.errors)
+    expect(native.rows.map((row) => row.id)).toEqual(['c'])
+    expect(native.viaJs.has('incoming/short.csv')).toBe(false)
+  })
+
   it('is idempotent per hash on the native path too: writing the same file again replaces its rows', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'filedge-native-'))
     dirs.push(dir)
@@ -222,7 +235,7 @@ describe('DuckDB native CSV path', () => {
         batches: (async function* () {
           throw new Error('the JS path ran')
         })(),
-        source: { format: { type: 'csv', options: {} }, fields: ['id', 'n'], headerLine: 1, columns, unknownColumns: 'error' },
+        source: { format: { type: 'csv', options: {} }, fields: ['id', 'n'], headerLine: 1, columns, unknownColumns: 'error', limits: DEFAULT_LIMITS },
         signal: new AbortController().signal,
         assertLease: async () => {},
       })

@@ -1,5 +1,5 @@
 import type { ColumnType, ResolvedColumn } from '../config/types.js'
-import { FiledgeError, fileInvalid, rowInvalid } from '../errors.js'
+import { FiledgeError, fileInvalid, rowInvalid, showList, showName, showValue } from '../errors.js'
 import { parseJson, stringifyJson } from '../formats/json-value.js'
 import { NumberText, type RawBatch, type RawRows, type RowBatch, type Value } from '../rows.js'
 
@@ -90,7 +90,7 @@ function plainDate(text: string): number {
 const DATE_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9]
 
 function typeOfRaw(raw: unknown): string {
-  if (raw instanceof NumberText) return `the number ${raw.text}`
+  if (raw instanceof NumberText) return `the number ${showName(raw.text)}`
   if (Array.isArray(raw)) return 'an array'
   if (typeof raw === 'object') return 'an object'
   return `a ${typeof raw}`
@@ -116,13 +116,13 @@ function coerceInteger(raw: unknown): Value {
     return raw
   }
   if (typeof raw === 'bigint') return coerceInteger(raw.toString())
-  if (raw instanceof NumberText && !INT_PATTERN.test(raw.text)) throw new Reject(`${raw.text} is not an integer`)
+  if (raw instanceof NumberText && !INT_PATTERN.test(raw.text)) throw new Reject(`${showName(raw.text)} is not an integer`)
   const text = raw instanceof NumberText ? raw.text : expectText(raw, 'integer')
-  if (!INT_PATTERN.test(text)) throw new Reject(`cannot coerce ${JSON.stringify(text)} to integer`)
+  if (!INT_PATTERN.test(text)) throw new Reject(`cannot coerce ${showValue(text)} to integer`)
   const value = Number(text)
   if (Number.isSafeInteger(value)) return value
   const big = BigInt(text)
-  if (big < INT64_MIN || big > INT64_MAX) throw new Reject(`${text} is out of the 64-bit integer range`)
+  if (big < INT64_MIN || big > INT64_MAX) throw new Reject(`${showName(text)} is out of the 64-bit integer range`)
   return big
 }
 
@@ -133,9 +133,9 @@ function coerceFloat(raw: unknown): Value {
     return raw
   }
   const text = raw instanceof NumberText ? raw.text : expectText(raw, 'float')
-  if (!FLOAT_PATTERN.test(text)) throw new Reject(`cannot coerce ${JSON.stringify(text)} to float`)
+  if (!FLOAT_PATTERN.test(text)) throw new Reject(`cannot coerce ${showValue(text)} to float`)
   const value = Number(text)
-  if (!Number.isFinite(value)) throw new Reject(`${text} is out of the float range`)
+  if (!Number.isFinite(value)) throw new Reject(`${showName(text)} is out of the float range`)
   return value
 }
 
@@ -144,11 +144,11 @@ function decimalCoercer(precision: number, scale: number): Coercer {
   return (raw) => {
     const text = typeof raw === 'number' ? String(raw) : raw instanceof NumberText ? raw.text : expectText(raw, 'decimal')
     const match = DECIMAL_PATTERN.exec(text)
-    if (match === null || (match[2] === '' && (match[3] ?? '') === '')) throw new Reject(`cannot coerce ${JSON.stringify(text)} to decimal`)
+    if (match === null || (match[2] === '' && (match[3] ?? '') === '')) throw new Reject(`cannot coerce ${showValue(text)} to decimal`)
     const integer = match[2].replace(/^0+(?=\d)/, '') || '0'
     const fraction = (match[3] ?? '').replace(/0+$/, '')
-    if (fraction.length > scale) throw new Reject(`${text} has more than ${scale} digits after the point (decimal(${precision},${scale})); it is not rounded`)
-    if ((integer === '0' ? 0 : integer.length) > maxIntegerDigits) throw new Reject(`${text} does not fit decimal(${precision},${scale})`)
+    if (fraction.length > scale) throw new Reject(`${showName(text)} has more than ${scale} digits after the point (decimal(${precision},${scale})); it is not rounded`)
+    if ((integer === '0' ? 0 : integer.length) > maxIntegerDigits) throw new Reject(`${showName(text)} does not fit decimal(${precision},${scale})`)
     const negative = match[1] === '-' && /[1-9]/.test(integer + fraction)
     // Written at the declared scale, as the database would show it: 129.9 in decimal(12,2) is "129.90".
     return `${negative ? '-' : ''}${integer}${scale === 0 ? '' : `.${fraction.padEnd(scale, '0')}`}`
@@ -161,7 +161,7 @@ function coerceBoolean(raw: unknown): Value {
   const text = expectText(raw, 'boolean').toLowerCase()
   if (TRUE_WORDS.has(text)) return true
   if (FALSE_WORDS.has(text)) return false
-  throw new Reject(`cannot coerce ${JSON.stringify(text)} to boolean`)
+  throw new Reject(`cannot coerce ${showValue(text)} to boolean`)
 }
 
 /** Year 1 to 9999: SQL dates have no year 0 (Postgres refuses it), and the text form has four digits. */
@@ -179,7 +179,7 @@ function coerceDate(raw: unknown): Value {
   const text = expectText(raw, 'date')
   const match = DATE_PATTERN.exec(text)
   if (match === null || !validDate(Number(match[1]), Number(match[2]), Number(match[3]))) {
-    throw new Reject(`cannot coerce ${JSON.stringify(text)} to date (expected YYYY-MM-DD)`)
+    throw new Reject(`cannot coerce ${showValue(text)} to date (expected YYYY-MM-DD)`)
   }
   return text
 }
@@ -192,7 +192,7 @@ function pad(value: number, width: number): string {
 function coerceTimestamp(raw: unknown): Value {
   const text = expectText(raw, 'timestamp')
   const match = TIMESTAMP_PATTERN.exec(text)
-  const fail = () => new Reject(`cannot coerce ${JSON.stringify(text)} to timestamp (expected ISO 8601, e.g. 2024-05-01T13:45:00Z)`)
+  const fail = () => new Reject(`cannot coerce ${showValue(text)} to timestamp (expected ISO 8601, e.g. 2024-05-01T13:45:00Z)`)
   if (match === null) throw fail()
   const [, y, mo, d, h, mi, s = '00', fractionText = '', zone = 'Z'] = match
   const year = Number(y)
@@ -202,7 +202,7 @@ function coerceTimestamp(raw: unknown): Value {
   const minute = Number(mi)
   const second = Number(s)
   if (!validDate(year, month, day) || hour > 23 || minute > 59 || second > 59) throw fail()
-  if (fractionText.length > 6 && /[1-9]/.test(fractionText.slice(6))) throw new Reject(`${JSON.stringify(text)} is more precise than microseconds`)
+  if (fractionText.length > 6 && /[1-9]/.test(fractionText.slice(6))) throw new Reject(`${showValue(text)} is more precise than microseconds`)
   let offsetMinutes = 0
   if (zone !== 'Z' && zone !== 'z') {
     const sign = zone[0] === '-' ? -1 : 1
@@ -217,7 +217,7 @@ function coerceTimestamp(raw: unknown): Value {
   instant.setUTCFullYear(year, month - 1, day)
   instant.setUTCHours(hour, minute - offsetMinutes, second, 0)
   const micros = (fractionText + '000000').slice(0, 6)
-  if (instant.getUTCFullYear() < 1 || instant.getUTCFullYear() > 9999) throw new Reject(`${JSON.stringify(text)} is outside years 1 to 9999 in UTC`)
+  if (instant.getUTCFullYear() < 1 || instant.getUTCFullYear() > 9999) throw new Reject(`${showValue(text)} is outside years 1 to 9999 in UTC`)
   return (
     `${pad(instant.getUTCFullYear(), 4)}-${pad(instant.getUTCMonth() + 1, 2)}-${pad(instant.getUTCDate(), 2)}` +
     `T${pad(instant.getUTCHours(), 2)}:${pad(instant.getUTCMinutes(), 2)}:${pad(instant.getUTCSeconds(), 2)}.${micros}Z`
@@ -283,8 +283,8 @@ export function isoInstant(date: Date): string {
 function raggedRecord(file: string, line: number, fields: readonly string[], found: number): FiledgeError {
   const expected = `expected ${fields.length} fields, found ${found}`
   if (found > fields.length) return fileInvalid(file, `${expected} (field ${fields.length + 1} has no name in the header)`, line)
-  const column = fields[found]
-  return new FiledgeError('FILE_INVALID', `${file}:${line} column ${column}: ${expected} (no value for ${fields.slice(found).map((field) => JSON.stringify(field)).join(', ')})`, { file, line, column })
+  const column = showName(fields[found])
+  return new FiledgeError('FILE_INVALID', `${file}:${line} column ${column}: ${expected} (no value for ${showList(fields.slice(found))})`, { file, line, column })
 }
 
 /**
@@ -316,18 +316,18 @@ export function coerceRows(raw: RawRows, columns: readonly ResolvedColumn[], opt
   }
   const fieldIndex = new Map<string, number>()
   raw.fields.forEach((field, index) => {
-    if (fieldIndex.has(field)) throw fileInvalid(file, `duplicate field ${JSON.stringify(field)} in the header (fields ${fieldIndex.get(field)! + 1} and ${index + 1})`, headerLine)
+    if (fieldIndex.has(field)) throw fileInvalid(file, `duplicate field ${showValue(field)} in the header (fields ${fieldIndex.get(field)! + 1} and ${index + 1})`, headerLine)
     fieldIndex.set(field, index)
   })
   const declared = new Set(columns.map((column) => column.source))
   const missing = columns.filter((column) => column.required && !fieldIndex.has(column.source))
   if (missing.length > 0) {
-    throw fileInvalid(file, `missing required column${missing.length > 1 ? 's' : ''} ${missing.map((column) => JSON.stringify(column.source)).join(', ')} (fields: ${raw.fields.map((field) => JSON.stringify(field)).join(', ')})`, headerLine)
+    throw fileInvalid(file, `missing required column${missing.length > 1 ? 's' : ''} ${missing.map((column) => JSON.stringify(column.source)).join(', ')} (fields: ${showList(raw.fields)})`, headerLine)
   }
   if (options.unknownColumns === 'error') {
     const unknown = raw.fields.filter((field) => !declared.has(field))
     if (unknown.length > 0) {
-      throw fileInvalid(file, `unknown field${unknown.length > 1 ? 's' : ''} ${unknown.map((field) => JSON.stringify(field)).join(', ')}; declare ${unknown.length > 1 ? 'them' : 'it'} in columns or set unknownColumns: 'ignore'`, headerLine)
+      throw fileInvalid(file, `unknown field${unknown.length > 1 ? 's' : ''} ${showList(unknown)}; declare ${unknown.length > 1 ? 'them' : 'it'} in columns or set unknownColumns: 'ignore'`, headerLine)
     }
   }
 

@@ -141,6 +141,7 @@ export function applyPresets(config: UserConfig): { config: UserConfig; warnings
       ledger: preset.ledger ?? merged.ledger,
       lease: preset.lease === undefined ? merged.lease : { ...merged.lease, ...preset.lease },
       concurrency: preset.concurrency ?? merged.concurrency,
+      limits: preset.limits === undefined ? merged.limits : { ...merged.limits, ...preset.limits },
       defaults: mergeDefaults(merged.defaults, preset.defaults),
       plugins,
     }
@@ -153,6 +154,7 @@ export function applyPresets(config: UserConfig): { config: UserConfig; warnings
     ...(merged.ledger !== undefined && config.ledger === undefined ? { ledger: merged.ledger } : {}),
     ...(merged.lease !== undefined ? { lease: { ...merged.lease, ...config.lease } } : {}),
     ...(merged.concurrency !== undefined && config.concurrency === undefined ? { concurrency: merged.concurrency } : {}),
+    ...(merged.limits !== undefined ? { limits: { ...merged.limits, ...config.limits } } : {}),
     plugins,
     pipelines: Array.isArray(config.pipelines) ? config.pipelines.map((pipeline) => applyPipelineDefaults(pipeline, merged.defaults)) : config.pipelines,
   }

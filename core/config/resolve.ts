@@ -6,8 +6,9 @@ import { PROVENANCE_COLUMNS } from '../rows.js'
 import { isEnvRef, readEnv, redact } from '../secrets.js'
 import { toMs } from './duration.js'
 import { formatIssues, formatPath } from './issues.js'
+import { resolveLimits } from './limits.js'
 import { applyPresets, flattenPlugins } from './presets.js'
-import { BUILTIN_FORMAT_SCHEMAS, cdcSchema, configSchema, csvFormatSchema, truncateSchema } from './schema.js'
+import { BUILTIN_FORMAT_SCHEMAS, cdcSchema, configSchema, csvFormatSchema, limitsSchema, truncateSchema } from './schema.js'
 import { resolveWriteMode } from './write-mode.js'
 import type {
   ColumnInput,
@@ -40,7 +41,7 @@ function knownKeysAt(at: readonly PropertyKey[]): readonly string[] {
     config: [...Object.keys(configSchema.shape), 'presets', 'disablePlugins'],
     lease: ['ttl', 'heartbeat'],
     watch: ['enabled', 'settle'],
-    pipeline: ['name', 'source', 'format', 'destination', 'table', 'writeMode', 'columns', 'unknownColumns', 'retry', 'batchSize'],
+    pipeline: ['name', 'source', 'format', 'destination', 'table', 'writeMode', 'columns', 'unknownColumns', 'retry', 'batchSize', 'limits'],
     source: ['dir', 'include', 'exclude', 'readyMarker', 'followSymlinks'],
     column: ['type', 'required', 'source', 'precision', 'scale'],
     retry: ['attempts', 'lapses'],
@@ -49,6 +50,7 @@ function knownKeysAt(at: readonly PropertyKey[]): readonly string[] {
     truncate: Object.keys(truncateSchema.shape),
     cdc: Object.keys(cdcSchema.shape),
     ops: ['insert', 'update', 'delete'],
+    limits: Object.keys(limitsSchema.shape),
   }
   if (at.length === 0) return shapes.config
   const last = at[at.length - 1]
@@ -225,6 +227,7 @@ export function resolveConfig(raw: unknown, options: { configFile?: string; cwd?
       unknownColumns: pipeline.unknownColumns ?? 'error',
       retry: Object.freeze({ attempts: pipeline.retry?.attempts ?? DEFAULT_ATTEMPTS, lapses: pipeline.retry?.lapses ?? DEFAULT_LAPSES }),
       batchSize: pipeline.batchSize ?? DEFAULT_BATCH_SIZE,
+      limits: resolveLimits([{ at: 'limits', limits: config.limits }, { at: `${at}.limits`, limits: pipeline.limits }], problems),
       concurrency: config.concurrency ?? pipeline.destination?.capabilities?.concurrency ?? DEFAULT_CONCURRENCY,
     })
   })
@@ -240,7 +243,8 @@ export function resolveConfig(raw: unknown, options: { configFile?: string; cwd?
     pluginNames.add(plugin.name)
   }
 
-  if (problems.length > 0 || ledger === undefined) throw invalid(problems)
+  // A top-level problem (a limit every pipeline inherits) is said once.
+  if (problems.length > 0 || ledger === undefined) throw invalid([...new Set(problems)])
   return Object.freeze({
     root,
     configFile: options.configFile,

@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { isEnvRef } from '../secrets.js'
+import { SIZE_PATTERN } from './limits.js'
 import { COLUMN_TYPES, SYMLINK_POLICIES } from './types.js'
 
 /**
@@ -95,6 +96,17 @@ const writeMode = z.union([
     .strictObject({ truncate: truncateSchema.optional(), cdc: cdcSchema.optional() })
     .refine((mode) => (mode.truncate === undefined) !== (mode.cdc === undefined), "expected 'append', 'truncate', { truncate: { allowEmpty } } or { cdc: { keys, op, sequence, ops } }"),
 ])
+const size = z.union([z.number().int().positive(), z.string().regex(SIZE_PATTERN, 'expected a number of bytes or a size like 512KiB, 64MiB or 2GiB')])
+const count = z.number().int().positive()
+export const limitsSchema = z.strictObject({
+  maxFieldChars: count.optional(),
+  maxRecordChars: count.optional(),
+  maxColumns: count.optional(),
+  gzipMaxRatio: z.number().min(1).optional(),
+  gzipRatioGraceBytes: size.optional(),
+  parquetMaxFileBytes: size.optional(),
+  parquetMaxRowGroupBytes: size.optional(),
+})
 const unknownColumns = z.enum(['error', 'ignore'])
 const batchSize = z.number().int().min(1).max(1_000_000)
 const concurrency = z.number().int().min(1).max(256)
@@ -133,6 +145,7 @@ const pipeline = z.strictObject({
   unknownColumns: unknownColumns.optional(),
   retry: retry.optional(),
   batchSize: batchSize.optional(),
+  limits: limitsSchema.optional(),
 })
 
 export const configSchema = z.strictObject({
@@ -140,6 +153,7 @@ export const configSchema = z.strictObject({
   ledger: maybeEnvString.optional(),
   lease: lease.optional(),
   concurrency: concurrency.optional(),
+  limits: limitsSchema.optional(),
   watch: z.union([z.boolean(), z.strictObject({ enabled: z.boolean().optional(), settle: duration.optional() })]).optional(),
   plugins: z.array(plugin).optional(),
   pipelines: z.array(pipeline).min(1, 'expected at least one pipeline'),
@@ -152,6 +166,7 @@ export const presetSchema = z.strictObject({
   ledger: maybeEnvString.optional(),
   lease: lease.optional(),
   concurrency: concurrency.optional(),
+  limits: limitsSchema.optional(),
   plugins: z.array(plugin).optional(),
   disablePlugins: z.array(z.string().min(1)).optional(),
   defaults: z

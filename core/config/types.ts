@@ -24,6 +24,42 @@ export type ColumnInput = ColumnType | ColumnSpec
 /** `500`, `'500ms'`, `'30s'`, `'2m'`, `'1h'`; a bare number is milliseconds. */
 export type Duration = number | `${number}${'ms' | 's' | 'm' | 'h'}`
 
+/** `1048576`, `'512KiB'`, `'64MiB'`, `'2GiB'`; a bare number is bytes. */
+export type Size = number | `${number}${'B' | 'KiB' | 'MiB' | 'GiB' | 'TiB'}`
+
+/**
+ * How much one file may make filedge hold or produce. A file past a limit
+ * fails alone (FILE_INVALID, naming the key); the other files go on. Text
+ * limits count characters of decoded text; gzip and Parquet limits count
+ * bytes. See "Limits" in the README for the defaults and why.
+ */
+export interface LimitsConfig {
+  /** One CSV field. Default 64 Mi (67,108,864) characters. */
+  maxFieldChars?: number
+  /** One NDJSON line or JSON array element. Default 64 Mi characters. */
+  maxRecordChars?: number
+  /** Fields of a CSV header or record, columns of a Parquet file. Default 16,384. */
+  maxColumns?: number
+  /** A `.gz` file's decompressed size ÷ its compressed size. Default 200. */
+  gzipMaxRatio?: number
+  /** Decompressed output up to which `gzipMaxRatio` is not applied. Default `'256MiB'`. */
+  gzipRatioGraceBytes?: Size
+  /** A Parquet file (after gunzip, for `.parquet.gz`), held in memory while it loads. Default `'2GiB'`. */
+  parquetMaxFileBytes?: Size
+  /** One Parquet row group once decoded, estimated from its page headers before decoding. Default `'2GiB'`. */
+  parquetMaxRowGroupBytes?: Size
+}
+
+export interface ResolvedLimits {
+  readonly maxFieldChars: number
+  readonly maxRecordChars: number
+  readonly maxColumns: number
+  readonly gzipMaxRatio: number
+  readonly gzipRatioGraceBytes: number
+  readonly parquetMaxFileBytes: number
+  readonly parquetMaxRowGroupBytes: number
+}
+
 export interface CsvFormatOptions {
   type: 'csv'
   /** One character. Default `,` (`\t` for `.tsv` files). */
@@ -129,6 +165,8 @@ export interface PipelineConfig {
   retry?: RetryConfig
   /** Rows per batch handed to transforms and the destination. Default 2,000. */
   batchSize?: number
+  /** This pipeline's limits, key by key over the top-level `limits`. */
+  limits?: LimitsConfig
 }
 
 export interface LeaseConfig {
@@ -164,6 +202,8 @@ export interface Preset {
   ledger?: MaybeEnv
   lease?: LeaseConfig
   concurrency?: number
+  /** Merged key by key; the config's own `limits` win. */
+  limits?: LimitsConfig
   plugins?: PluginOption[]
   /** Removes plugins (by name) that earlier presets in the chain added. */
   disablePlugins?: string[]
@@ -181,6 +221,8 @@ export interface UserConfig {
   lease?: LeaseConfig
   /** Files in flight per pipeline. Default 4. */
   concurrency?: number
+  /** For every pipeline; a pipeline's own `limits` win key by key. */
+  limits?: LimitsConfig
   /**
    * `true` (or `{ enabled: true }`): keep running and load files as they land,
    * as `--watch` does. `settle`: how long a file's size must stay unchanged
@@ -227,6 +269,8 @@ export interface ResolvedPipeline {
   readonly unknownColumns: 'error' | 'ignore'
   readonly retry: { readonly attempts: number; readonly lapses: number }
   readonly batchSize: number
+  /** What one file may make a format hold or produce: the defaults, then the top-level `limits`, then the pipeline's. */
+  readonly limits: ResolvedLimits
   /** Files in flight (append mode): the config's `concurrency`, else what the destination asks for, else 4. */
   readonly concurrency: number
 }

@@ -1,3 +1,5 @@
+import { DEFAULT_LIMITS, formatCount, overLimit } from '../config/limits.js'
+
 /**
  * A streaming CSV parser (RFC 4180 plus the variants real exports use).
  *
@@ -22,8 +24,15 @@ export interface CsvParserOptions {
   readonly escape?: string
   /** Unquoted values that mean null, besides the empty field. */
   readonly nullValues?: readonly string[]
-  /** A field longer than this fails the file (an unterminated quote must not eat the heap). */
+  /** A field longer than this fails the file (an unterminated quote must not eat the heap). Default: limits.maxFieldChars's. */
   readonly maxFieldChars?: number
+  /**
+   * A record with more fields than this fails the file (a line of commas must
+   * not become an array of millions). Checked once per `write`, on the record
+   * still being read: a record completed within one chunk is at most a chunk
+   * long, and its field count is checked against the header's anyway.
+   */
+  readonly maxFields?: number
 }
 
 export class CsvSyntaxError extends Error {
@@ -52,8 +61,6 @@ const enum State {
   AfterCr,
 }
 
-export const DEFAULT_MAX_FIELD_CHARS = 64 * 1024 * 1024
-
 export class CsvParser {
   /** Completed records and the line each started on, drained by the caller. */
   records: (string | null)[][] = []
@@ -66,6 +73,7 @@ export class CsvParser {
   private readonly escapeIsQuote: boolean
   private readonly nullValues: ReadonlySet<string> | undefined
   private readonly maxFieldChars: number
+  private readonly maxFields: number
 
   private state = State.FieldStart
   private fields: (string | null)[] = []
@@ -83,7 +91,8 @@ export class CsvParser {
     this.escapeChar = options.escape ?? options.quote
     this.escapeIsQuote = this.escapeChar === options.quote
     this.nullValues = options.nullValues && options.nullValues.length > 0 ? new Set(options.nullValues) : undefined
-    this.maxFieldChars = options.maxFieldChars ?? DEFAULT_MAX_FIELD_CHARS
+    this.maxFieldChars = options.maxFieldChars ?? DEFAULT_LIMITS.maxFieldChars
+    this.maxFields = options.maxFields ?? DEFAULT_LIMITS.maxColumns
   }
 
   /** The line the parser has reached (for messages about the input that follows). */
@@ -102,7 +111,15 @@ export class CsvParser {
       this.scan(text.slice(0, nul))
       throw new CsvSyntaxError('NUL byte in the data (a binary file, or UTF-16 without `encoding` set?)', this.line, this.currentField)
     }
-    this.scan(text)
+    // A field inside one piece of text is at most that long: a chunk longer than maxFieldChars is scanned in pieces
+    // of maxFieldChars, so a longer field always spans pieces and is checked where it does, and the per-field loop
+    // checks nothing. Chunks are at most 1 MiB: only a limit set below that splits them.
+    if (text.length <= this.maxFieldChars) this.scan(text)
+    else for (let at = 0; at < text.length; at += this.maxFieldChars) this.scan(text.slice(at, at + this.maxFieldChars))
+    // Fields completed so far, and one more after them: the record has more than maxFields.
+    if (this.fields.length >= this.maxFields) {
+      throw new CsvSyntaxError(overLimit(`a record with more than ${formatCount(this.maxFields)} fields`, 'maxColumns'), this.recordLine)
+    }
   }
 
   end(): void {
@@ -199,7 +216,14 @@ export class CsvParser {
           if (c === quote) {
             throw new CsvSyntaxError(`quote character inside unquoted field ${this.currentField} (quote the whole field and double the quote)`, this.line, this.currentField)
           }
-          const value = this.field === '' ? s.slice(i, j) : this.field + s.slice(i, j)
+          let value
+          if (this.field === '') {
+            value = s.slice(i, j)
+          } else {
+            // The field began in an earlier chunk: its whole length is known only now.
+            value = this.field + s.slice(i, j)
+            this.checkFieldSize(value.length)
+          }
           this.field = ''
           this.pushUnquoted(value)
           i = j + 1
@@ -291,10 +315,10 @@ export class CsvParser {
     }
   }
 
-  private checkFieldSize(): void {
-    if (this.field.length > this.maxFieldChars) {
+  private checkFieldSize(length = this.field.length): void {
+    if (length > this.maxFieldChars) {
       const where = this.state === State.Quoted ? 'a quoted field starting on this line (unterminated quote?)' : 'a field'
-      throw new CsvSyntaxError(`${where} is longer than ${this.maxFieldChars} characters`, this.state === State.Quoted ? this.quoteLine : this.line, this.currentField)
+      throw new CsvSyntaxError(overLimit(`${where} is longer than ${formatCount(this.maxFieldChars)} characters`, 'maxFieldChars'), this.state === State.Quoted ? this.quoteLine : this.line, this.currentField)
     }
   }
 

@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream'
+import { formatCount, overLimit } from '../config/limits.js'
 import type { CsvFormatOptions } from '../config/types.js'
-import { FiledgeError, fileInvalid, isFiledgeError } from '../errors.js'
+import { FiledgeError, fileInvalid, isFiledgeError, showName } from '../errors.js'
 import type { LoadRequest } from '../hooks.js'
 import type { Plugin } from '../plugin.js'
 import type { RawBatch, RawRows } from '../rows.js'
@@ -38,11 +39,14 @@ export async function loadCsv(request: LoadRequest, stream: Readable = request.o
   const file = request.file.path
   const encoding = options.encoding ?? 'utf-8'
   const decoder = new TextDecoder(encoding, { fatal: true })
+  const { limits } = request.pipeline
   const parser = new CsvParser({
     delimiter: options.delimiter ?? ',',
     quote: options.quote ?? '"',
     escape: options.escape,
     nullValues: options.nullValues,
+    maxFieldChars: limits.maxFieldChars,
+    maxFields: limits.maxColumns,
   })
   const batchSize = request.pipeline.batchSize
   const chunks = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>
@@ -55,8 +59,9 @@ export async function loadCsv(request: LoadRequest, stream: Readable = request.o
     stream.destroy()
     if (error instanceof CsvSyntaxError) {
       const names = fields ?? (options.header === false || Array.isArray(options.header) ? undefined : parser.records[0])
-      const column = error.field === undefined ? undefined : (names?.[error.field - 1] ?? undefined)
-      if (column === undefined) throw fileInvalid(file, error.message, error.line)
+      const name = error.field === undefined ? undefined : (names?.[error.field - 1] ?? undefined)
+      if (name === undefined || name === null) throw fileInvalid(file, error.message, error.line)
+      const column = showName(name)
       throw new FiledgeError('FILE_INVALID', `${file}:${error.line} column ${column}: ${error.message}`, { file, line: error.line, column })
     }
     if (isFiledgeError(error)) throw error
@@ -103,6 +108,9 @@ export async function loadCsv(request: LoadRequest, stream: Readable = request.o
       const header = parser.records.shift()
       headerLine = parser.lines.shift()
       fields = (header ?? []).map((field) => field ?? '')
+      if (fields.length > limits.maxColumns) {
+        throw fileInvalid(file, overLimit(`the header has ${formatCount(fields.length)} fields, more than ${formatCount(limits.maxColumns)}`, 'maxColumns'), headerLine)
+      }
     }
   } catch (error) {
     fail(error)

@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream'
+import { DEFAULT_LIMITS, formatCount, overLimit } from '../config/limits.js'
 import type { ResolvedColumn } from '../config/types.js'
-import { FiledgeError, fileInvalid, isFiledgeError } from '../errors.js'
+import { FiledgeError, fileInvalid, isFiledgeError, showValue } from '../errors.js'
 import type { LoadRequest } from '../hooks.js'
 import type { Plugin } from '../plugin.js'
 import type { RawBatch, RawRows } from '../rows.js'
@@ -48,13 +49,60 @@ function decoderFor(file: string): (chunk: Buffer | undefined) => string {
   }
 }
 
+/**
+ * A record spanning chunks, kept as the pieces read so far and joined once
+ * its end arrives, failing as soon as it is longer than the limit. Appending
+ * each chunk to the pending text and searching the whole again made a long
+ * line quadratic, and a 150 MB line ran the worker out of heap before it was
+ * ever parsed.
+ */
+class Pending {
+  private pieces: string[] = []
+  private chars = 0
+
+  constructor(
+    private readonly maxChars: number,
+    private readonly tooLong: () => FiledgeError,
+  ) {}
+
+  get empty(): boolean {
+    return this.pieces.length === 0
+  }
+
+  add(piece: string): void {
+    this.chars += piece.length
+    if (this.chars > this.maxChars) throw this.tooLong()
+    this.pieces.push(piece)
+  }
+
+  /** The record: the pieces and `last`, joined; the pending record is then empty. */
+  take(last: string): string {
+    this.add(last)
+    const record = this.pieces.length === 1 ? this.pieces[0] : this.pieces.join('')
+    this.pieces = []
+    this.chars = 0
+    return record
+  }
+}
+
+/**
+ * Scans `text` in pieces of at most `maxChars`: a record inside one piece is
+ * at most that long, so only a record spanning pieces, which Pending holds
+ * and measures, can pass the limit, and the per-record loop checks nothing.
+ * Reads are at most 1 MiB: only a limit set below that splits them.
+ */
+function scanInPieces(text: string, maxChars: number, scan: (piece: string) => void): void {
+  if (text.length <= maxChars) scan(text)
+  else for (let at = 0; at < text.length; at += maxChars) scan(text.slice(at, at + maxChars))
+}
+
 /** One object per non-blank line. */
-export async function* ndjsonObjects(stream: Readable, file: string, batchSize = BATCH): AsyncGenerator<JsonObjects> {
+export async function* ndjsonObjects(stream: Readable, file: string, batchSize = BATCH, maxRecordChars = DEFAULT_LIMITS.maxRecordChars): AsyncGenerator<JsonObjects> {
   const decode = decoderFor(file)
-  let rest = ''
   let line = 0
   let objects: Record<string, unknown>[] = []
   let lines: number[] = []
+  const pending = new Pending(maxRecordChars, () => fileInvalid(file, overLimit(`line is longer than ${formatCount(maxRecordChars)} characters`, 'maxRecordChars'), line + 1))
   const take = (text: string) => {
     line++
     // A trailing CR (CRLF files) and surrounding spaces are not part of the value.
@@ -69,29 +117,42 @@ export async function* ndjsonObjects(stream: Readable, file: string, batchSize =
     objects.push(asObject(value, file, line, 'each line'))
     lines.push(line)
   }
-  for await (const chunk of stream) {
-    const text = rest + decode(chunk as Buffer)
+  /** Takes the lines `text` ends, and keeps the line it leaves open. Only `text` is searched, once. */
+  const scan = (text: string) => {
     let start = 0
-    try {
-      for (let end = text.indexOf('\n'); end >= 0; end = text.indexOf('\n', start)) {
-        take(text.slice(start, end))
-        start = end + 1
+    let end = text.indexOf('\n')
+    if (!pending.empty) {
+      if (end < 0) {
+        pending.add(text)
+        return
       }
+      take(pending.take(text.slice(0, end)))
+      start = end + 1
+      end = text.indexOf('\n', start)
+    }
+    for (; end >= 0; end = text.indexOf('\n', start)) {
+      take(text.slice(start, end))
+      start = end + 1
+    }
+    if (start < text.length) pending.add(start === 0 ? text : text.slice(start))
+  }
+  for await (const chunk of stream) {
+    try {
+      scanInPieces(decode(chunk as Buffer), maxRecordChars, scan)
     } catch (error) {
       // The objects before a bad line are good: hand them on first (validate checks them too), then fail.
       yield* slices({ objects, lines }, batchSize)
       throw error
     }
-    rest = text.slice(start)
     if (objects.length >= batchSize) {
       yield* slices({ objects, lines }, batchSize)
       objects = []
       lines = []
     }
   }
-  rest += decode(undefined)
   try {
-    if (rest !== '') take(rest)
+    scanInPieces(decode(undefined), maxRecordChars, scan)
+    if (!pending.empty) take(pending.take(''))
   } catch (error) {
     yield* slices({ objects, lines }, batchSize)
     throw error
@@ -115,35 +176,50 @@ function isSpace(c: number): boolean {
 /**
  * The elements of a top-level JSON array, each an object. The scanner only
  * finds where each element ends (depth and strings); JSON.parse reads the
- * element. Text already handed out is dropped, so memory holds one element.
+ * element. Each chunk is scanned once, where it arrived; an element spanning
+ * chunks is kept as pieces (see Pending), so memory holds one element.
  */
 type Phase = 'start' | 'next' | 'element' | 'separator' | 'end'
 
-export async function* jsonArrayObjects(stream: Readable, file: string, batchSize = BATCH): AsyncGenerator<JsonObjects> {
+export async function* jsonArrayObjects(stream: Readable, file: string, batchSize = BATCH, maxRecordChars = DEFAULT_LIMITS.maxRecordChars): AsyncGenerator<JsonObjects> {
   const decode = decoderFor(file)
-  let text = ''
-  let i = 0
   let line = 1
   // Where the scanner is: before '[', between elements, inside one, after ']'.
   let phase = 'start' as Phase
-  let elementStart = 0
   let elementLine = 1
   let depth = 0
   let inString = false
+  // A backslash ended the previous chunk: the next chunk starts with the character it escapes.
+  let carry = 0
   let objects: Record<string, unknown>[] = []
   let lines: number[] = []
   let seen = 0
 
   const unexpected = (what: string) => fileInvalid(file, `invalid JSON array: ${what}`, line)
+  const pending = new Pending(maxRecordChars, () => fileInvalid(file, overLimit(`array element is longer than ${formatCount(maxRecordChars)} characters`, 'maxRecordChars'), elementLine))
 
-  const scan = () => {
+  const element = (text: string) => {
+    let value: unknown
+    try {
+      value = parseJson(text)
+    } catch (error) {
+      throw syntaxError(file, elementLine, error)
+    }
+    objects.push(asObject(value, file, elementLine, 'each array element'))
+    lines.push(elementLine)
+    seen++
+    phase = 'separator'
+  }
+
+  const scan = (text: string) => {
     const n = text.length
+    let i = carry
+    let elementStart = 0
     while (i < n) {
       const c = text.charCodeAt(i)
       if (phase === 'element') {
         if (inString) {
           if (c === BACKSLASH) {
-            if (i + 1 >= n) return
             i += 2
             continue
           }
@@ -158,17 +234,7 @@ export async function* jsonArrayObjects(stream: Readable, file: string, batchSiz
         else if (c === NEWLINE) line++
         i++
         if (depth === 0) {
-          const element = text.slice(elementStart, i)
-          let value: unknown
-          try {
-            value = parseJson(element)
-          } catch (error) {
-            throw syntaxError(file, elementLine, error)
-          }
-          objects.push(asObject(value, file, elementLine, 'each array element'))
-          lines.push(elementLine)
-          seen++
-          phase = 'separator'
+          element(pending.empty ? text.slice(elementStart, i) : pending.take(text.slice(0, i)))
         }
         continue
       }
@@ -208,36 +274,28 @@ export async function* jsonArrayObjects(stream: Readable, file: string, batchSiz
           throw unexpected(`text after the closing "]": ${JSON.stringify(text.slice(i, i + 20))}`)
       }
     }
-  }
-
-  const compact = () => {
-    // Keep only the unread text (and the element being read).
-    const keep = phase === 'element' ? elementStart : i
-    text = text.slice(keep)
-    i -= keep
-    elementStart -= keep
+    carry = i - n
+    // The element read so far stays, as a piece of the next one.
+    if (phase === 'element') pending.add(elementStart === 0 ? text : text.slice(elementStart))
   }
 
   for await (const chunk of stream) {
-    text += decode(chunk as Buffer)
     try {
-      scan()
+      scanInPieces(decode(chunk as Buffer), maxRecordChars, scan)
     } catch (error) {
       yield* slices({ objects, lines }, batchSize)
       throw error
     }
-    compact()
     if (objects.length >= batchSize) {
       yield* slices({ objects, lines }, batchSize)
       objects = []
       lines = []
     }
   }
-  text += decode(undefined)
-  scan()
-  // A file with no content at all is an empty load, as for every format.
+  scanInPieces(decode(undefined), maxRecordChars, scan)
+  // Only spaces before the "[" (or no content at all): an empty load, as for every format.
   const last = phase as Phase
-  if (last !== 'end' && !(last === 'start' && text.trim() === '')) {
+  if (last !== 'end' && last !== 'start') {
     throw fileInvalid(file, 'invalid JSON array: the file ends before its closing "]" (truncated?)', line)
   }
   if (objects.length > 0) yield* slices({ objects, lines }, batchSize)
@@ -265,7 +323,7 @@ function toRecords(columns: readonly ResolvedColumn[], unknownColumns: 'error' |
       const object = objects[r]
       if (unknownColumns === 'error') {
         for (const key in object) {
-          if (!declared.has(key)) throw fileInvalid(file, `unknown field ${JSON.stringify(key)}; declare it in columns or set unknownColumns: 'ignore'`, lines[r])
+          if (!declared.has(key)) throw fileInvalid(file, `unknown field ${showValue(key)}; declare it in columns or set unknownColumns: 'ignore'`, lines[r])
         }
       }
       const record: unknown[] = new Array(fields.length)
@@ -281,18 +339,18 @@ function toRecords(columns: readonly ResolvedColumn[], unknownColumns: 'error' |
 
 export type JsonKind = 'ndjson' | 'json'
 
-export function readJsonObjects(kind: JsonKind, stream: Readable, file: string, batchSize?: number): AsyncGenerator<JsonObjects> {
-  return kind === 'ndjson' ? ndjsonObjects(stream, file, batchSize) : jsonArrayObjects(stream, file, batchSize)
+export function readJsonObjects(kind: JsonKind, stream: Readable, file: string, batchSize?: number, maxRecordChars?: number): AsyncGenerator<JsonObjects> {
+  return kind === 'ndjson' ? ndjsonObjects(stream, file, batchSize, maxRecordChars) : jsonArrayObjects(stream, file, batchSize, maxRecordChars)
 }
 
 export function loadJson(kind: JsonKind, request: LoadRequest): RawRows {
   const file = request.file.path
-  const { columns, unknownColumns, batchSize } = request.pipeline
+  const { columns, unknownColumns, batchSize, limits } = request.pipeline
   const stream = request.open()
   const map = toRecords(columns, unknownColumns, file)
   async function* batches(): AsyncGenerator<RawBatch> {
     try {
-      for await (const batch of readJsonObjects(kind, stream, file, batchSize)) yield map(batch)
+      for await (const batch of readJsonObjects(kind, stream, file, batchSize, limits.maxRecordChars)) yield map(batch)
     } catch (error) {
       if (isFiledgeError(error)) throw error
       throw new FiledgeError('FILE_INVALID', `${file}: ${(error as Error).message}`, { file, cause: error })

@@ -1,4 +1,5 @@
 import { stat } from 'node:fs/promises'
+import { DEFAULT_LIMITS } from '../config/limits.js'
 import type { ResolvedFormat, ResolvedPipeline } from '../config/types.js'
 import { fileInvalid } from '../errors.js'
 import { loadCsv } from '../formats/csv.js'
@@ -30,7 +31,7 @@ export async function sampleFile(absPath: string, displayPath: string, rows: num
   const stream = openSource(file, { verify: false })
   try {
     if (resolved.type === 'csv') {
-      const pipeline = { batchSize: Math.min(rows, 10_000), columns: [] } as unknown as ResolvedPipeline
+      const pipeline = { batchSize: Math.min(rows, 10_000), columns: [], limits: DEFAULT_LIMITS } as unknown as ResolvedPipeline
       const request = { pipeline, file, format: resolved, open: () => stream, signal: new AbortController().signal } satisfies LoadRequest
       const raw = await loadCsv(request, stream)
       const records: unknown[][] = []

@@ -3,7 +3,7 @@ import type { Readable } from 'node:stream'
 import { coerceRows, isoInstant } from '../columns/coerce.js'
 import type { ResolvedFormat, ResolvedPipeline } from '../config/types.js'
 import type { FileRef, WriteJob } from '../destination.js'
-import { FiledgeError, claimLost, describeError, fileInvalid, isFiledgeError, leaseLapsed, stopped } from '../errors.js'
+import { FiledgeError, capped, claimLost, describeError, fileInvalid, isFiledgeError, leaseLapsed, stopped } from '../errors.js'
 import { detectFormat } from '../formats/registry.js'
 import type { FileCandidate, Hooks, Lease, SkipReason } from '../hooks.js'
 import type { FileStat } from '../ledger/types.js'
@@ -26,8 +26,9 @@ export interface FileRunContext {
   readonly signal: AbortSignal
 }
 
+/** Whatever a load threw, as the failure the ledger records and the reporters show (the same, capped text). */
 function toError(error: unknown, file: string): FiledgeError {
-  if (isFiledgeError(error)) return error
+  if (isFiledgeError(error)) return capped(error)
   return new FiledgeError('INTERNAL', `${file}: ${describeError(error)}`, { file, cause: error })
 }
 
@@ -187,7 +188,7 @@ export async function loadClaimed(
     const format: ResolvedFormat | undefined = pipeline.format ?? detectFormat(file.path)
     if (format === undefined) throw fileInvalid(file.path, "cannot tell the format from the file's extension; set `format` on the pipeline")
     const boundary = await boundaryOf(pipeline)
-    const options = boundary === undefined ? {} : { confirm: confirmInside(boundary, file) }
+    const options = { limits: pipeline.limits, ...(boundary === undefined ? {} : { confirm: confirmInside(boundary, file) }) }
     const open = () => {
       const stream = hashed === undefined ? openSource(file, options) : openHashedBytes(file, hashed.bytes, hashed, options)
       opened.push(stream)
@@ -207,7 +208,7 @@ export async function loadClaimed(
       ingestedAt: isoInstant(new Date()),
       batches: counted(transformed, (rows) => hooks.fileProgress.call({ pipeline, file, rows }), controller.signal),
       ...(untransformed
-        ? { source: { format, fields: raw.fields, headerLine: raw.headerLine, columns: pipeline.columns, unknownColumns: pipeline.unknownColumns } }
+        ? { source: { format, fields: raw.fields, headerLine: raw.headerLine, columns: pipeline.columns, unknownColumns: pipeline.unknownColumns, limits: pipeline.limits } }
         : {}),
       signal: controller.signal,
       async assertLease() {

@@ -3,7 +3,7 @@ import type { ResolvedConfig, ResolvedPipeline } from '../config/types.js'
 import { forEachLimit } from '../concurrency.js'
 import type { Destination } from '../destination.js'
 import { selectPipelines } from '../config/pipelines.js'
-import { FiledgeError, describeError, isFiledgeError } from '../errors.js'
+import { FiledgeError, capped, describeError, isFiledgeError } from '../errors.js'
 import { csvFormat } from '../formats/csv.js'
 import { jsonFormats } from '../formats/json.js'
 import { parquetFormat } from '../formats/parquet.js'
@@ -222,7 +222,8 @@ export async function processCandidate(
     hooks.fileSkipped.call({ pipeline, path: candidate.path, hash, reason, message })
     return { kind: 'skipped', hash, reason, isNew }
   }
-  const failBeforeClaim = async (error: FiledgeError, hash?: string): Promise<FileOutcome> => {
+  const failBeforeClaim = async (failure: FiledgeError, hash?: string): Promise<FileOutcome> => {
+    const error = capped(failure)
     await hooks.fileFailed.promise({ pipeline, path: candidate.path, hash, error, terminal: false }).catch(() => undefined)
     return { kind: 'failed', hash, error, isNew: false, reclaimed: false, retried: false }
   }

@@ -2,7 +2,7 @@ import { stat } from 'node:fs/promises'
 import { coerceRows } from '../columns/coerce.js'
 import type { ResolvedConfig, ResolvedFormat, ResolvedPipeline } from '../config/types.js'
 import type { FileRef } from '../destination.js'
-import { FiledgeError, describeError, fileInvalid, isFiledgeError } from '../errors.js'
+import { FiledgeError, capMessage, describeError, fileInvalid, isFiledgeError } from '../errors.js'
 import { csvFormat } from '../formats/csv.js'
 import { jsonFormats } from '../formats/json.js'
 import { parquetFormat } from '../formats/parquet.js'
@@ -58,7 +58,7 @@ export async function formatHooks(config: ResolvedConfig): Promise<Hooks> {
 function failureOf(error: FiledgeError): ValidationFailure {
   // A number kept as written (JSON, Parquet) is reported as written.
   const value = error.value instanceof NumberText ? error.value.text : error.value
-  return { code: error.code, message: error.message, line: error.line, column: error.column, value }
+  return { code: error.code, message: capMessage(error.message), line: error.line, column: error.column, value }
 }
 
 /**
@@ -86,7 +86,7 @@ export async function validateFile(hooks: Hooks, config: ResolvedConfig, pipelin
     const { hash, size } = await hashFile(absPath)
     const { mtimeMs } = await stat(absPath)
     const file: FileRef = { hash, size, mtimeMs, path: relative, absPath }
-    const raw = await hooks.load.promise({ pipeline, file, format, open: () => openSource(file), signal: new AbortController().signal })
+    const raw = await hooks.load.promise({ pipeline, file, format, open: () => openSource(file, { limits: pipeline.limits }), signal: new AbortController().signal })
     if (raw === undefined) throw fileInvalid(relative, `no plugin loads "${format.type}" files`)
     const counted: RawRows = {
       ...raw,

@@ -2,18 +2,14 @@ import { createHash } from 'node:crypto'
 import { close, createReadStream, open, read, statSync } from 'node:fs'
 import { Readable, Transform, pipeline } from 'node:stream'
 import { createGunzip } from 'node:zlib'
+import { DEFAULT_LIMITS, formatBytes, overLimit } from '../config/limits.js'
+import type { ResolvedLimits } from '../config/types.js'
 import type { FileRef } from '../destination.js'
 import { fileChanged, fileInvalid } from '../errors.js'
 import { isGzipPath } from '../formats/registry.js'
 
-/**
- * A gzip member may expand to at most this many times its compressed size
- * (or 256 MiB, whichever is larger). Real CSV and JSON compress 5–20×; a
- * gzip bomb compresses 1000× and more. Refusing by ratio stops a bomb after
- * a few MB of work instead of after it has filled a table.
- */
-export const MAX_GZIP_RATIO = 200
-const MIN_GZIP_LIMIT = 256 * 1024 * 1024
+/** What opening a gzip file needs of the pipeline's limits. */
+export type GzipLimits = Pick<ResolvedLimits, 'gzipMaxRatio' | 'gzipRatioGraceBytes'>
 
 /** Re-hashes the bytes as they pass; errors with FILE_CHANGED at the end if they are not the claimed bytes. */
 function verifier(file: FileRef): Transform {
@@ -36,13 +32,20 @@ function verifier(file: FileRef): Transform {
   })
 }
 
-function limiter(file: FileRef, limit: number): Transform {
+/**
+ * A gzip file may expand to at most `gzipMaxRatio` times its compressed size,
+ * or `gzipRatioGraceBytes`, whichever is larger. Refusing by ratio stops a
+ * bomb after a few MB of work instead of after it has filled a table.
+ */
+function limiter(file: FileRef, limits: GzipLimits): Transform {
+  const limit = Math.max(limits.gzipRatioGraceBytes, file.size * limits.gzipMaxRatio)
   let size = 0
   return new Transform({
     transform(chunk: Buffer, _encoding, callback) {
       size += chunk.length
       if (size > limit) {
-        callback(fileInvalid(file.path, `gzip data expands to more than ${limit} bytes (the limit is ${MAX_GZIP_RATIO}× its ${file.size} compressed bytes, and at least ${MIN_GZIP_LIMIT}); refusing a likely gzip bomb`))
+        const what = `gzip data expands to more than ${formatBytes(limit)}, over ${limits.gzipMaxRatio}× its ${formatBytes(file.size)}: refusing a likely gzip bomb`
+        callback(fileInvalid(file.path, overLimit(what, 'gzipMaxRatio')))
       } else {
         callback(null, chunk)
       }
@@ -85,6 +88,8 @@ export interface OpenOptions {
   readonly verify?: boolean
   /** Runs on the opened descriptor before a byte is read; throws to refuse it (see links.ts). */
   readonly confirm?: (fd: number) => Promise<void>
+  /** How far a gzip member may expand (the pipeline's limits; the defaults without). */
+  readonly limits?: GzipLimits
 }
 
 /** fs functions for createReadStream whose `open` runs `confirm` on the descriptor before the stream reads from it. */
@@ -129,11 +134,10 @@ export function openSource(file: FileRef, options: OpenOptions = {}): Readable {
       callback(null, chunk)
     },
   })
-  const limit = Math.max(MIN_GZIP_LIMIT, file.size * MAX_GZIP_RATIO)
   // zlib's own errors ("unexpected end of file") do not say which file; rename them here.
   gunzip.on('error', (error: NodeJS.ErrnoException) => {
     if (!('code' in error) || !String(error.code).startsWith('Z_')) return
     named.destroy(fileInvalid(file.path, `corrupt or truncated gzip data (${error.message})`))
   })
-  return (out = pipeline(raw, check, gunzip, limiter(file, limit), named, () => {}))
+  return (out = pipeline(raw, check, gunzip, limiter(file, options.limits ?? DEFAULT_LIMITS), named, () => {}))
 }

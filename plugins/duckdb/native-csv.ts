@@ -119,6 +119,9 @@ export function decimalPattern(precision: number, scale: number): string {
   return `[+-]?(${whole}|${fractionOnly})`
 }
 
+/** read_csv's default `max_line_size`, in bytes (DuckDB 1.5): a longer record is a reader error, so the file falls back to the JS path. */
+const DUCKDB_MAX_LINE_SIZE = 2_000_000
+
 export interface NativeCsvStatement {
   readonly sql: string
   readonly params: Record<string, unknown>
@@ -160,7 +163,7 @@ export function nativeCsvInsert(job: WriteJob, source: SourceLayout, nullValues:
     `INSERT INTO ${quoteIdentifier(job.table.name)} (${targets.join(', ')}) ` +
     `SELECT ${select.join(', ')}, $hash, CAST($ingested AS TIMESTAMPTZ), rn ` +
     `FROM (SELECT row_number() OVER () AS rn, * FROM read_csv($path, header = true, columns = ${struct}, auto_detect = false, ` +
-    `delim = $delimiter, quote = $quote, escape = $quote, nullstr = $nulls, allow_quoted_nulls = false, strict_mode = true, ` +
+    `delim = $delimiter, quote = $quote, escape = $quote, nullstr = $nulls, allow_quoted_nulls = false, strict_mode = true, max_line_size = $maxLineSize, ` +
     `compression = 'none', encoding = 'utf-8'))` +
     (checks.length > 0 ? ` WHERE ${checks.join(' AND ')}` : '')
   return {
@@ -173,6 +176,10 @@ export function nativeCsvInsert(job: WriteJob, source: SourceLayout, nullValues:
       quote: options.quote ?? '"',
       // Setting nullstr replaces DuckDB's default (the empty field), so it is listed again.
       nulls: ['', ...nullValues],
+      // A record of at most maxFieldChars bytes has no field longer than that many characters: the reader refuses a
+      // longer record and the file falls back to filedge's parser, which checks the limit exactly. DuckDB's own default
+      // is kept above that (a longer record already falls back).
+      maxLineSize: Math.min(DUCKDB_MAX_LINE_SIZE, source.limits.maxFieldChars),
     },
   }
 }

@@ -109,6 +109,15 @@ export interface SettledStat extends FileStat {
   readonly attempts: number
 }
 
+/**
+ * Why a claim that took over a lapsed lease hands back a `lapsed` lease:
+ * `lapses` expired in a row, `maxLapses` allowed. The same text for both stores.
+ */
+export function lapsedMessage(lapses: number, maxLapses: number, worker: string | null, attempt: number): string | undefined {
+  if (lapses < maxLapses) return undefined
+  return `lease expired ${lapses} times in a row (retry.lapses is ${maxLapses}): worker ${worker ?? '?'} stopped during attempt ${attempt}; a file that keeps stopping its workers is not retried`
+}
+
 export type ClaimResult =
   | {
       readonly status: 'claimed'

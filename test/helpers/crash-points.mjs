@@ -18,6 +18,7 @@
 // writes `crash-armed` so the test knows the point was reached.
 import { writeFileSync } from 'node:fs'
 import { Worker } from 'node:worker_threads'
+import { withWrite } from './wrap-destination.mjs'
 
 const KILLER = `
 const shared = require('node:worker_threads').workerData
@@ -88,20 +89,11 @@ crashPoints.afterWrite = () => false
 
 /** Wraps a destination so the `commit` point fires between its commit and the ledger update. */
 export function crashAfterWrite(inner) {
-  return {
-    name: inner.name,
-    capabilities: inner.capabilities,
-    describe: () => inner.describe(),
-    open: (ctx) => inner.open?.(ctx),
-    prepare: (table, writeMode) => inner.prepare(table, writeMode),
-    hasLoaded: inner.hasLoaded === undefined ? undefined : (query) => inner.hasLoaded(query),
-    close: () => inner.close?.(),
-    async write(job) {
-      const result = await inner.write(job)
-      crashPoints.afterWrite(job.file.path)
-      return result
-    },
-  }
+  return withWrite(inner, async (job) => {
+    const result = await inner.write(job)
+    crashPoints.afterWrite(job.file.path)
+    return result
+  })
 }
 
 /**
@@ -111,18 +103,9 @@ export function crashAfterWrite(inner) {
  * rows are in fact committed).
  */
 export function failAfterWrite(inner) {
-  return {
-    name: inner.name,
-    capabilities: inner.capabilities,
-    describe: () => inner.describe(),
-    open: (ctx) => inner.open?.(ctx),
-    prepare: (table, writeMode) => inner.prepare(table, writeMode),
-    hasLoaded: inner.hasLoaded === undefined ? undefined : (query) => inner.hasLoaded(query),
-    close: () => inner.close?.(),
-    async write(job) {
-      const result = await inner.write(job)
-      if (process.env.FILEDGE_FAIL_AFTER_WRITE === '1') throw new Error('Connection terminated unexpectedly (while COMMIT was in flight)')
-      return result
-    },
-  }
+  return withWrite(inner, async (job) => {
+    const result = await inner.write(job)
+    if (process.env.FILEDGE_FAIL_AFTER_WRITE === '1') throw new Error('Connection terminated unexpectedly (while COMMIT was in flight)')
+    return result
+  })
 }

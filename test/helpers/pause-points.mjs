@@ -10,6 +10,7 @@
 //   written  after the destination committed, before the ledger hears of it
 // SLOW_BATCH_MS=<ms> sleeps that long before handing each batch on (a long load).
 import { existsSync, writeFileSync } from 'node:fs'
+import { withWrite } from './wrap-destination.mjs'
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -43,28 +44,19 @@ export function pausePoints() {
 
 /** Wraps a destination so `PAUSE_AT=commit` holds the run right before its COMMIT, and `PAUSE_AT=written` between its commit and the ledger update. */
 export function pauseAfterWrite(inner) {
-  return {
-    name: inner.name,
-    capabilities: inner.capabilities,
-    describe: () => inner.describe(),
-    open: (ctx) => inner.open?.(ctx),
-    prepare: (table, writeMode) => inner.prepare(table, writeMode),
-    hasLoaded: inner.hasLoaded === undefined ? undefined : (query) => inner.hasLoaded(query),
-    close: () => inner.close?.(),
-    async write(job) {
-      const held =
-        process.env.PAUSE_AT === 'commit'
-          ? {
-              ...job,
-              async assertLease() {
-                await job.assertLease()
-                await pause()
-              },
-            }
-          : job
-      const result = await inner.write(held)
-      if (process.env.PAUSE_AT === 'written') await pause()
-      return result
-    },
-  }
+  return withWrite(inner, async (job) => {
+    const held =
+      process.env.PAUSE_AT === 'commit'
+        ? {
+            ...job,
+            async assertLease() {
+              await job.assertLease()
+              await pause()
+            },
+          }
+        : job
+    const result = await inner.write(held)
+    if (process.env.PAUSE_AT === 'written') await pause()
+    return result
+  })
 }

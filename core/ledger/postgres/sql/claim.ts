@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import type { ClaimInput, ClaimResult, FileState } from '../../types.js'
+import { lapsedMessage, type ClaimInput, type ClaimResult, type FileState } from '../../types.js'
 import { nowSql, type Queryable, type Tables } from '../db.js'
 
 /**
@@ -139,11 +139,7 @@ export async function claim(db: Queryable, t: Tables, input: ClaimInput, at: str
     case 'leased': {
       const reclaimed = row.state === 'PROCESSING'
       const attempt = row.attempt!
-      const lapses = row.lapses!
-      const lapsed =
-        reclaimed && lapses >= input.maxLapses
-          ? `lease expired ${lapses} times in a row (retry.lapses is ${input.maxLapses}): worker ${row.worker ?? '?'} stopped during attempt ${attempt}; a file that keeps stopping its workers is not retried`
-          : undefined
+      const lapsed = reclaimed ? lapsedMessage(row.lapses!, input.maxLapses, row.worker, attempt) : undefined
       return {
         status: 'claimed',
         token,

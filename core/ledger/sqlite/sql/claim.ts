@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import type { ClaimInput, ClaimResult } from '../../types.js'
+import { lapsedMessage, type ClaimInput, type ClaimResult } from '../../types.js'
 import { insertEvent, type FileRow, type LedgerDb } from '../db.js'
 import { recordStat } from './stats.js'
 
@@ -83,10 +83,7 @@ export function claim(ledger: LedgerDb, input: ClaimInput, now: number): ClaimRe
       ? `committed before; its bytes arrived again at ${path}, and the newest arrival wins`
       : null
   insertEvent(ledger, at, { pipeline, hash, event, from: row.state, to: 'PROCESSING', attempt, worker, path, error })
-  const lapsed =
-    expired && lapses >= input.maxLapses
-      ? `lease expired ${lapses} times in a row (retry.lapses is ${input.maxLapses}): worker ${row.worker ?? '?'} stopped during attempt ${attempt}; a file that keeps stopping its workers is not retried`
-      : undefined
+  const lapsed = expired ? lapsedMessage(lapses, input.maxLapses, row.worker, attempt) : undefined
   return {
     status: 'claimed',
     token,

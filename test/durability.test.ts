@@ -82,8 +82,8 @@ interface Call {
   readonly data: string
 }
 
-/** One run of the real CLI under strace: its writes and syncs to the two databases' WAL files, in order. */
-function tracedRun(w: Workspace): Call[] {
+/** One run of the real CLI under strace: its writes and syncs to the two databases' WAL files (and to `also`), in order. */
+function tracedRun(w: Workspace, also: string[] = []): Call[] {
   const trace = w.file('strace.txt')
   execFileSync('strace', ['-f', '-qq', '-y', '-s', '65536', '-e', 'trace=pwrite64,write,fsync,fdatasync', '-o', trace, process.execPath, BIN, '--reporter', 'silent'], {
     cwd: w.dir,
@@ -94,7 +94,7 @@ function tracedRun(w: Workspace): Call[] {
     const match = /^\d+\s+(pwrite64|write|fsync|fdatasync)\(\d+<([^>]+)>(.*)$/.exec(line)
     if (match === null) continue
     const [, call, file, rest] = match
-    if (!file.endsWith('.db-wal')) continue
+    if (!file.endsWith('.db-wal') && !also.includes(path.basename(file))) continue
     calls.push({ call, file: path.basename(file), data: rest })
   }
   return calls
@@ -117,4 +117,25 @@ describe.skipIf(noStrace !== undefined)('durability order under strace', () => {
       expect(ws.query('warehouse.db', 'SELECT id FROM orders')).toEqual([{ id: 'row-that-must-survive' }])
     })
   }
+})
+
+// Issue 14: afterCommit plugins archive or delete the source file, notify; a COMMITTED record they acted on must
+// not vanish in a power cut (the source file would be gone while the ledger says the load never finished).
+describe.skipIf(noStrace !== undefined)('afterCommit runs on a durable COMMITTED record', () => {
+  it("the ledger's WAL is fsynced after the COMMITTED record and before an afterCommit plugin acts", async () => {
+    ws = workspace({
+      'acts.mjs': `import { writeFileSync } from 'node:fs'
+export const acts = () => ({ name: 'archiver', apply({ hooks }) { hooks.afterCommit.tapPromise('archiver', async ({ file }) => writeFileSync('archived.txt', file.path)) } })
+`,
+      'filedge.config.ts': sqliteConfig({ columns: "{ id: 'string' }", imports: "import { acts } from './acts.mjs'", plugins: 'acts()' }),
+      'incoming/a.csv': 'id\nx\n',
+    })
+    const calls = tracedRun(ws, ['archived.txt'])
+    const committed = calls.findIndex((c) => c.file === 'ledger.db-wal' && c.call.startsWith('pwrite') && c.data.includes('file:committed'))
+    const acted = calls.findIndex((c) => c.file === 'archived.txt' && c.call === 'write')
+    expect(committed, 'the COMMITTED record was written to the ledger WAL').toBeGreaterThanOrEqual(0)
+    expect(acted, 'the plugin acted after the COMMITTED record was written').toBeGreaterThan(committed)
+    const synced = calls.slice(committed, acted).some((c) => c.file === 'ledger.db-wal' && (c.call === 'fsync' || c.call === 'fdatasync'))
+    expect(synced).toBe(true)
+  })
 })

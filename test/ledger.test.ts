@@ -282,7 +282,7 @@ function ledgerSemantics(backend: Backend): void {
   it('records a healed file with its own event and how it was healed', async () => {
     const a = await open()
     const key = await claimed(a, 'A')
-    expect(await a.complete(key, 12, 'already committed in the destination')).toBe(true)
+    expect(await a.complete(key, 12, { healed: 'already committed in the destination' })).toBe(true)
     const [file] = await a.find('aaaaaa')
     expect(file).toMatchObject({ state: 'COMMITTED', rows: 12 })
     expect((await a.events('orders', 'a'.repeat(64))).at(-1)).toMatchObject({ event: 'file:healed', fromState: 'PROCESSING', toState: 'COMMITTED', error: 'already committed in the destination' })

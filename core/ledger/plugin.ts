@@ -14,6 +14,9 @@ export function ledgerPlugin(store: LedgerStore, config: ResolvedConfig): Plugin
   return {
     name: 'filedge:ledger',
     apply({ hooks }) {
+      // Whether a plugin acts on a COMMITTED record (archives or deletes the source file, notifies): then the record
+      // must be durable before it runs. filedge's own reporters only print it.
+      const actedOn = () => hooks.afterCommit.taps.some((tap) => tap.name !== 'filedge:reporter')
       hooks.claim.tapPromise('filedge:ledger', async ({ pipeline, file, worker, stat, version, arrival }) => {
         const result = await store.claim({
           pipeline: pipeline.name,
@@ -40,7 +43,7 @@ export function ledgerPlugin(store: LedgerStore, config: ResolvedConfig): Plugin
           heartbeat: () => store.heartbeat(key, ttlMs),
           isHeld: () => store.holds(key),
           async complete(rows, healed) {
-            if (!(await store.complete(key, rows, healed))) throw claimLost(file.path, 'another worker took the file over before it was marked committed')
+            if (!(await store.complete(key, rows, { healed, durable: actedOn() }))) throw claimLost(file.path, 'another worker took the file over before it was marked committed')
           },
           async fail(error, exhausted) {
             const outcome = await store.fail(key, describeError(error), pipeline.retry.attempts, exhausted)

@@ -200,12 +200,13 @@ export interface LedgerStore {
   holds(key: LeaseKey): Promise<boolean>
   /**
    * PROCESSING → COMMITTED; false if the lease was lost (nothing written).
-   * Durable when it resolves: `afterCommit` taps (archiving, notifications)
-   * may act on it. `healed`: the destination already held this load (its
-   * marker); the event is `file:healed` with this text instead of
-   * `file:committed`.
+   * `healed`: the destination already held this load (its marker); the event
+   * is `file:healed` with this text instead of `file:committed`. `durable`:
+   * the record must survive a crash once this resolves, because something
+   * acts on it (`afterCommit` plugins that archive, delete, notify); without
+   * it a store may lose the record in a crash, which the load marker heals.
    */
-  complete(key: LeaseKey, rows: number, healed?: string): Promise<boolean>
+  complete(key: LeaseKey, rows: number, options?: { readonly healed?: string; readonly durable?: boolean }): Promise<boolean>
   /**
    * PROCESSING → FAILED; `lost` if the lease was lost (nothing written).
    * `exhausted`: the file is terminal whatever its attempts (its lease

@@ -127,7 +127,8 @@ export async function openPostgresLedger(url: string, options: PostgresLedgerOpt
     settledStats: (pipeline, maxAttempts) => settledStats(pool, t, pipeline, maxAttempts),
     heartbeat: (key, ttlMs) => heartbeat(pool, t, key, ttlMs, at()),
     holds: (key) => holds(pool, t, key),
-    complete: (key, rows, healed) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => complete(tx, t, key, rows, at(), healed)),
+    // Always synchronous, whatever `durable` says: the worker waits for the server's flush without blocking its event loop.
+    complete: (key, rows, options = {}) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => complete(tx, t, key, rows, at(), options.healed)),
     fail: (key, error, maxAttempts, exhausted) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => fail(tx, t, key, error, maxAttempts, at(), exhausted)),
     release: (key) => release(pool, t, key, at()),
     async status(maxAttempts, recent = 10) {

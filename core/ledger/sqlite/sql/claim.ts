@@ -40,12 +40,15 @@ export function claim(ledger: LedgerDb, input: ClaimInput, now: number): ClaimRe
   const isNew = inserted.changes === 1
   if (isNew) insertEvent(ledger, at, { pipeline, hash, event: 'file:discovered', from: null, to: 'PENDING', attempt: null, worker, path })
 
-  const row = ledger.statement('SELECT state, attempts, lapses, lease_expires_at, worker, load_id FROM files WHERE pipeline = ? AND hash = ?').get(pipeline, hash) as Pick<
-    FileRow,
-    'state' | 'attempts' | 'lapses' | 'lease_expires_at' | 'worker' | 'load_id'
-  >
+  // A file registered just now is PENDING with nothing behind it, and none of its paths is known yet: no need to read either.
+  type Row = Pick<FileRow, 'state' | 'attempts' | 'lapses' | 'lease_expires_at' | 'worker' | 'load_id'>
+  const row: Row = isNew
+    ? { state: 'PENDING', attempts: 0, lapses: 0, lease_expires_at: null, worker: null, load_id: null }
+    : (ledger.statement('SELECT state, attempts, lapses, lease_expires_at, worker, load_id FROM files WHERE pipeline = ? AND hash = ?').get(pipeline, hash) as Row)
   if (input.stat !== undefined) recordStat(ledger, pipeline, path, hash, input.stat)
-  const seen = ledger.statement('SELECT version FROM file_paths WHERE pipeline = ? AND hash = ? AND path = ?').get(pipeline, hash, path) as { version: string | null } | undefined
+  const seen = isNew
+    ? undefined
+    : (ledger.statement('SELECT version FROM file_paths WHERE pipeline = ? AND hash = ? AND path = ?').get(pipeline, hash, path) as { version: string | null } | undefined)
   const expired = row.state === 'PROCESSING' && (row.lease_expires_at ?? 0) < now
   const held = row.state === 'PROCESSING' && !expired
   if (seen === undefined) {

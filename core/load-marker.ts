@@ -36,8 +36,11 @@ export function markerValues(job: WriteJob, rows: number): [string, string, stri
  * The marker of a truncate file, with what happened to its contents since:
  * the note says when a newer file has replaced it (so a reclaim that finds
  * the load already committed tells the user why the table holds other rows).
+ * `loads` are the load log's entries for `hash` and its latest one.
  */
-export function truncateMarker(marker: LoadMarker, file: string, mine: TruncateLoad | undefined, latest: TruncateLoad | undefined, table: string): LoadMarker {
-  if (mine === undefined || latest === undefined || latest.fileHash === mine.fileHash || latest.applied <= mine.applied) return marker
-  return { ...marker, note: `${file} was applied to ${table} (load ${mine.applied}, ${mine.rows} rows) and ${latest.filePath} (load ${latest.applied}) has replaced it since` }
+export function truncateMarker(marker: LoadMarker, hash: string, loads: readonly TruncateLoad[], table: string): LoadMarker {
+  const mine = loads.find((load) => load.fileHash === hash)
+  const latest = loads.find((load) => load.fileHash !== hash)
+  if (mine === undefined || latest === undefined || latest.applied <= mine.applied) return marker
+  return { ...marker, note: `${mine.filePath} was applied to ${table} (load ${mine.applied}, ${mine.rows} rows) and ${latest.filePath} (load ${latest.applied}) has replaced it since` }
 }

@@ -134,3 +134,47 @@ describePostgres('a truncate file waiting for a table another session keeps lock
     expect(await pgQuery(`SELECT count(*)::int AS n FROM "${dest}".orders`)).toEqual([{ n: ROWS }])
   })
 })
+
+describePostgres('a worker idle inside its Postgres destination transaction', () => {
+  it('is ended by the server after idleTimeout, its locks released; the file loads once on the next run', async ({ expect, onTestFinished }) => {
+    const ledger = freshSchema('filedge_ledger')
+    const dest = freshSchema('filedge_dest')
+    const env = { FILEDGE_LEDGER_URL: ledgerUrl(ledger), FILEDGE_DEST_URL: PG_URL }
+    const ws = workspace({
+      'filedge.config.ts': config(dest, "'append'")
+        .replace("lockTimeout: '1s'", "lockTimeout: '1s', idleTimeout: '1s'")
+        .replace("import { pausePoints } from", 'import { pausePoints, pauseAfterWrite } from')
+        .replace('destination: postgres(', 'destination: pauseAfterWrite(postgres(')
+        .replace("lockTimeout: '1s', idleTimeout: '1s' }),", "lockTimeout: '1s', idleTimeout: '1s' })),"),
+      'incoming/a.csv': CSV,
+    })
+    // Paused in the destination's lease check, right before COMMIT: its session sits idle inside the transaction.
+    const paused = ws.spawn(['--reporter', 'silent'], { env: { ...env, PAUSE_AT: 'commit' } })
+    const pausedExit = exited(paused)
+    onTestFinished(async () => {
+      paused.kill('SIGKILL')
+      await pausedExit
+      ws.remove()
+      await dropSchema(ledger)
+      await dropSchema(dest)
+    })
+    await waitFor(() => ws.exists('paused'), 30_000, 'the write to reach its COMMIT')
+    const sessions = () =>
+      pgQuery<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'idle in transaction' AND query LIKE $1`, [`%"${dest}"%`])
+    for (;;) {
+      if ((await sessions())[0].n === 0) break
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    // The server ended it: nothing of the file was committed, and nobody waits on its locks.
+    expect(await pgQuery(`SELECT count(*)::int AS n FROM "${dest}".orders`)).toEqual([{ n: 0 }])
+
+    // Resumed, its COMMIT finds the session gone (had it survived, the COMMIT would succeed and the run exit 0).
+    ws.write('resume', '')
+    const late = await pausedExit
+    expect(late.code).toBe(1)
+    const rerun = await ws.cli(['--reporter', 'simple'], { env })
+    expect(rerun.code).toBe(0)
+    expect(rerun.stdout).toMatch(/committed 1 · failed 0/)
+    expect(await pgQuery(`SELECT count(*)::int AS n, count(DISTINCT _source_row_number)::int AS numbers FROM "${dest}".orders`)).toEqual([{ n: ROWS, numbers: ROWS }])
+  })
+})

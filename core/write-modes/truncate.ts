@@ -47,8 +47,8 @@ export interface TruncateLoad {
  * (two workers on one load, a reclaim racing the ledger): the file is not
  * applied again.
  */
-export function alreadyApplied(job: WriteJob, rows: number, note: string | undefined): string {
-  return note ?? `${job.file.path}: this load of it was already applied to ${job.table.name} (${rows} rows); not applied again`
+export function alreadyApplied(job: WriteJob, rows: number): string {
+  return `${job.file.path}: this load of it was already applied to ${job.table.name} (${rows} rows); not applied again`
 }
 
 /** An empty or header-only file in a truncate pipeline that does not allow it. */

@@ -301,8 +301,7 @@ export function duckdb(options: DuckDBDestinationOptions): Destination {
         const log = quoteIdentifier(truncateLogTable(table.name))
         const rows = (await db.runAndReadAll(`SELECT applied, file_hash, file_path, rows FROM ${log} WHERE file_hash = $hash OR applied = (SELECT max(applied) FROM ${log})`, { hash })).getRowObjectsJS()
         const loads = rows.map((row): TruncateLoad => ({ applied: Number(row.applied), fileHash: String(row.file_hash), filePath: String(row.file_path), rows: Number(row.rows) }))
-        const mine = loads.find((load) => load.fileHash === hash)
-        return truncateMarker(marker, mine?.filePath ?? hash, mine, loads.find((load) => load.fileHash !== hash), table.name)
+        return truncateMarker(marker, hash, loads, table.name)
       })
     },
 

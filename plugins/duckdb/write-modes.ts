@@ -123,7 +123,7 @@ export function modeWrite(db: DuckDBConnectionLike, job: WriteJob, logger: Logge
           // This very load already committed (the ledger did not hear of it): applying it again could put back contents a newer file replaced.
           const marker = await readMarker(db, job.pipeline, job.file.hash)
           if (marker !== null && marker.loadId === job.loadId) {
-            logger?.warn(alreadyApplied(job, marker.rows, undefined))
+            logger?.warn(alreadyApplied(job, marker.rows))
             return { rows: marker.rows }
           }
           await db.run(`DELETE FROM ${table}`)

@@ -28,7 +28,6 @@ import {
   type DestinationContext,
   type DriftCheck,
   type Duration,
-  type LoadMarker,
   type Logger,
   type MaybeEnv,
   type ResolvedCdc,
@@ -583,8 +582,7 @@ export function postgres(options: PostgresDestinationOptions): Destination {
         const log = qualified(truncateLogTable(table.name))
         const { rows } = await client.query(`SELECT applied, file_hash, file_path, rows FROM ${log} WHERE file_hash = $1 OR applied = (SELECT max(applied) FROM ${log})`, [hash])
         const loads = rows.map((row): TruncateLoad => ({ applied: Number(row.applied), fileHash: String(row.file_hash), filePath: String(row.file_path), rows: Number(row.rows) }))
-        const mine = loads.find((load) => load.fileHash === hash)
-        return truncateMarker(marker, mine?.filePath ?? hash, mine, loads.find((load) => load.fileHash !== hash), table.name) satisfies LoadMarker
+        return truncateMarker(marker, hash, loads, table.name)
       } finally {
         client.release()
       }

@@ -151,7 +151,7 @@ export function modeWrite(context: PostgresModeContext, job: WriteJob): ModeWrit
           // This very load already committed (the ledger did not hear of it): applying it again could put back contents a newer file replaced.
           const marker = await readMarker(client, context.markers, job.pipeline, job.file.hash)
           if (marker !== null && marker.loadId === job.loadId) {
-            context.logger?.warn(alreadyApplied(job, marker.rows, undefined))
+            context.logger?.warn(alreadyApplied(job, marker.rows))
             return { rows: marker.rows }
           }
           await client.query(`DELETE FROM ${target}`)

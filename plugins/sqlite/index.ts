@@ -234,8 +234,7 @@ export function sqlite(options: SqliteDestinationOptions): Destination {
             rows: number
           }[]
         ).map((row): TruncateLoad => ({ applied: row.applied, fileHash: row.file_hash, filePath: row.file_path, rows: row.rows }))
-        const mine = loads.find((load) => load.fileHash === hash)
-        return truncateMarker(marker, mine?.filePath ?? hash, mine, loads.find((load) => load.fileHash !== hash), table.name)
+        return truncateMarker(marker, hash, loads, table.name)
       })
     },
 

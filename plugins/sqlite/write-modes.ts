@@ -188,7 +188,7 @@ function modeWrite(db: SqliteDatabase, job: WriteJob, types: ColumnTypes, logger
           // This very load already committed (the ledger did not hear of it): applying it again could put back contents a newer file replaced.
           const marker = readMarker(db, job.pipeline, job.file.hash)
           if (marker !== null && marker.loadId === job.loadId) {
-            logger?.warn(alreadyApplied(job, marker.rows, undefined))
+            logger?.warn(alreadyApplied(job, marker.rows))
             return { rows: marker.rows }
           }
           db.exec(`DELETE FROM ${table}`)

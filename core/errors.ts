@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'ROW_INVALID'
   | 'FILE_INVALID'
   | 'FILE_CHANGED'
+  | 'FILE_GONE'
   | 'CLAIM_LOST'
   | 'LEASE_LAPSED'
   | 'STOPPED'
@@ -132,6 +133,11 @@ export function fileInvalid(file: string, reason: string, line?: number, cause?:
 
 export function fileChanged(file: string, reason: string): FiledgeError {
   return new FiledgeError('FILE_CHANGED', `${file}: ${reason}`, { file })
+}
+
+/** The source no longer has the file (deleted between listing and reading): the file is skipped, not failed. */
+export function fileGone(file: string, reason: string): FiledgeError {
+  return new FiledgeError('FILE_GONE', `${file}: ${reason}`, { file })
 }
 
 export function claimLost(file: string, reason: string): FiledgeError {

@@ -50,6 +50,7 @@ export {
   claimLost,
   destinationLocked,
   fileChanged,
+  fileGone,
   pluginError,
   describeError,
   type ErrorCode,
@@ -102,3 +103,5 @@ export { run, createFiledge, type RunOptions, type Filedge } from './runner/run.
 export { tableSpec } from './runner/file.js'
 export { openLedger } from './ledger/open.js'
 export type { LedgerStore, LedgerFile, LedgerEvent, FileState, StatusReport } from './ledger/types.js'
+export { defineSource, type Source, type SourceEntry, type SourceCapabilities, type SourceContext, type ListOptions, type WatchOptions, type Watching, type ReadOptions, type ArchiveAction } from './source.js'
+export { sourceMatcher, DEFAULT_EXCLUDES, type MatchOptions } from './source/match.js'

@@ -1,0 +1,34 @@
+import picomatch from 'picomatch'
+
+/**
+ * Names that are never data: files a producer is still writing under a
+ * temporary name. Dotfiles and dot-directories are skipped too. A source
+ * adds its own with `exclude`.
+ */
+export const DEFAULT_EXCLUDES = ['**/*.tmp', '**/*.part', '**/*.partial', '**/*.crdownload', '**/*.filepart', '**/*.swp']
+
+export interface MatchOptions {
+  readonly include: readonly string[]
+  readonly exclude?: readonly string[]
+  /** Marker suffix (`.ok`): a marker file is never data itself. */
+  readonly readyMarker?: string
+}
+
+/** The default excludes, the source's own, and its ready markers. */
+export function excludePatterns(options: MatchOptions): string[] {
+  const marker = options.readyMarker?.replace(/[*?[\]{}()!@+|]/g, '\\$&')
+  return [...DEFAULT_EXCLUDES, ...(options.exclude ?? []), ...(marker === undefined ? [] : [`**/*${marker}`])]
+}
+
+/**
+ * Whether a file, by its `/`-separated path relative to the source's root (a
+ * directory, a key prefix), is one the source lists: matched by `include`,
+ * not by the default or the source's excludes, and neither a dotfile nor
+ * inside a dot-directory. Every source matches with this, so the same
+ * patterns pick the same files from a folder, a bucket or an SFTP drop.
+ */
+export function sourceMatcher(options: MatchOptions): (relative: string) => boolean {
+  const include = picomatch([...options.include], { dot: false })
+  const exclude = picomatch(excludePatterns(options), { dot: true })
+  return (relative) => relative !== '' && !relative.startsWith('../') && include(relative) && !exclude(relative)
+}

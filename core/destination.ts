@@ -6,11 +6,13 @@ import type { RowBatch, TableSpec } from './rows.js'
 export interface FileRef {
   /** Lowercase hex SHA-256 of the file's bytes: its identity. */
   readonly hash: string
-  /** Relative to the project root, `/`-separated. */
+  /** As the source names it: relative to the project root for local files (`incoming/a.csv`), `s3://bucket/key` for S3. */
   readonly path: string
-  readonly absPath: string
   readonly size: number
-  readonly mtimeMs: number
+  /** The source's version of the bytes (see SourceEntry.version). */
+  readonly version: string
+  /** Last modification in the source, ms since the epoch. */
+  readonly modifiedAt: number
 }
 
 export interface WriteJob {
@@ -53,6 +55,12 @@ export interface WriteJob {
    * rows by record. The header has already been checked against the columns.
    */
   readonly source?: SourceLayout
+  /**
+   * The claimed file on local disk, when there is one: the local source's
+   * file, or a remote file spooled while it was hashed. For a destination
+   * that reads files itself; verify with `readClaimedBytes(job)`.
+   */
+  readonly localPath?: string
   /**
    * Throws CLAIM_LOST if this worker no longer holds the file. Call it inside
    * the transaction, after the last row and right before committing, so a

@@ -2,25 +2,63 @@ import type { Readable } from 'node:stream'
 import { AsyncParallelHook, AsyncSeriesBailHook, AsyncSeriesHook, AsyncSeriesWaterfallHook, SyncHook } from 'tapable'
 import type { ResolvedConfig, ResolvedFormat, ResolvedPipeline } from './config/types.js'
 import type { FileRef, LoadMarker, WriteJob, WriteResult } from './destination.js'
-import type { FileStat } from './ledger/types.js'
+import type { ArchiveAction, ListOptions, ReadOptions, SourceEntry, Watching, WatchOptions } from './source.js'
 import { isFiledgeError, pluginError, type FiledgeError } from './errors.js'
 import type { LogEntry } from './logger.js'
 import type { RawRows, RowBatch } from './rows.js'
 
-/** A file found in a pipeline's source directory, before it is hashed. */
-export interface FileCandidate {
+/** A file a pipeline's source listed (or its watcher reported), before it is hashed. */
+export interface FileCandidate extends SourceEntry {
   readonly pipeline: ResolvedPipeline
-  /** Relative to the project root, `/`-separated. */
-  readonly path: string
-  readonly absPath: string
-  readonly size: number
-  readonly mtimeMs: number
-  readonly ino: number
-  readonly dev: number
 }
 
-/** `beforeHash` may skip the file or vouch for its hash (a stat cache). */
-export type BeforeHashResult = { readonly skip: string } | { readonly hash: string }
+/**
+ * `beforeHash` may skip the file, or vouch for its hash. A skip may say why
+ * (`reason`, default `'plugin'`) and which bytes it knows the file holds (the
+ * stat cache skips a settled file as `'committed'` or `'terminal'`).
+ */
+export type BeforeHashResult = { readonly skip: string; readonly reason?: SkipReason; readonly hash?: string } | { readonly hash: string }
+
+/** A source hook's question about one pipeline. */
+export interface SourceRequest {
+  readonly pipeline: ResolvedPipeline
+}
+
+export interface ListRequest extends SourceRequest, ListOptions {}
+
+export interface WatchRequest extends SourceRequest, WatchOptions {}
+
+/** A path of a pipeline's source: `stat` and `locate` take one. */
+export interface PathRequest extends SourceRequest {
+  readonly path: string
+}
+
+export interface ReadRequest extends SourceRequest, ReadOptions {
+  readonly entry: SourceEntry
+}
+
+/** What a watcher (or the core's polling) reported: handed to `watchChange` before the file is queued. */
+export interface WatchChange {
+  readonly pipeline: ResolvedPipeline
+  readonly entry: SourceEntry
+}
+
+/** What `onCommitted` did to a committed file's copy in its source. */
+export interface ArchivedFile {
+  readonly pipeline: ResolvedPipeline
+  readonly path: string
+  readonly hash: string
+  readonly action: ArchiveAction
+  /** What the source did: `deleted`, `moved to archive/a.csv`, `already gone`, `left in place: …`. */
+  readonly outcome: string
+}
+
+/** A file whose bytes are durably COMMITTED: its source copy may go (`onCommitted`). */
+export interface ArchiveRequest extends SourceRequest {
+  readonly entry: SourceEntry
+  readonly hash: string
+  readonly action: ArchiveAction
+}
 
 export interface ClaimRequest {
   readonly pipeline: ResolvedPipeline
@@ -31,11 +69,11 @@ export interface ClaimRequest {
   /** False for a second name of bytes already claimed in this run: it arrived with them, not after them. */
   readonly arrival?: boolean
   /**
-   * The stat filedge hashed the file under, for the ledger's stat cache.
-   * Absent when a `beforeHash` plugin supplied the hash, or the file was
-   * modified too recently for its stat to vouch for its bytes.
+   * Remember `(file.path, version) → file.hash` in the ledger's stat cache.
+   * False when a `beforeHash` plugin supplied the hash, or the version cannot
+   * vouch for the bytes yet (an mtime within the clock's granularity).
    */
-  readonly stat?: FileStat
+  readonly remember?: boolean
 }
 
 /**
@@ -65,7 +103,8 @@ export interface Lease {
   release(): Promise<void>
 }
 
-export type SkipReason = 'committed' | 'terminal' | 'held' | 'duplicate' | 'changing' | 'plugin' | 'stopped'
+/** `gone`: deleted between listing and reading; `changing`: still being written, or rewritten while it was read. */
+export type SkipReason = 'committed' | 'terminal' | 'held' | 'duplicate' | 'changing' | 'gone' | 'plugin' | 'stopped'
 
 export type ClaimOutcome =
   | {
@@ -169,6 +208,8 @@ export interface RunSummary {
   readonly released: number
   /** Committed files that needed no load: the destination already held them (counted in `committed` too). */
   readonly healed: number
+  /** Pipelines whose source could not list (a missing bucket, wrong credentials): their files were not loaded. */
+  readonly sourceErrors: number
   readonly durationMs: number
   /** Set when the run stopped before loading (schema drift, a plugin failing in beforeRun). */
   readonly aborted?: FiledgeError
@@ -176,11 +217,25 @@ export interface RunSummary {
 
 /**
  * The hooks the core owns. Plugins tap them; nobody replaces them (the object
- * is frozen). The per-file path is beforeHash → claim → (loaded) → load →
- * transform → commit → afterCommit; the others frame a run and feed reporters.
+ * is frozen). A pipeline's source answers `list` (a run), then `watch`
+ * (watch mode); each file then goes beforeHash → read (hashing) → stat →
+ * claim → (loaded) → load → transform → commit → afterCommit → archive.
+ * The others frame a run and feed reporters.
  */
 export interface Hooks {
   readonly beforeRun: AsyncSeriesHook<[RunContext]>
+  /** A pipeline's files: the source of the pipeline answers. */
+  readonly list: AsyncSeriesBailHook<[ListRequest], AsyncIterable<SourceEntry> | undefined>
+  /** Arrivals in a pipeline's source; undefined: nobody watches it, the core polls `list`. */
+  readonly watch: AsyncSeriesBailHook<[WatchRequest], Watching | undefined>
+  /** A file arrived or changed (watch mode), before it is queued. */
+  readonly watchChange: SyncHook<[WatchChange]>
+  /** A path's entry now; null: gone; undefined: the source cannot tell. */
+  readonly stat: AsyncSeriesBailHook<[PathRequest], SourceEntry | null | undefined>
+  /** The raw bytes of a listed file (hashing reads them; a cache may answer first). */
+  readonly read: AsyncSeriesBailHook<[ReadRequest], Readable | undefined>
+  /** The file on local disk, for readers that take a path (DuckDB's `read_csv`). */
+  readonly locate: AsyncSeriesBailHook<[PathRequest], string | undefined>
   readonly beforeHash: AsyncSeriesBailHook<[FileCandidate], BeforeHashResult | undefined>
   readonly claim: AsyncSeriesBailHook<[ClaimRequest], ClaimOutcome | undefined>
   readonly load: AsyncSeriesBailHook<[LoadRequest], RawRows | undefined>
@@ -189,10 +244,14 @@ export interface Hooks {
   /** The destination's load marker of a file, asked before loading it again after a gap; null: not there; undefined: nobody can tell. */
   readonly loaded: AsyncSeriesBailHook<[LoadedRequest], LoadMarker | null | undefined>
   readonly afterCommit: AsyncParallelHook<[CommittedFile]>
+  /** `onCommitted`: delete or move the source's copy of a committed file; returns what was done. */
+  readonly archive: AsyncSeriesBailHook<[ArchiveRequest], string | undefined>
   readonly fileClaimed: SyncHook<[ClaimedFile]>
   readonly fileProgress: SyncHook<[FileProgress]>
   readonly fileSkipped: SyncHook<[SkippedFile]>
   readonly fileFailed: AsyncParallelHook<[FailedFile]>
+  /** The ledger records it (`file:archived`); reporters show it. */
+  readonly fileArchived: AsyncParallelHook<[ArchivedFile]>
   readonly afterRun: AsyncSeriesHook<[RunSummary]>
   /** Always called last, also after an aborted run: close connections here. */
   readonly close: AsyncParallelHook<[]>
@@ -201,14 +260,15 @@ export interface Hooks {
 
 /**
  * The file a hook call is about, for error messages: the first argument's
- * `file.path` or `path` (claim, load, commit, beforeHash…), else the second
- * argument's `file.path` (transform's context).
+ * `file.path`, `entry.path` or `path` (claim, read, stat, beforeHash…), else
+ * the second argument's `file.path` (transform's context).
  */
 function fileOf(args: unknown[]): string | undefined {
   for (const arg of args.slice(0, 2)) {
     if (typeof arg !== 'object' || arg === null) continue
-    const { file, path } = arg as { file?: { path?: unknown }; path?: unknown }
+    const { file, entry, path } = arg as { file?: { path?: unknown }; entry?: { path?: unknown }; path?: unknown }
     if (typeof file?.path === 'string') return file.path
+    if (typeof entry?.path === 'string') return entry.path
     if (typeof path === 'string') return path
   }
   return undefined
@@ -222,8 +282,14 @@ async function* attributed<T>(source: AsyncIterable<T>, wrap: (error: unknown) =
   }
 }
 
+/** A stream of rows or entries; not a byte stream (a Readable is async-iterable too, and is handed on as it is). */
 function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
-  return typeof value === 'object' && value !== null && typeof (value as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function'
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function' &&
+    typeof (value as { pipe?: unknown }).pipe !== 'function'
+  )
 }
 
 /**
@@ -281,6 +347,12 @@ function attributeErrors(hookName: string, hook: { intercept(interceptor: object
 export function createHooks(): Hooks {
   const hooks: Hooks = {
     beforeRun: new AsyncSeriesHook(['run'], 'beforeRun'),
+    list: new AsyncSeriesBailHook(['request'], 'list'),
+    watch: new AsyncSeriesBailHook(['request'], 'watch'),
+    watchChange: new SyncHook(['change'], 'watchChange'),
+    stat: new AsyncSeriesBailHook(['request'], 'stat'),
+    read: new AsyncSeriesBailHook(['request'], 'read'),
+    locate: new AsyncSeriesBailHook(['request'], 'locate'),
     beforeHash: new AsyncSeriesBailHook(['candidate'], 'beforeHash'),
     claim: new AsyncSeriesBailHook(['request'], 'claim'),
     load: new AsyncSeriesBailHook(['request'], 'load'),
@@ -288,10 +360,12 @@ export function createHooks(): Hooks {
     commit: new AsyncSeriesBailHook(['job'], 'commit'),
     loaded: new AsyncSeriesBailHook(['request'], 'loaded'),
     afterCommit: new AsyncParallelHook(['file'], 'afterCommit'),
+    archive: new AsyncSeriesBailHook(['request'], 'archive'),
     fileClaimed: new SyncHook(['file'], 'fileClaimed'),
     fileProgress: new SyncHook(['progress'], 'fileProgress'),
     fileSkipped: new SyncHook(['file'], 'fileSkipped'),
     fileFailed: new AsyncParallelHook(['file'], 'fileFailed'),
+    fileArchived: new AsyncParallelHook(['file'], 'fileArchived'),
     afterRun: new AsyncSeriesHook(['summary'], 'afterRun'),
     close: new AsyncParallelHook([], 'close'),
     log: new SyncHook(['entry'], 'log'),

@@ -58,6 +58,13 @@ export {
 } from './errors.js'
 export { definePlugin, type Plugin, type PluginContext } from './plugin.js'
 export type {
+  ArchiveRequest,
+  ArchivedFile,
+  ListRequest,
+  PathRequest,
+  ReadRequest,
+  WatchChange,
+  WatchRequest,
   BeforeHashResult,
   ClaimOutcome,
   ClaimRequest,

@@ -214,7 +214,7 @@ describe('DuckDB native CSV path', () => {
     const csv = path.join(dir, 'a.csv')
     writeFileSync(csv, 'id,n\na,1\nb,2\n')
     const { hash, size } = await hashFile(csv)
-    const file = { hash, size, path: 'a.csv', absPath: csv, mtimeMs: statSync(csv).mtimeMs }
+    const file = { hash, size, path: 'a.csv', version: String(statSync(csv).mtimeMs), modifiedAt: statSync(csv).mtimeMs }
     const columns = [
       { name: 'id', source: 'id', type: 'string', required: true },
       { name: 'n', source: 'n', type: 'integer', required: false },
@@ -236,6 +236,7 @@ describe('DuckDB native CSV path', () => {
           throw new Error('the JS path ran')
         })(),
         source: { format: { type: 'csv', options: {} }, fields: ['id', 'n'], headerLine: 1, columns, unknownColumns: 'error', limits: DEFAULT_LIMITS },
+        localPath: csv,
         signal: new AbortController().signal,
         assertLease: async () => {},
       })
@@ -256,8 +257,8 @@ describe('DuckDB native CSV path', () => {
       name: 'rewriter',
       enforce: 'pre',
       apply({ hooks }) {
-        hooks.load.tapPromise('rewriter', async ({ file }) => {
-          appendFileSync(file.absPath, 'z,99\n')
+        hooks.load.tapPromise('rewriter', async ({ pipeline, file }) => {
+          appendFileSync((await hooks.locate.promise({ pipeline, path: file.path }))!, 'z,99\n')
           return undefined
         })
       },

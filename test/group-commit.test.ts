@@ -33,7 +33,7 @@ async function* batches(ids: string[], failAfter?: number): AsyncGenerator<RowBa
 
 function job(seed: string, ids: string[], options: { failAfter?: number; leaseLost?: boolean } = {}): WriteJob {
   const hash = hashOf(seed)
-  const file = { hash, path: `incoming/${seed}.csv`, absPath: `/nonexistent/${seed}.csv`, size: 100, mtimeMs: 0 }
+  const file = { hash, path: `incoming/${seed}.csv`, size: 100, version: '0:0', modifiedAt: 0 }
   return {
     pipeline: 'orders',
     table: TABLE,

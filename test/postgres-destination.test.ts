@@ -45,7 +45,7 @@ function fakeJob(table: TableSpec, hash: string, rows: Value[][], batchSize = 2)
     pipeline: 'p',
     table,
     writeMode: { kind: 'append' },
-    file: { hash, path: 'incoming/f.csv', absPath: '/nonexistent/f.csv', size: 1, mtimeMs: 0 },
+    file: { hash, path: 'incoming/f.csv', size: 1, version: '0:0', modifiedAt: 0 },
     loadId: randomUUID(),
     ingestedAt: '2026-01-02T03:04:05.678000Z',
     batches: (async function* () {

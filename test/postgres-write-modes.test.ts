@@ -43,7 +43,7 @@ describePostgres('postgres destination: write modes with several workers', () =>
           pipeline: 'p',
           table: spec,
           writeMode: pipeline.writeMode,
-          file: { hash: hashOf(seed), path: `incoming/${seed}.csv`, absPath: '/nonexistent', size: 1, mtimeMs: 0 },
+          file: { hash: hashOf(seed), path: `incoming/${seed}.csv`, size: 1, version: '0:0', modifiedAt: 0 },
           loadId: randomUUID(),
           ingestedAt: '2026-01-02T03:04:05.678000Z',
           batches: (async function* (): AsyncGenerator<RowBatch> {

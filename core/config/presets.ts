@@ -78,10 +78,15 @@ function withPlugins(current: readonly Plugin[], added: readonly Plugin[]): Plug
   return [...current.filter((plugin) => !names.has(plugin.name)), ...added]
 }
 
-function disable(current: readonly Plugin[], names: readonly string[] | undefined, by: string, warnings: string[]): Plugin[] {
+/** Built-in plugins a config or preset may remove with `disablePlugins` (the others are the run itself). */
+export const DISABLEABLE_BUILTINS = ['filedge:stat-cache'] as const
+
+function disable(current: readonly Plugin[], names: readonly string[] | undefined, by: string, warnings: string[], builtins: Set<string>): Plugin[] {
   if (names === undefined) return [...current]
   for (const name of names) {
-    if (!current.some((plugin) => plugin.name === name)) {
+    if ((DISABLEABLE_BUILTINS as readonly string[]).includes(name)) {
+      builtins.add(name)
+    } else if (!current.some((plugin) => plugin.name === name)) {
       warnings.push(`${by}: disablePlugins "${name}" matches no plugin; known plugins: ${current.map((plugin) => plugin.name).join(', ') || '(none)'}`)
     }
   }
@@ -108,9 +113,10 @@ function applyPipelineDefaults(pipeline: PipelineConfig, defaults: PipelineDefau
  * later definition replaces the earlier one); `disablePlugins` removes the
  * plugins accumulated before it. Returns a plain config for validation.
  */
-export function applyPresets(config: UserConfig): { config: UserConfig; warnings: string[] } {
+export function applyPresets(config: UserConfig): { config: UserConfig; warnings: string[]; disabledBuiltins: string[] } {
   const warnings: string[] = []
-  if (config.presets === undefined && config.disablePlugins === undefined) return { config, warnings }
+  const builtins = new Set<string>()
+  if (config.presets === undefined && config.disablePlugins === undefined) return { config, warnings, disabledBuiltins: [] }
   const order: Preset[] = []
   const seen = new Set<string>()
 
@@ -136,7 +142,7 @@ export function applyPresets(config: UserConfig): { config: UserConfig; warnings
 
   let merged: Merged = { plugins: [] }
   for (const preset of order) {
-    const plugins = withPlugins(disable(merged.plugins, preset.disablePlugins, `preset "${preset.name}"`, warnings), flattenPlugins(preset.plugins))
+    const plugins = withPlugins(disable(merged.plugins, preset.disablePlugins, `preset "${preset.name}"`, warnings, builtins), flattenPlugins(preset.plugins))
     merged = {
       ledger: preset.ledger ?? merged.ledger,
       lease: preset.lease === undefined ? merged.lease : { ...merged.lease, ...preset.lease },
@@ -147,7 +153,7 @@ export function applyPresets(config: UserConfig): { config: UserConfig; warnings
     }
   }
 
-  const plugins = withPlugins(disable(merged.plugins, config.disablePlugins, 'config', warnings), flattenPlugins(config.plugins))
+  const plugins = withPlugins(disable(merged.plugins, config.disablePlugins, 'config', warnings, builtins), flattenPlugins(config.plugins))
   const { presets: _presets, disablePlugins: _disabled, ...rest } = config
   const result: UserConfig = {
     ...rest,
@@ -158,5 +164,5 @@ export function applyPresets(config: UserConfig): { config: UserConfig; warnings
     plugins,
     pipelines: Array.isArray(config.pipelines) ? config.pipelines.map((pipeline) => applyPipelineDefaults(pipeline, merged.defaults)) : config.pipelines,
   }
-  return { config: result, warnings }
+  return { config: result, warnings, disabledBuiltins: [...builtins] }
 }

@@ -10,6 +10,8 @@ import { resolveLimits } from './limits.js'
 import { applyPresets, flattenPlugins } from './presets.js'
 import { BUILTIN_FORMAT_SCHEMAS, cdcSchema, configSchema, csvFormatSchema, limitsSchema, truncateSchema } from './schema.js'
 import { resolveWriteMode } from './write-mode.js'
+import { localSource } from '../source/local.js'
+import type { ArchiveAction, Source } from '../source.js'
 import type {
   ColumnInput,
   PipelineConfig,
@@ -19,6 +21,7 @@ import type {
   ResolvedFormat,
   ResolvedLedger,
   ResolvedPipeline,
+  SourceConfig,
   UserConfig,
 } from './types.js'
 
@@ -34,14 +37,15 @@ const DEFAULT_ATTEMPTS = 3
 const DEFAULT_LAPSES = 5
 const DEFAULT_BATCH_SIZE = 2_000
 const DEFAULT_SETTLE_MS = 500
+const DEFAULT_POLL_MS = 10_000
 
 /** Where in the config a path points, so unknown keys can be matched against the keys that exist there. */
 function knownKeysAt(at: readonly PropertyKey[]): readonly string[] {
   const shapes: Record<string, readonly string[]> = {
     config: [...Object.keys(configSchema.shape), 'presets', 'disablePlugins'],
     lease: ['ttl', 'heartbeat'],
-    watch: ['enabled', 'settle'],
-    pipeline: ['name', 'source', 'format', 'destination', 'table', 'writeMode', 'columns', 'unknownColumns', 'retry', 'batchSize', 'limits'],
+    watch: ['enabled', 'settle', 'poll'],
+    pipeline: ['name', 'source', 'onCommitted', 'format', 'destination', 'table', 'writeMode', 'columns', 'unknownColumns', 'retry', 'batchSize', 'limits'],
     source: ['dir', 'include', 'exclude', 'readyMarker', 'followSymlinks'],
     column: ['type', 'required', 'source', 'precision', 'scale'],
     retry: ['attempts', 'lapses'],
@@ -159,8 +163,9 @@ function resolveLedger(input: UserConfig['ledger'], root: string, problems: stri
 export function resolveConfig(raw: unknown, options: { configFile?: string; cwd?: string; builtinPlugins?: readonly Plugin[] } = {}): ResolvedConfig {
   const configDir = options.configFile ? path.dirname(options.configFile) : (options.cwd ?? process.cwd())
   let warnings: string[] = []
+  let disabledBuiltins: string[] = []
   if (typeof raw === 'object' && raw !== null && ('presets' in raw || 'disablePlugins' in raw)) {
-    ;({ config: raw, warnings } = applyPresets(raw as UserConfig))
+    ;({ config: raw, warnings, disabledBuiltins } = applyPresets(raw as UserConfig))
   }
   const candidate = raw as Partial<UserConfig> | undefined
   const plugins = flattenPlugins(
@@ -209,16 +214,14 @@ export function resolveConfig(raw: unknown, options: { configFile?: string; cwd?
 
     const mode = resolveWriteMode(pipeline, columns, at, problems)
     const format = resolveFormat(pipeline.format, `${at}.format`, knownFormats, problems)
-    const source = typeof pipeline.source === 'string' ? { dir: pipeline.source } : pipeline.source
-    const include = source.include ?? defaultIncludes(format ? [format.type] : Object.keys(BUILTIN_FORMATS))
-    if (include.length === 0) problems.push(`${at}.source.include: no default patterns for format "${format?.type}"; list the files to include`)
+    const defaultInclude = Object.freeze(defaultIncludes(format ? [format.type] : Object.keys(BUILTIN_FORMATS)))
+    const source = resolveSource(pipeline, root, defaultInclude, at, problems)
+    const onCommitted = resolveOnCommitted(pipeline, root, at, problems)
     return Object.freeze({
       name: pipeline.name,
-      sourceDir: path.resolve(root, source.dir),
-      include: Object.freeze([...include]),
-      exclude: Object.freeze([...(source.exclude ?? [])]),
-      ...(source.readyMarker === undefined ? {} : { readyMarker: source.readyMarker }),
-      followSymlinks: source.followSymlinks ?? 'inside',
+      source,
+      defaultInclude,
+      ...(onCommitted === undefined ? {} : { onCommitted }),
       format,
       destination: pipeline.destination!,
       table: pipeline.table,
@@ -254,11 +257,44 @@ export function resolveConfig(raw: unknown, options: { configFile?: string; cwd?
     watch: Object.freeze({
       enabled: config.watch === true || (typeof config.watch === 'object' && config.watch.enabled === true),
       settleMs: typeof config.watch === 'object' && config.watch.settle !== undefined ? toMs(config.watch.settle) : DEFAULT_SETTLE_MS,
+      pollMs: typeof config.watch === 'object' && config.watch.poll !== undefined ? toMs(config.watch.poll) : DEFAULT_POLL_MS,
     }),
     plugins: Object.freeze(plugins),
+    disabledBuiltins: Object.freeze(disabledBuiltins),
     pipelines: Object.freeze(pipelines),
     warnings: Object.freeze(warnings),
   })
+}
+
+/** A source plugin's object as it is; a directory (or `{ dir, … }`) becomes the built-in local source. */
+function resolveSource(pipeline: PipelineConfig, root: string, defaultInclude: readonly string[], at: string, problems: string[]): Source {
+  if (typeof pipeline.source === 'object' && 'list' in pipeline.source) return pipeline.source
+  const config: SourceConfig = typeof pipeline.source === 'string' ? { dir: pipeline.source } : pipeline.source
+  const include = config.include ?? defaultInclude
+  if (include.length === 0) problems.push(`${at}.source.include: no default patterns for the pipeline's format; list the files to include`)
+  const dir = path.resolve(root, config.dir)
+  const moveTo = typeof pipeline.onCommitted === 'object' ? path.resolve(root, pipeline.onCommitted.moveTo) : undefined
+  if (moveTo !== undefined && (moveTo === dir || moveTo.startsWith(dir + path.sep))) {
+    problems.push(`${at}.onCommitted.moveTo: must be outside source.dir (${config.dir}), or the moved files would be listed again`)
+  }
+  return localSource({
+    dir,
+    root,
+    include: Object.freeze([...include]),
+    exclude: Object.freeze([...(config.exclude ?? [])]),
+    ...(config.readyMarker === undefined ? {} : { readyMarker: config.readyMarker }),
+    followSymlinks: config.followSymlinks ?? 'inside',
+  })
+}
+
+function resolveOnCommitted(pipeline: PipelineConfig, root: string, at: string, problems: string[]): ArchiveAction | undefined {
+  const option = pipeline.onCommitted ?? 'keep'
+  if (option === 'keep') return undefined
+  if (option === 'delete') return Object.freeze({ kind: 'delete' })
+  if (typeof pipeline.source === 'object' && 'list' in pipeline.source && pipeline.source.archive === undefined) {
+    problems.push(`${at}.onCommitted: the ${pipeline.source.name} source cannot delete or move files`)
+  }
+  return Object.freeze({ kind: 'move', to: option.moveTo })
 }
 
 /** `allowEmpty` is an option of the truncate mode; written next to `writeMode`, where one first looks for it, the message says where it goes. */

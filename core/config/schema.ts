@@ -125,8 +125,22 @@ const includePattern = z
   .min(1)
   .refine((pattern) => !ESCAPING_PATTERN.test(pattern), 'a pattern must stay inside source.dir (no ".." segment, not absolute); point source.dir at the common parent instead')
 
+/** A source plugin's object, checked by shape like a destination. */
+const sourceObject = z.custom(
+  (value) =>
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { name?: unknown }).name === 'string' &&
+    typeof (value as { list?: unknown }).list === 'function' &&
+    typeof (value as { read?: unknown }).read === 'function',
+  'expected a source: a directory, { dir, include, … }, or a source plugin such as s3({ bucket })',
+)
+
+const onCommitted = z.union([z.enum(['keep', 'delete']), z.strictObject({ moveTo: z.string().min(1) })])
+
 const pipeline = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'expected letters, digits, "_", "-" or "."'),
+  onCommitted: onCommitted.optional(),
   source: z.union([
     z.string().min(1),
     z.strictObject({
@@ -136,6 +150,7 @@ const pipeline = z.strictObject({
       readyMarker: z.string().regex(/^[^/\\]+$/, 'expected a file-name suffix such as ".ok"').optional(),
       followSymlinks: z.enum(SYMLINK_POLICIES).optional(),
     }),
+    sourceObject,
   ]),
   format: format.optional(),
   destination,
@@ -154,7 +169,7 @@ export const configSchema = z.strictObject({
   lease: lease.optional(),
   concurrency: concurrency.optional(),
   limits: limitsSchema.optional(),
-  watch: z.union([z.boolean(), z.strictObject({ enabled: z.boolean().optional(), settle: duration.optional() })]).optional(),
+  watch: z.union([z.boolean(), z.strictObject({ enabled: z.boolean().optional(), settle: duration.optional(), poll: duration.optional() })]).optional(),
   plugins: z.array(plugin).optional(),
   pipelines: z.array(pipeline).min(1, 'expected at least one pipeline'),
 })

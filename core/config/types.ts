@@ -1,4 +1,5 @@
 import type { Destination } from '../destination.js'
+import type { ArchiveAction, Source } from '../source.js'
 import type { Plugin } from '../plugin.js'
 import type { TableColumn } from '../rows.js'
 import type { EnvRef, MaybeEnv } from '../secrets.js'
@@ -148,10 +149,21 @@ export interface CdcOptions {
  */
 export type WriteMode = 'append' | 'truncate' | { truncate: TruncateOptions } | { cdc: CdcOptions }
 
+/**
+ * What happens to a file's copy in its source once the ledger's COMMITTED is
+ * durable (Auto Loader's `cleanSource`): `'keep'` (default), `'delete'`, or
+ * `{ moveTo }`, a folder (or key prefix) of the same source, outside what it
+ * lists, where the file keeps its path relative to the source's root.
+ */
+export type OnCommitted = 'keep' | 'delete' | { moveTo: string }
+
 export interface PipelineConfig {
   /** Unique, stable name: the ledger keys files by (pipeline, hash). */
   name: string
-  source: SourceConfig | string
+  /** A local directory (`'incoming'`, or `{ dir, include, … }`), or a source plugin's object: `s3({ bucket })`, `sftp({ … })`. */
+  source: SourceConfig | string | Source
+  /** What happens to the source's copy of a committed file. Default `'keep'`. */
+  onCommitted?: OnCommitted
   /** Default: detected per file from its extension. */
   format?: FormatInput
   /** Required, unless a preset's `defaults.destination` provides one. */
@@ -226,10 +238,11 @@ export interface UserConfig {
   /**
    * `true` (or `{ enabled: true }`): keep running and load files as they land,
    * as `--watch` does. `settle`: how long a file's size must stay unchanged
-   * before it counts as written (default `'500ms'`); it applies to `--watch`
-   * without enabling watching by itself.
+   * before it counts as written (default `'500ms'`). `poll`: how often a
+   * source without change events (S3, SFTP) is listed again (default
+   * `'10s'`). Both apply to `--watch` without enabling watching by themselves.
    */
-  watch?: boolean | { enabled?: boolean; settle?: Duration }
+  watch?: boolean | { enabled?: boolean; settle?: Duration; poll?: Duration }
   /** Applied in order before this config; see Preset. */
   presets?: PresetOption[]
   plugins?: PluginOption[]
@@ -254,11 +267,12 @@ export interface ResolvedFormat {
 
 export interface ResolvedPipeline {
   readonly name: string
-  readonly sourceDir: string
-  readonly include: readonly string[]
-  readonly exclude: readonly string[]
-  readonly readyMarker?: string
-  readonly followSymlinks: SymlinkPolicy
+  /** The built-in local source for `source: 'dir'` or `{ dir, … }`; the plugin's object otherwise. */
+  readonly source: Source
+  /** The include patterns of the pipeline's format(s), for a source given none (SourceContext.defaultInclude). */
+  readonly defaultInclude: readonly string[]
+  /** Undefined: keep the source's copy. */
+  readonly onCommitted?: ArchiveAction
   /** Undefined: detect per file from its extension. */
   readonly format?: ResolvedFormat
   readonly destination: Destination
@@ -304,8 +318,10 @@ export interface ResolvedConfig {
   readonly ledger: ResolvedLedger
   readonly lease: { readonly ttlMs: number; readonly heartbeatMs: number }
   readonly concurrency: number
-  readonly watch: { readonly enabled: boolean; readonly settleMs: number }
+  readonly watch: { readonly enabled: boolean; readonly settleMs: number; readonly pollMs: number }
   readonly plugins: readonly Plugin[]
+  /** Built-in plugins removed with `disablePlugins` (`filedge:stat-cache`). */
+  readonly disabledBuiltins: readonly string[]
   readonly pipelines: readonly ResolvedPipeline[]
   /** Not errors, but worth saying (a `disablePlugins` name that matched nothing). The CLI prints them. */
   readonly warnings: readonly string[]

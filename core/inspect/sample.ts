@@ -7,7 +7,7 @@ import { readJsonObjects } from '../formats/json.js'
 import { openParquet } from '../formats/parquet.js'
 import { detectFormat } from '../formats/registry.js'
 import type { LoadRequest } from '../hooks.js'
-import { openSource } from '../source/open.js'
+import { openLocalFile } from '../source/open.js'
 
 export interface Sample {
   readonly format: string
@@ -26,9 +26,9 @@ export interface Sample {
 export async function sampleFile(absPath: string, displayPath: string, rows: number, format?: ResolvedFormat): Promise<Sample> {
   const resolved = format ?? detectFormat(displayPath)
   if (resolved === undefined) throw fileInvalid(displayPath, "cannot tell the format from the file's extension; pass --format csv|ndjson|json|parquet")
-  const { size, mtimeMs } = await stat(absPath)
-  const file = { hash: '', size, mtimeMs, path: displayPath, absPath }
-  const stream = openSource(file, { verify: false })
+  const { size, mtimeMs, ino } = await stat(absPath)
+  const file = { hash: '', size, version: `${mtimeMs}:${ino}`, modifiedAt: mtimeMs, path: displayPath }
+  const stream = openLocalFile(absPath, file, { verify: false })
   try {
     if (resolved.type === 'csv') {
       const pipeline = { batchSize: Math.min(rows, 10_000), columns: [], limits: DEFAULT_LIMITS } as unknown as ResolvedPipeline

@@ -13,11 +13,11 @@ export function ledgerPlugin(store: LedgerStore, config: ResolvedConfig): Plugin
   const ttlMs = config.lease.ttlMs
   return {
     name: 'filedge:ledger',
-    apply({ hooks }) {
-      // Whether a plugin acts on a COMMITTED record (archives or deletes the source file, notifies): then the record
-      // must be durable before it runs. filedge's own reporters only print it.
+    apply({ hooks, worker }) {
+      // Whether a plugin acts on a COMMITTED record (notifies, copies), or `onCommitted` archives or deletes the
+      // source's copy: then the record must be durable before that runs. filedge's own reporters only print it.
       const actedOn = () => hooks.afterCommit.taps.some((tap) => tap.name !== 'filedge:reporter')
-      hooks.claim.tapPromise('filedge:ledger', async ({ pipeline, file, worker, stat, version, arrival }) => {
+      hooks.claim.tapPromise('filedge:ledger', async ({ pipeline, file, worker, remember, version, arrival }) => {
         const result = await store.claim({
           pipeline: pipeline.name,
           hash: file.hash,
@@ -27,7 +27,7 @@ export function ledgerPlugin(store: LedgerStore, config: ResolvedConfig): Plugin
           maxAttempts: pipeline.retry.attempts,
           maxLapses: pipeline.retry.lapses,
           ttlMs,
-          stat,
+          remember,
           version,
           // Truncate: the newest arrival wins, even when its bytes equal an older snapshot's.
           reopenOnArrival: pipeline.writeMode.kind === 'truncate' && arrival !== false,
@@ -43,7 +43,7 @@ export function ledgerPlugin(store: LedgerStore, config: ResolvedConfig): Plugin
           heartbeat: () => store.heartbeat(key, ttlMs),
           isHeld: () => store.holds(key),
           async complete(rows, healed) {
-            if (!(await store.complete(key, rows, { healed, durable: actedOn() }))) throw claimLost(file.path, 'another worker took the file over before it was marked committed')
+            if (!(await store.complete(key, rows, { healed, durable: actedOn() || pipeline.onCommitted !== undefined }))) throw claimLost(file.path, 'another worker took the file over before it was marked committed')
           },
           async fail(error, exhausted) {
             const outcome = await store.fail(key, describeError(error), pipeline.retry.attempts, exhausted)
@@ -55,6 +55,9 @@ export function ledgerPlugin(store: LedgerStore, config: ResolvedConfig): Plugin
           },
         }
         return { status: 'claimed', lease, isNew: result.isNew, reclaimed: result.reclaimed, retried: result.retried, reopened: result.reopened }
+      })
+      hooks.fileArchived.tapPromise('filedge:ledger', async ({ pipeline, path, hash, outcome }) => {
+        await store.archived(pipeline.name, hash, path, worker, outcome)
       })
     },
   }

@@ -20,6 +20,8 @@ export type LedgerEventName =
   | 'file:requeued'
   | 'file:healed'
   | 'file:reopened'
+  /** What `onCommitted` did to the source's copy of a COMMITTED file (no state change). */
+  | 'file:archived'
 
 export interface LedgerFile {
   readonly pipeline: string
@@ -80,27 +82,24 @@ export interface ClaimInput {
    */
   readonly reopenOnArrival?: boolean
   /**
-   * The stat the hash was taken under, to remember in the stat cache. Absent
-   * when the hash cannot vouch for the stat (a plugin supplied it, or the file
-   * was modified too recently to rule out a same-size rewrite within the
-   * filesystem's mtime granularity).
+   * Remember `(path, version, size) → hash` in the stat cache. False when
+   * the version cannot vouch for the bytes (a plugin supplied the hash, or
+   * an mtime-based version within the clock's granularity).
    */
-  readonly stat?: FileStat
+  readonly remember?: boolean
 }
 
-/** What identifies a file's bytes without reading them, as long as nobody forges an mtime. */
+/** What identifies a file's bytes without reading them: the source's version (mtime and inode, an ETag) and the size. */
 export interface FileStat {
   readonly size: number
-  readonly mtimeMs: number
-  readonly ino: number
-  readonly dev: number
+  readonly version: string
 }
 
 /**
- * A stat cache entry: this path, last seen with this stat, had these bytes,
- * and the file with those bytes is settled (COMMITTED, or FAILED with no
- * attempts left), so a run that finds the same stat may skip the file
- * without hashing it.
+ * A stat cache entry: this path, last seen with this version, had these
+ * bytes, and the file with those bytes is settled (COMMITTED, or FAILED with
+ * no attempts left), so a run that lists the same version may skip the file
+ * without reading it.
  */
 export interface SettledStat extends FileStat {
   readonly path: string
@@ -215,6 +214,8 @@ export interface LedgerStore {
   fail(key: LeaseKey, error: string, maxAttempts: number, exhausted?: boolean): Promise<{ readonly lost: boolean; readonly terminal: boolean }>
   /** PROCESSING → PENDING without counting the attempt. */
   release(key: LeaseKey): Promise<boolean>
+  /** Records `file:archived` (what `onCommitted` did to the source's copy at `path`) for a COMMITTED file; false if it is not COMMITTED. */
+  archived(pipeline: string, hash: string, path: string, worker: string, what: string): Promise<boolean>
   status(maxAttempts: (pipeline: string) => number, recentFailures?: number): Promise<StatusReport>
   /** Files matching a hash (or a unique prefix of at least 6 hex digits) or a path they were seen at. */
   find(ref: string): Promise<LedgerFile[]>

@@ -24,6 +24,7 @@ export function formatSummary(summary: RunSummary): string {
     `rows ${count(summary.rows)}`,
     ...(summary.released > 0 ? [`released ${count(summary.released)}`] : []),
     ...(summary.healed > 0 ? [`healed ${count(summary.healed)}`] : []),
+    ...(summary.sourceErrors > 0 ? [`sources failed ${count(summary.sourceErrors)}`] : []),
     seconds(summary.durationMs),
   ].join(' · ')
 }

@@ -1,16 +1,29 @@
-import { stat } from 'node:fs/promises'
-import type { Readable } from 'node:stream'
+import { randomUUID } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { unlink } from 'node:fs/promises'
+import path from 'node:path'
+import { PassThrough, Readable } from 'node:stream'
 import { coerceRows, isoInstant } from '../columns/coerce.js'
 import type { ResolvedFormat, ResolvedPipeline } from '../config/types.js'
 import type { FileRef, WriteJob } from '../destination.js'
 import { FiledgeError, capped, claimLost, describeError, fileInvalid, isFiledgeError, leaseLapsed, stopped } from '../errors.js'
 import { detectFormat } from '../formats/registry.js'
 import type { FileCandidate, Hooks, Lease, SkipReason } from '../hooks.js'
-import type { FileStat } from '../ledger/types.js'
-import { hashFile } from '../source/hash.js'
-import { OPENED_OUTSIDE, boundaryOf, confirmInside } from '../source/links.js'
-import { openHashedBytes, openSource } from '../source/open.js'
+import { hashStream, type HashedStream } from '../source/hash.js'
+import { decode } from '../source/open.js'
 import type { RowBatch, TableSpec } from '../rows.js'
+
+/**
+ * One file's way through filedge, top to bottom:
+ *
+ *   beforeHash (the stat cache) → read + hash → stat (still the listed
+ *   version?) → claim → (loaded: heal from the destination's marker) →
+ *   load → coerce → transform → commit → complete → afterCommit → archive
+ *
+ * Every step is a hook; this file only sequences them and turns what they
+ * say into one outcome. Everything after the claim completes the lease,
+ * fails it or releases it, so the ledger always explains what happened.
+ */
 
 export type FileOutcome =
   | { readonly kind: 'committed'; readonly hash: string; readonly rows: number; readonly isNew: boolean; readonly reclaimed: boolean; readonly retried: boolean; readonly healed: boolean }
@@ -24,6 +37,199 @@ export interface FileRunContext {
   readonly heartbeatMs: number
   /** Aborted when the run is stopping: no new file starts, and files in flight are rolled back and released. */
   readonly signal: AbortSignal
+  /** Where remote files over SMALL_FILE bytes are written while they are hashed (see hashStream). */
+  readonly spoolDir: string
+  /** Files in flight by pipeline and hash (inFlightKey), so two names for the same bytes load once. */
+  readonly inFlight: Map<string, Promise<FileOutcome>>
+}
+
+/** Same bytes in two pipelines are two files: the in-flight map is keyed by both. */
+export function inFlightKey(pipeline: ResolvedPipeline, hash: string): string {
+  return `${pipeline.name}\u0000${hash}`
+}
+
+/**
+ * Files up to this size are kept in memory from hashing to parsing: no second
+ * read per small file (a third of a 5,000-file run went to the second open,
+ * read and close). Larger remote files are spooled to disk instead.
+ */
+const SMALL_FILE = 1024 * 1024
+
+/**
+ * How long after its last modification a file's version starts to vouch for
+ * its bytes, for sources whose versions are mtimes. Within the filesystem's
+ * mtime granularity a same-size rewrite leaves the stat unchanged (git's
+ * "racily clean" index entries), so a file read that soon after a write is
+ * not entered in the stat cache; the next run reads it again and enters it
+ * then. 2 s covers the coarsest common granularity (FAT, and SFTP's whole
+ * seconds); ext4 and APFS tick in nanoseconds to milliseconds.
+ */
+export const RACY_MS = 2000
+
+/** The bytes a claimed file loads from: what hashing kept or spooled, or the source once more. */
+interface Claimed {
+  readonly file: FileRef
+  readonly bytes?: Buffer
+  readonly localPath?: string
+  /** Spooled by hashing (a remote file): loads read it, and it is deleted when the file is done. */
+  readonly spooled?: boolean
+}
+
+/**
+ * Hash, claim and load one candidate. Two names for the same bytes in one
+ * run: the second waits for the first, then claims (which records the alias
+ * and finds the file committed), or, if the first failed, skips instead of
+ * spending a second attempt on the same bytes.
+ */
+export async function ingestFile(candidate: FileCandidate, context: FileRunContext): Promise<FileOutcome> {
+  const { hooks } = context
+  const { pipeline } = candidate
+  const skip = (reason: SkipReason, message: string, hash?: string, isNew = false): FileOutcome => {
+    hooks.fileSkipped.call({ pipeline, path: candidate.path, hash, reason, message })
+    return { kind: 'skipped', hash, reason, isNew }
+  }
+  const failBeforeClaim = async (failure: FiledgeError, hash?: string): Promise<FileOutcome> => {
+    const error = capped(failure)
+    await hooks.fileFailed.promise({ pipeline, path: candidate.path, hash, error, terminal: false }).catch(() => undefined)
+    return { kind: 'failed', hash, error, isNew: false, reclaimed: false, retried: false }
+  }
+
+  // 1. Identify: the stat cache (or another beforeHash tap) may know the file; else its bytes are read and hashed.
+  let identity: Identity
+  try {
+    identity = await identify(candidate, context)
+  } catch (error) {
+    return failBeforeClaim(isFiledgeError(error) ? error : new FiledgeError('FILE_INVALID', `${candidate.path}: cannot read: ${describeError(error)}`, { file: candidate.path, cause: error }))
+  }
+  if ('skip' in identity) {
+    const outcome = skip(identity.reason, identity.skip, identity.hash)
+    if (identity.reason === 'committed' && identity.hash !== undefined) await archive(candidate, identity.hash, context)
+    return outcome
+  }
+  try {
+    const { hash } = identity
+    if (context.signal.aborted) return skip('stopped', 'the run is stopping; not claimed', hash)
+    const key = inFlightKey(pipeline, hash)
+    const earlier = context.inFlight.get(key)
+    if (earlier !== undefined) {
+      const first = await earlier
+      if (first.kind === 'failed') return skip('duplicate', 'same bytes as another file in this run, which failed', hash)
+    }
+    // A second name for bytes in flight in this run arrived with them: it does not reopen a truncate file the first one just applied.
+    const attempt = claimAndLoad(candidate, identity, context, earlier === undefined)
+    if (earlier === undefined) context.inFlight.set(key, attempt)
+    return await attempt
+  } finally {
+    if (identity.spooled !== undefined) await unlink(identity.spooled).catch(() => undefined)
+  }
+}
+
+type Identity = { skip: string; reason: SkipReason; hash?: string } | ({ hash: string; remember: boolean; localPath?: string } & Partial<HashedStream>)
+
+/**
+ * The skip for a file the source reported gone or changed while it was read;
+ * anything else (a connection dropped mid-file) fails the file, naming the
+ * source.
+ */
+function unreadable(error: unknown, candidate: FileCandidate): { skip: string; reason: SkipReason } {
+  const reason = (failure: FiledgeError) => failure.message.replace(`${candidate.path}: `, '')
+  if (isFiledgeError(error) && error.code === 'FILE_GONE') return { skip: `${reason(error)}; skipped`, reason: 'gone' }
+  if (isFiledgeError(error) && error.code === 'FILE_CHANGED') return { skip: reason(error), reason: 'changing' }
+  if (isFiledgeError(error)) throw error
+  const source = candidate.pipeline.source
+  throw new FiledgeError('PLUGIN_ERROR', `${candidate.path}: reading it from ${source.describe()} failed: ${describeError(error)}`, { file: candidate.path, plugin: `source:${source.name}`, cause: error })
+}
+
+async function identify(candidate: FileCandidate, context: FileRunContext): Promise<Identity> {
+  const { hooks } = context
+  const { pipeline } = candidate
+  const pre = await hooks.beforeHash.promise(candidate)
+  if (pre !== undefined && 'skip' in pre) return { skip: pre.skip, reason: pre.reason ?? 'plugin', ...(pre.hash === undefined ? {} : { hash: pre.hash }) }
+  const localPath = await hooks.locate.promise({ pipeline, path: candidate.path })
+  if (pre !== undefined) return { hash: pre.hash, remember: false, ...(localPath === undefined ? {} : { localPath }) }
+
+  const started = Date.now()
+  let hashed: HashedStream
+  try {
+    const raw = await hooks.read.promise({ pipeline, entry: candidate, signal: context.signal })
+    if (raw === undefined) throw new FiledgeError('INTERNAL', `${candidate.path}: no source reads pipeline "${pipeline.name}"`, { file: candidate.path })
+    const spool = localPath === undefined ? () => path.join(context.spoolDir, `${process.pid}-${randomUUID()}`) : undefined
+    hashed = await hashStream(raw, { keep: SMALL_FILE, ...(spool === undefined ? {} : { spool }) })
+  } catch (error) {
+    return unreadable(error, candidate)
+  }
+  const identity = { ...hashed, remember: false, ...(localPath === undefined ? {} : { localPath }) }
+  const changed = (skip: { skip: string; reason: SkipReason }): Identity => {
+    if (hashed.spooled !== undefined) void unlink(hashed.spooled).catch(() => undefined)
+    return skip
+  }
+  if (hashed.size !== candidate.size) return changed({ skip: 'still being written (its size changed while it was read); a later run loads it', reason: 'changing' })
+  // Bytes read from a file that was being rewritten meanwhile may be half of each version: not claimed.
+  const now = await hooks.stat.promise({ pipeline, path: candidate.path })
+  if (now === null) return changed({ skip: 'removed while it was read; skipped', reason: 'gone' })
+  if (now !== undefined && (now.version !== candidate.version || now.size !== candidate.size)) {
+    return changed({ skip: 'still being written (its size or version changed while it was read); a later run loads it', reason: 'changing' })
+  }
+  const exact = pipeline.source.capabilities?.exactVersions === true
+  return { ...identity, remember: exact || candidate.modifiedAt <= started - RACY_MS }
+}
+
+async function claimAndLoad(candidate: FileCandidate, identity: Exclude<Identity, { skip: string }>, context: FileRunContext, arrival: boolean): Promise<FileOutcome> {
+  const { hooks } = context
+  const { pipeline } = candidate
+  const { hash } = identity
+  const file: FileRef = { hash, path: candidate.path, size: candidate.size, version: candidate.version, modifiedAt: candidate.modifiedAt }
+  const claim = await hooks.claim.promise({ pipeline, file, worker: context.worker, version: candidate.version, arrival, remember: identity.remember })
+  if (claim === undefined) throw new FiledgeError('INTERNAL', 'no ledger answered the claim')
+  if (claim.status === 'skipped') {
+    hooks.fileSkipped.call({ pipeline, path: file.path, hash, reason: claim.reason, message: claim.message })
+    if (claim.reason === 'committed') await archive(candidate, hash, context)
+    return { kind: 'skipped', hash, reason: claim.reason, isNew: claim.isNew }
+  }
+  const { lease, isNew, reclaimed, retried } = claim
+  const started = performance.now()
+  hooks.fileClaimed.call({ pipeline, file, attempt: lease.attempt, reclaimed })
+  const claimed: Claimed = {
+    file,
+    ...(identity.bytes === undefined ? {} : { bytes: identity.bytes }),
+    ...(identity.spooled !== undefined ? { localPath: identity.spooled, spooled: true } : identity.localPath === undefined ? {} : { localPath: identity.localPath }),
+  }
+  const result = await loadClaimed(pipeline, claimed, lease, context)
+  if ('released' in result) {
+    hooks.fileSkipped.call({ pipeline, path: file.path, hash, reason: context.signal.aborted ? 'stopped' : 'held', message: result.released })
+    return { kind: 'released', hash, isNew }
+  }
+  if ('error' in result) {
+    await hooks.fileFailed.promise({ pipeline, path: file.path, hash, error: result.error, terminal: result.terminal }).catch((error) =>
+      hooks.log.call({ level: 'error', message: `fileFailed hook failed for ${file.path}: ${describeError(error)}` }),
+    )
+    return { kind: 'failed', hash, error: result.error, isNew, reclaimed, retried }
+  }
+  await hooks.afterCommit
+    .promise({ pipeline, file, rows: result.rows, attempt: lease.attempt, durationMs: Math.round(performance.now() - started), ...(result.healed === undefined ? {} : { healed: result.healed }) })
+    .catch((error) => hooks.log.call({ level: 'error', message: `${describeError(error)} (the file stays committed)` }))
+  await archive(candidate, hash, context)
+  return { kind: 'committed', hash, rows: result.rows, isNew, reclaimed, retried, healed: result.healed !== undefined }
+}
+
+/**
+ * `onCommitted`: the source deletes or moves its copy of a file whose
+ * COMMITTED is durable (just completed, or found committed by the stat cache
+ * or the claim: an archive that failed last time is tried again). A failure
+ * is reported and never un-commits; the next run tries again.
+ */
+async function archive(candidate: FileCandidate, hash: string, context: FileRunContext): Promise<void> {
+  const { hooks } = context
+  const { pipeline } = candidate
+  const action = pipeline.onCommitted
+  if (action === undefined || context.signal.aborted) return
+  try {
+    const outcome = await hooks.archive.promise({ pipeline, entry: candidate, hash, action })
+    if (outcome === undefined) throw new FiledgeError('PLUGIN_ERROR', `the ${pipeline.source.name} source cannot delete or move files`)
+    await hooks.fileArchived.promise({ pipeline, path: candidate.path, hash, action, outcome })
+  } catch (error) {
+    hooks.log.call({ level: 'error', message: `${candidate.path}: committed, but onCommitted failed (the next run tries again): ${describeError(error)}` })
+  }
 }
 
 /** Whatever a load threw, as the failure the ledger records and the reporters show (the same, capped text). */
@@ -73,51 +279,6 @@ async function* counted(batches: AsyncIterable<RowBatch>, onRows: (rows: number)
 }
 
 /**
- * How long after its last modification a file's stat starts to vouch for its
- * bytes. Within the filesystem's mtime granularity a same-size rewrite leaves
- * the stat unchanged (git's "racily clean" index entries), so a file hashed
- * that soon after a write is not entered in the stat cache; the next run
- * hashes it again and enters it then. 2 s covers the coarsest common
- * granularity (FAT); ext4 and APFS tick in nanoseconds to milliseconds.
- */
-export const RACY_MS = 2000
-
-/**
- * Hashes a candidate, unless a `beforeHash` plugin skips it or vouches for its
- * hash. `stat` is what the hash vouches for, for the ledger's stat cache.
- */
-export async function identify(candidate: FileCandidate, hooks: Hooks): Promise<{ skip: string; reason: SkipReason } | { hash: string; stat?: FileStat; read?: HashedBytes }> {
-  const pre = await hooks.beforeHash.promise(candidate)
-  if (pre !== undefined && 'skip' in pre) return { skip: pre.skip, reason: 'plugin' }
-  if (pre !== undefined) return { hash: pre.hash }
-  const started = Date.now()
-  const boundary = await boundaryOf(candidate.pipeline)
-  let hashed
-  try {
-    hashed = await hashFile(candidate.absPath, candidate.size, boundary === undefined ? undefined : confirmInside(boundary, candidate))
-  } catch (error) {
-    // Discovery would have left it out, had the link been there then: skipped the same way, not failed.
-    if (isFiledgeError(error) && error.code === 'FILE_CHANGED') return { skip: OPENED_OUTSIDE, reason: 'changing' }
-    throw error
-  }
-  const { hash, size, bytes } = hashed
-  const after = await stat(candidate.absPath)
-  if (size !== candidate.size || after.size !== candidate.size || after.mtimeMs !== candidate.mtimeMs || after.ino !== candidate.ino || after.dev !== candidate.dev) {
-    return { skip: 'still being written (size, mtime or inode changed while hashing); a later run will load it', reason: 'changing' }
-  }
-  const read = bytes === undefined ? {} : { read: { bytes, ino: candidate.ino, dev: candidate.dev } }
-  if (candidate.mtimeMs > started - RACY_MS) return { hash, ...read }
-  return { hash, stat: { size: candidate.size, mtimeMs: candidate.mtimeMs, ino: candidate.ino, dev: candidate.dev }, ...read }
-}
-
-/** A small file's bytes as hashing read them, with the inode they were read from (see openHashedBytes). */
-export interface HashedBytes {
-  readonly bytes: Buffer
-  readonly ino: number
-  readonly dev: number
-}
-
-/**
  * Asks the destination whether this load of the file is already committed
  * there (its load marker). Returns how the file was healed, or undefined when
  * the destination does not hold this load (or cannot tell).
@@ -145,18 +306,40 @@ function outcomeUnknown(error: FiledgeError): boolean {
 }
 
 /**
- * The per-file path: claim → (loaded) → load → coerce → transform → commit →
- * complete. Everything after the claim either completes the lease, fails it
- * or releases it, so the ledger always explains what happened to the file.
+ * The claimed bytes as a stream: the ones hashing kept, the spool file, or
+ * the source read once more (re-hashed on the way: bytes that are not the
+ * claimed ones fail with FILE_CHANGED at their end, so a file rewritten after
+ * hashing never commits).
+ */
+function claimedBytes(pipeline: ResolvedPipeline, claimed: Claimed, signal: AbortSignal, hooks: Hooks): Readable {
+  const { file } = claimed
+  const options = { limits: pipeline.limits }
+  if (claimed.bytes !== undefined) return decode(Readable.from([claimed.bytes], { objectMode: false }), file, { ...options, verify: false })
+  if (claimed.spooled === true) return decode(createReadStream(claimed.localPath!, { highWaterMark: 256 * 1024 }), file, options)
+  // The source's read is asynchronous; a format asks for a stream synchronously.
+  const raw = new PassThrough()
+  hooks.read.promise({ pipeline, entry: file, signal }).then(
+    (stream) => {
+      if (stream === undefined) raw.destroy(new FiledgeError('INTERNAL', `${file.path}: no source reads pipeline "${pipeline.name}"`, { file: file.path }))
+      else stream.on('error', (error) => raw.destroy(error)).pipe(raw)
+    },
+    (error: unknown) => raw.destroy(error as Error),
+  )
+  return decode(raw, file, options)
+}
+
+/**
+ * The per-file path after the claim: (loaded) → load → coerce → transform →
+ * commit → complete.
  */
 export async function loadClaimed(
   pipeline: ResolvedPipeline,
-  file: FileRef,
+  claimed: Claimed,
   lease: Lease,
   context: FileRunContext,
-  hashed?: HashedBytes,
 ): Promise<{ rows: number; healed?: string } | { error: FiledgeError; terminal: boolean } | { released: string }> {
   const { hooks } = context
+  const { file } = claimed
   const controller = new AbortController()
   const heartbeat = keepAlive(lease, file, context.heartbeatMs, controller, hooks)
   // A graceful stop aborts the load: the destination rolls back and the lease goes back to the ledger.
@@ -187,10 +370,8 @@ export async function loadClaimed(
     if (lease.lapsed !== undefined) throw leaseLapsed(file.path, lease.lapsed)
     const format: ResolvedFormat | undefined = pipeline.format ?? detectFormat(file.path)
     if (format === undefined) throw fileInvalid(file.path, "cannot tell the format from the file's extension; set `format` on the pipeline")
-    const boundary = await boundaryOf(pipeline)
-    const options = { limits: pipeline.limits, ...(boundary === undefined ? {} : { confirm: confirmInside(boundary, file) }) }
     const open = () => {
-      const stream = hashed === undefined ? openSource(file, options) : openHashedBytes(file, hashed.bytes, hashed, options)
+      const stream = claimedBytes(pipeline, claimed, controller.signal, hooks)
       opened.push(stream)
       return stream
     }
@@ -210,6 +391,7 @@ export async function loadClaimed(
       ...(untransformed
         ? { source: { format, fields: raw.fields, headerLine: raw.headerLine, columns: pipeline.columns, unknownColumns: pipeline.unknownColumns, limits: pipeline.limits } }
         : {}),
+      ...(claimed.localPath === undefined ? {} : { localPath: claimed.localPath }),
       signal: controller.signal,
       async assertLease() {
         if (controller.signal.aborted) throw controller.signal.reason

@@ -10,9 +10,9 @@ import { detectFormat } from '../formats/registry.js'
 import { createHooks, type Hooks } from '../hooks.js'
 import { createLogger } from '../logger.js'
 import { orderPlugins } from '../plugin.js'
-import { toRelative } from '../source/discover.js'
+import { toRelative } from '../source/local.js'
 import { hashFile } from '../source/hash.js'
-import { openSource } from '../source/open.js'
+import { openLocalFile } from '../source/open.js'
 import { NumberText, type RawRows } from '../rows.js'
 import { cdcRowCheck } from '../write-modes/cdc.js'
 import { workerId } from './worker.js'
@@ -84,9 +84,9 @@ export async function validateFile(hooks: Hooks, config: ResolvedConfig, pipelin
   try {
     if (format === undefined) throw fileInvalid(relative, "cannot tell the format from the file's extension; set `format` on the pipeline")
     const { hash, size } = await hashFile(absPath)
-    const { mtimeMs } = await stat(absPath)
-    const file: FileRef = { hash, size, mtimeMs, path: relative, absPath }
-    const raw = await hooks.load.promise({ pipeline, file, format, open: () => openSource(file, { limits: pipeline.limits }), signal: new AbortController().signal })
+    const { mtimeMs, ino } = await stat(absPath)
+    const file: FileRef = { hash, size, version: `${mtimeMs}:${ino}`, modifiedAt: mtimeMs, path: relative }
+    const raw = await hooks.load.promise({ pipeline, file, format, open: () => openLocalFile(absPath, file, { limits: pipeline.limits }), signal: new AbortController().signal })
     if (raw === undefined) throw fileInvalid(relative, `no plugin loads "${format.type}" files`)
     const counted: RawRows = {
       ...raw,

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
-import { open } from 'node:fs/promises'
+import { createWriteStream, type WriteStream } from 'node:fs'
+import { open, unlink } from 'node:fs/promises'
 
 export interface HashResult {
   readonly hash: string
@@ -43,4 +44,66 @@ export async function hashFile(absPath: string, sizeHint = CHUNK, confirm?: (fd:
   } finally {
     await handle.close()
   }
+}
+
+/** A file's bytes as hashing read them from its source. */
+export interface HashedStream {
+  readonly hash: string
+  readonly size: number
+  /** The whole file, when it is at most `keep` bytes: the load parses these instead of reading the source again. */
+  readonly bytes?: Buffer
+  /** Where the bytes were written while they were hashed (`spool`), when they were more than `keep`. */
+  readonly spooled?: string
+}
+
+/**
+ * SHA-256 of a source's byte stream. Up to `keep` bytes are kept in memory;
+ * past that, with `spool`, every byte also goes to a local file as it is
+ * hashed, so a remote file is downloaded once and what loads is exactly what
+ * was hashed. Once this returns, the spool file is the caller's to delete;
+ * on an error it is deleted here.
+ */
+export async function hashStream(raw: AsyncIterable<Buffer>, options: { readonly keep: number; readonly spool?: () => string }): Promise<HashedStream> {
+  const hash = createHash('sha256')
+  const kept: Buffer[] = []
+  let size = 0
+  let spooled: string | undefined
+  let out: WriteStream | undefined
+  let failed: Error | undefined
+  const written = (chunk: Buffer) =>
+    out!.write(chunk) || failed !== undefined ? Promise.resolve() : new Promise<void>((resolve) => out!.once('drain', resolve).once('close', resolve))
+  try {
+    for await (const chunk of raw) {
+      hash.update(chunk)
+      size += chunk.length
+      if (failed !== undefined) throw failed
+      if (out !== undefined) {
+        await written(chunk)
+      } else if (size <= options.keep) {
+        kept.push(chunk)
+      } else if (options.spool !== undefined) {
+        spooled = options.spool()
+        out = createWriteStream(spooled, { flags: 'wx' }).on('error', (error) => (failed = error))
+        for (const earlier of kept) out.write(earlier)
+        kept.length = 0
+        await written(chunk)
+      } else {
+        kept.length = 0
+      }
+    }
+  } catch (error) {
+    out?.destroy()
+    if (spooled !== undefined) await unlink(spooled).catch(() => undefined)
+    throw error
+  }
+  if (out !== undefined) {
+    await new Promise<void>((resolve) => out!.end(resolve))
+    if (failed !== undefined) {
+      await unlink(spooled!).catch(() => undefined)
+      throw failed
+    }
+  }
+  const digest = hash.digest('hex')
+  if (spooled !== undefined) return { hash: digest, size, spooled }
+  return size <= options.keep ? { hash: digest, size, bytes: kept.length === 1 ? kept[0] : Buffer.concat(kept, size) } : { hash: digest, size }
 }

@@ -2,7 +2,6 @@ import { fstat, readlinkSync } from 'node:fs'
 import { realpath, stat } from 'node:fs/promises'
 import path from 'node:path'
 import { promisify } from 'node:util'
-import type { ResolvedPipeline } from '../config/types.js'
 import { fileChanged } from '../errors.js'
 
 /**
@@ -21,24 +20,22 @@ export function linkedOutside(link: string): string {
   return `${link}: a symbolic link that leads outside the source directory; not followed (source.followSymlinks: 'all' follows it)`
 }
 
-const realDirs = new WeakMap<ResolvedPipeline, Promise<string>>()
-
 /**
- * The real path files of `pipeline` must have, or undefined when its links
- * may lead anywhere. Resolved once per resolved config (a reload resolves it
- * again); a directory that does not exist yet is not remembered.
+ * The real path of a source directory, for a source that follows only the
+ * links inside it; undefined when its links may lead anywhere. Resolved on
+ * first use and kept; a directory that does not exist yet is resolved again
+ * next time.
  */
-export function boundaryOf(pipeline: ResolvedPipeline): Promise<string | undefined> {
-  if (pipeline.followSymlinks === 'all') return Promise.resolve(undefined)
-  let found = realDirs.get(pipeline)
-  if (found === undefined) {
-    found = realpath(pipeline.sourceDir).catch((error: unknown) => {
-      realDirs.delete(pipeline)
+export function boundary(dir: string, followSymlinks: 'inside' | 'all'): () => Promise<string | undefined> {
+  if (followSymlinks === 'all') return () => Promise.resolve(undefined)
+  let found: Promise<string> | undefined
+  return () => {
+    found ??= realpath(dir).catch((error: unknown) => {
+      found = undefined
       throw error
     })
-    realDirs.set(pipeline, found)
+    return found.catch(() => dir)
   }
-  return found.catch(() => pipeline.sourceDir)
 }
 
 export function isInside(dir: string, realPath: string): boolean {
@@ -79,14 +76,12 @@ export const OPENED_OUTSIDE =
   "opened outside the source directory (replaced by, or reached through, a symbolic link out of it after it was listed); not read (source.followSymlinks: 'all' follows such links)"
 
 /**
- * `openedInside` as the check `hashFile` and `openSource` run on the
- * descriptor they opened: FILE_CHANGED naming `file` when the path was swapped
- * for a link out of the source directory after discovery looked at it.
+ * `openedInside` as the check the local source runs on each descriptor it
+ * opens: FILE_CHANGED naming `file` when the path was swapped for a link out
+ * of the source directory after the listing looked at it.
  */
-export function confirmInside(dir: string, file: { readonly path: string; readonly absPath: string }): (fd: number) => Promise<void> {
-  return async (fd) => {
-    if (!(await openedInside(fd, file.absPath, dir))) throw fileChanged(file.path, OPENED_OUTSIDE)
-  }
+export async function confirmInside(dir: string, fd: number, absPath: string, file: string): Promise<void> {
+  if (!(await openedInside(fd, absPath, dir))) throw fileChanged(file, OPENED_OUTSIDE)
 }
 
 function procPath(fd: number): string | undefined {

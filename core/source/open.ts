@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { close, createReadStream, open, read, statSync } from 'node:fs'
+import { createReadStream } from 'node:fs'
 import { Readable, Transform, pipeline } from 'node:stream'
 import { createGunzip } from 'node:zlib'
 import { DEFAULT_LIMITS, formatBytes, overLimit } from '../config/limits.js'
@@ -12,7 +12,7 @@ import { isGzipPath } from '../formats/registry.js'
 export type GzipLimits = Pick<ResolvedLimits, 'gzipMaxRatio' | 'gzipRatioGraceBytes'>
 
 /** Re-hashes the bytes as they pass; errors with FILE_CHANGED at the end if they are not the claimed bytes. */
-function verifier(file: FileRef): Transform {
+function verifier(file: DecodedFile): Transform {
   const hash = createHash('sha256')
   let size = 0
   return new Transform({
@@ -37,7 +37,7 @@ function verifier(file: FileRef): Transform {
  * or `gzipRatioGraceBytes`, whichever is larger. Refusing by ratio stops a
  * bomb after a few MB of work instead of after it has filled a table.
  */
-function limiter(file: FileRef, limits: GzipLimits): Transform {
+function limiter(file: DecodedFile, limits: GzipLimits): Transform {
   const limit = Math.max(limits.gzipRatioGraceBytes, file.size * limits.gzipMaxRatio)
   let size = 0
   return new Transform({
@@ -53,81 +53,26 @@ function limiter(file: FileRef, limits: GzipLimits): Transform {
   })
 }
 
-/**
- * The claimed file may vanish before it is read (moved away by an archiver, a
- * producer retracting it). Say so in words, and without the absolute path the
- * raw ENOENT would print.
- */
-function vanished(file: FileRef, error: NodeJS.ErrnoException): Error {
-  if (error.code !== 'ENOENT') return error
-  return fileChanged(file.path, 'removed or renamed after it was hashed; nothing was loaded (the same bytes are loaded again if they reappear)')
-}
-
-/**
- * A claimed file's bytes from the buffer they were hashed from, when hashing
- * read the whole file in one go: no second open, read and close per small
- * file (a third of a 5,000-file run went to them). The bytes parsed are then
- * exactly the bytes hashed. A file rewritten, replaced or removed since (its
- * size, mtime or inode differ from the hashed stat) is read from disk by
- * `openSource` instead, which reports FILE_CHANGED, as it always did.
- * Gzip files always go through `openSource`.
- */
-export function openHashedBytes(file: FileRef, bytes: Buffer, stat: { readonly ino: number; readonly dev: number }, options: OpenOptions = {}): Readable {
-  let now
-  try {
-    now = statSync(file.absPath)
-  } catch {
-    return openSource(file, options)
-  }
-  if (isGzipPath(file.path) || now.size !== file.size || now.mtimeMs !== file.mtimeMs || now.ino !== stat.ino || now.dev !== stat.dev || bytes.length !== file.size) return openSource(file, options)
-  return Readable.from([bytes], { objectMode: false })
-}
-
 export interface OpenOptions {
   /** Check the bytes against the claimed hash (default). `inspect` reads the start of a file it never hashed. */
   readonly verify?: boolean
-  /** Runs on the opened descriptor before a byte is read; throws to refuse it (see links.ts). */
-  readonly confirm?: (fd: number) => Promise<void>
   /** How far a gzip member may expand (the pipeline's limits; the defaults without). */
   readonly limits?: GzipLimits
 }
 
-/** fs functions for createReadStream whose `open` runs `confirm` on the descriptor before the stream reads from it. */
-function confirmingFs(confirm: (fd: number) => Promise<void>) {
-  return {
-    open(path: string, flags: string, mode: number, callback: (error: Error | null, fd?: number) => void) {
-      open(path, flags, mode, (error, fd) => {
-        if (error !== null) return callback(error)
-        confirm(fd).then(
-          () => callback(null, fd),
-          (refused: Error) => close(fd, () => callback(refused)),
-        )
-      })
-    },
-    read,
-    close,
-  }
-}
+/** What `decode` needs of a file: its name (gzip, messages) and, to verify, its claimed hash and size. */
+export type DecodedFile = Pick<FileRef, 'path' | 'hash' | 'size'>
 
 /**
- * Opens a claimed file for a format: its bytes, verified against the claimed
- * hash, gunzipped when the name ends in `.gz`. The returned stream errors with
- * a FiledgeError naming the file for a truncated or corrupt gzip member.
+ * A claimed file's raw bytes as a format reads them: verified against the
+ * claimed hash (FILE_CHANGED at the end if they are not the claimed bytes),
+ * gunzipped when the name ends in `.gz`, within the gzip limits. The
+ * returned stream errors with a FiledgeError naming the file for a
+ * truncated or corrupt gzip member.
  */
-export function openSource(file: FileRef, options: OpenOptions = {}): Readable {
-  // A read stream allocates a buffer of highWaterMark for every read: 1 MiB for a 5 KB file adds up over thousands of files.
-  // 256 KiB at most: Node decodes a chunk of about 1 MB or more into an external string, outside V8's heap, and
-  // every field sliced from it keeps all of it alive until a full GC. Loading the bench's 1 GB CSV into SQLite
-  // peaked at 250 MB RSS with 1 MiB reads (~80 MB of it external strings), at 165 MB with 256 KiB, in the same 65 s.
-  const raw = createReadStream(file.absPath, {
-    highWaterMark: Math.max(64 * 1024, Math.min(256 * 1024, file.size + 1)),
-    ...(options.confirm === undefined ? {} : { fs: confirmingFs(options.confirm) }),
-  })
-  let out: Readable | undefined
-  // Registered before pipeline() adds its own listener, so the consumer sees this error, not the raw one.
-  raw.on('error', (error: NodeJS.ErrnoException) => out?.destroy(vanished(file, error)))
+export function decode(raw: Readable, file: DecodedFile, options: OpenOptions = {}): Readable {
   const check = options.verify === false ? new Transform({ transform: (chunk, _encoding, callback) => callback(null, chunk) }) : verifier(file)
-  if (!isGzipPath(file.path)) return (out = pipeline(raw, check, () => {}))
+  if (!isGzipPath(file.path)) return pipeline(raw, check, () => {})
   const gunzip = createGunzip()
   const named = new Transform({
     transform(chunk, _encoding, callback) {
@@ -139,5 +84,20 @@ export function openSource(file: FileRef, options: OpenOptions = {}): Readable {
     if (!('code' in error) || !String(error.code).startsWith('Z_')) return
     named.destroy(fileInvalid(file.path, `corrupt or truncated gzip data (${error.message})`))
   })
-  return (out = pipeline(raw, check, gunzip, limiter(file, options.limits ?? DEFAULT_LIMITS), named, () => {}))
+  return pipeline(raw, check, gunzip, limiter(file, options.limits ?? DEFAULT_LIMITS), named, () => {})
+}
+
+/**
+ * A file on local disk named by the user (`filedge validate`, `inspect`),
+ * decoded as `decode` does. A file that vanishes says so in words, without
+ * the absolute path the raw ENOENT would print.
+ */
+export function openLocalFile(absPath: string, file: DecodedFile, options: OpenOptions = {}): Readable {
+  const raw = createReadStream(absPath, { highWaterMark: Math.max(64 * 1024, Math.min(256 * 1024, file.size + 1)) })
+  let out: Readable | undefined
+  // Registered before pipeline() adds its own listener, so the consumer sees this error, not the raw one.
+  raw.on('error', (error: NodeJS.ErrnoException) =>
+    out?.destroy(error.code === 'ENOENT' ? fileChanged(file.path, 'removed or renamed while it was read') : error),
+  )
+  return (out = decode(raw, file, options))
 }

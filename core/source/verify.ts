@@ -29,8 +29,8 @@ function changed(file: FileRef, detail: string) {
  * renamed over the path changes the inode. Only a writer that rewrites in
  * place and restores the old mtime on purpose could slip past.
  */
-export async function readClaimedBytes(file: FileRef, onChunk?: (chunk: Uint8Array) => void): Promise<ClaimedBytes> {
-  const handle = await open(file.absPath, 'r')
+export async function readClaimedBytes(file: FileRef, localPath: string, onChunk?: (chunk: Uint8Array) => void): Promise<ClaimedBytes> {
+  const handle = await open(localPath, 'r')
   try {
     const hash = createHash('sha256')
     const buffer = Buffer.allocUnsafe(CHUNK)
@@ -50,10 +50,10 @@ export async function readClaimedBytes(file: FileRef, onChunk?: (chunk: Uint8Arr
     const read = await handle.stat()
     return {
       async confirmUnchanged() {
-        const now = await stat(file.absPath).catch(() => undefined)
+        const now = await stat(localPath).catch(() => undefined)
         if (now === undefined) throw changed(file, 'it was removed while it loaded')
         if (now.ino !== read.ino || now.dev !== read.dev) throw changed(file, 'another file was moved to its path while it loaded')
-        if (now.size !== file.size || now.mtimeMs !== file.mtimeMs) throw changed(file, 'it was written to while it loaded')
+        if (now.size !== file.size || now.mtimeMs !== read.mtimeMs) throw changed(file, 'it was written to while it loaded')
       },
     }
   } finally {

@@ -1,15 +1,13 @@
 import { setMaxListeners } from 'node:events'
-import { stat } from 'node:fs/promises'
-import { existsSync } from 'node:fs'
 import { watch as watchPaths, type FSWatcher } from 'chokidar'
 import type { ResolvedConfig, ResolvedPipeline } from '../config/types.js'
 import { FiledgeError, describeError, isFiledgeError } from '../errors.js'
 import type { FileCandidate, RunSummary } from '../hooks.js'
-import type { SettledStat } from '../ledger/types.js'
-import { createFiledge, filesInFlight, newTally, processCandidate, record, statCache, type Filedge, type RunOptions } from '../runner/run.js'
-import type { FileOutcome, FileRunContext } from '../runner/file.js'
-import { discover, sourceMatcher, toRelative } from '../source/discover.js'
-import { boundaryOf, linkedOutside, resolvesInside } from '../source/links.js'
+import type { FileOutcome } from '../runner/file.js'
+import { createIngest, newTally, type Ingest } from '../runner/ingest.js'
+import { createFiledge, fileRunContext, listInto, type Filedge, type RunOptions } from '../runner/run.js'
+import type { SourceEntry, Watching } from '../source.js'
+import { toRelative } from '../source/local.js'
 import { configDependencies } from './dependencies.js'
 
 export interface WatchOptions extends RunOptions {
@@ -17,50 +15,42 @@ export interface WatchOptions extends RunOptions {
   readonly reload?: () => Promise<ResolvedConfig>
 }
 
-/** A loaded config with its hooks applied and its destinations prepared. */
+/** A loaded config with its hooks applied, its sources connected and its destinations prepared. */
 interface Session {
   readonly config: ResolvedConfig
   readonly filedge: Filedge
-  readonly context: FileRunContext
-  readonly matchers: ReadonlyMap<string, (absPath: string) => boolean>
-  /** Per pipeline: files in flight by hash, so two names for the same bytes load once. */
-  readonly inFlight: ReadonlyMap<string, Map<string, Promise<FileOutcome>>>
+  readonly ingest: Ingest
+  /** Aborted when the session ends (a reload, the stop): its watchers and pollers stop. */
+  readonly ended: AbortController
+  readonly watchers: Watching[]
   /**
-   * Paths whose file failed under this config, with the size/mtime/inode it had.
+   * Paths whose file failed under this config, with the version it had.
    * Watchers report one write more than once (and a file that lands while the
    * first sweep runs is seen by both); the same bytes under the same config fail
    * the same way, so such repeats must not spend the file's retry attempts. A
-   * changed file, a config reload or a restart tries it again.
+   * new version, a config reload or a restart tries it again.
    */
   readonly failed: Map<string, string>
-  /**
-   * Per pipeline, the stat cache as the last sweep read it, by absolute path.
-   * An entry serves once: the sweep's own visit of the path. A later event
-   * for the path means something happened to it, and it is hashed.
-   */
-  readonly settled: Map<string, Map<string, SettledStat>>
-  /** Paths that lead out of their source directory through a link, warned about once. */
-  readonly outside: Set<string>
 }
 
-interface Lane {
-  readonly pending: Set<string>
-  running: number
-}
+const versionKey = (entry: SourceEntry) => `${entry.size}:${entry.version}`
 
 /**
- * `filedge --watch`: one run, then every file that lands in a pipeline's
- * source directory goes through the same path as a run (same ledger, same
- * hooks), pipelines side by side, files within a pipeline at the configured
- * concurrency.
+ * `filedge --watch`: the ingest loop of a run, fed first by every source's
+ * listing, then by what arrives: a source's own watcher (the local source
+ * uses chokidar), or, for sources without one (S3, SFTP), the core listing
+ * them again every `watch.poll` and queuing what is new or changed. This file
+ * holds only what is watch-specific: the settle window, retries of files
+ * still being written, and config reloads.
  *
- * Half-written files: chokidar reports a file only once its size has stayed
- * the same for `watch.settle`; hashing then re-stats it and a file that moved
- * meanwhile is checked again one settle window later; and the load re-hashes
- * the bytes it reads, so bytes that changed after the claim never commit. A
- * producer that pauses longer than the settle window in mid-write should write
- * to a temporary name and rename (in-progress names are ignored), or use
- * `source.readyMarker`.
+ * Half-written files: the local watcher reports a file only once its size
+ * has stayed the same for `watch.settle`; a listed file written less than a
+ * settle window ago waits out the rest of it; reading re-checks the version
+ * and a file that moved meanwhile is looked at again one window later; and
+ * the load re-hashes what it reads, so bytes that changed after the claim
+ * never commit. A producer that pauses longer than the settle window in
+ * mid-write should write to a temporary name and rename (in-progress names
+ * are ignored), or use `source.readyMarker`.
  *
  * Config edits reload between files: the watcher stops taking new files, lets
  * the ones in flight finish, and starts again on the new config. A config that
@@ -77,13 +67,18 @@ export async function watch(options: WatchOptions): Promise<RunSummary> {
   // Every file in flight listens for the stop (see run).
   setMaxListeners(0, stop)
   const tally = newTally()
-  const lanes = new Map<string, Lane>()
-  const retryTimers = new Set<NodeJS.Timeout>()
-  let watchers: FSWatcher[] = []
+  const timers = new Set<NodeJS.Timeout>()
   let configWatcher: FSWatcher | undefined
-  let paused = false
-  const idle: (() => void)[] = []
   const summary = (aborted?: FiledgeError): RunSummary => ({ ...tally, durationMs: Math.round(performance.now() - started), ...(aborted ? { aborted } : {}) })
+
+  const later = (delayMs: number, task: () => void) => {
+    if (stop.aborted) return
+    const timer = setTimeout(() => {
+      timers.delete(timer)
+      if (!stop.aborted) task()
+    }, delayMs)
+    timers.add(timer)
+  }
 
   /** `first`: the watcher's start, where a failure ends the command like a run's would (reported through afterRun). */
   const open = async (config: ResolvedConfig, first = false): Promise<Session> => {
@@ -98,16 +93,10 @@ export async function watch(options: WatchOptions): Promise<RunSummary> {
       }
       throw error
     }
-    return {
-      config,
-      filedge,
-      context: { hooks: filedge.hooks, worker: filedge.worker, heartbeatMs: config.lease.heartbeatMs, signal: stop },
-      matchers: new Map(filedge.pipelines.map((pipeline) => [pipeline.name, sourceMatcher(pipeline)])),
-      inFlight: new Map(filedge.pipelines.map((pipeline) => [pipeline.name, new Map()])),
-      failed: new Map(),
-      settled: new Map(),
-      outside: new Set(),
-    }
+    const failed = new Map<string, string>()
+    const context = await fileRunContext(filedge, config, stop)
+    const ingest = createIngest({ context, tally, concurrency: options.concurrency, forget: true, onOutcome: (candidate, outcome) => settled(candidate, outcome, failed) })
+    return { config, filedge, ingest, ended: new AbortController(), watchers: [], failed }
   }
 
   let session: Session
@@ -119,141 +108,106 @@ export async function watch(options: WatchOptions): Promise<RunSummary> {
   const log = (level: 'info' | 'warn' | 'error', message: string) => session.filedge.hooks.log.call({ level, message })
   const settleMs = () => session.config.watch.settleMs
 
-  const lane = (pipeline: string): Lane => {
-    let found = lanes.get(pipeline)
-    if (found === undefined) {
-      found = { pending: new Set(), running: 0 }
-      lanes.set(pipeline, found)
-    }
-    return found
-  }
-  const busy = () => [...lanes.values()].some((entry) => entry.running > 0)
-  const settled = () => {
-    if (!busy()) idle.splice(0).forEach((resolve) => resolve())
-  }
-  const drain = () => (busy() ? new Promise<void>((resolve) => idle.push(resolve)) : Promise.resolve())
-
-  async function processPath(pipeline: ResolvedPipeline, absPath: string): Promise<void> {
-    let stats
-    try {
-      stats = await stat(absPath)
-    } catch {
-      return // removed before its turn: nothing to load
-    }
-    if (!stats.isFile()) return
-    if (pipeline.readyMarker !== undefined && !existsSync(absPath + pipeline.readyMarker)) return
-    // chokidar follows every link; the source's link rule is applied here, as discovery applies it to a sweep.
-    const boundary = await boundaryOf(pipeline)
-    if (boundary !== undefined && !(await resolvesInside(boundary, absPath))) {
-      if (!session.outside.has(absPath)) log('warn', linkedOutside(toRelative(session.config.root, absPath)))
-      session.outside.add(absPath)
-      return
-    }
-    session.outside.delete(absPath)
-    const signature = `${stats.size}:${stats.mtimeMs}:${stats.ino}`
-    if (session.failed.get(absPath) === signature) return
-    const candidate: FileCandidate = {
-      pipeline,
-      path: toRelative(session.config.root, absPath),
-      absPath,
-      size: stats.size,
-      mtimeMs: stats.mtimeMs,
-      ino: stats.ino,
-      dev: stats.dev,
-    }
-    const inFlight = session.inFlight.get(pipeline.name)!
-    const cached = session.settled.get(pipeline.name)
-    const settled = cached?.get(absPath)
-    cached?.delete(absPath)
-    const outcome = await processCandidate(candidate, session.context, inFlight, settled)
-    record(tally, outcome)
-    if (outcome.kind === 'failed') session.failed.set(absPath, signature)
-    else session.failed.delete(absPath)
-    // A long-running watcher must not remember every file it ever saw.
-    if (outcome.hash !== undefined) inFlight.delete(outcome.hash)
-    if (outcome.kind === 'skipped' && outcome.reason === 'changing') schedule(pipeline.name, absPath, settleMs())
-  }
-
-  function pump(name: string): void {
-    const entry = lane(name)
-    const pipeline = session.filedge.pipelines.find((candidate) => candidate.name === name)
-    while (!paused && !stop.aborted && pipeline !== undefined && entry.running < filesInFlight(pipeline, options) && entry.pending.size > 0) {
-      const [absPath] = entry.pending
-      entry.pending.delete(absPath)
-      entry.running++
-      processPath(pipeline, absPath)
-        .catch((error) => log('error', `${toRelative(session.config.root, absPath)}: ${describeError(error)}`))
-        .finally(() => {
-          entry.running--
-          pump(name)
-          settled()
-        })
-    }
-  }
-
-  function schedule(name: string, absPath: string, delayMs = 0): void {
-    if (stop.aborted) return
-    if (delayMs > 0) {
-      const timer = setTimeout(() => {
-        retryTimers.delete(timer)
-        schedule(name, absPath)
-      }, delayMs)
-      retryTimers.add(timer)
-      return
-    }
-    lane(name).pending.add(absPath)
-    pump(name)
-  }
-
-  async function startWatching(): Promise<void> {
-    const waits: Promise<void>[] = []
-    for (const pipeline of session.filedge.pipelines) {
-      const matches = session.matchers.get(pipeline.name)!
-      const marker = pipeline.readyMarker
-      const watcher = watchPaths(pipeline.sourceDir, {
-        ignoreInitial: true,
-        awaitWriteFinish: { stabilityThreshold: settleMs(), pollInterval: Math.max(10, Math.min(100, Math.floor(settleMs() / 4))) },
-        // Dot-directories and dotfiles are never data; not even descended into.
-        ignored: (absPath: string) => absPath !== pipeline.sourceDir && toRelative(pipeline.sourceDir, absPath).split('/').some((part) => part.startsWith('.')),
+  /** What a file's outcome means for watching it: remember a failure; look again at a file still being written. */
+  function settled(candidate: FileCandidate, outcome: FileOutcome, failed: Map<string, string>): void {
+    if (outcome.kind === 'failed') failed.set(candidate.path, versionKey(candidate))
+    else failed.delete(candidate.path)
+    if (outcome.kind === 'skipped' && outcome.reason === 'changing') {
+      const current = session
+      later(settleMs(), () => {
+        if (current !== session) return
+        void current.filedge.hooks.stat.promise({ pipeline: candidate.pipeline, path: candidate.path }).then(
+          (entry) => entry && arrived(candidate.pipeline, entry),
+          (error) => log('warn', `${candidate.path}: ${describeError(error)}`),
+        )
       })
-      const onPath = (absPath: string) => {
-        if (marker !== undefined && absPath.endsWith(marker)) {
-          const data = absPath.slice(0, -marker.length)
-          if (matches(data)) schedule(pipeline.name, data)
-        } else if (matches(absPath)) {
-          schedule(pipeline.name, absPath)
-        }
-      }
-      watcher.on('add', onPath).on('change', onPath)
-      watcher.on('error', (error) => log('warn', `watching ${toRelative(session.config.root, pipeline.sourceDir)}: ${describeError(error)}`))
-      waits.push(new Promise((resolve) => watcher.once('ready', () => resolve())))
-      watchers.push(watcher)
     }
-    await Promise.all(waits)
   }
 
-  async function stopWatching(): Promise<void> {
-    const closing = watchers
-    watchers = []
-    await Promise.all(closing.map((watcher) => watcher.close()))
+  /** A file the watcher (or a poll) reported: queued, unless it is the version that just failed. */
+  function arrived(pipeline: ResolvedPipeline, entry: SourceEntry): void {
+    if (stop.aborted) return
+    session.filedge.hooks.watchChange.call({ pipeline, entry })
+    if (session.failed.get(entry.path) === versionKey(entry)) return
+    session.ingest.submit(pipeline, entry)
   }
 
   /**
-   * Everything already in the source directories: a watcher only hears about
-   * what changes. A file written less than a settle window ago may still be
-   * being written: it waits out the rest of its window like a file the
-   * watcher reported.
+   * What is already there: a watcher only hears about what changes. A file
+   * written less than a settle window ago may still be being written: it
+   * waits out the rest of its window like a file the watcher reported.
+   * `known` collects the listing for a poller to compare the next one with.
    */
-  async function sweep(): Promise<void> {
-    for (const pipeline of session.filedge.pipelines) {
-      const [candidates, settled] = await Promise.all([discover(pipeline, session.config.root, (message) => log('warn', message)), statCache(session.filedge.ledger, pipeline)])
-      session.settled.set(pipeline.name, new Map(candidates.flatMap((candidate) => {
-        const entry = settled.get(candidate.path)
-        return entry === undefined ? [] : [[candidate.absPath, entry] as const]
-      })))
-      const now = Date.now()
-      for (const candidate of candidates) schedule(pipeline.name, candidate.absPath, Math.max(0, Math.ceil(candidate.mtimeMs + settleMs() - now)))
+  async function sweep(current: Session, known?: Map<string, Map<string, string>>): Promise<void> {
+    await Promise.all(
+      current.filedge.pipelines.map((pipeline) => {
+        const seen = new Map<string, string>()
+        known?.set(pipeline.name, seen)
+        return listInto(current.filedge, pipeline, stop, (entry) => {
+          seen.set(entry.path, versionKey(entry))
+          const wait = Math.ceil(entry.modifiedAt + settleMs() - Date.now())
+          if (wait > 0) later(wait, () => current === session && current.ingest.submit(pipeline, entry))
+          else current.ingest.submit(pipeline, entry)
+        })
+      }),
+    )
+  }
+
+  /**
+   * A source without a watcher is listed again every `watch.poll`; what is
+   * new, or has another size or version than in the last listing, is queued.
+   * A poll still running when the next is due is not doubled.
+   */
+  function poll(current: Session, pipeline: ResolvedPipeline, known: Map<string, string>): void {
+    let last = known
+    const tick = () => {
+      if (current.ended.signal.aborted) return
+      const seen = new Map<string, string>()
+      void listInto(current.filedge, pipeline, current.ended.signal, (entry) => {
+        const key = versionKey(entry)
+        seen.set(entry.path, key)
+        if (last.get(entry.path) !== key) arrived(pipeline, entry)
+      }).then((listed) => {
+        // A listing that failed (the server restarting) says nothing about what is gone: the next one compares with the last good one.
+        if (listed) last = seen
+        later(current.config.watch.pollMs, tick)
+      })
     }
+    later(current.config.watch.pollMs, tick)
+  }
+
+  /** Watchers first (ready before the sweep lists, so nothing lands unseen in between), then the sweep, then pollers. */
+  async function startWatching(current: Session, ready?: () => void): Promise<void> {
+    const known = new Map<string, Map<string, string>>()
+    const unwatched: ResolvedPipeline[] = []
+    await Promise.all(
+      current.filedge.pipelines.map(async (pipeline) => {
+        const watching = await current.filedge.hooks.watch
+          .promise({
+            pipeline,
+            signal: current.ended.signal,
+            settleMs: settleMs(),
+            onEntry: (entry) => current === session && arrived(pipeline, entry),
+            warn: (message) => log('warn', `pipeline "${pipeline.name}": ${message}`),
+          })
+          .catch((error) => {
+            log('error', `pipeline "${pipeline.name}": cannot watch ${pipeline.source.describe()} (polling it instead): ${describeError(error)}`)
+            return undefined
+          })
+        if (watching === undefined) unwatched.push(pipeline)
+        else current.watchers.push(watching)
+      }),
+    )
+    ready?.()
+    await sweep(current, known)
+    for (const pipeline of unwatched) poll(current, pipeline, known.get(pipeline.name) ?? new Map())
+  }
+
+  async function end(current: Session): Promise<void> {
+    current.ended.abort()
+    current.ingest.pause()
+    await Promise.all(current.watchers.splice(0).map((watching) => watching.close().catch(() => undefined)))
+    await current.ingest.idle()
   }
 
   async function watchConfig(): Promise<void> {
@@ -288,11 +242,8 @@ export async function watch(options: WatchOptions): Promise<RunSummary> {
         log('error', `config not reloaded, keeping the previous one: ${describeError(error)}`)
         return
       }
-      paused = true
-      await drain()
-      await stopWatching()
-      for (const entry of lanes.values()) entry.pending.clear()
       const previous = session
+      await end(previous)
       await previous.filedge.close().catch((error) => log('warn', `closing the previous config: ${describeError(error)}`))
       try {
         session = await open(next)
@@ -302,28 +253,25 @@ export async function watch(options: WatchOptions): Promise<RunSummary> {
         log('error', `the new config did not start, keeping the previous one: ${describeError(error)}`)
       }
       await watchConfig()
-      await startWatching()
-      paused = false
-      await sweep()
+      await startWatching(session)
     })
     return reloading
   }
 
   const stopped = new Promise<void>((resolve) => (stop.aborted ? resolve() : stop.addEventListener('abort', () => resolve(), { once: true })))
   try {
-    await startWatching()
     await watchConfig()
-    const folders = session.filedge.pipelines.map((pipeline) => toRelative(session.config.root, pipeline.sourceDir) || '.')
-    log('info', `watching ${folders.join(', ')} (files settle for ${settleMs()} ms); Ctrl-C to stop`)
-    await sweep()
+    await startWatching(session, () => {
+      const sources = session.filedge.pipelines.map((pipeline) => pipeline.source.describe())
+      log('info', `watching ${sources.join(', ')} (files settle for ${settleMs()} ms); Ctrl-C to stop`)
+    })
     await stopped
     await reloading
   } finally {
-    for (const timer of retryTimers) clearTimeout(timer)
-    await stopWatching()
+    for (const timer of timers) clearTimeout(timer)
     await configWatcher?.close()
     // In-flight loads saw the same signal: they roll back and release their leases.
-    await drain()
+    await end(session)
   }
   const result = summary()
   try {

@@ -195,7 +195,7 @@ export function duckdb(options: DuckDBDestinationOptions): Destination {
     const statement = nativeCsvInsert(job, source, csv.nullValues ?? [])
     const structure = createCsvStructureCheck({ delimiter: csv.delimiter ?? ',', quote: csv.quote ?? '"', fields: source.fields.length })
     const params = { ...statement.params, nulls: api!.listValue(statement.params.nulls as string[]) }
-    const [inserted, verified] = await Promise.allSettled([db.run(statement.sql, params), readClaimedBytes(job.file, structure.write)])
+    const [inserted, verified] = await Promise.allSettled([db.run(statement.sql, params), readClaimedBytes(job.file, job.localPath!, structure.write)])
     if (verified.status === 'rejected') throw verified.reason
     await verified.value.confirmUnchanged()
     const records = structure.end()

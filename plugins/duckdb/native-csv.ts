@@ -35,6 +35,7 @@ import { duckdbType } from './types.js'
 export function nativeCsvUnsupported(job: WriteJob): string | undefined {
   const source = job.source
   if (source === undefined) return 'a transform is tapped'
+  if (job.localPath === undefined) return 'the file is not on local disk'
   if (source.format.type !== 'csv') return `${source.format.type} is read by filedge`
   if (isGzipPath(job.file.path)) return "gzip is read by filedge (its gzip-bomb limit does not exist in DuckDB's reader)"
   const options = source.format.options as Omit<CsvFormatOptions, 'type'>
@@ -171,7 +172,7 @@ export function nativeCsvInsert(job: WriteJob, source: SourceLayout, nullValues:
     params: {
       hash: job.file.hash,
       ingested: job.ingestedAt,
-      path: job.file.absPath,
+      path: job.localPath,
       delimiter: options.delimiter ?? ',',
       quote: options.quote ?? '"',
       // Setting nullstr replaces DuckDB's default (the empty field), so it is listed again.

@@ -102,7 +102,7 @@ interface JobOptions {
 
 function job(options: JobOptions): WriteJob {
   const controller = new AbortController()
-  const file = { hash: options.hash, path: `incoming/${options.hash.slice(0, 8)}.csv`, absPath: `/nonexistent/${options.hash}.csv`, size: 1, mtimeMs: 0 }
+  const file = { hash: options.hash, path: `incoming/${options.hash.slice(0, 8)}.csv`, size: 1, version: '0:0', modifiedAt: 0 }
   return {
     pipeline: 'conformance',
     table: options.table,

@@ -81,7 +81,7 @@ function jobOf(pipeline: { table: TableSpec; writeMode: ResolvedWriteMode; layou
     pipeline: 'conformance',
     table: pipeline.table,
     writeMode: pipeline.writeMode,
-    file: { hash, path, absPath: `/nonexistent/${file.seed}.csv`, size: 1, mtimeMs: 0 },
+    file: { hash, path, size: 1, version: '0:0', modifiedAt: 0 },
     loadId: file.loadId ?? randomUUID(),
     ingestedAt: file.ingestedAt ?? INGESTED_AT,
     batches,

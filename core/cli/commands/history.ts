@@ -4,7 +4,7 @@ import type { ResolvedConfig } from '../../config/types.js'
 import { notFound } from '../../errors.js'
 import type { LedgerFile, LedgerStore } from '../../ledger/types.js'
 import { printable } from '../../printable.js'
-import { toRelative } from '../../source/discover.js'
+import { toRelative } from '../../source/local.js'
 import { configFor, withLedger, type ConfigOption } from '../context.js'
 import { print, printJson, type CliIo } from '../io.js'
 

@@ -59,7 +59,7 @@ export function registerRun(program: Command, io: CliIo, exit: (code: number) =>
           exit(summary.aborted ? 1 : 0)
         } else {
           const summary = await run(options)
-          exit(summary.aborted || summary.failed > 0 ? 1 : 0)
+          exit(summary.aborted || summary.failed > 0 || summary.sourceErrors > 0 ? 1 : 0)
         }
       } finally {
         process.off('SIGINT', stop)

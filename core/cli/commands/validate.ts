@@ -6,7 +6,6 @@ import { usageError } from '../../errors.js'
 import { printable } from '../../printable.js'
 import { count } from '../../reporters/format.js'
 import type { FileValidation } from '../../runner/validate.js'
-import { discover } from '../../source/discover.js'
 import { configFor, type ConfigOption } from '../context.js'
 import { print, printJson, type CliIo } from '../io.js'
 
@@ -25,9 +24,17 @@ async function pipelineFor(config: ResolvedConfig, absPath: string, name: string
     return named
   }
   if (config.pipelines.length === 1) return config.pipelines[0]
+  // Local sources only: `validate` reads a file on this disk.
   const owners: ResolvedPipeline[] = []
   for (const pipeline of config.pipelines) {
-    if ((await discover(pipeline, config.root)).some((candidate) => candidate.absPath === absPath)) owners.push(pipeline)
+    const { source } = pipeline
+    if (source.localPath === undefined) continue
+    for await (const entry of source.list({ signal: new AbortController().signal, warn: () => {} })) {
+      if (source.localPath(entry.path) === absPath) {
+        owners.push(pipeline)
+        break
+      }
+    }
   }
   if (owners.length === 1) return owners[0]
   const why = owners.length === 0 ? "is not in any pipeline's source" : `is in the source of ${owners.map((pipeline) => `"${pipeline.name}"`).join(' and ')}`

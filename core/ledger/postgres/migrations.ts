@@ -98,4 +98,20 @@ export const POSTGRES_MIGRATIONS: readonly { readonly version: number; readonly 
       ALTER TABLE file_paths ADD COLUMN version text;
     `,
   },
+  {
+    version: 4,
+    sql: `
+      -- As the SQLite ledger's migration 5: the stat cache is keyed by the
+      -- source's version (mtime and inode locally, an ETag remotely).
+      DROP TABLE file_stats;
+      CREATE TABLE file_stats (
+        pipeline text NOT NULL,
+        path text NOT NULL,
+        size bigint NOT NULL,
+        version text NOT NULL,
+        hash text COLLATE "C" NOT NULL,
+        PRIMARY KEY (pipeline, path)
+      );
+    `,
+  },
 ]

@@ -7,6 +7,7 @@ import { inTransaction } from '../../sql.js'
 import { tablesIn, transaction, type FileRow, type Tables } from './db.js'
 import { POSTGRES_MIGRATIONS } from './migrations.js'
 import { claim } from './sql/claim.js'
+import { archived } from './sql/archived.js'
 import { complete } from './sql/complete.js'
 import { fail } from './sql/fail.js'
 import { committedFiles, eventsOf, failedFiles, findFiles } from './sql/find.js'
@@ -125,6 +126,7 @@ export async function openPostgresLedger(url: string, options: PostgresLedgerOpt
     describe: () => `postgres ${where}`,
     claim: (input) => claim(pool, t, input, at()),
     settledStats: (pipeline, maxAttempts) => settledStats(pool, t, pipeline, maxAttempts),
+    archived: (pipeline, hash, path, worker, what) => archived(pool, t, pipeline, hash, path, worker, what, at()),
     heartbeat: (key, ttlMs) => heartbeat(pool, t, key, ttlMs, at()),
     holds: (key) => holds(pool, t, key),
     // Always synchronous, whatever `durable` says: the worker waits for the server's flush without blocking its event loop.

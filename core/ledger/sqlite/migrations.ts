@@ -101,4 +101,22 @@ export const SQLITE_MIGRATIONS: readonly { readonly version: number; readonly sq
       ALTER TABLE file_paths ADD COLUMN version TEXT;
     `,
   },
+  {
+    version: 5,
+    sql: `
+      -- Sources are plugins (S3, SFTP…): the stat cache is keyed by the
+      -- source's version of a path (mtime and inode locally, an ETag
+      -- remotely) instead of a local stat. The old entries are dropped: each
+      -- path is read once more, then cached under its version.
+      DROP TABLE file_stats;
+      CREATE TABLE file_stats (
+        pipeline TEXT NOT NULL,
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        version TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        PRIMARY KEY (pipeline, path)
+      );
+    `,
+  },
 ]

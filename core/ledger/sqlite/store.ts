@@ -5,6 +5,7 @@ import type { FileState, LeaseKey, LedgerEvent, LedgerEventName, LedgerFile, Led
 import { ledgerDb, type FileRow, type LedgerDb } from './db.js'
 import { SQLITE_MIGRATIONS } from './migrations.js'
 import { claim } from './sql/claim.js'
+import { archived } from './sql/archived.js'
 import { complete } from './sql/complete.js'
 import { fail } from './sql/fail.js'
 import { committedFiles, eventsOf, failedFiles, findFiles, pathsOf } from './sql/find.js'
@@ -110,6 +111,7 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
   const failTx = immediate(fail)
   const releaseTx = immediate(release)
   const requeueTx = immediate(requeue)
+  const archivedTx = immediate(archived)
 
   return {
     kind: 'sqlite',
@@ -125,6 +127,7 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
       }),
     fail: async (key, error, maxAttempts, exhausted) => failTx(ledger, key, error, maxAttempts, now(), exhausted),
     release: async (key) => releaseTx(ledger, key, now()),
+    archived: async (pipeline, hash, path, worker, what) => archivedTx(ledger, pipeline, hash, path, worker, what, now()),
     async status(maxAttempts, recent = 10) {
       const byPipeline = new Map<string, { -readonly [K in keyof StatusCounts]: StatusCounts[K] }>()
       for (const row of countStates(ledger, now())) {

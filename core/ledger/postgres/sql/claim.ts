@@ -15,7 +15,7 @@ import { nowSql, type Queryable, type Tables } from '../db.js'
  * Two autocommitted statements, each one round trip:
  * 1. register: INSERT … ON CONFLICT DO NOTHING for the file and for the path
  *    it was seen at, with their `file:discovered` / `file:alias` events, and
- *    the path's stat cache entry (sql/stats.ts) when the input has a stat;
+ *    the path's stat cache entry (sql/stats.ts) when the input asks to remember it;
  *    it returns the version the path held these bytes at before, if any.
  *    Two workers discovering the same file is normal, not an error.
  * 2. lease: SELECT … FOR UPDATE SKIP LOCKED on the file row, then, from what
@@ -54,7 +54,7 @@ export async function claim(db: Queryable, t: Tables, input: ClaimInput, at: str
      ), prior AS (
        SELECT version FROM ${t.paths} WHERE pipeline = $2 AND hash = $3 AND path = $4
      ), seen AS (
-       INSERT INTO ${t.paths} (pipeline, hash, path, first_seen_at, version) VALUES ($2, $3, $4, ${now}, $10::text)
+       INSERT INTO ${t.paths} (pipeline, hash, path, first_seen_at, version) VALUES ($2, $3, $4, ${now}, $8::text)
        ON CONFLICT DO NOTHING
        RETURNING pipeline, hash
      ), aliased AS (
@@ -65,12 +65,12 @@ export async function claim(db: Queryable, t: Tables, input: ClaimInput, at: str
        FROM seen LEFT JOIN ${t.files} f ON f.pipeline = seen.pipeline AND f.hash = seen.hash
        WHERE NOT EXISTS (SELECT 1 FROM inserted)
      ), stat AS (
-       INSERT INTO ${t.stats} (pipeline, path, size, mtime_ms, ino, dev, hash)
-       SELECT $2, $4, $5, $7::double precision, $8::double precision, $9::double precision, $3 WHERE $7::double precision IS NOT NULL
-       ON CONFLICT (pipeline, path) DO UPDATE SET size = excluded.size, mtime_ms = excluded.mtime_ms, ino = excluded.ino, dev = excluded.dev, hash = excluded.hash
+       INSERT INTO ${t.stats} (pipeline, path, size, version, hash)
+       SELECT $2, $4, $5, $8::text, $3 WHERE $7::boolean AND $8::text IS NOT NULL
+       ON CONFLICT (pipeline, path) DO UPDATE SET size = excluded.size, version = excluded.version, hash = excluded.hash
      )
      SELECT EXISTS (SELECT 1 FROM inserted) AS is_new, EXISTS (SELECT 1 FROM seen) AS path_new, (SELECT version FROM prior) AS prior_version`,
-    [at, pipeline, hash, path, input.size, worker, input.stat?.mtimeMs ?? null, input.stat?.ino ?? null, input.stat?.dev ?? null, version],
+    [at, pipeline, hash, path, input.size, worker, input.remember === true, version],
   )
   const { is_new: isNew, path_new: pathNew, prior_version: prior } = registered.rows[0]
   // A path new to these bytes, or a known path with a new version; a row from before versions were kept says nothing.

@@ -9,11 +9,11 @@ import type { Queryable, Tables } from '../db.js'
  * ledger does not have. Same rules as the SQLite store (sqlite/sql/stats.ts).
  */
 export async function settledStats(db: Queryable, t: Tables, pipeline: string, maxAttempts: number): Promise<SettledStat[]> {
-  const result = await db.query<{ path: string; size: string; mtime_ms: number; ino: number; dev: number; hash: string; state: 'COMMITTED' | 'FAILED'; attempts: number }>(
-    `SELECT s.path, s.size, s.mtime_ms, s.ino, s.dev, s.hash, f.state, f.attempts
+  const result = await db.query<{ path: string; size: string; version: string; hash: string; state: 'COMMITTED' | 'FAILED'; attempts: number }>(
+    `SELECT s.path, s.size, s.version, s.hash, f.state, f.attempts
      FROM ${t.stats} s JOIN ${t.files} f ON f.pipeline = s.pipeline AND f.hash = s.hash
      WHERE s.pipeline = $1 AND (f.state = 'COMMITTED' OR (f.state = 'FAILED' AND f.attempts >= $2))`,
     [pipeline, maxAttempts],
   )
-  return result.rows.map((row) => ({ path: row.path, size: Number(row.size), mtimeMs: row.mtime_ms, ino: row.ino, dev: row.dev, hash: row.hash, state: row.state, attempts: row.attempts }))
+  return result.rows.map((row) => ({ path: row.path, size: Number(row.size), version: row.version, hash: row.hash, state: row.state, attempts: row.attempts }))
 }

@@ -45,7 +45,7 @@ export function claim(ledger: LedgerDb, input: ClaimInput, now: number): ClaimRe
   const row: Row = isNew
     ? { state: 'PENDING', attempts: 0, lapses: 0, lease_expires_at: null, worker: null, load_id: null }
     : (ledger.statement('SELECT state, attempts, lapses, lease_expires_at, worker, load_id FROM files WHERE pipeline = ? AND hash = ?').get(pipeline, hash) as Row)
-  if (input.stat !== undefined) recordStat(ledger, pipeline, path, hash, input.stat)
+  if (input.remember === true && input.version !== undefined) recordStat(ledger, pipeline, path, hash, { size: input.size, version: input.version })
   const seen = isNew
     ? undefined
     : (ledger.statement('SELECT version FROM file_paths WHERE pipeline = ? AND hash = ? AND path = ?').get(pipeline, hash, path) as { version: string | null } | undefined)

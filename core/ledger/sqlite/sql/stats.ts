@@ -2,7 +2,7 @@ import type { FileStat, SettledStat } from '../../types.js'
 import type { LedgerDb } from '../db.js'
 
 /**
- * recordStat: remembers that `path`, with this stat, had the bytes `hash`.
+ * recordStat: remembers that `path`, at this version and size, had the bytes `hash`.
  *
  * Called inside the claim transaction, so the entry and the file it points at
  * are written together. One row per path (upsert): a path rewritten with new
@@ -12,10 +12,10 @@ import type { LedgerDb } from '../db.js'
 export function recordStat(ledger: LedgerDb, pipeline: string, path: string, hash: string, stat: FileStat): void {
   ledger
     .statement(
-      `INSERT INTO file_stats (pipeline, path, size, mtime_ms, ino, dev, hash) VALUES (?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (pipeline, path) DO UPDATE SET size = excluded.size, mtime_ms = excluded.mtime_ms, ino = excluded.ino, dev = excluded.dev, hash = excluded.hash`,
+      `INSERT INTO file_stats (pipeline, path, size, version, hash) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (pipeline, path) DO UPDATE SET size = excluded.size, version = excluded.version, hash = excluded.hash`,
     )
-    .run(pipeline, path, stat.size, stat.mtimeMs, stat.ino, stat.dev, hash)
+    .run(pipeline, path, stat.size, stat.version, hash)
 }
 
 /**
@@ -27,7 +27,7 @@ export function recordStat(ledger: LedgerDb, pipeline: string, path: string, has
 export function settledStats(ledger: LedgerDb, pipeline: string, maxAttempts: number): SettledStat[] {
   return ledger
     .statement(
-      `SELECT s.path, s.size, s.mtime_ms AS mtimeMs, s.ino, s.dev, s.hash, f.state, f.attempts
+      `SELECT s.path, s.size, s.version, s.hash, f.state, f.attempts
        FROM file_stats s JOIN files f ON f.pipeline = s.pipeline AND f.hash = s.hash
        WHERE s.pipeline = ? AND (f.state = 'COMMITTED' OR (f.state = 'FAILED' AND f.attempts >= ?))`,
     )

@@ -203,6 +203,19 @@ describe('list', () => {
     expect(listCalls).toBe(1 + 4) // 2 + 2 + 2 + 1
   })
 
+  it('uses an injected S3Client as it is, with its own credentials', async () => {
+    const bucket = await freshBucket()
+    await server.put(bucket, 'a.csv', 'id\n1\n')
+    // Credentials the chain cannot find: only the injected client's own can work.
+    setEnv({ AWS_ACCESS_KEY_ID: undefined, AWS_SECRET_ACCESS_KEY: undefined })
+    try {
+      const source = await connected({ bucket, client: server.client })
+      expect((await listAll(source)).map((entry) => entry.path)).toEqual([`s3://${bucket}/a.csv`])
+    } finally {
+      setEnv({ AWS_ACCESS_KEY_ID: S3RVER_KEY, AWS_SECRET_ACCESS_KEY: S3RVER_SECRET })
+    }
+  })
+
   it('ends early, without an error, when the run stops', async () => {
     const bucket = await freshBucket()
     for (let index = 0; index < 6; index++) await server.put(bucket, `f${index}.csv`, 'x')

@@ -303,6 +303,11 @@ export function sftp(options: SftpSourceOptions): Source {
       return download(c, remote, handle, found.size, entry.path, signal)
     },
 
+    /**
+     * Checks the version, then deletes or renames: SFTP v3 has no "only if
+     * unchanged", so a new version written between the two requests (a few
+     * ms) is deleted or moved with it. A move at least keeps its bytes.
+     */
     async archive(entry: SourceEntry, action: ArchiveAction): Promise<string> {
       const remote = remoteOf(entry.path)
       try {

@@ -62,7 +62,7 @@ const sqliteBackend = (): Backend => {
       }
     },
     // 1: files, paths, events; 2: the stat cache; 3: no REPLACE into events.
-    migrationVersions: [1, 2, 3, 4],
+    migrationVersions: [1, 2, 3, 4, 5],
     async migrations() {
       const db = new Database(path.join(dir, 'ledger.db'), { readonly: true })
       try {
@@ -97,7 +97,7 @@ const postgresBackend = (): Backend => {
       ]
     },
     // 1: files, paths, events; 2: the stat cache.
-    migrationVersions: [1, 2, 3],
+    migrationVersions: [1, 2, 3, 4],
     async migrations() {
       return (await pgQuery<{ version: number }>(`SELECT version FROM "${schema}".filedge_migrations ORDER BY version`)).map((row) => row.version)
     },
@@ -365,7 +365,7 @@ function ledgerSemantics(backend: Backend): void {
   it('applies migrations once when several connections open a new ledger together', async () => {
     const opened = await Promise.all(Array.from({ length: 4 }, () => open()))
     expect(opened).toHaveLength(4)
-    // Each migration exactly once, in order (SQLite 3 and Postgres 3 included: the events guard, and load ids, lapses, versions).
+    // Each migration exactly once, in order (SQLite 3 to 5 and Postgres 3 and 4 included: the events guard, load ids, lapses, versions, the stat cache by version).
     expect(await backend.migrations()).toEqual(backend.migrationVersions)
   })
 }

@@ -2,11 +2,11 @@ import { randomUUID } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { unlink } from 'node:fs/promises'
 import path from 'node:path'
-import { PassThrough, Readable } from 'node:stream'
+import { PassThrough, Readable, pipeline as pipe } from 'node:stream'
 import { coerceRows, isoInstant } from '../columns/coerce.js'
 import type { ResolvedFormat, ResolvedPipeline } from '../config/types.js'
 import type { FileRef, WriteJob } from '../destination.js'
-import { FiledgeError, capped, claimLost, describeError, fileInvalid, isFiledgeError, leaseLapsed, stopped } from '../errors.js'
+import { FiledgeError, capped, claimLost, describeError, fileChanged, fileInvalid, isFiledgeError, leaseLapsed, stopped } from '../errors.js'
 import { detectFormat } from '../formats/registry.js'
 import type { FileCandidate, Hooks, Lease, SkipReason } from '../hooks.js'
 import { hashStream, type HashedStream } from '../source/hash.js'
@@ -133,7 +133,7 @@ type Identity = { skip: string; reason: SkipReason; hash?: string } | ({ hash: s
  */
 function unreadable(error: unknown, candidate: FileCandidate): { skip: string; reason: SkipReason } {
   const reason = (failure: FiledgeError) => failure.message.replace(`${candidate.path}: `, '')
-  if (isFiledgeError(error) && error.code === 'FILE_GONE') return { skip: `${reason(error)}; skipped`, reason: 'gone' }
+  if (isFiledgeError(error) && error.code === 'FILE_GONE') return { skip: `removed before it could be hashed (${reason(error)}); skipped`, reason: 'gone' }
   if (isFiledgeError(error) && error.code === 'FILE_CHANGED') return { skip: reason(error), reason: 'changing' }
   if (isFiledgeError(error)) throw error
   const source = candidate.pipeline.source
@@ -306,26 +306,47 @@ function outcomeUnknown(error: FiledgeError): boolean {
 }
 
 /**
- * The claimed bytes as a stream: the ones hashing kept, the spool file, or
- * the source read once more (re-hashed on the way: bytes that are not the
- * claimed ones fail with FILE_CHANGED at their end, so a file rewritten after
- * hashing never commits).
+ * The claimed bytes as a stream: the ones hashing kept (while the source
+ * still has that version: else the load reads the source again and sees
+ * what became of the file), the spool file, or the source read once more,
+ * re-hashed on the way: bytes that are not the claimed ones fail with
+ * FILE_CHANGED at their end, so a file rewritten after hashing never
+ * commits, nor one removed (FILE_CHANGED too: the claimed bytes are gone).
  */
 function claimedBytes(pipeline: ResolvedPipeline, claimed: Claimed, signal: AbortSignal, hooks: Hooks): Readable {
   const { file } = claimed
   const options = { limits: pipeline.limits }
-  if (claimed.bytes !== undefined) return decode(Readable.from([claimed.bytes], { objectMode: false }), file, { ...options, verify: false })
   if (claimed.spooled === true) return decode(createReadStream(claimed.localPath!, { highWaterMark: 256 * 1024 }), file, options)
-  // The source's read is asynchronous; a format asks for a stream synchronously.
+  const fromSource = async () => {
+    const stream = await hooks.read.promise({ pipeline, entry: file, signal }).catch((error: unknown) => {
+      if (isFiledgeError(error) && error.code === 'FILE_GONE') throw fileChanged(file.path, 'removed or renamed after it was hashed; nothing was loaded (the same bytes are loaded again if they reappear)')
+      throw error
+    })
+    if (stream === undefined) throw new FiledgeError('INTERNAL', `${file.path}: no source reads pipeline "${pipeline.name}"`, { file: file.path })
+    return stream
+  }
+  const kept = claimed.bytes
+  if (kept === undefined) return decode(deferred(fromSource), file, options)
+  // A format asks for its stream synchronously; whether the kept bytes still stand for the file is asked of the source first.
+  const raw = deferred(async () => {
+    const now = await hooks.stat.promise({ pipeline, path: file.path })
+    if (now === undefined || (now !== null && now.version === file.version && now.size === file.size)) return Readable.from([kept], { objectMode: false })
+    return fromSource()
+  })
+  return decode(raw, file, options)
+}
+
+/** A stream of bytes that arrive once `open` resolves; closing it first closes what `open` opened. */
+function deferred(open: () => Promise<Readable>): Readable {
   const raw = new PassThrough()
-  hooks.read.promise({ pipeline, entry: file, signal }).then(
+  open().then(
     (stream) => {
-      if (stream === undefined) raw.destroy(new FiledgeError('INTERNAL', `${file.path}: no source reads pipeline "${pipeline.name}"`, { file: file.path }))
-      else stream.on('error', (error) => raw.destroy(error)).pipe(raw)
+      if (raw.destroyed) stream.destroy()
+      else pipe(stream, raw, () => {})
     },
     (error: unknown) => raw.destroy(error as Error),
   )
-  return decode(raw, file, options)
+  return raw
 }
 
 /**

@@ -162,7 +162,8 @@ export async function fileRunContext(filedge: Filedge, config: ResolvedConfig, s
  */
 export async function listInto(filedge: Filedge, pipeline: ResolvedPipeline, signal: AbortSignal, submit: (entry: SourceEntry) => void): Promise<boolean> {
   const { hooks } = filedge
-  const warn = (message: string) => hooks.log.call({ level: 'warn', message: `pipeline "${pipeline.name}": ${message}` })
+  // A source's warnings name the path they are about (a link out of the folder), or the source.
+  const warn = (message: string) => hooks.log.call({ level: 'warn', message })
   try {
     const listing = await hooks.list.promise({ pipeline, signal, warn })
     if (listing === undefined) throw new FiledgeError('PLUGIN_ERROR', `no source lists pipeline "${pipeline.name}"`)

@@ -70,7 +70,7 @@ export function localSource(options: LocalSourceOptions): Source {
 
     async *list({ warn }: ListOptions) {
       if (!fs.existsSync(dir)) {
-        warn(`source directory ${toRelative(root, dir) || '.'} does not exist`)
+        warn(`source directory ${toRelative(root, dir) || '.'} does not exist; nothing to load from it`)
         return
       }
       // fast-glob loads here, not at the top: commands that only print paths (`history`) import this module too.

@@ -188,7 +188,7 @@ export async function watch(options: WatchOptions): Promise<RunSummary> {
             signal: current.ended.signal,
             settleMs: settleMs(),
             onEntry: (entry) => current === session && arrived(pipeline, entry),
-            warn: (message) => log('warn', `pipeline "${pipeline.name}": ${message}`),
+            warn: (message) => log('warn', message),
           })
           .catch((error) => {
             log('error', `pipeline "${pipeline.name}": cannot watch ${pipeline.source.describe()} (polling it instead): ${describeError(error)}`)

@@ -361,3 +361,4 @@ export function testDestination(options: TestDestinationOptions): void {
     })
   })
 }
+export { testSource, type SourceHarness, type TestSourceOptions } from './source.js'

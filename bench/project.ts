@@ -29,6 +29,8 @@ export interface Project {
 export interface ProjectOptions {
   readonly sourceDir: string
   readonly include: string
+  /** The pipeline's source as code (an `s3({ … })` call), instead of `sourceDir` and `include`. */
+  readonly source?: string
   /** Import lines of the config file, besides `defineConfig`. */
   readonly imports: string
   /** The pipeline's destination, as code; omitted when a preset supplies it. */
@@ -62,7 +64,7 @@ export default defineConfig({
   ${options.config ?? ''}
   pipelines: [{
     name: 'orders',
-    source: { dir: ${JSON.stringify(options.sourceDir)}, include: [${JSON.stringify(options.include)}] },
+    source: ${options.source ?? `{ dir: ${JSON.stringify(options.sourceDir)}, include: [${JSON.stringify(options.include)}] }`},
     ${options.destination === undefined ? '' : `destination: ${options.destination},`}
     table: 'orders',
     columns: ${options.columns ?? ORDERS_COLUMNS},

@@ -4,6 +4,7 @@ import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { REPO_ROOT } from './project.js'
 import { duckdbBulk, postgresBulk, postgresWorkers } from './destinations.js'
+import { s3Source } from './s3.js'
 import { hashing, largeFile, sqliteBulk, sqliteSmallFiles, watchLatency, type BenchOptions, type Row } from './suites.js'
 
 /**
@@ -17,6 +18,7 @@ const SUITES: Record<string, { run: (options: BenchOptions) => Promise<Row[]>; a
   postgres: { run: postgresBulk, about: '--rows orders → Postgres vs psql \\copy (FILEDGE_BENCH_PG_URL)' },
   workers: { run: postgresWorkers, about: '1 vs 2 workers on a Postgres ledger, --worker-files × --worker-rows-per-file' },
   small: { run: sqliteSmallFiles, about: '--files × --rows-per-file → SQLite, files/s, then a no-op rerun' },
+  s3: { run: s3Source, about: 'S3 (s3rver on loopback): no-op rerun over --s3-files objects; --rows orders from S3 vs local disk' },
   hash: { run: hashing, about: 'SHA-256 of the --rows CSV vs a Node crypto stream' },
   large: { run: largeFile, about: 'peak RSS loading a ~1 GB CSV (only with --large)' },
   watch: { run: watchLatency, about: 'watch mode, last write → committed' },
@@ -27,6 +29,7 @@ const { values } = parseArgs({
     rows: { type: 'string', default: '1000000' },
     files: { type: 'string', default: '5000' },
     'rows-per-file': { type: 'string', default: '100' },
+    's3-files': { type: 'string', default: '10000' },
     'worker-files': { type: 'string', default: '200' },
     'worker-rows-per-file': { type: 'string', default: '1000' },
     reps: { type: 'string', default: '5' },
@@ -37,7 +40,7 @@ const { values } = parseArgs({
 })
 
 if (values.help) {
-  console.log(`npm run bench -- [--rows N] [--files N] [--rows-per-file N] [--worker-files N] [--worker-rows-per-file N] [--reps N] [--large] [--only SUITE,…]
+  console.log(`npm run bench -- [--rows N] [--files N] [--rows-per-file N] [--s3-files N] [--worker-files N] [--worker-rows-per-file N] [--reps N] [--large] [--only SUITE,…]
 
 Suites (all by default):
 ${Object.entries(SUITES)
@@ -54,6 +57,7 @@ const options: BenchOptions = {
   rows: Number(values.rows),
   files: Number(values.files),
   rowsPerFile: Number(values['rows-per-file']),
+  s3Files: Number(values['s3-files']),
   workerFiles: Number(values['worker-files']),
   workerRowsPerFile: Number(values['worker-rows-per-file']),
   reps: Number(values.reps),

@@ -24,29 +24,34 @@ async function importFresh(specifier: string, from: string): Promise<unknown> {
   return jiti.import(specifier, { default: true })
 }
 
-/** Built-in destinations a data-only config (JSON, YAML, package.json) can name: `destination: { type: 'sqlite', path: 'warehouse.db' }`. */
-const BUILTIN_DESTINATIONS: Readonly<Record<string, string>> = {
-  sqlite: '../../plugins/sqlite/index.js',
-  duckdb: '../../plugins/duckdb/index.js',
-  postgres: '../../plugins/postgres/index.js',
+/**
+ * JSON configs cannot call `sqlite({ … })` or `s3({ … })`, so a destination
+ * or a source may also be written as data, `{ type, ...options }`, and is
+ * built here with the factory of the plugin of that name, imported from
+ * filedge's own public entry point (`filedge/plugins/<type>`), as a
+ * TypeScript config would import it. A type no entry point has is left for
+ * validation to report.
+ */
+async function fromData(value: unknown): Promise<unknown> {
+  if (typeof value !== 'object' || value === null || typeof (value as { type?: unknown }).type !== 'string') return value
+  const { type, ...options } = value as { type: string }
+  if (Object.values(options).some((option) => typeof option === 'function') || !/^[a-z][a-z0-9-]*$/.test(type)) return value
+  let factory: ((options: unknown) => unknown) | undefined
+  try {
+    factory = ((await import(`filedge/plugins/${type}`)) as { default?: (options: unknown) => unknown }).default
+  } catch {
+    return value
+  }
+  return typeof factory === 'function' ? factory(options) : value
 }
 
-/**
- * JSON configs cannot call `sqlite({ … })`, so a destination may also be
- * written as data, `{ type, ...options }`, and is built here with the
- * plugin's own factory. Unknown types are left for validation to report.
- */
-async function instantiateDestinations(raw: UserConfig): Promise<UserConfig> {
+async function instantiatePlugins(raw: UserConfig): Promise<UserConfig> {
   if (typeof raw !== 'object' || raw === null || !Array.isArray(raw.pipelines)) return raw
   const pipelines = await Promise.all(
     raw.pipelines.map(async (pipeline) => {
-      const destination = (pipeline as { destination?: unknown })?.destination as { type?: unknown; write?: unknown } | undefined
-      if (typeof destination !== 'object' || destination === null || typeof destination.write === 'function' || typeof destination.type !== 'string') return pipeline
-      const specifier = BUILTIN_DESTINATIONS[destination.type]
-      if (specifier === undefined) return pipeline
-      const { type: _type, ...options } = destination
-      const factory = (await import(specifier)) as { default: (options: unknown) => unknown }
-      return { ...pipeline, destination: factory.default(options) }
+      if (typeof pipeline !== 'object' || pipeline === null) return pipeline
+      const { destination, source } = pipeline as { destination?: unknown; source?: unknown }
+      return { ...pipeline, ...(destination === undefined ? {} : { destination: await fromData(destination) }), ...(source === undefined ? {} : { source: await fromData(source) }) }
     }),
   )
   return { ...raw, pipelines } as UserConfig
@@ -120,7 +125,7 @@ export async function loadConfig(options: { cwd?: string; configFile?: string; b
     raw = { ...raw, presets: await loadPresets(raw.presets, (spec) => importFresh(spec, from)) }
   }
   return {
-    config: resolveConfig(await instantiateDestinations(raw), { configFile: result.filepath, builtinPlugins: options.builtinPlugins }),
+    config: resolveConfig(await instantiatePlugins(raw), { configFile: result.filepath, builtinPlugins: options.builtinPlugins }),
     filepath: result.filepath,
   }
 }

@@ -177,7 +177,9 @@ export async function listInto(filedge: Filedge, pipeline: ResolvedPipeline, sig
     entries.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)).forEach(submit)
     return true
   } catch (error) {
-    hooks.log.call({ level: 'error', message: `pipeline "${pipeline.name}": cannot list ${pipeline.source.describe()}: ${describeError(error)}; its files were not loaded` })
+    const where = pipeline.source.describe()
+    const reason = describeError(error)
+    hooks.log.call({ level: 'error', message: `pipeline "${pipeline.name}": cannot list ${reason.includes(where) ? reason : `${where}: ${reason}`}; its files were not loaded` })
     return false
   }
 }

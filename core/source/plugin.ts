@@ -25,29 +25,40 @@ export function sourcePlugins(pipelines: readonly ResolvedPipeline[]): Plugin[] 
     return {
       name,
       apply({ hooks, config, logger }) {
-        hooks.beforeRun.tapPromise(name, async () => {
-          await source.connect?.({ config, logger, defaultInclude: owned[0].defaultInclude })
-        })
-        hooks.list.tapPromise(name, async (request) => (ours(request) ? source.list(request) : undefined))
+        let connecting: Promise<void> | undefined
+        const connected = () => {
+          connecting ??= Promise.resolve(source.connect?.({ config, logger, defaultInclude: owned[0].defaultInclude })).catch((error: unknown) => {
+            connecting = undefined
+            throw error
+          })
+          return connecting
+        }
+        /** Answers for this source's pipelines only, once it is connected. */
+        const answer = <R, T>(call: (request: R) => T | Promise<T>) => async (request: R & { readonly pipeline: ResolvedPipeline }) => {
+          if (!ours(request)) return undefined
+          await connected()
+          return call(request)
+        }
+        hooks.list.tapPromise(name, answer((request) => source.list(request)))
         if (source.watch !== undefined) {
           const watch = source.watch.bind(source)
-          hooks.watch.tapPromise(name, async (request) => (ours(request) ? watch(request) : undefined))
+          hooks.watch.tapPromise(name, answer(watch))
         }
         if (source.stat !== undefined) {
           const stat = source.stat.bind(source)
-          hooks.stat.tapPromise(name, async (request) => (ours(request) ? ((await stat(request.path)) ?? null) : undefined))
+          hooks.stat.tapPromise(name, answer(async (request) => (await stat(request.path)) ?? null))
         }
-        hooks.read.tapPromise(name, async (request) => (ours(request) ? source.read(request.entry, request) : undefined))
+        hooks.read.tapPromise(name, answer((request) => source.read(request.entry, request)))
         if (source.localPath !== undefined) {
           const localPath = source.localPath.bind(source)
-          hooks.locate.tapPromise(name, async (request) => (ours(request) ? localPath(request.path) : undefined))
+          hooks.locate.tapPromise(name, answer((request) => localPath(request.path)))
         }
         if (source.archive !== undefined) {
           const archive = source.archive.bind(source)
-          hooks.archive.tapPromise(name, async (request) => (ours(request) ? archive(request.entry, request.action) : undefined))
+          hooks.archive.tapPromise(name, answer((request) => archive(request.entry, request.action)))
         }
         hooks.close.tapPromise(name, async () => {
-          await source.close?.()
+          if (connecting !== undefined) await source.close?.()
         })
       },
     } satisfies Plugin

@@ -152,6 +152,22 @@ describe('config discovery', () => {
     expect(ws.query('warehouse.db', 'SELECT id, amount FROM orders')).toEqual([{ id: 'x', amount: 1.5 }])
   })
 
+  it('a data-only config names a source plugin as data too; a source that cannot connect fails its own pipeline, the others load', async () => {
+    const config = {
+      pipelines: [
+        { ...pipeline(), name: 'remote', table: 'remote', source: { type: 's3', bucket: 'partner', endpoint: 'http://127.0.0.1:9', forcePathStyle: true }, destination: { type: 'sqlite', path: 'warehouse.db' } },
+        { ...pipeline(), destination: { type: 'sqlite', path: 'warehouse.db' } },
+      ],
+    }
+    ws = workspace({ 'filedge.config.json': JSON.stringify(config), 'incoming/a.csv': CSV })
+    const result = await ws.cli(['--reporter', 'simple'], { env: { AWS_ACCESS_KEY_ID: 'id', AWS_SECRET_ACCESS_KEY: 'not-a-real-secret-42' } })
+    expect(result.code).toBe(1)
+    expect(result.stderr).toContain('pipeline "remote": cannot list s3://partner/ at 127.0.0.1:9: cannot reach 127.0.0.1:9')
+    expect(result.stderr + result.stdout).not.toContain('not-a-real-secret-42')
+    expect(result.stdout).toContain('sources failed 1')
+    expect(ws.query('warehouse.db', 'SELECT id, amount FROM orders')).toEqual([{ id: 'x', amount: 1.5 }])
+  })
+
   it('a destination of an unknown type is a config error', async () => {
     ws = workspace({ '.filedgerc.json': JSON.stringify({ pipelines: [{ ...pipeline(), destination: { type: 'oracle' } }] }) })
     const result = await ws.cli()

@@ -58,7 +58,10 @@ export function simpleReporter({ stdout, stderr }: ReporterStreams): Plugin {
         err(`✗ ${pipeline.name} ${printable(error.message)}${terminal ? ' (no attempts left: skipped until `filedge requeue`)' : ''}`)
       })
       hooks.fileSkipped.tap('filedge:reporter', ({ pipeline, path, reason, message }) => {
-        if (reason === 'terminal' || reason === 'changing' || reason === 'plugin' || reason === 'stopped') out(`- ${pipeline.name} ${printable(path)} skipped: ${printable(message)}`)
+        if (reason === 'terminal' || reason === 'changing' || reason === 'gone' || reason === 'plugin' || reason === 'stopped') out(`- ${pipeline.name} ${printable(path)} skipped: ${printable(message)}`)
+      })
+      hooks.fileArchived.tapPromise('filedge:reporter', async ({ pipeline, path, outcome }) => {
+        out(`→ ${pipeline.name} ${printable(path)} ${printable(outcome)}`)
       })
       hooks.log.tap('filedge:reporter', ({ level, message, plugin }) => {
         if (level === 'debug') return
@@ -95,6 +98,9 @@ export function jsonReporter({ stdout }: ReporterStreams): Plugin {
       )
       hooks.fileSkipped.tap('filedge:reporter', ({ pipeline, path, hash, reason, message }) =>
         emit({ event: 'file:skipped', pipeline: pipeline.name, path, hash, reason, message }),
+      )
+      hooks.fileArchived.tapPromise('filedge:reporter', async ({ pipeline, path, hash, action, outcome }) =>
+        emit({ event: 'file:archived', pipeline: pipeline.name, path, hash, action, outcome }),
       )
       hooks.log.tap('filedge:reporter', ({ level, message, plugin }) => {
         if (level !== 'debug') emit({ event: 'log', level, plugin, message })

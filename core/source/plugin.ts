@@ -25,13 +25,44 @@ export function sourcePlugins(pipelines: readonly ResolvedPipeline[]): Plugin[] 
     return {
       name,
       apply({ hooks, config, logger }) {
+        /*
+         * `connect` fails its own pipelines, not the run. It used to throw from
+         * beforeRun, which aborted the whole run: one S3 server down (or wrong
+         * credentials) and no other pipeline of the config loaded a file, though
+         * `run` promises that a source that cannot list fails its pipeline alone.
+         * The failure is now thrown by this source's listings (reported per
+         * pipeline, counted in `sourceErrors`), and a listing after a failed
+         * connect connects again: a watcher's next poll recovers once the store
+         * is back.
+         */
+        let connecting: Promise<void> | undefined
+        const connect = () => (connecting ??= (async () => source.connect?.({ config, logger, defaultInclude: owned[0].defaultInclude }))())
+        /** Connected, or this source's listing fails: with the error of the failed connect once, then connecting again. */
+        const connected = async (): Promise<void> => {
+          const attempt = connect()
+          try {
+            await attempt
+          } catch (error) {
+            if (connecting === attempt) connecting = undefined
+            throw error
+          }
+        }
         hooks.beforeRun.tapPromise(name, async () => {
-          await source.connect?.({ config, logger, defaultInclude: owned[0].defaultInclude })
+          // Connected before anything lists; a failure is kept for the listing to report.
+          await connect().catch(() => undefined)
         })
-        hooks.list.tapPromise(name, async (request) => (ours(request) ? source.list(request) : undefined))
+        hooks.list.tapPromise(name, async (request) => {
+          if (!ours(request)) return undefined
+          await connected()
+          return source.list(request)
+        })
         if (source.watch !== undefined) {
           const watch = source.watch.bind(source)
-          hooks.watch.tapPromise(name, async (request) => (ours(request) ? watch(request) : undefined))
+          hooks.watch.tapPromise(name, async (request) => {
+            if (!ours(request)) return undefined
+            await connected()
+            return watch(request)
+          })
         }
         if (source.stat !== undefined) {
           const stat = source.stat.bind(source)

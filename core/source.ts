@@ -107,7 +107,11 @@ export interface Source {
   readonly capabilities?: SourceCapabilities
   /** Where it reads, safe to print: `s3://bucket/in/`, `sftp://user@host:22/drop`. */
   describe(): string
-  /** Called once per run before listing: connect, check credentials. */
+  /**
+   * Called on first use, before listing: connect, check credentials. A
+   * failure fails this source's pipelines (their listings report it), not
+   * the run, and the next use (a watcher's next poll) calls it again.
+   */
   connect?(ctx: SourceContext): Promise<void>
   list(options: ListOptions): AsyncIterable<SourceEntry>
   watch?(options: WatchOptions): Promise<Watching>

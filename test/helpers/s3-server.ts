@@ -25,14 +25,16 @@ export interface S3Server {
   stop(): Promise<void>
   /** Listens again on the same port over the same data. */
   restart(): Promise<void>
+  /** Every request the server received since the last call (or its start), as `METHOD /url` (path-style: `/bucket/key?query`). */
+  takeRequests(): Promise<string[]>
   /** Ends the server process and deletes the data directory. */
   close(): Promise<void>
 }
 
-type Reply = { port: number } | 'stopped'
+type Reply = { port: number } | { requests: string[] } | 'stopped'
 
 /** Sends a command (or none: the greeting) and waits for the process's answer. */
-function ask(child: ChildProcess, command?: 'start' | 'stop'): Promise<Reply> {
+function ask(child: ChildProcess, command?: 'start' | 'stop' | 'requests'): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const exited = (code: number | null) => reject(new Error(`the s3rver process exited (code ${code})`))
     child.once('exit', exited)
@@ -53,7 +55,7 @@ export async function startS3(): Promise<S3Server> {
   const directory = mkdtempSync(path.join(os.tmpdir(), 'filedge-s3-'))
   const child = fork(SERVER_SCRIPT, [directory], { execArgv: ['--openssl-legacy-provider'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   const greeting = await ask(child)
-  if (typeof greeting !== 'object') throw new Error(`the s3rver process said ${String(greeting)} instead of its port`)
+  if (typeof greeting !== 'object' || !('port' in greeting)) throw new Error(`the s3rver process said ${String(greeting)} instead of its port`)
   const { port } = greeting
   const endpoint = `http://127.0.0.1:${port}`
   const client = new S3Client({
@@ -84,6 +86,11 @@ export async function startS3(): Promise<S3Server> {
     async restart() {
       if (!running) await ask(child, 'start')
       running = true
+    },
+    async takeRequests() {
+      const reply = await ask(child, 'requests')
+      if (typeof reply !== 'object' || !('requests' in reply)) throw new Error(`the s3rver process said ${JSON.stringify(reply)} instead of its request log`)
+      return reply.requests
     },
     async close() {
       client.destroy()

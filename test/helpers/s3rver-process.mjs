@@ -6,8 +6,9 @@
  * The HTTP server is ours rather than s3rver's `run()`, so `stop` can drop
  * connections in the middle of a body.
  *
- * argv: <data directory>. Messages in: 'stop', 'start'. Out: { port } once
- * listening, 'stopped' once stopped.
+ * argv: <data directory>. Messages in: 'stop', 'start', 'requests'. Out:
+ * { port } once listening, 'stopped' once stopped, { requests } (every
+ * request since the last 'requests', as "METHOD /url") for 'requests'.
  */
 import { createServer } from 'node:http'
 import S3rver from 's3rver'
@@ -15,9 +16,14 @@ import S3rver from 's3rver'
 const handler = new S3rver({ directory: process.argv[2], silent: true }).callback()
 let server
 let port = 0
+// What was asked of the store, so a test can tell a listing from a download.
+let requests = []
 
 function start() {
-  const created = createServer(handler)
+  const created = createServer((request, response) => {
+    requests.push(`${request.method} ${request.url}`)
+    handler(request, response)
+  })
   created.listen(port, '127.0.0.1', () => {
     server = created
     port = created.address().port
@@ -33,7 +39,12 @@ function stop() {
   running.closeAllConnections()
 }
 
-process.on('message', (message) => (message === 'stop' ? stop() : start()))
+function report() {
+  process.send({ requests })
+  requests = []
+}
+
+process.on('message', (message) => (message === 'stop' ? stop() : message === 'requests' ? report() : start()))
 // The test process went away (even killed): so does the server.
 process.on('disconnect', () => process.exit(0))
 start()

@@ -1,3 +1,7 @@
+import { spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { sqliteConfig, workspace, type Workspace } from './helpers/workspace.js'
 
@@ -110,6 +114,22 @@ describe('filedge run', () => {
       'file:claimed',
       'file:failed',
     ])
+  })
+
+  it('deletes the spool files of a process that was killed, and only those', async () => {
+    // A remote file over 1 MiB is spooled while it is hashed; SIGKILL leaves the spool file. A pid that has exited:
+    const dead = spawnSync(process.execPath, ['-e', '']).pid!
+    const spool = path.join(os.tmpdir(), 'filedge-spool')
+    mkdirSync(spool, { recursive: true })
+    const orphan = path.join(spool, `${dead}-left-by-a-killed-run`)
+    const live = path.join(spool, `${process.pid}-this-test-process`)
+    writeFileSync(orphan, 'x')
+    writeFileSync(live, 'x')
+    ws = workspace({ 'filedge.config.ts': sqliteConfig({ columns: ORDERS_COLUMNS }), 'incoming/a.csv': GOOD_A })
+    expect((await ws.cli()).code).toBe(0)
+    expect(existsSync(orphan)).toBe(false)
+    expect(existsSync(live)).toBe(true)
+    rmSync(live)
   })
 
   it('requeue --failed brings back every failed file', async () => {

@@ -1,5 +1,5 @@
 import { setMaxListeners } from 'node:events'
-import { mkdir } from 'node:fs/promises'
+import { mkdir, readdir, rm } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import type { ResolvedConfig, ResolvedPipeline } from '../config/types.js'
@@ -151,7 +151,29 @@ export async function run(options: RunOptions): Promise<RunSummary> {
 export async function fileRunContext(filedge: Filedge, config: ResolvedConfig, signal: AbortSignal): Promise<FileRunContext> {
   const spoolDir = path.join(os.tmpdir(), 'filedge-spool')
   await mkdir(spoolDir, { recursive: true })
+  await sweepSpool(spoolDir)
   return { hooks: filedge.hooks, worker: filedge.worker, heartbeatMs: config.lease.heartbeatMs, signal, spoolDir, inFlight: new Map() }
+}
+
+/**
+ * Spool files are named `<pid>-<uuid>` and deleted when their file is done;
+ * a process killed meanwhile leaves them. Whoever starts next deletes those
+ * of processes that no longer run (a pid reused since keeps its files until
+ * that process ends: a leak, never a file deleted under a running load).
+ */
+async function sweepSpool(spoolDir: string): Promise<void> {
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0)
+      return true
+    } catch (error) {
+      return (error as NodeJS.ErrnoException).code === 'EPERM'
+    }
+  }
+  for (const name of await readdir(spoolDir).catch(() => [] as string[])) {
+    const pid = Number(/^(\d+)-/.exec(name)?.[1])
+    if (Number.isInteger(pid) && pid > 0 && !alive(pid)) await rm(path.join(spoolDir, name), { force: true }).catch(() => undefined)
+  }
 }
 
 /**

@@ -25,13 +25,47 @@ export function sourcePlugins(pipelines: readonly ResolvedPipeline[]): Plugin[] 
     return {
       name,
       apply({ hooks, config, logger }) {
+        const connect = async () => source.connect?.({ config, logger, defaultInclude: owned[0].defaultInclude })
+        /**
+         * A source that cannot connect (its server down, a wrong password, a
+         * host key that does not match) fails its own pipelines, not the run:
+         * thrown from beforeRun it stopped every pipeline before any file
+         * loaded, a local one next to it too. The error is kept and each of
+         * its pipelines' first listing throws it (`listInto` reports it and
+         * counts a source error); a later listing (a watcher's poll) connects
+         * again first, so a server back up is picked up without a restart.
+         */
+        let unconnected: { readonly error: unknown; readonly reported: Set<string> } | undefined
+        const connected = async (pipeline: string) => {
+          if (unconnected === undefined) return
+          if (!unconnected.reported.has(pipeline)) {
+            unconnected.reported.add(pipeline)
+            throw unconnected.error
+          }
+          await connect()
+          unconnected = undefined
+        }
         hooks.beforeRun.tapPromise(name, async () => {
-          await source.connect?.({ config, logger, defaultInclude: owned[0].defaultInclude })
+          try {
+            await connect()
+            unconnected = undefined
+          } catch (error) {
+            unconnected = { error, reported: new Set() }
+          }
         })
-        hooks.list.tapPromise(name, async (request) => (ours(request) ? source.list(request) : undefined))
+        hooks.list.tapPromise(name, async (request) => {
+          if (!ours(request)) return undefined
+          await connected(request.pipeline.name)
+          return source.list(request)
+        })
         if (source.watch !== undefined) {
           const watch = source.watch.bind(source)
-          hooks.watch.tapPromise(name, async (request) => (ours(request) ? watch(request) : undefined))
+          // Unconnected, the watch fails (the core polls instead) and the poll's listing connects again.
+          hooks.watch.tapPromise(name, async (request) => {
+            if (!ours(request)) return undefined
+            if (unconnected !== undefined) throw unconnected.error
+            return watch(request)
+          })
         }
         if (source.stat !== undefined) {
           const stat = source.stat.bind(source)

@@ -101,7 +101,14 @@ testSource({
 // 2. End to end through the real CLI.
 
 const workspaces: Workspace[] = []
-afterEach(() => {
+/** CLI processes a test started (a watcher, a run held at a pause point): killed if still running, before their workspace goes. */
+const children: ChildProcess[] = []
+afterEach(async () => {
+  for (const child of children.splice(0)) {
+    if (child.exitCode !== null || child.signalCode !== null) continue
+    child.kill('SIGKILL')
+    await exited(child)
+  }
   for (const ws of workspaces.splice(0)) ws.remove()
 })
 
@@ -186,7 +193,11 @@ const ledgerFiles = (ws: Workspace) => ws.query<{ path: string; state: string }>
 /** Every file under `.filedge/` (the ledger database, its WAL), as bytes. */
 function ledgerBytes(ws: Workspace): Buffer {
   const dir = ws.file('.filedge')
-  return Buffer.concat(readdirSync(dir).map((name) => readFileSync(path.join(dir, name))))
+  return Buffer.concat(
+    readdirSync(dir, { recursive: true, withFileTypes: true })
+      .filter((entry) => entry.isFile())
+      .map((entry) => readFileSync(path.join(entry.parentPath, entry.name))),
+  )
 }
 
 describe('sftp pipeline: the real CLI', () => {
@@ -234,6 +245,10 @@ describe('sftp pipeline: the real CLI', () => {
     ])
     expect(rows).toHaveLength(3 + bigRows)
     expect(rows.at(-1)).toEqual({ id: 1000 + bigRows - 1, name: `${'x'.repeat(40)}-${bigRows - 1}` })
+    // Every row of the spooled file, once: ids 1000…1000+n-1.
+    expect(ws.query('warehouse.db', 'SELECT count(DISTINCT id) AS ids, sum(id) AS total FROM orders WHERE id >= 1000')).toEqual([
+      { ids: bigRows, total: bigRows * 1000 + (bigRows * (bigRows - 1)) / 2 },
+    ])
     expect(ws.query('warehouse.db', 'SELECT count(DISTINCT _source_file_hash) AS files FROM orders')).toEqual([{ files: 3 }])
 
     const writes = readFileSync(ws.file('writes.ndjson'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { path: string; localPath: string | null })
@@ -271,16 +286,17 @@ describe('sftp pipeline: the real CLI', () => {
       destination: "pauseAfterWrite(sqlite({ path: 'warehouse.db' }))",
     })
     const child = ws.spawn(['--json'], { env: { SFTP_PASSWORD: PASSWORD, PAUSE_AT: 'written' } })
+    children.push(child)
     let stdout = ''
     let stderr = ''
     child.stdout!.on('data', (chunk) => (stdout += chunk))
     child.stderr!.on('data', (chunk) => (stderr += chunk))
     const exit = exited(child)
     await Promise.race([waitFor(() => ws.exists('paused'), 30_000, 'the run to pause after the destination commit'), exit])
+    expectNoSecret({ stdout, stderr })
     expect(ws.exists('paused'), `the run to pause after the destination commit (${stderr})`).toBe(true)
     child.kill('SIGKILL')
     expect((await exit).signal).toBe('SIGKILL')
-    expectNoSecret({ stdout, stderr })
     rmSync(ws.file('paused'))
 
     // The destination holds a.csv's rows; the ledger still has it in flight under the dead worker's lease.
@@ -480,16 +496,6 @@ describe('sftp pipeline: adversarial files', () => {
   })
 })
 
-/** `filedge --watch --json` running in the workspace; killed after the test if it is still running. */
-const watchers: ChildProcess[] = []
-afterEach(async () => {
-  for (const child of watchers.splice(0)) {
-    if (child.exitCode !== null || child.signalCode !== null) continue
-    child.kill('SIGKILL')
-    await exited(child)
-  }
-})
-
 /** Waits for `check`, failing at once if the watcher exits first. */
 async function whileWatching(watcher: { exit: Promise<unknown>; output(): { stderr: string } }, check: () => boolean, what: string): Promise<void> {
   const early = watcher.exit.then(() => {
@@ -498,9 +504,10 @@ async function whileWatching(watcher: { exit: Promise<unknown>; output(): { stde
   await Promise.race([waitFor(check, 30_000, what), early])
 }
 
+/** `filedge --watch --json` running in the workspace. */
 function startWatching(ws: Workspace) {
   const child = ws.spawn(['--watch', '--json'], { env: { SFTP_PASSWORD: PASSWORD } })
-  watchers.push(child)
+  children.push(child)
   const exit = exited(child)
   let stdout = ''
   let stderr = ''
@@ -556,7 +563,9 @@ describe('sftp pipeline: --watch', () => {
     watcher.child.kill('SIGTERM')
     expect(await watcher.exit).toEqual({ code: 0, signal: null })
     expectNoSecret(watcher.output())
-    expect(watcher.events().at(-1)).toMatchObject({ event: 'run:summary', committed: 1, failed: 0, sourceErrors: expect.any(Number) })
+    expect(watcher.events().at(-1)).toMatchObject({ event: 'run:summary', committed: 1, failed: 0 })
+    const errors = watcher.events().filter((event) => event.event === 'log' && event.level === 'error')
+    expect(errors[0]?.message).toBe(`pipeline "orders": cannot list ${dir.where()}: ${dir.where()}: connection refused; its files were not loaded`)
     expect(rowsOf(ws)).toEqual([{ id: 1, name: 'alpha' }])
   })
 })

@@ -37,6 +37,8 @@ export interface SftpServer {
   readonly fingerprint: string
   /** Open SSH connections right now. */
   readonly connections: number
+  /** The path of every file a client opened (an OPEN request, as the client sent it), in order: what was read, or written. */
+  readonly opened: readonly string[]
   /** Cuts every connection at the TCP level, with no SSH goodbye: a server that crashed. */
   dropConnections(): void
   /**
@@ -67,7 +69,8 @@ export async function startSftp(options: SftpServerOptions): Promise<SftpServer>
     for (const socket of sockets) socket.destroy()
   }
   const faults: Faults = { cut: dropConnections }
-  const ssh = new Server({ hostKeys: [HOST_KEY.private] }, (client) => serveClient(client, root, options.users, faults))
+  const opened: string[] = []
+  const ssh = new Server({ hostKeys: [HOST_KEY.private] }, (client) => serveClient(client, root, options.users, faults, opened))
   // We own the TCP listener and hand each socket to ssh2, so a test can cut sockets as a crash would.
   const tcp = net.createServer((socket) => {
     sockets.add(socket)
@@ -92,6 +95,7 @@ export async function startSftp(options: SftpServerOptions): Promise<SftpServer>
     get connections() {
       return sockets.size
     },
+    opened,
     dropConnections,
     cutOnNext(request) {
       faults.cutOn = request
@@ -118,7 +122,7 @@ function sameBytes(given: Buffer, expected: Buffer): boolean {
   return given.length === expected.length && timingSafeEqual(given, expected)
 }
 
-function serveClient(client: Connection, root: string, users: Record<string, SftpUser>, faults: Faults): void {
+function serveClient(client: Connection, root: string, users: Record<string, SftpUser>, faults: Faults, opened: string[]): void {
   client.on('authentication', (ctx) => {
     const user = Object.hasOwn(users, ctx.username) ? users[ctx.username] : undefined
     if (user !== undefined && ctx.method === 'password' && user.password !== undefined) {
@@ -136,7 +140,7 @@ function serveClient(client: Connection, root: string, users: Record<string, Sft
   })
   client.on('ready', () => {
     client.on('session', (accept) => {
-      accept().on('sftp', (acceptSftp) => serveSftp(acceptSftp(), root, faults))
+      accept().on('sftp', (acceptSftp) => serveSftp(acceptSftp(), root, faults, opened))
     })
   })
   // A client that vanished mid-handshake is the client's business, not the test's.
@@ -183,7 +187,7 @@ function attrsOf(stats: Stats): Attributes {
 /** A request's reply, sent once the work is done (or not at all, when the connection is cut first). */
 type Reply = () => void
 
-function serveSftp(sftp: SFTPWrapper, root: string, faults: Faults): void {
+function serveSftp(sftp: SFTPWrapper, root: string, faults: Faults, opened: string[]): void {
   const handles = new Map<number, Handle>()
   let nextHandle = 0
 
@@ -226,6 +230,7 @@ function serveSftp(sftp: SFTPWrapper, root: string, faults: Faults): void {
 
   sftp.on('OPEN', (reqid, filename, flags) =>
     serve('OPEN', reqid, async () => {
+      opened.push(virtual(filename))
       const id = newHandle({ kind: 'file', file: await fs.open(local(filename), flagsToString(flags) ?? 'r') })
       return () => sftp.handle(reqid, id)
     }),

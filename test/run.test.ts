@@ -119,8 +119,8 @@ describe('filedge run', () => {
   it('deletes the spool files of a process that was killed, and only those', async () => {
     // A remote file over 1 MiB is spooled while it is hashed; SIGKILL leaves the spool file. A pid that has exited:
     const dead = spawnSync(process.execPath, ['-e', '']).pid!
-    const spool = path.join(os.tmpdir(), 'filedge-spool')
-    mkdirSync(spool, { recursive: true })
+    const spool = path.join(os.tmpdir(), `filedge-spool-${process.getuid!()}`)
+    mkdirSync(spool, { recursive: true, mode: 0o700 })
     const orphan = path.join(spool, `${dead}-left-by-a-killed-run`)
     const live = path.join(spool, `${process.pid}-this-test-process`)
     writeFileSync(orphan, 'x')

@@ -254,7 +254,7 @@ describe('sftp pipeline: the real CLI', () => {
     const writes = readFileSync(ws.file('writes.ndjson'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { path: string; localPath: string | null })
     const spooled = writes.find((write) => write.path === dir.entryPath('big.csv'))?.localPath
     expect(spooled, 'the big file was loaded from a spool file').toEqual(expect.any(String))
-    expect(path.dirname(spooled!)).toBe(path.join(spoolTmp, 'filedge-spool'))
+    expect(path.dirname(spooled!)).toBe(path.join(spoolTmp, `filedge-spool-${process.getuid!()}`))
     expect(existsSync(spooled!), 'the spool file is removed once the file is done').toBe(false)
     expect(writes.filter((write) => write.path !== dir.entryPath('big.csv')).map((write) => write.localPath)).toEqual([null, null])
     expect(ledgerFiles(ws).map((file) => [file.path, file.state])).toEqual([
@@ -351,7 +351,7 @@ describe('sftp pipeline: the real CLI', () => {
     expect(down.summary).toMatchObject({ committed: 1, failed: 0, sourceErrors: 1 })
     expect(down.summary).not.toHaveProperty('aborted')
     expect(down.of('log').filter((event) => event.level === 'error').map((event) => event.message)).toEqual([
-      `pipeline "orders": cannot list ${dir.where()}: ${dir.where()}: connection refused; its files were not loaded`,
+      `pipeline "orders": cannot list ${dir.where()}: connection refused; its files were not loaded`,
     ])
     expect(rowsOf(ws, 'local_orders')).toEqual([{ id: 7, name: 'local' }])
     expect(ledgerFiles(ws).map((file) => [file.path, file.state])).toEqual([['incoming/l.csv', 'COMMITTED']])
@@ -372,7 +372,7 @@ describe('sftp pipeline: the real CLI', () => {
     expect(refused.code).toBe(1)
     expect(refused.summary).toMatchObject({ committed: 0, sourceErrors: 1 })
     expect(refused.of('log').filter((event) => event.level === 'error').map((event) => event.message)).toEqual([
-      `pipeline "orders": cannot list ${dir.where()}: ${dir.where()}: authentication failed for user "alice" (tried password); its files were not loaded`,
+      `pipeline "orders": cannot list ${dir.where()}: authentication failed for user "alice" (tried password); its files were not loaded`,
     ])
     expect(dir.opened()).toEqual([])
 
@@ -566,7 +566,7 @@ describe('sftp pipeline: --watch', () => {
     expectNoSecret(watcher.output())
     expect(watcher.events().at(-1)).toMatchObject({ event: 'run:summary', committed: 1, failed: 0 })
     const errors = watcher.events().filter((event) => event.event === 'log' && event.level === 'error')
-    expect(errors[0]?.message).toBe(`pipeline "orders": cannot list ${dir.where()}: ${dir.where()}: connection refused; its files were not loaded`)
+    expect(errors[0]?.message).toBe(`pipeline "orders": cannot list ${dir.where()}: connection refused; its files were not loaded`)
     expect(rowsOf(ws)).toEqual([{ id: 1, name: 'alpha' }])
   })
 })

@@ -1,5 +1,5 @@
 import { setMaxListeners } from 'node:events'
-import { mkdir, readdir, rm } from 'node:fs/promises'
+import { lstat, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import type { ResolvedConfig, ResolvedPipeline } from '../config/types.js'
@@ -149,10 +149,24 @@ export async function run(options: RunOptions): Promise<RunSummary> {
 
 /** What every file of a session shares: hooks, worker, the stop signal, the spool directory. */
 export async function fileRunContext(filedge: Filedge, config: ResolvedConfig, signal: AbortSignal): Promise<FileRunContext> {
-  const spoolDir = path.join(os.tmpdir(), 'filedge-spool')
-  await mkdir(spoolDir, { recursive: true })
+  const spoolDir = await spoolDirectory()
   await sweepSpool(spoolDir)
   return { hooks: filedge.hooks, worker: filedge.worker, heartbeatMs: config.lease.heartbeatMs, signal, spoolDir, inFlight: new Map() }
+}
+
+/**
+ * The user's own spool directory under the system's temporary directory,
+ * readable by nobody else (spooled files are partners' data). A path there
+ * that is not a directory of this user with mode 0700 (someone else made it
+ * first, or a link) is not used: the run gets a private one of its own.
+ */
+async function spoolDirectory(): Promise<string> {
+  const uid = process.getuid?.() ?? 0
+  const dir = path.join(os.tmpdir(), `filedge-spool-${uid}`)
+  await mkdir(dir, { recursive: true, mode: 0o700 }).catch(() => undefined)
+  const stats = await lstat(dir).catch(() => undefined)
+  if (stats !== undefined && stats.isDirectory() && (process.getuid === undefined || (stats.uid === uid && (stats.mode & 0o077) === 0))) return dir
+  return mkdtemp(path.join(os.tmpdir(), 'filedge-spool-'))
 }
 
 /**

@@ -159,13 +159,18 @@ async function identify(candidate: FileCandidate, context: FileRunContext): Prom
     return unreadable(error, candidate)
   }
   const identity = { ...hashed, remember: false, ...(localPath === undefined ? {} : { localPath }) }
+  // A file not claimed after all does not keep its spool file.
+  const discard = () => hashed.spooled !== undefined && void unlink(hashed.spooled).catch(() => undefined)
   const changed = (skip: { skip: string; reason: SkipReason }): Identity => {
-    if (hashed.spooled !== undefined) void unlink(hashed.spooled).catch(() => undefined)
+    discard()
     return skip
   }
   if (hashed.size !== candidate.size) return changed({ skip: 'still being written (its size changed while it was read); a later run loads it', reason: 'changing' })
   // Bytes read from a file that was being rewritten meanwhile may be half of each version: not claimed.
-  const now = await hooks.stat.promise({ pipeline, path: candidate.path })
+  const now = await hooks.stat.promise({ pipeline, path: candidate.path }).catch((error: unknown) => {
+    discard()
+    throw error
+  })
   if (now === null) return changed({ skip: 'removed while it was read; skipped', reason: 'gone' })
   if (now !== undefined && (now.version !== candidate.version || now.size !== candidate.size)) {
     return changed({ skip: 'still being written (its size or version changed while it was read); a later run loads it', reason: 'changing' })

@@ -317,6 +317,8 @@ describe('read and stat', () => {
     let received = 0
     stream.on('data', (chunk: Buffer) => {
       received += chunk.length
+      // Held after the first bytes: on loopback the rest of the object would otherwise arrive before the abort does.
+      stream.pause()
     })
     const outcome = new Promise<Error | undefined>((resolve) => {
       stream.once('error', resolve)
@@ -347,6 +349,8 @@ describe('read and stat', () => {
     let received = 0
     stream.on('data', (chunk: Buffer) => {
       received += chunk.length
+      // Held after the first bytes: on loopback the rest of the object would otherwise arrive before the abort does.
+      stream.pause()
     })
     const outcome = new Promise<Error | undefined>((resolve) => {
       stream.once('error', resolve)

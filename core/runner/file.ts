@@ -2,12 +2,12 @@ import { randomUUID } from 'node:crypto'
 import { createReadStream } from 'node:fs'
 import { unlink } from 'node:fs/promises'
 import path from 'node:path'
-import { PassThrough, Readable, pipeline as pipe } from 'node:stream'
+import { Readable } from 'node:stream'
 import { coerceRows, isoInstant } from '../columns/coerce.js'
 import type { ResolvedFormat, ResolvedPipeline } from '../config/types.js'
 import type { FileRef, WriteJob } from '../destination.js'
 import { FiledgeError, capped, claimLost, describeError, fileChanged, fileInvalid, isFiledgeError, leaseLapsed, stopped } from '../errors.js'
-import { detectFormat } from '../formats/registry.js'
+import { detectFormat, isGzipPath } from '../formats/registry.js'
 import type { FileCandidate, Hooks, Lease, SkipReason } from '../hooks.js'
 import { hashStream, type HashedStream } from '../source/hash.js'
 import { decode } from '../source/open.js'
@@ -311,12 +311,12 @@ function outcomeUnknown(error: FiledgeError): boolean {
 }
 
 /**
- * The claimed bytes as a stream: the ones hashing kept (while the source
- * still has that version: else the load reads the source again and sees
- * what became of the file), the spool file, or the source read once more,
- * re-hashed on the way: bytes that are not the claimed ones fail with
- * FILE_CHANGED at their end, so a file rewritten after hashing never
- * commits, nor one removed (FILE_CHANGED too: the claimed bytes are gone).
+ * The claimed bytes as a stream: the ones hashing kept, while the source
+ * still has the version they were read at (asked when the format first
+ * reads); the spool file; or the source read once more, re-hashed on the
+ * way: bytes that are not the claimed ones fail with FILE_CHANGED at their
+ * end, so a file rewritten after hashing never commits, nor one removed
+ * (FILE_CHANGED too: the claimed bytes are gone).
  */
 function claimedBytes(pipeline: ResolvedPipeline, claimed: Claimed, signal: AbortSignal, hooks: Hooks): Readable {
   const { file } = claimed
@@ -328,30 +328,58 @@ function claimedBytes(pipeline: ResolvedPipeline, claimed: Claimed, signal: Abor
       throw error
     })
     if (stream === undefined) throw new FiledgeError('INTERNAL', `${file.path}: no source reads pipeline "${pipeline.name}"`, { file: file.path })
-    return stream
+    return decode(stream, file, options)
   }
   const kept = claimed.bytes
-  if (kept === undefined) return decode(deferred(fromSource), file, options)
-  // A format asks for its stream synchronously; whether the kept bytes still stand for the file is asked of the source first.
-  const raw = deferred(async () => {
+  if (kept === undefined) return deferred(fromSource)
+  return deferred(async () => {
     const now = await hooks.stat.promise({ pipeline, path: file.path })
-    if (now === undefined || (now !== null && now.version === file.version && now.size === file.size)) return Readable.from([kept], { objectMode: false })
-    return fromSource()
+    // Rewritten, replaced or removed since it was hashed: the source is read again, and the load fails as it should.
+    if (now !== undefined && (now === null || now.version !== file.version || now.size !== file.size)) return fromSource()
+    // The very bytes that were hashed: nothing to verify, and for a plain file no stream machinery (per small file, a
+    // pipeline and a re-hash were a tenth of a run).
+    return isGzipPath(file.path) ? decode(Readable.from([kept], { objectMode: false }), file, { ...options, verify: false }) : kept
   })
-  return decode(raw, file, options)
 }
 
-/** A stream of bytes that arrive once `open` resolves; closing it first closes what `open` opened. */
-function deferred(open: () => Promise<Readable>): Readable {
-  const raw = new PassThrough()
-  open().then(
-    (stream) => {
-      if (raw.destroyed) stream.destroy()
-      else pipe(stream, raw, () => {})
+/**
+ * A stream whose bytes come from `open`, called when the consumer first
+ * reads (a format asks for its stream synchronously; the source answers
+ * asynchronously). Destroying it destroys what `open` opened.
+ */
+function deferred(open: () => Promise<Readable | Buffer>): Readable {
+  let inner: Readable | undefined
+  let opened = false
+  const out: Readable = new Readable({
+    read() {
+      if (inner !== undefined) {
+        inner.resume()
+        return
+      }
+      if (opened) return
+      opened = true
+      open().then(
+        (bytes) => {
+          if (Buffer.isBuffer(bytes)) {
+            out.push(bytes)
+            out.push(null)
+            return
+          }
+          inner = bytes
+          if (out.destroyed) return void bytes.destroy()
+          bytes.on('data', (chunk: Buffer) => out.push(chunk) || bytes.pause())
+          bytes.once('end', () => out.push(null))
+          bytes.once('error', (error) => out.destroy(error))
+        },
+        (error: Error) => out.destroy(error),
+      )
     },
-    (error: unknown) => raw.destroy(error as Error),
-  )
-  return raw
+    destroy(error, callback) {
+      inner?.destroy()
+      callback(error)
+    },
+  })
+  return out
 }
 
 /**

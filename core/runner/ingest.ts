@@ -118,20 +118,24 @@ export function createIngest(options: IngestOptions): Ingest {
       const [path, candidate] = entry.pending.entries().next().value as [string, FileCandidate]
       entry.pending.delete(path)
       entry.running++
-      ingestFile(candidate, context)
-        .then((outcome) => {
-          record(tally, outcome)
-          if (options.forget === true && outcome.hash !== undefined) context.inFlight.delete(inFlightKey(pipeline, outcome.hash))
-          options.onOutcome?.(candidate, outcome)
-        })
-        .catch((error) => context.hooks.log.call({ level: 'error', message: `${candidate.path}: ${describeError(error)}` }))
-        .finally(() => {
-          entry.running--
-          pump(pipeline)
-          wake()
-        })
+      void ingestOne(pipeline, candidate, entry)
     }
     wake()
+  }
+
+  const ingestOne = async (pipeline: ResolvedPipeline, candidate: FileCandidate, entry: Lane) => {
+    try {
+      const outcome = await ingestFile(candidate, context)
+      record(tally, outcome)
+      if (options.forget === true && outcome.hash !== undefined) context.inFlight.delete(inFlightKey(pipeline, outcome.hash))
+      options.onOutcome?.(candidate, outcome)
+    } catch (error) {
+      context.hooks.log.call({ level: 'error', message: `${candidate.path}: ${describeError(error)}` })
+    } finally {
+      entry.running--
+      pump(pipeline)
+      wake()
+    }
   }
 
   return {

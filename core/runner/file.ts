@@ -386,7 +386,7 @@ function deferred(open: () => Promise<Readable | Buffer>): Readable {
  * The per-file path after the claim: (loaded) → load → coerce → transform →
  * commit → complete.
  */
-export async function loadClaimed(
+async function loadClaimed(
   pipeline: ResolvedPipeline,
   claimed: Claimed,
   lease: Lease,

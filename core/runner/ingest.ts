@@ -47,7 +47,7 @@ export function record(tally: Tally, outcome: FileOutcome): void {
  * not independent of each other: they go one at a time, in the order they
  * were queued (a run queues them by path; a watcher in arrival order).
  */
-export function filesInFlight(pipeline: ResolvedPipeline, concurrency: number | undefined): number {
+function filesInFlight(pipeline: ResolvedPipeline, concurrency: number | undefined): number {
   return pipeline.writeMode.kind === 'append' ? (concurrency ?? pipeline.concurrency) : 1
 }
 

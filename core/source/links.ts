@@ -63,7 +63,7 @@ const fstatOf = promisify(fstat)
  * measurable CPU where the promise one cost ~120 µs per file (as much as the
  * open, read and close of the file together).
  */
-export async function openedInside(fd: number, absPath: string, dir: string): Promise<boolean> {
+async function openedInside(fd: number, absPath: string, dir: string): Promise<boolean> {
   const opened = procPath(fd)
   if (opened !== undefined) return isInside(dir, opened)
   const resolved = await realpath(absPath).catch(() => undefined)
@@ -72,7 +72,7 @@ export async function openedInside(fd: number, absPath: string, dir: string): Pr
   return now !== undefined && now.ino === held.ino && now.dev === held.dev
 }
 
-export const OPENED_OUTSIDE =
+const OPENED_OUTSIDE =
   "opened outside the source directory (replaced by, or reached through, a symbolic link out of it after it was listed); not read (source.followSymlinks: 'all' follows such links)"
 
 /**

@@ -38,3 +38,24 @@ export function orderPlugins(user: readonly Plugin[], builtins: readonly Plugin[
   const by = (enforce: Plugin['enforce']) => user.filter((plugin) => plugin.enforce === enforce)
   return [...by('pre'), ...builtins, ...by(undefined), ...by('post')]
 }
+
+/**
+ * Pipelines grouped by the object that serves them (a destination, a
+ * source), each group with a unique plugin name: the object's own, then
+ * `name#2`, `name#3` for other objects of the same kind. One object shared
+ * by pipelines becomes one plugin, opened and closed once.
+ */
+export function servedBy<T extends { readonly name: string }, P extends { readonly name: string }>(pipelines: readonly P[], server: (pipeline: P) => T): { server: T; pipelines: P[]; name: string }[] {
+  const groups = new Map<T, P[]>()
+  for (const pipeline of pipelines) {
+    const served = groups.get(server(pipeline)) ?? []
+    served.push(pipeline)
+    groups.set(server(pipeline), served)
+  }
+  const names = new Map<string, number>()
+  return [...groups].map(([object, served]) => {
+    const seen = names.get(object.name) ?? 0
+    names.set(object.name, seen + 1)
+    return { server: object, pipelines: served, name: seen === 0 ? object.name : `${object.name}#${seen + 1}` }
+  })
+}

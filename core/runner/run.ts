@@ -3,7 +3,6 @@ import { lstat, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import type { ResolvedConfig, ResolvedPipeline } from '../config/types.js'
-import type { Destination } from '../destination.js'
 import { selectPipelines } from '../config/pipelines.js'
 import { FiledgeError, describeError, isFiledgeError } from '../errors.js'
 import { csvFormat } from '../formats/csv.js'
@@ -14,7 +13,7 @@ import { ledgerPlugin } from '../ledger/plugin.js'
 import { openLedger } from '../ledger/open.js'
 import type { LedgerStore } from '../ledger/types.js'
 import { createLogger } from '../logger.js'
-import { orderPlugins, type Plugin } from '../plugin.js'
+import { orderPlugins, servedBy, type Plugin } from '../plugin.js'
 import type { SourceEntry } from '../source.js'
 import { sourcePlugins } from '../source/plugin.js'
 import { statCachePlugin } from '../source/stat-cache.js'
@@ -38,17 +37,7 @@ export interface RunOptions {
 
 /** Each destination object becomes a plugin: it prepares its tables before the run and answers `commit` for its pipelines. */
 function destinationPlugins(pipelines: readonly ResolvedPipeline[]): Plugin[] {
-  const owners = new Map<Destination, ResolvedPipeline[]>()
-  for (const pipeline of pipelines) {
-    const list = owners.get(pipeline.destination) ?? []
-    list.push(pipeline)
-    owners.set(pipeline.destination, list)
-  }
-  const names = new Map<string, number>()
-  return [...owners].map(([destination, owned]) => {
-    const seen = names.get(destination.name) ?? 0
-    names.set(destination.name, seen + 1)
-    const name = seen === 0 ? destination.name : `${destination.name}#${seen + 1}`
+  return servedBy(pipelines, (pipeline) => pipeline.destination).map(({ server: destination, pipelines: owned, name }) => {
     const mine = new Set(owned.map((pipeline) => pipeline.name))
     return {
       name,

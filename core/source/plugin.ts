@@ -1,25 +1,20 @@
 import type { ResolvedPipeline } from '../config/types.js'
-import type { Plugin } from '../plugin.js'
-import type { Source } from '../source.js'
+import { servedBy, type Plugin } from '../plugin.js'
 
 /**
- * Each pipeline's source object becomes a plugin, the way destinations do:
- * it connects before the run and answers the source hooks for its
- * pipelines. One source object shared by two pipelines connects once. A
- * third party replaces a source by tapping the same hooks at `pre`.
+ * Each pipeline's source object becomes a plugin, the way destinations are:
+ * it answers the source hooks for its pipelines. One source object shared by
+ * two pipelines connects once. A third party replaces a source by tapping
+ * the same hooks at `pre`.
+ *
+ * A source connects on first use, not before the run: a bucket that does
+ * not exist or a server that refuses the credentials fails its own
+ * pipelines' listing, and the other pipelines run. A failed connect is
+ * tried again on the next use (a watcher's next poll).
  */
 export function sourcePlugins(pipelines: readonly ResolvedPipeline[]): Plugin[] {
-  const owners = new Map<Source, ResolvedPipeline[]>()
-  for (const pipeline of pipelines) {
-    const list = owners.get(pipeline.source) ?? []
-    list.push(pipeline)
-    owners.set(pipeline.source, list)
-  }
-  const names = new Map<string, number>()
-  return [...owners].map(([source, owned]) => {
-    const seen = names.get(source.name) ?? 0
-    names.set(source.name, seen + 1)
-    const name = `source:${seen === 0 ? source.name : `${source.name}#${seen + 1}`}`
+  return servedBy(pipelines, (pipeline) => pipeline.source).map(({ server: source, pipelines: owned, name: own }) => {
+    const name = `source:${own}`
     const mine = new Set(owned.map((pipeline) => pipeline.name))
     const ours = (request: { readonly pipeline: ResolvedPipeline }) => mine.has(request.pipeline.name)
     return {

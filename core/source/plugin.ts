@@ -7,10 +7,11 @@ import { servedBy, type Plugin } from '../plugin.js'
  * two pipelines connects once. A third party replaces a source by tapping
  * the same hooks at `pre`.
  *
- * A source connects on first use, not before the run: a bucket that does
- * not exist or a server that refuses the credentials fails its own
- * pipelines' listing, and the other pipelines run. A failed connect is
- * tried again on the next use (a watcher's next poll).
+ * A source starts connecting when the run starts but is not waited for
+ * there: a bucket that does not exist or a server that refuses the
+ * credentials fails its own pipelines' listing, and the other pipelines
+ * run. A failed connect is tried again on the next use (a watcher's next
+ * poll).
  */
 export function sourcePlugins(pipelines: readonly ResolvedPipeline[]): Plugin[] {
   return servedBy(pipelines, (pipeline) => pipeline.source).map(({ server: source, pipelines: owned, name: own }) => {
@@ -21,13 +22,20 @@ export function sourcePlugins(pipelines: readonly ResolvedPipeline[]): Plugin[] 
       name,
       apply({ hooks, config, logger }) {
         let connecting: Promise<void> | undefined
-        const connected = () => {
-          connecting ??= Promise.resolve(source.connect?.({ config, logger, defaultInclude: owned[0].defaultInclude })).catch((error: unknown) => {
-            connecting = undefined
+        const connect = () => (connecting ??= Promise.resolve().then(() => source.connect?.({ config, logger, defaultInclude: owned[0].defaultInclude })))
+        /** Connected, or the error of the connect that failed (once: the next use connects again). */
+        const connected = async () => {
+          const attempt = connect()
+          try {
+            await attempt
+          } catch (error) {
+            if (connecting === attempt) connecting = undefined
             throw error
-          })
-          return connecting
+          }
         }
+        // Started early, while the destinations prepare (loading an SDK and a TLS handshake take a while), never awaited:
+        // whether it failed is the first use's to say.
+        hooks.beforeRun.tap(name, () => void connect().catch(() => undefined))
         /** Answers for this source's pipelines only, once it is connected. */
         const answer = <R, T>(call: (request: R) => T | Promise<T>) => async (request: R & { readonly pipeline: ResolvedPipeline }) => {
           if (!ours(request)) return undefined

@@ -28,10 +28,12 @@ export interface SourceEntry {
 
 export interface SourceCapabilities {
   /**
-   * A version names exactly one content (an ETag, a generation number), so
-   * the stat cache trusts it at once. Without it (an mtime), a file hashed
-   * within 2 s of its last modification is hashed again by the next run: a
-   * same-size rewrite inside the clock's granularity would keep the version.
+   * A version names exactly one content (an ETag, a generation number), and
+   * `read` refuses (FILE_CHANGED) to give another version's bytes. The stat
+   * cache then trusts a version at once, and the core does not `stat` a file
+   * after reading it. Without it (an mtime), a file hashed within 2 s of its
+   * last modification is hashed again by the next run: a same-size rewrite
+   * inside the clock's granularity would keep the version.
    */
   readonly exactVersions?: boolean
 }

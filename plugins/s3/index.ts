@@ -314,15 +314,27 @@ export function s3(options: S3SourceOptions): Source {
 
     async *list({ signal, warn }: ListOptions) {
       const { s3, matches } = connected()
-      let token: string | undefined
-      do {
+      // The next page is asked for as soon as this one arrives, so the store prepares it while this one is handed on:
+      // a no-op rerun over 10,000 objects is the listing and little else.
+      const fetchPage = (token: string | undefined) => {
+        const page = s3.list({ Bucket: bucket, Prefix: prefix || undefined, MaxKeys: pageSize, ContinuationToken: token }, signal)
+        // Awaited below, or abandoned with the listing: never an unhandled rejection.
+        page.catch(() => undefined)
+        return page
+      }
+      let next: Promise<ListObjectsV2CommandOutput> | undefined = fetchPage(undefined)
+      while (next !== undefined && !signal.aborted) {
         let page: ListObjectsV2CommandOutput
         try {
-          page = await s3.list({ Bucket: bucket, Prefix: prefix || undefined, MaxKeys: pageSize, ContinuationToken: token }, signal)
+          page = await next
         } catch (error) {
           if (signal.aborted) return
           throw s3Error(where, reach, error)
         }
+        if (page.IsTruncated === true && page.NextContinuationToken === undefined) {
+          throw new FiledgeError('PLUGIN_ERROR', `${where}: the store said the listing goes on but gave no continuation token`, { plugin: 's3' })
+        }
+        next = page.IsTruncated === true ? fetchPage(page.NextContinuationToken) : undefined
         for (const object of page.Contents ?? []) {
           if (signal.aborted) return
           const key = object.Key
@@ -335,11 +347,7 @@ export function s3(options: S3SourceOptions): Source {
           }
           yield { path: root + key, size: object.Size ?? 0, version, modifiedAt: object.LastModified?.getTime() ?? 0 }
         }
-        if (page.IsTruncated === true && page.NextContinuationToken === undefined) {
-          throw new FiledgeError('PLUGIN_ERROR', `${where}: the store said the listing goes on but gave no continuation token`, { plugin: 's3' })
-        }
-        token = page.IsTruncated === true ? page.NextContinuationToken : undefined
-      } while (token !== undefined && !signal.aborted)
+      }
     },
 
     async stat(path: string) {

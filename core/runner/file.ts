@@ -111,12 +111,12 @@ export async function ingestFile(candidate: FileCandidate, context: FileRunConte
     if (context.signal.aborted) return skip('stopped', 'the run is stopping; not claimed', hash)
     const key = inFlightKey(pipeline, hash)
     const earlier = context.inFlight.get(key)
-    if (earlier !== undefined) {
-      const first = await earlier
-      if (first.kind === 'failed') return skip('duplicate', 'same bytes as another file in this run, which failed', hash)
-    }
-    // A second name for bytes in flight in this run arrived with them: it does not reopen a truncate file the first one just applied.
-    const attempt = claimAndLoad(candidate, identity, context, earlier === undefined)
+    const first = earlier === undefined ? undefined : await earlier
+    if (first?.kind === 'failed') return skip('duplicate', 'same bytes as another file in this run, which failed', hash)
+    // A second name for bytes this run just loaded arrived with them: it does not reopen a truncate file the first one just
+    // applied. Bytes the first name found already committed (seen again, not loaded) did not arrive with it: the second name
+    // is an arrival of its own, and decides by itself (the snapshot that came back under a new name wins).
+    const attempt = claimAndLoad(candidate, identity, context, first?.kind !== 'committed')
     if (earlier === undefined) context.inFlight.set(key, attempt)
     return await attempt
   } finally {

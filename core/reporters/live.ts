@@ -84,7 +84,9 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
               return view.done
             },
           })),
-          { concurrent: true, exitOnError: false, renderer: 'default', rendererOptions: { collapseSubtasks: false }, fallbackRenderer: 'simple' },
+          // listr2's own SIGINT listener calls process.exit(127): the file in flight would stay PROCESSING, held until its
+          // lease expired, and each Ctrl-C would cost it an attempt. The CLI's handler stops gracefully instead.
+          { concurrent: true, exitOnError: false, renderer: 'default', rendererOptions: { collapseSubtasks: false }, fallbackRenderer: 'simple', registerSignalListeners: false },
         )
         listDone = list.run().catch(() => undefined)
       })
@@ -115,10 +117,12 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
         note(pipeline.name, `✗ ${printable(path)}`)
         render(pipeline.name)
       })
-      hooks.fileSkipped.tap('filedge:reporter', ({ pipeline }) => {
+      hooks.fileSkipped.tap('filedge:reporter', ({ pipeline, path }) => {
         const view = views.get(pipeline.name)
         if (view === undefined) return
         view.skipped++
+        // A file released unfinished (the run is stopping) is no longer in flight.
+        view.inFlight.delete(path)
         render(pipeline.name)
       })
       hooks.log.tap('filedge:reporter', ({ level, message, plugin }) => {

@@ -168,6 +168,18 @@ describe('config discovery', () => {
     expect(ws.query('warehouse.db', 'SELECT id, amount FROM orders')).toEqual([{ id: 'x', amount: 1.5 }])
   })
 
+  it("a plugin whose apply throws (a misspelt hook) is a config error naming the plugin, without a stack trace", async () => {
+    const typo = "{ name: 'acme-typo', apply({ hooks }) { hooks.comit.tapPromise('acme-typo', async () => undefined) } }"
+    ws = workspace({ 'filedge.config.ts': sqliteConfig({ columns: "{ id: 'string', amount: 'float' }", plugins: typo }), 'incoming/a.csv': CSV })
+    const result = await ws.cli()
+    expect(result.code).toBe(2)
+    expect(result.stderr).toContain('plugin "acme-typo" failed in apply: ')
+    expect(result.stderr).toContain("reading 'tapPromise'")
+    expect(result.stderr).toContain('(the hooks are: beforeRun, list, watch,')
+    expect(result.stderr).not.toMatch(/\n\s+at /)
+    expect(ws.exists('warehouse.db')).toBe(false)
+  })
+
   it('a destination of an unknown type is a config error', async () => {
     ws = workspace({ '.filedgerc.json': JSON.stringify({ pipelines: [{ ...pipeline(), destination: { type: 'oracle' } }] }) })
     const result = await ws.cli()

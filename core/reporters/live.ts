@@ -14,14 +14,29 @@ interface PipelineView {
   skipped: number
   rows: number
   readonly inFlight: Map<string, number>
+  /** The last few commits, and apart from them the last few failures with their reason: they must not scroll away. */
   readonly recent: string[]
+  readonly failures: string[]
   task?: ListrTaskWrapper<unknown, never, never>
-  /** Resolves when the run is over; the pipeline's listr task waits on it (it may start after the run ended). */
+  /** Settles when the run is over (rejects if files failed: the pipeline ends red); the pipeline's listr task waits on it. */
   readonly done: Promise<void>
   finish: () => void
 }
 
 const RECENT = 4
+/** Characters of a failure's reason the live view shows; the whole message is printed when the view closes. */
+const REASON = 100
+
+/** `1 row`, `2 rows`. */
+function rowCount(rows: number): string {
+  return `${count(rows)} ${rows === 1 ? 'row' : 'rows'}`
+}
+
+/** A failure as `file:line column: reason` (the message names the file already, or gets it), the reason cut to REASON characters. */
+function failureLine(message: string, path: string): string {
+  const line = message.startsWith(path) ? message : `${path}: ${message}`
+  return line.length > path.length + REASON ? `${line.slice(0, path.length + REASON - 1)}…` : line
+}
 const RATE_WINDOW_MS = 10_000
 
 /** Rows per second over the last ten seconds (or since the start, if sooner), from committed files. */
@@ -34,8 +49,11 @@ function rate(view: PipelineView, startedAt: number): number {
 
 /**
  * The TTY view (listr2): one line per pipeline with its totals, and under it
- * the files in flight with their rows so far and the last few outcomes. Fed
- * entirely by hooks; failures are listed again in full after the view closes.
+ * its state, redrawn in place (listr2 keeps one output per task: state, not
+ * history): the files in flight with their rows so far, the last failures
+ * with their reason, the last commits. A pipeline with failures ends red.
+ * Fed entirely by hooks; failures are listed again in full after the view
+ * closes.
  */
 export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
   const views = new Map<string, PipelineView>()
@@ -47,14 +65,12 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
     const view = views.get(name)
     if (view?.task === undefined) return
     view.task.title = `${name}: ${count(view.committed)} committed · ${count(view.failed)} failed · ${count(view.skipped)} skipped · ${count(view.rows)} rows · ${count(rate(view, startedAt))} rows/s`
-    const lines = [...[...view.inFlight].map(([path, rows]) => `⟳ ${printable(path)} ${count(rows)} rows`), ...view.recent]
+    const lines = [...[...view.inFlight].map(([path, rows]) => `⟳ ${printable(path)} ${rowCount(rows)}`), ...view.failures, ...view.recent]
     view.task.output = redact(lines.join('\n'))
   }
-  const note = (name: string, line: string) => {
-    const view = views.get(name)
-    if (view === undefined) return
-    view.recent.push(line)
-    if (view.recent.length > RECENT) view.recent.shift()
+  const note = (list: string[], line: string) => {
+    list.push(line)
+    if (list.length > RECENT) list.shift()
   }
 
   return {
@@ -68,15 +84,19 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
         startedAt = performance.now()
         for (const pipeline of pipelines) {
           let finish!: () => void
-          const done = new Promise<void>((resolve) => {
-            finish = resolve
+          const done = new Promise<void>((resolve, reject) => {
+            finish = () => {
+              const view = views.get(pipeline.name)!
+              if (view.failed === 0) resolve()
+              else reject(new Error(`${pipeline.name}: ${count(view.failed)} failed (listed below)`))
+            }
           })
-          views.set(pipeline.name, { recentCommits: [], committed: 0, failed: 0, skipped: 0, rows: 0, inFlight: new Map(), recent: [], done, finish })
+          views.set(pipeline.name, { recentCommits: [], committed: 0, failed: 0, skipped: 0, rows: 0, inFlight: new Map(), recent: [], failures: [], done, finish })
         }
         const list = new Listr(
           pipelines.map((pipeline) => ({
             title: pipeline.name,
-            rendererOptions: { outputBar: RECENT + 8, persistentOutput: false },
+            rendererOptions: { outputBar: true, persistentOutput: false },
             task: (_: unknown, task: ListrTaskWrapper<unknown, never, never>) => {
               const view = views.get(pipeline.name)!
               view.task = task
@@ -105,7 +125,7 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
         view.rows += rows
         view.recentCommits.push([performance.now(), rows])
         view.inFlight.delete(file.path)
-        note(pipeline.name, `✓ ${printable(file.path)} ${count(rows)} rows ${seconds(durationMs)}`)
+        note(view.recent, `✓ ${printable(file.path)} ${rowCount(rows)} ${seconds(durationMs)}`)
         render(pipeline.name)
       })
       hooks.fileFailed.tapPromise('filedge:reporter', async ({ pipeline, path, error }) => {
@@ -114,7 +134,7 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
         if (view === undefined) return
         view.failed++
         view.inFlight.delete(path)
-        note(pipeline.name, `✗ ${printable(path)}`)
+        note(view.failures, `✗ ${printable(failureLine(error.message, path))}`)
         render(pipeline.name)
       })
       hooks.fileSkipped.tap('filedge:reporter', ({ pipeline, path }) => {

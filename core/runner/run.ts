@@ -4,7 +4,7 @@ import os from 'node:os'
 import path from 'node:path'
 import type { ResolvedConfig, ResolvedPipeline } from '../config/types.js'
 import { selectPipelines } from '../config/pipelines.js'
-import { FiledgeError, describeError, isFiledgeError } from '../errors.js'
+import { FiledgeError, configInvalid, describeError, isFiledgeError } from '../errors.js'
 import { csvFormat } from '../formats/csv.js'
 import { jsonFormats } from '../formats/json.js'
 import { parquetFormat } from '../formats/parquet.js'
@@ -80,7 +80,14 @@ export async function createFiledge(options: RunOptions): Promise<Filedge> {
   )
   const plugins = [...orderPlugins(config.plugins, builtins), ...(options.plugins ?? [])]
   for (const plugin of plugins) {
-    await plugin.apply({ hooks, config, worker, logger: createLogger((entry) => hooks.log.call(entry), plugin.name) })
+    try {
+      await plugin.apply({ hooks, config, worker, logger: createLogger((entry) => hooks.log.call(entry), plugin.name) })
+    } catch (error) {
+      if (options.ledger === undefined) await ledger.close().catch(() => undefined)
+      // A plugin that cannot set itself up is a configuration problem (exit 2), said with its name, not an internal error.
+      const hint = /\b(tap|tapPromise|tapAsync)\b/.test(describeError(error)) ? ` (the hooks are: ${Object.keys(hooks).join(', ')})` : ''
+      throw configInvalid(`plugin "${plugin.name}" failed in apply: ${describeError(error)}${hint}`, error)
+    }
   }
   return {
     hooks,

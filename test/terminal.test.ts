@@ -42,7 +42,14 @@ function inTerminal(w: Workspace, args: string[], env: NodeJS.ProcessEnv = {}) {
   return { child, type: (keys: string) => child.stdin!.write(keys), screen: () => plain(screen) }
 }
 
-const ledger = (w: Workspace) => (w.exists('.filedge/ledger.db') ? w.query<{ state: string; attempts: number }>('.filedge/ledger.db', 'SELECT state, attempts FROM files') : [])
+/** The ledger's files; none while the watcher is still creating it (the file exists before its tables do). */
+function ledger(w: Workspace): { state: string; attempts: number }[] {
+  try {
+    return w.query<{ state: string; attempts: number }>('.filedge/ledger.db', 'SELECT state, attempts FROM files')
+  } catch {
+    return []
+  }
+}
 
 describe('filedge --watch in a terminal', () => {
   it('Ctrl-C during a load: the file is rolled back and released (its attempt does not count), the summary is printed, exit 0', async () => {
@@ -67,5 +74,49 @@ describe('filedge --watch in a terminal', () => {
     const rerun = await w.cli(['--reporter', 'simple'])
     expect(rerun.code).toBe(0)
     expect(w.query('warehouse.db', 'SELECT count(*) AS n FROM orders')).toEqual([{ n: 200 }])
+  })
+})
+
+describe('the live view', () => {
+  it('shows state, not history; failures with their reason; a reload that fails as it happens; the pipeline ends red', async () => {
+    ws = workspace({
+      'incoming/a.csv': 'id,n\na,1\n',
+      'incoming/b.csv': 'id,n\nb,2\nc,3\n',
+      'incoming/bad.csv': 'id,n\nx,not-a-number\n',
+      'filedge.config.ts': sqliteConfig({ columns: COLUMNS, top: "watch: { settle: '200ms' }," }),
+    })
+    const w = ws
+    const session = inTerminal(w, ['--watch'])
+    terminal = session.child
+    const committed = () => {
+      try {
+        return w.query<{ n: number }>('warehouse.db', 'SELECT count(*) AS n FROM orders')[0].n
+      } catch {
+        return 0 // not created yet
+      }
+    }
+    await waitFor(() => committed() === 3 && session.screen().includes('incoming/bad.csv:2 column n'), 30_000, 'the first files, and the bad one')
+    for (const name of ['d', 'e']) {
+      w.write(`incoming/${name}.csv`, `id,n\n${name},9\n`)
+      await waitFor(() => session.screen().includes(`✓ incoming/${name}.csv 1 row`), 30_000, `${name}.csv to be drawn committed`)
+    }
+    // A broken edit is reported while the watcher runs, not when it exits.
+    w.write('filedge.config.ts', sqliteConfig({ columns: "{ id: { type: 'string', required: true }, n: 'intger' }", top: "watch: { settle: '200ms' }," }))
+    await waitFor(() => session.screen().includes('config not reloaded, keeping the previous one'), 30_000, 'the broken config to be reported')
+    expect(session.child.exitCode).toBe(null)
+
+    // The last frame drawn: each file once, the failure with its reason, counts that add up.
+    const frames = session.screen().split(/(?=[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] orders:)/)
+    const last = frames.at(-1)!.split('error: ')[0]
+    expect(last).toMatch(/orders: 4 committed · 1 failed · \d+ skipped · 5 rows/)
+    for (const name of ['a', 'b', 'd', 'e']) expect(last.split(`✓ incoming/${name}.csv`).length - 1, `${name}.csv once in the frame`).toBeLessThanOrEqual(1)
+    expect(last.match(/✗ incoming\/bad\.csv:2 column n: .*not-a-number/g)).toHaveLength(1)
+    expect(last).not.toMatch(/⟳/)
+
+    session.type('\x03')
+    expect(await exited(session.child)).toEqual({ code: 0, signal: null })
+    const end = session.screen().slice(session.screen().lastIndexOf('orders:') - 2)
+    expect(end).toMatch(/✖ orders: 1 failed/)
+    expect(end).toMatch(/committed 4 · failed 1 · /)
   })
 })

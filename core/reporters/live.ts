@@ -23,6 +23,13 @@ interface PipelineView {
   finish: () => void
 }
 
+/** The parts of listr2's default renderer `above` uses: its log-update instance, its captured streams, its redraw. */
+interface LiveRenderer {
+  readonly updater?: { clear(): void }
+  readonly logger?: { readonly process?: { readonly stderr?: { write(text: string): boolean } } }
+  update?(): void
+}
+
 const RECENT = 4
 /** Characters of a failure's reason the live view shows; the whole message is printed when the view closes. */
 const REASON = 100
@@ -57,8 +64,18 @@ function rate(view: PipelineView, startedAt: number): number {
  */
 export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
   const views = new Map<string, PipelineView>()
-  const failures: FiledgeError[] = []
+  /** Every failure of the session, the last one per file (a file retried after a reload and failing again is one line). */
+  const failures = new Map<string, FiledgeError>()
   let listDone: Promise<unknown> = Promise.resolve()
+  /**
+   * Writes a line above the live area, now: listr2 holds back what is written
+   * to the terminal while it draws (it replays it when the view closes), so a
+   * reload that fails, drift or a plugin's error would otherwise be seen only
+   * at exit. Clears the drawn area, writes past listr2's capture, redraws.
+   * Relies on listr2's default renderer (`updater`, `logger.process`); with
+   * another renderer the line goes to the stream and is replayed at the end.
+   */
+  let above = (line: string) => void stderr.write(`${line}\n`)
   let startedAt = 0
 
   const render = (name: string) => {
@@ -109,6 +126,17 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
           { concurrent: true, exitOnError: false, renderer: 'default', rendererOptions: { collapseSubtasks: false }, fallbackRenderer: 'simple', registerSignalListeners: false },
         )
         listDone = list.run().catch(() => undefined)
+        // Asked at each line: the renderer sets itself up asynchronously once the list runs.
+        above = (line) => {
+          const renderer = (list as unknown as { renderer?: LiveRenderer }).renderer
+          if (typeof renderer?.updater?.clear !== 'function' || typeof renderer.logger?.process?.stderr?.write !== 'function' || typeof renderer.update !== 'function') {
+            stderr.write(`${line}\n`)
+            return
+          }
+          renderer.updater.clear()
+          renderer.logger.process.stderr.write(`${line}\n`)
+          renderer.update()
+        }
       })
       hooks.fileClaimed.tap('filedge:reporter', ({ pipeline, file }) => {
         views.get(pipeline.name)?.inFlight.set(file.path, 0)
@@ -125,16 +153,25 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
         view.rows += rows
         view.recentCommits.push([performance.now(), rows])
         view.inFlight.delete(file.path)
+        // Failed before and committed since (retried after a config reload): no longer a failure to show.
+        failures.delete(`${pipeline.name}\u0000${file.path}`)
+        const failedLine = view.failures.findIndex((entry) => entry.startsWith(`✗ ${printable(file.path)}`))
+        if (failedLine >= 0) view.failures.splice(failedLine, 1)
         note(view.recent, `✓ ${printable(file.path)} ${rowCount(rows)} ${seconds(durationMs)}`)
         render(pipeline.name)
       })
       hooks.fileFailed.tapPromise('filedge:reporter', async ({ pipeline, path, error }) => {
         const view = views.get(pipeline.name)
-        failures.push(error)
+        failures.delete(`${pipeline.name}\u0000${path}`)
+        failures.set(`${pipeline.name}\u0000${path}`, error)
         if (view === undefined) return
         view.failed++
         view.inFlight.delete(path)
-        note(view.failures, `✗ ${printable(failureLine(error.message, path))}`)
+        // The same file failing again (a retry after a config reload) replaces its line.
+        const line = `✗ ${printable(failureLine(error.message, path))}`
+        const again = view.failures.findIndex((entry) => entry.startsWith(`✗ ${printable(path)}`))
+        if (again >= 0) view.failures.splice(again, 1)
+        note(view.failures, line)
         render(pipeline.name)
       })
       hooks.fileSkipped.tap('filedge:reporter', ({ pipeline, path }) => {
@@ -146,12 +183,12 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
         render(pipeline.name)
       })
       hooks.log.tap('filedge:reporter', ({ level, message, plugin }) => {
-        if (level === 'warn' || level === 'error') stderr.write(`${level}: ${printable(redact(`${plugin ? `[${plugin}] ` : ''}${message}`))}\n`)
+        if (level === 'warn' || level === 'error') above(`${level}: ${printable(redact(`${plugin ? `[${plugin}] ` : ''}${message}`))}`)
       })
       hooks.afterRun.tapPromise('filedge:reporter', async (summary) => {
         for (const view of views.values()) view.finish()
         await listDone
-        for (const error of failures) stderr.write(`✗ ${printable(redact(error.message))}\n`)
+        for (const error of failures.values()) stderr.write(`✗ ${printable(redact(error.message))}\n`)
         if (summary.aborted) stderr.write(`[filedge] run stopped before loading: ${printable(redact(summary.aborted.message), { lineBreaks: true })}\n`)
         stdout.write(`${formatSummary(summary)}\n`)
       })

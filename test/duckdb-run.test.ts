@@ -55,21 +55,30 @@ describe('the repository example', () => {
 })
 
 describe('DuckDB destination, from the CLI', () => {
-  it('fails fast, naming the file, when another process holds the DuckDB file', async () => {
-    ws = workspace({ 'filedge.config.ts': DUCKDB_CONFIG("{ id: 'string' }"), 'incoming/a.csv': 'id\nx\n' })
+  /** A process that opens the warehouse and holds it (a DuckDB shell, a notebook) until killed. */
+  const holdWarehouse = async (file: string) => {
     const holder = spawn(
       process.execPath,
-      ['--input-type=module', '-e', `import { DuckDBInstance } from '@duckdb/node-api'; const db = await DuckDBInstance.create(${JSON.stringify(ws.file('warehouse.duckdb'))}); await db.connect(); console.log('ready'); setInterval(() => {}, 1000)`],
+      ['--input-type=module', '-e', `import { DuckDBInstance } from '@duckdb/node-api'; const db = await DuckDBInstance.create(${JSON.stringify(file)}); await db.connect(); console.log('ready'); setInterval(() => {}, 1000)`],
       { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] },
     )
+    let output = ''
+    holder.stdout!.on('data', (chunk) => (output += chunk))
+    await waitFor(() => output.includes('ready'), 30_000, 'the holder process to open the database')
+    return holder
+  }
+
+  it('waits for a DuckDB file another process holds, says so once, and gives up after lockWait naming the holder', async () => {
+    ws = workspace({ 'filedge.config.ts': DUCKDB_CONFIG("{ id: 'string' }", ", lockWait: '2s'"), 'incoming/a.csv': 'id\nx\n' })
+    const holder = await holdWarehouse(ws.file('warehouse.duckdb'))
     try {
-      let output = ''
-      holder.stdout!.on('data', (chunk) => (output += chunk))
-      await waitFor(() => output.includes('ready'), 30_000, 'the holder process to open the database')
       const started = Date.now()
       const result = await ws.cli(['--reporter', 'simple'])
-      expect(Date.now() - started).toBeLessThan(20_000)
+      const took = Date.now() - started
+      expect(took).toBeGreaterThanOrEqual(2_000)
+      expect(took).toBeLessThan(20_000)
       expect(result.code).toBe(1)
+      expect(result.stderr.match(/waiting up to 2 s for it/g)).toHaveLength(1)
       expect(result.stderr).toContain(`duckdb ${ws.file('warehouse.duckdb')} is locked: held by`)
       expect(result.stderr).toContain(`(PID ${holder.pid})`)
       expect(result.stderr).toContain('DuckDB allows one process per database file')
@@ -82,6 +91,52 @@ describe('DuckDB destination, from the CLI', () => {
     const again = await ws.cli(['--reporter', 'simple'])
     expect(again.code).toBe(0)
     expect(await readDuckdb(ws.file('warehouse.duckdb'), 'SELECT id FROM orders')).toEqual([{ id: 'x' }])
+  })
+
+  it('a run started while another process holds the file waits for it to let go, then loads', async () => {
+    ws = workspace({ 'filedge.config.ts': DUCKDB_CONFIG("{ id: 'string' }"), 'incoming/a.csv': 'id\nx\n' })
+    const holder = await holdWarehouse(ws.file('warehouse.duckdb'))
+    const run = ws.spawn(['--reporter', 'simple'])
+    let stderr = ''
+    run.stderr!.on('data', (chunk) => (stderr += chunk))
+    try {
+      await waitFor(() => stderr.includes('waiting up to 120 s for it'), 30_000, 'the run to report that it waits')
+    } finally {
+      holder.kill('SIGKILL')
+      await exited(holder)
+    }
+    expect(await exited(run)).toEqual({ code: 0, signal: null })
+    expect(await readDuckdb(ws.file('warehouse.duckdb'), 'SELECT id FROM orders')).toEqual([{ id: 'x' }])
+  })
+
+  it('while --watch runs, the warehouse can be read between arrivals, and another run does not fail on the lock', async () => {
+    ws = workspace({
+      'filedge.config.ts': DUCKDB_CONFIG("{ id: 'string' }", ", releaseAfter: '200ms'").replace('pipelines:', "watch: { settle: '100ms' },\n  pipelines:"),
+      'incoming/a.csv': 'id\nx\n',
+    })
+    const w = ws
+    const watcher = w.spawn(['--watch', '--reporter', 'simple'])
+    try {
+      // A reader that keeps trying: it gets in once the watcher lets go of the idle file.
+      const read = async (expected: number) => {
+        const deadline = Date.now() + 30_000
+        for (;;) {
+          const rows = await readDuckdb(w.file('warehouse.duckdb'), 'SELECT id FROM orders ORDER BY id').catch(() => undefined)
+          if (rows !== undefined && rows.length === expected) return rows
+          if (Date.now() > deadline) throw new Error(`the warehouse did not become readable with ${expected} rows`)
+          await new Promise((resolve) => setTimeout(resolve, 100))
+        }
+      }
+      expect(await read(1)).toEqual([{ id: 'x' }])
+      w.write('incoming/b.csv', 'id\ny\n')
+      expect(await read(2)).toEqual([{ id: 'x' }, { id: 'y' }])
+      const other = await w.cli(['--reporter', 'simple'])
+      expect(other.code).toBe(0)
+      expect(other.stdout).toMatch(/committed 0 · failed 0/)
+    } finally {
+      watcher.kill('SIGTERM')
+      expect(await exited(watcher)).toEqual({ code: 0, signal: null })
+    }
   })
 
   it('stops on a decimal column whose scale differs (DuckDB would round every value into it)', async () => {

@@ -5,6 +5,8 @@ import {
   cdcTombstoneSpec,
   createCsvStructureCheck,
   createMutex,
+  sleep,
+  toMs,
   destinationLocked,
   FiledgeError,
   PROVENANCE_COLUMNS,
@@ -17,6 +19,7 @@ import {
   type Destination,
   type DestinationContext,
   type LoadMarker,
+  type Duration,
   type Logger,
   type TableColumn,
   type TableSpec,
@@ -64,6 +67,19 @@ export interface DuckDBDestinationOptions {
   native?: boolean
   /** An open `@duckdb/node-api` connection to use instead of opening `path` (its database must be a file, not `:memory:`, for a durable ledger). */
   client?: DuckDBConnectionLike
+  /**
+   * How long the database file stays open after the last write (default
+   * `'1s'`). DuckDB lets one process at a time open a file, even to read: a
+   * watcher that held it for its whole life would lock out every query and
+   * every other `filedge` run. `false` holds it until the run ends.
+   */
+  releaseAfter?: Duration | false
+  /**
+   * How long to wait for a file another process holds (a query, another
+   * run) before the file is given back to the ledger as DESTINATION_LOCKED.
+   * Default `'2m'`; the wait is reported once.
+   */
+  lockWait?: Duration
 }
 
 type NodeApi = typeof import('@duckdb/node-api')
@@ -120,24 +136,70 @@ export function duckdb(options: DuckDBDestinationOptions): Destination {
     if (connection === undefined) throw new FiledgeError('INTERNAL', `duckdb destination ${file} used before open()`)
     return connection
   }
+  const releaseAfter = options.releaseAfter === false || options.client !== undefined ? undefined : toMs(options.releaseAfter ?? '1s')
+  const lockWait = toMs(options.lockWait ?? '2m')
+  let root: string | undefined
+  let active = 0
+  let releaseTimer: NodeJS.Timeout | undefined
 
-  async function connect(root: string): Promise<void> {
-    file = path.resolve(root, options.path)
+  /** Opens the file, waiting (bounded, reported once) while another process holds it. */
+  async function connect(): Promise<void> {
+    file = path.resolve(root!, options.path)
     mkdirSync(path.dirname(file), { recursive: true })
-    try {
-      // fromCache: two pipelines writing one file in one process share one database instance (a second instance on the same file would not see the first's lock).
-      const opened = await api!.DuckDBInstance.fromCache(file)
-      instance = opened
-      connection = (await opened.connect()) as unknown as DuckDBConnectionLike
-    } catch (error) {
-      const holder = lockHolder(error)
-      if (holder !== undefined) {
-        throw destinationLocked(
-          `duckdb ${file}`,
-          `${holder}; DuckDB allows one process per database file: stop that process (or close the DuckDB shell that has the file open), then run again`,
-        )
+    const deadline = Date.now() + lockWait
+    let reported = false
+    for (;;) {
+      try {
+        // fromCache: two pipelines writing one file in one process share one database instance (a second instance on the same file would not see the first's lock).
+        const opened = await api!.DuckDBInstance.fromCache(file)
+        instance = opened
+        connection = (await opened.connect()) as unknown as DuckDBConnectionLike
+        if (reported) logger?.info(`${file}: the other process let go; writing`)
+        return
+      } catch (error) {
+        const holder = lockHolder(error)
+        if (holder === undefined) throw error
+        if (Date.now() >= deadline) {
+          throw destinationLocked(
+            `duckdb ${file}`,
+            `${holder} for over ${Math.round(lockWait / 1000)} s (lockWait); DuckDB allows one process per database file: close the other process's connection (a DuckDB shell, a notebook), or raise lockWait`,
+          )
+        }
+        if (!reported) logger?.warn(`${file} is ${holder}; waiting up to ${Math.round(lockWait / 1000)} s for it (DuckDB allows one process per database file)`)
+        reported = true
+        await sleep(250)
       }
-      throw error
+    }
+  }
+
+  /** Closes the file (a checkpoint first, by DuckDB): readers and other runs can open it until the next write. */
+  function release(): void {
+    connection?.closeSync()
+    instance?.closeSync()
+    connection = undefined
+    instance = undefined
+  }
+
+  /**
+   * Runs `task` on the connection, one at a time (a write holds it for its
+   * whole transaction), opening the file first if it was released, and
+   * releasing it `releaseAfter` after the last task.
+   */
+  async function use<T>(task: (db: DuckDBConnectionLike) => Promise<T>): Promise<T> {
+    active++
+    clearTimeout(releaseTimer)
+    try {
+      return await lock.run(async () => {
+        if (connection === undefined && root !== undefined) await connect()
+        return task(connected())
+      })
+    } finally {
+      active--
+      if (active === 0 && releaseAfter !== undefined) {
+        releaseTimer = setTimeout(() => void lock.run(async () => active === 0 && release()), releaseAfter)
+        // An idle file must not keep the process alive.
+        releaseTimer.unref()
+      }
     }
   }
 
@@ -212,10 +274,9 @@ export function duckdb(options: DuckDBDestinationOptions): Destination {
 
   /** Creates `table` with the provenance columns unless it exists, then checks it for drift. */
   async function prepareTable(table: TableSpec): Promise<void> {
-    const db = connected()
     const columns = [...table.columns, ...PROVENANCE_COLUMNS]
     const definitions = columns.map((column) => `${quoteIdentifier(column.name)} ${duckdbType(column)}${column.required ? ' NOT NULL' : ''}`)
-    const actual = await lock.run(async () => {
+    const actual = await use(async (db) => {
       await db.run(`CREATE TABLE IF NOT EXISTS ${quoteIdentifier(table.name)} (${definitions.join(', ')})`)
       const reader = await db.runAndReadAll(
         'SELECT column_name, data_type, is_nullable FROM information_schema.columns WHERE table_catalog = current_database() AND table_schema = current_schema() AND table_name = $table ORDER BY ordinal_position',
@@ -235,24 +296,22 @@ export function duckdb(options: DuckDBDestinationOptions): Destination {
     async open({ config, logger: log }: DestinationContext) {
       logger = log
       api ??= await import('@duckdb/node-api')
-      if (connection === undefined) await connect(config.root)
+      if (options.client === undefined) root = config.root
       // Record numbers on the native path come from row_number() over the reader's output, which keeps file order only while insertion order is preserved (DuckDB's default).
-      const [setting] = (await connected().runAndReadAll("SELECT current_setting('preserve_insertion_order') AS value")).getRowObjectsJS()
+      const [setting] = await use(async (db) => (await db.runAndReadAll("SELECT current_setting('preserve_insertion_order') AS value")).getRowObjectsJS())
       ordered = setting?.value === true
       if (!ordered && options.native !== false) log.info(`${file}: preserve_insertion_order is off, so CSV files are read by filedge's parser, not DuckDB's`)
     },
 
     async prepare(table, writeMode) {
-      const db = connected()
-      await lock.run(() => db.run(markerDdl()))
+      await use((db) => db.run(markerDdl()))
       await prepareTable(table)
       if (writeMode?.kind === 'cdc') await prepareTable(cdcTombstoneSpec(table, writeMode))
-      if (writeMode?.kind === 'truncate') await lock.run(() => db.run(truncateLogDdl(table.name)))
+      if (writeMode?.kind === 'truncate') await use((db) => db.run(truncateLogDdl(table.name)))
     },
 
     write(job: WriteJob) {
-      return lock.run(async () => {
-        const db = connected()
+      return use(async (db) => {
         const native = options.native !== false && ordered && nativeCsvUnsupported(job) === undefined
         // The mode decides what is done around the loader, and which table it fills (cdc: a staging table).
         const mode = modeWrite(db, job, logger)
@@ -294,8 +353,7 @@ export function duckdb(options: DuckDBDestinationOptions): Destination {
 
     hasLoaded({ pipeline, table, writeMode, hash }) {
       // Under the mutex: a write holds it for its whole transaction, so this reads committed state only.
-      return lock.run(async (): Promise<LoadMarker | null> => {
-        const db = connected()
+      return use(async (db): Promise<LoadMarker | null> => {
         const marker = await readMarker(db, pipeline, hash)
         if (marker === null || writeMode.kind !== 'truncate') return marker
         const log = quoteIdentifier(truncateLogTable(table.name))
@@ -306,11 +364,10 @@ export function duckdb(options: DuckDBDestinationOptions): Destination {
     },
 
     async close() {
+      clearTimeout(releaseTimer)
+      root = undefined
       if (options.client !== undefined) return
-      connection?.closeSync()
-      instance?.closeSync()
-      connection = undefined
-      instance = undefined
+      await lock.run(async () => release())
     },
   }
 }

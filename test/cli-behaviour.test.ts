@@ -230,7 +230,7 @@ describe('file names that try to forge output', () => {
     const output = run.stdout + run.stderr
     expect(output).not.toMatch(forgedLine)
     expect(output).not.toMatch(raw)
-    expect(run.stdout).toContain(`✓ orders ${shown(good)} 1 rows`)
+    expect(run.stdout).toContain(`✓ orders ${shown(good)} 1 row `)
     expect(run.stderr).toContain(`✗ orders ${shown(bad)}:2 column id:`)
 
     // The ledger keeps the real names; display escapes them.

@@ -8,6 +8,11 @@ export function count(value: number): string {
   return integer.format(value)
 }
 
+/** `1 row`, `2 rows`. */
+export function rowCount(rows: number): string {
+  return `${count(rows)} ${rows === 1 ? 'row' : 'rows'}`
+}
+
 export function seconds(ms: number): string {
   return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`
 }

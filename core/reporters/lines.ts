@@ -2,7 +2,7 @@ import type { Writable } from 'node:stream'
 import type { Plugin } from '../plugin.js'
 import { printable } from '../printable.js'
 import { redact } from '../secrets.js'
-import { count, formatSummary, seconds, summaryJson } from './format.js'
+import { count, formatSummary, rowCount, seconds, summaryJson } from './format.js'
 
 export interface ReporterStreams {
   readonly stdout: Writable
@@ -52,7 +52,7 @@ export function simpleReporter({ stdout, stderr }: ReporterStreams): Plugin {
     name: 'filedge:reporter',
     apply({ hooks }) {
       hooks.afterCommit.tapPromise('filedge:reporter', async ({ pipeline, file, rows, durationMs, healed }) => {
-        out(`✓ ${pipeline.name} ${printable(file.path)} ${count(rows)} rows ${healed === undefined ? seconds(durationMs) : '(healed: already in the destination)'}`)
+        out(`✓ ${pipeline.name} ${printable(file.path)} ${rowCount(rows)} ${healed === undefined ? seconds(durationMs) : '(healed: already in the destination)'}`)
       })
       hooks.fileFailed.tapPromise('filedge:reporter', async ({ pipeline, error, terminal }) => {
         err(`✗ ${pipeline.name} ${printable(error.message)}${terminal ? ' (no attempts left: skipped until `filedge requeue`)' : ''}`)

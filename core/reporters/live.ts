@@ -3,7 +3,7 @@ import type { FiledgeError } from '../errors.js'
 import type { Plugin } from '../plugin.js'
 import { printable } from '../printable.js'
 import { redact } from '../secrets.js'
-import { count, formatSummary, seconds } from './format.js'
+import { count, formatSummary, rowCount, seconds } from './format.js'
 import type { ReporterStreams } from './lines.js'
 
 interface PipelineView {
@@ -33,11 +33,6 @@ interface LiveRenderer {
 const RECENT = 4
 /** Characters of a failure's reason the live view shows; the whole message is printed when the view closes. */
 const REASON = 100
-
-/** `1 row`, `2 rows`. */
-function rowCount(rows: number): string {
-  return `${count(rows)} ${rows === 1 ? 'row' : 'rows'}`
-}
 
 /** A failure as `file:line column: reason` (the message names the file already, or gets it), the reason cut to REASON characters. */
 function failureLine(message: string, path: string): string {
@@ -108,6 +103,8 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
               else reject(new Error(`${pipeline.name}: ${count(view.failed)} failed (listed below)`))
             }
           })
+          // A short run can end before listr2 starts the pipeline's task (which then gets the settled promise): never unhandled.
+          done.catch(() => undefined)
           views.set(pipeline.name, { recentCommits: [], committed: 0, failed: 0, skipped: 0, rows: 0, inFlight: new Map(), recent: [], failures: [], done, finish })
         }
         const list = new Listr(

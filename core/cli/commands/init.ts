@@ -104,6 +104,6 @@ export default defineConfig({
         writeFileSync(gitignore, `${ignored}${ignored === '' || ignored.endsWith('\n') ? '' : '\n'}.filedge/\n`)
         print(io.stdout, `${ignored === '' ? 'created' : 'updated'} .gitignore (.filedge/)`)
       }
-      print(io.stdout, `\nnext: put a file in ${source}/, check the columns, then run \`npx filedge\``)
+      print(io.stdout, from === undefined ? `\nnext: put a file in ${source}/, check the columns, then run \`npx filedge\`` : `\nnext: check the columns inferred from ${from}, then run \`npx filedge\``)
     })
 }

@@ -113,10 +113,12 @@ function applyPipelineDefaults(pipeline: PipelineConfig, defaults: PipelineDefau
  * later definition replaces the earlier one); `disablePlugins` removes the
  * plugins accumulated before it. Returns a plain config for validation.
  */
-export function applyPresets(config: UserConfig): { config: UserConfig; warnings: string[]; disabledBuiltins: string[] } {
+export function applyPresets(config: UserConfig): { config: UserConfig; warnings: string[]; disabledBuiltins: string[]; origins: Record<string, string> } {
   const warnings: string[] = []
   const builtins = new Set<string>()
-  if (config.presets === undefined && config.disablePlugins === undefined) return { config, warnings, disabledBuiltins: [] }
+  /** Which preset set a value (`ledger`, `lease.ttl`, `plugins.acme-stamp`, `defaults.destination`): `filedge config` shows it. */
+  const origins: Record<string, string> = {}
+  if (config.presets === undefined && config.disablePlugins === undefined) return { config, warnings, disabledBuiltins: [], origins }
   const order: Preset[] = []
   const seen = new Set<string>()
 
@@ -142,6 +144,14 @@ export function applyPresets(config: UserConfig): { config: UserConfig; warnings
 
   let merged: Merged = { plugins: [] }
   for (const preset of order) {
+    const by = `preset "${preset.name}"`
+    if (preset.ledger !== undefined) origins.ledger = by
+    if (preset.concurrency !== undefined) origins.concurrency = by
+    for (const key of Object.keys(preset.lease ?? {})) origins[`lease.${key}`] = by
+    for (const key of Object.keys(preset.limits ?? {})) origins[`limits.${key}`] = by
+    for (const plugin of flattenPlugins(preset.plugins)) origins[`plugins.${plugin.name}`] = by
+    for (const key of Object.keys(preset.defaults ?? {})) origins[`defaults.${key}`] = by
+    for (const key of Object.keys(preset.defaults?.columns ?? {})) origins[`defaults.columns.${key}`] = by
     const plugins = withPlugins(disable(merged.plugins, preset.disablePlugins, `preset "${preset.name}"`, warnings, builtins), flattenPlugins(preset.plugins))
     merged = {
       ledger: preset.ledger ?? merged.ledger,
@@ -164,5 +174,5 @@ export function applyPresets(config: UserConfig): { config: UserConfig; warnings
     plugins,
     pipelines: Array.isArray(config.pipelines) ? config.pipelines.map((pipeline) => applyPipelineDefaults(pipeline, merged.defaults)) : config.pipelines,
   }
-  return { config: result, warnings, disabledBuiltins: [...builtins] }
+  return { config: result, warnings, disabledBuiltins: [...builtins], origins }
 }

@@ -164,8 +164,10 @@ export function resolveConfig(raw: unknown, options: { configFile?: string; cwd?
   const configDir = options.configFile ? path.dirname(options.configFile) : (options.cwd ?? process.cwd())
   let warnings: string[] = []
   let disabledBuiltins: string[] = []
+  let fromPresets: Record<string, string> = {}
+  const own = raw as Partial<UserConfig> | undefined
   if (typeof raw === 'object' && raw !== null && ('presets' in raw || 'disablePlugins' in raw)) {
-    ;({ config: raw, warnings, disabledBuiltins } = applyPresets(raw as UserConfig))
+    ;({ config: raw, warnings, disabledBuiltins, origins: fromPresets } = applyPresets(raw as UserConfig))
   }
   const candidate = raw as Partial<UserConfig> | undefined
   const plugins = flattenPlugins(
@@ -261,9 +263,36 @@ export function resolveConfig(raw: unknown, options: { configFile?: string; cwd?
     }),
     plugins: Object.freeze(plugins),
     disabledBuiltins: Object.freeze(disabledBuiltins),
+    origins: Object.freeze(originsOf(own, fromPresets)),
     pipelines: Object.freeze(pipelines),
     warnings: Object.freeze(warnings),
   })
+}
+
+/**
+ * Where the values of a config came from, for `filedge config`: `config`
+ * (the config file set it), a preset (`preset "acme"`), or nothing here (a
+ * default). Keys: `ledger`, `lease.ttl`, `plugins.<name>`,
+ * `pipelines[0].destination`, `pipelines[0].columns.id`, …
+ */
+function originsOf(own: Partial<UserConfig> | undefined, fromPresets: Record<string, string>): Record<string, string> {
+  const origins: Record<string, string> = {}
+  for (const [key, by] of Object.entries(fromPresets)) if (!key.startsWith('defaults.')) origins[key] = by
+  if (typeof own !== 'object' || own === null) return origins
+  for (const key of ['ledger', 'concurrency', 'watch', 'root'] as const) if (own[key] !== undefined) origins[key] = 'config'
+  for (const key of Object.keys(own.lease ?? {})) origins[`lease.${key}`] = 'config'
+  for (const key of Object.keys(own.limits ?? {})) origins[`limits.${key}`] = 'config'
+  for (const plugin of flattenPlugins(Array.isArray(own.plugins) ? own.plugins : undefined)) origins[`plugins.${plugin.name}`] = 'config'
+  ;(Array.isArray(own.pipelines) ? own.pipelines : []).forEach((pipeline, index) => {
+    const at = `pipelines[${index}]`
+    for (const key of ['source', 'onCommitted', 'format', 'destination', 'table', 'writeMode', 'unknownColumns', 'retry', 'batchSize', 'limits'] as const) {
+      const by = pipeline[key] !== undefined ? 'config' : fromPresets[`defaults.${key}`]
+      if (by !== undefined) origins[`${at}.${key}`] = by
+    }
+    const columns = new Set([...Object.keys(pipeline.columns ?? {}), ...Object.keys(fromPresets).filter((key) => key.startsWith('defaults.columns.')).map((key) => key.slice('defaults.columns.'.length))])
+    for (const column of columns) origins[`${at}.columns.${column}`] = pipeline.columns?.[column] !== undefined ? 'config' : fromPresets[`defaults.columns.${column}`]
+  })
+  return origins
 }
 
 /** A source plugin's object as it is; a directory (or `{ dir, … }`) becomes the built-in local source. */

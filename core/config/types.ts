@@ -322,6 +322,8 @@ export interface ResolvedConfig {
   readonly plugins: readonly Plugin[]
   /** Built-in plugins removed with `disablePlugins` (`filedge:stat-cache`). */
   readonly disabledBuiltins: readonly string[]
+  /** Where set values came from (`config`, `preset "acme"`), by key path; a key absent here has its default. See `filedge config`. */
+  readonly origins: Readonly<Record<string, string>>
   readonly pipelines: readonly ResolvedPipeline[]
   /** Not errors, but worth saying (a `disablePlugins` name that matched nothing). The CLI prints them. */
   readonly warnings: readonly string[]

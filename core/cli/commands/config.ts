@@ -63,7 +63,7 @@ export function registerConfig(program: Command, io: CliIo): void {
         printJson(io.stdout, view)
         return
       }
-      const line = (key: string, value: string, from?: string) => print(io.stdout, `${key.padEnd(14)} ${printable(value)}${from === undefined || from === 'default' ? '' : `  ← ${from}`}`)
+      const line = (key: string, value: string, from?: string) => print(io.stdout, `${key.padEnd(18)} ${printable(value)}${from === undefined || from === 'default' ? '' : `  ← ${from}`}`)
       print(io.stdout, `config ${view.configFile ?? '(none)'} (root ${view.root})`)
       line('ledger', view.ledger.value, view.ledger.from)
       line('lease', `ttl ${view.lease.ttlMs} ms, heartbeat ${view.lease.heartbeatMs} ms`, [view.lease.from.ttl, view.lease.from.heartbeat].find((by) => by !== 'default'))

@@ -140,6 +140,28 @@ describe('filedge --watch', () => {
     ])
   })
 
+  it('a config reload lists every file again, but a skip is said and counted once', async () => {
+    const skipper = "{ name: 'not-ours', apply({ hooks }) { hooks.beforeHash.tapPromise('not-ours', async (file) => (file.path.endsWith('theirs.csv') ? { skip: 'not ours' } : undefined)) } }"
+    const config = (batchSize: number) => sqliteConfig({ columns: COLUMNS, plugins: skipper, top: "watch: { settle: '200ms' },", extra: `batchSize: ${batchSize},` })
+    ws = workspace({ 'incoming/a.csv': 'id,n\na,1\n', 'incoming/theirs.csv': 'id,n\nz,9\n', 'filedge.config.ts': config(100) })
+    const w = ws
+    const watching = await startWatching(w)
+    await waitFor(() => committedRows(w).length === 1 && watching.output().includes('theirs.csv skipped: not ours'), 20_000, 'the first sweep')
+    for (const batchSize of [200, 300]) {
+      const reloads = watching.output().split('config reloaded').length
+      writeFileSync(w.file('filedge.config.ts'), config(batchSize))
+      await waitFor(() => watching.output().split('config reloaded').length === reloads + 1, 20_000, 'the config to reload')
+    }
+    // The rescan after the last reload is done once a file landing after it has loaded.
+    writeFileSync(w.file('incoming/b.csv'), 'id,n\nb,2\n')
+    await waitFor(() => committedRows(w).length === 2, 20_000, 'a file after the reloads')
+    watching.child.kill('SIGTERM')
+    expect(await exited(watching.child)).toEqual({ code: 0, signal: null })
+    expect(watching.output().split('theirs.csv skipped: not ours').length - 1).toBe(1)
+    // a.csv and theirs.csv, each skipped once whatever the rescans; committed a.csv and b.csv.
+    expect(watching.output()).toMatch(/committed 2 · failed 0 · skipped 2 · /)
+  })
+
   it('on SIGTERM during a load, rolls back, releases the file and exits 0; the next run commits it once', async () => {
     ws = workspace({
       'incoming/.gitkeep': '',

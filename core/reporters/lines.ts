@@ -48,6 +48,8 @@ export function simpleReporter({ stdout, stderr }: ReporterStreams): Plugin {
   const errLines = batched(stderr)
   const out = (line: string) => outLines.line(line)
   const err = (line: string) => errLines.line(line)
+  // A watcher sees a file again on every rescan (a config reload applies the reporter again): the same skip is said once.
+  const said = new Set<string>()
   return {
     name: 'filedge:reporter',
     apply({ hooks }) {
@@ -58,7 +60,11 @@ export function simpleReporter({ stdout, stderr }: ReporterStreams): Plugin {
         err(`✗ ${pipeline.name} ${printable(error.message)}${terminal ? ' (no attempts left: skipped until `filedge requeue`)' : ''}`)
       })
       hooks.fileSkipped.tap('filedge:reporter', ({ pipeline, path, reason, message }) => {
-        if (reason === 'terminal' || reason === 'changing' || reason === 'gone' || reason === 'plugin' || reason === 'stopped') out(`- ${pipeline.name} ${printable(path)} skipped: ${printable(message)}`)
+        if (reason !== 'terminal' && reason !== 'changing' && reason !== 'gone' && reason !== 'plugin' && reason !== 'stopped' && reason !== 'held') return
+        const line = `- ${pipeline.name} ${printable(path)} skipped: ${printable(message)}`
+        if (reason !== 'changing' && reason !== 'stopped' && said.has(line)) return
+        said.add(line)
+        out(line)
       })
       hooks.fileArchived.tapPromise('filedge:reporter', async ({ pipeline, path, outcome }) => {
         out(`→ ${pipeline.name} ${printable(path)} ${printable(outcome)}`)

@@ -59,6 +59,11 @@ export interface IngestOptions {
   /** Watch mode: hears each outcome (to retry a file still being written, or remember a failure). */
   readonly onOutcome?: (candidate: FileCandidate, outcome: FileOutcome) => void
   /**
+   * Count a skip once per file and reason (watch mode: a config reload lists
+   * every file again, and the summary must not grow with each rescan).
+   */
+  readonly skipsOnce?: Set<string>
+  /**
    * Forget a file's hash once it is done (watch mode: a long-running watcher
    * must not remember every file it ever saw). A run keeps them, so a second
    * name of bytes that failed earlier in the run skips instead of spending
@@ -126,7 +131,9 @@ export function createIngest(options: IngestOptions): Ingest {
   const ingestOne = async (pipeline: ResolvedPipeline, candidate: FileCandidate, entry: Lane) => {
     try {
       const outcome = await ingestFile(candidate, context)
-      record(tally, outcome)
+      const skip = outcome.kind === 'skipped' ? `${pipeline.name}\u0000${candidate.path}\u0000${candidate.version}\u0000${outcome.reason}` : undefined
+      if (skip === undefined || options.skipsOnce === undefined || !options.skipsOnce.has(skip)) record(tally, outcome)
+      if (skip !== undefined) options.skipsOnce?.add(skip)
       if (options.forget === true && outcome.hash !== undefined) context.inFlight.delete(inFlightKey(pipeline, outcome.hash))
       options.onOutcome?.(candidate, outcome)
     } catch (error) {

@@ -67,6 +67,8 @@ export async function watch(options: WatchOptions): Promise<RunSummary> {
   // Every file in flight listens for the stop (see run).
   setMaxListeners(0, stop)
   const tally = newTally()
+  // Across config reloads: each rescan lists every file again.
+  const skipsOnce = new Set<string>()
   const timers = new Set<NodeJS.Timeout>()
   let configWatcher: FSWatcher | undefined
   const summary = (aborted?: FiledgeError): RunSummary => ({ ...tally, durationMs: Math.round(performance.now() - started), ...(aborted ? { aborted } : {}) })
@@ -95,7 +97,7 @@ export async function watch(options: WatchOptions): Promise<RunSummary> {
     }
     const failed = new Map<string, string>()
     const context = await fileRunContext(filedge, config, stop)
-    const ingest = createIngest({ context, tally, concurrency: options.concurrency, forget: true, onOutcome: (candidate, outcome) => settled(candidate, outcome, failed) })
+    const ingest = createIngest({ context, tally, concurrency: options.concurrency, forget: true, skipsOnce, onOutcome: (candidate, outcome) => settled(candidate, outcome, failed) })
     return { config, filedge, ingest, ended: new AbortController(), watchers: [], failed }
   }
 

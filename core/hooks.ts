@@ -213,6 +213,12 @@ export interface RunSummary {
   readonly durationMs: number
   /** Set when the run stopped before loading (schema drift, a plugin failing in beforeRun). */
   readonly aborted?: FiledgeError
+  /**
+   * Set when a watcher ends this config's session to start the edited one:
+   * the counts so far, for plugins that flush per run; the watch goes on
+   * (reporters print nothing for it).
+   */
+  readonly reloading?: true
 }
 
 /**

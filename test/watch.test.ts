@@ -1,4 +1,4 @@
-import { appendFileSync, mkdirSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { appendFileSync, mkdirSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import type { ChildProcess } from 'node:child_process'
 import { afterEach, describe, expect, it } from 'vitest'
 import { exited, sqliteConfig, waitFor, workspace, type Workspace } from './helpers/workspace.js'
@@ -142,7 +142,10 @@ describe('filedge --watch', () => {
 
   it('a config reload lists every file again, but a skip is said and counted once', async () => {
     const skipper = "{ name: 'not-ours', apply({ hooks }) { hooks.beforeHash.tapPromise('not-ours', async (file) => (file.path.endsWith('theirs.csv') ? { skip: 'not ours' } : undefined)) } }"
-    const config = (batchSize: number) => sqliteConfig({ columns: COLUMNS, plugins: skipper, top: "watch: { settle: '200ms' },", extra: `batchSize: ${batchSize},` })
+    // A plugin that flushes per run hears the end of each config's session: afterRun (marked reloading), then close.
+    const flusher = "{ name: 'flusher', apply({ hooks }) { hooks.afterRun.tapPromise('flusher', async (summary) => appendFileSync('flushed.log', (summary.reloading ? 'reload' : 'end') + '\\n')); hooks.close.tapPromise('flusher', async () => appendFileSync('flushed.log', 'close\\n')) } }"
+    const config = (batchSize: number) =>
+      sqliteConfig({ columns: COLUMNS, imports: "import { appendFileSync } from 'node:fs'", plugins: `${skipper}, ${flusher}`, top: "watch: { settle: '200ms' },", extra: `batchSize: ${batchSize},` })
     ws = workspace({ 'incoming/a.csv': 'id,n\na,1\n', 'incoming/theirs.csv': 'id,n\nz,9\n', 'filedge.config.ts': config(100) })
     const w = ws
     const watching = await startWatching(w)
@@ -160,6 +163,7 @@ describe('filedge --watch', () => {
     expect(watching.output().split('theirs.csv skipped: not ours').length - 1).toBe(1)
     // a.csv and theirs.csv, each skipped once whatever the rescans; committed a.csv and b.csv.
     expect(watching.output()).toMatch(/committed 2 · failed 0 · skipped 2 · /)
+    expect(readFileSync(w.file('flushed.log'), 'utf8').trim().split('\n')).toEqual(['reload', 'close', 'reload', 'close', 'end', 'close'])
   })
 
   it('on SIGTERM during a load, rolls back, releases the file and exits 0; the next run commits it once', async () => {

@@ -76,6 +76,7 @@ export function simpleReporter({ stdout, stderr }: ReporterStreams): Plugin {
         else err(`${level}: ${line}`)
       })
       hooks.afterRun.tapPromise('filedge:reporter', async (summary) => {
+        if (summary.reloading) return
         // The one message that may span lines (a drift diff); it names no file.
         if (summary.aborted) err(`[filedge] run stopped before loading: ${printable(summary.aborted.message, { lineBreaks: true })}`)
         out(formatSummary(summary))
@@ -112,6 +113,7 @@ export function jsonReporter({ stdout }: ReporterStreams): Plugin {
         if (level !== 'debug') emit({ event: 'log', level, plugin, message })
       })
       hooks.afterRun.tapPromise('filedge:reporter', async (summary) => {
+        if (summary.reloading) return
         emit({ event: 'run:summary', ...summaryJson(summary) })
         lines.flush()
       })

@@ -183,6 +183,7 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
         if (level === 'warn' || level === 'error') above(`${level}: ${printable(redact(`${plugin ? `[${plugin}] ` : ''}${message}`))}`)
       })
       hooks.afterRun.tapPromise('filedge:reporter', async (summary) => {
+        if (summary.reloading) return
         for (const view of views.values()) view.finish()
         await listDone
         for (const error of failures.values()) stderr.write(`✗ ${printable(redact(error.message))}\n`)

@@ -246,6 +246,8 @@ export async function watch(options: WatchOptions): Promise<RunSummary> {
       }
       const previous = session
       await end(previous)
+      // The session of the previous config ends like a run would (afterRun, then close); the watch goes on.
+      await previous.filedge.hooks.afterRun.promise({ ...summary(), reloading: true }).catch((error) => log('warn', `ending the previous config: ${describeError(error)}`))
       await previous.filedge.close().catch((error) => log('warn', `closing the previous config: ${describeError(error)}`))
       try {
         session = await open(next)

@@ -150,20 +150,22 @@ describe('filedge --watch', () => {
     const w = ws
     const watching = await startWatching(w)
     await waitFor(() => committedRows(w).length === 1 && watching.output().includes('theirs.csv skipped: not ours'), 20_000, 'the first sweep')
-    for (const batchSize of [200, 300]) {
-      const reloads = watching.output().split('config reloaded').length
+    const flushed = () => (w.exists('flushed.log') ? readFileSync(w.file('flushed.log'), 'utf8').trim().split('\n') : [])
+    for (const [index, batchSize] of [200, 300].entries()) {
       writeFileSync(w.file('filedge.config.ts'), config(batchSize))
-      await waitFor(() => watching.output().split('config reloaded').length === reloads + 1, 20_000, 'the config to reload')
+      // Each reload ends the previous session (afterRun, close) and says so once the new one runs.
+      await waitFor(() => flushed().filter((line) => line === 'close').length === index + 1 && watching.output().split('config reloaded').length === index + 2, 20_000, `reload ${index + 1}`)
     }
     // The rescan after the last reload is done once a file landing after it has loaded.
     writeFileSync(w.file('incoming/b.csv'), 'id,n\nb,2\n')
     await waitFor(() => committedRows(w).length === 2, 20_000, 'a file after the reloads')
     watching.child.kill('SIGTERM')
     expect(await exited(watching.child)).toEqual({ code: 0, signal: null })
-    expect(watching.output().split('theirs.csv skipped: not ours').length - 1).toBe(1)
+    const output = watching.output()
+    expect(output.split('theirs.csv skipped: not ours').length - 1, output).toBe(1)
     // a.csv and theirs.csv, each skipped once whatever the rescans; committed a.csv and b.csv.
-    expect(watching.output()).toMatch(/committed 2 · failed 0 · skipped 2 · /)
-    expect(readFileSync(w.file('flushed.log'), 'utf8').trim().split('\n')).toEqual(['reload', 'close', 'reload', 'close', 'end', 'close'])
+    expect(output, output).toMatch(/committed 2 · failed 0 · skipped 2 · /)
+    expect(flushed(), output).toEqual(['reload', 'close', 'reload', 'close', 'end', 'close'])
   })
 
   it('on SIGTERM during a load, rolls back, releases the file and exits 0; the next run commits it once', async () => {

@@ -147,6 +147,7 @@ export async function watch(options: WatchOptions): Promise<RunSummary> {
         known?.set(pipeline.name, seen)
         return listInto(current.filedge, pipeline, stop, (entry) => {
           seen.set(entry.path, versionKey(entry))
+          if (current.failed.get(entry.path) === versionKey(entry)) return
           const wait = Math.ceil(entry.modifiedAt + settleMs() - Date.now())
           if (wait > 0) later(wait, () => current === session && current.ingest.submit(pipeline, entry))
           else current.ingest.submit(pipeline, entry)
@@ -254,6 +255,8 @@ export async function watch(options: WatchOptions): Promise<RunSummary> {
         log('info', `config reloaded from ${toRelative(next.root, next.configFile ?? '')}`)
       } catch (error) {
         session = await open(previous.config)
+        // The same config again: files that failed under it fail the same way, and must not spend another attempt.
+        for (const [path, version] of previous.failed) session.failed.set(path, version)
         log('error', `the new config did not start, keeping the previous one: ${describeError(error)}`)
       }
       await watchConfig()

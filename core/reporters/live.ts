@@ -17,6 +17,8 @@ interface PipelineView {
   /** The last few commits, and apart from them the last few failures with their reason: they must not scroll away. */
   readonly recent: string[]
   readonly failures: string[]
+  /** Files another worker holds (its lease is live): not loaded here, and not failed either. */
+  readonly held: Map<string, string>
   task?: ListrTaskWrapper<unknown, never, never>
   /** Settles when the run is over (rejects if files failed: the pipeline ends red); the pipeline's listr task waits on it. */
   readonly done: Promise<void>
@@ -52,8 +54,8 @@ function rate(view: PipelineView, startedAt: number): number {
 /**
  * The TTY view (listr2): one line per pipeline with its totals, and under it
  * its state, redrawn in place (listr2 keeps one output per task: state, not
- * history): the files in flight with their rows so far, the last failures
- * with their reason, the last commits. A pipeline with failures ends red.
+ * history): the files in flight with their rows so far, files another
+ * worker holds, the last failures with their reason, the last commits. A pipeline with failures ends red.
  * Fed entirely by hooks; failures are listed again in full after the view
  * closes.
  */
@@ -77,7 +79,8 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
     const view = views.get(name)
     if (view?.task === undefined) return
     view.task.title = `${name}: ${count(view.committed)} committed · ${count(view.failed)} failed · ${count(view.skipped)} skipped · ${count(view.rows)} rows · ${count(rate(view, startedAt))} rows/s`
-    const lines = [...[...view.inFlight].map(([path, rows]) => `⟳ ${printable(path)} ${rowCount(rows)}`), ...view.failures, ...view.recent]
+    const held = [...view.held].slice(-RECENT).map(([path, message]) => `⏸ ${printable(path)}: ${printable(message)}`)
+    const lines = [...[...view.inFlight].map(([path, rows]) => `⟳ ${printable(path)} ${rowCount(rows)}`), ...held, ...view.failures, ...view.recent]
     view.task.output = redact(lines.join('\n'))
   }
   const note = (list: string[], line: string) => {
@@ -105,7 +108,7 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
           })
           // A short run can end before listr2 starts the pipeline's task (which then gets the settled promise): never unhandled.
           done.catch(() => undefined)
-          views.set(pipeline.name, { recentCommits: [], committed: 0, failed: 0, skipped: 0, rows: 0, inFlight: new Map(), recent: [], failures: [], done, finish })
+          views.set(pipeline.name, { recentCommits: [], committed: 0, failed: 0, skipped: 0, rows: 0, inFlight: new Map(), recent: [], failures: [], held: new Map(), done, finish })
         }
         const list = new Listr(
           pipelines.map((pipeline) => ({
@@ -150,6 +153,7 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
         view.rows += rows
         view.recentCommits.push([performance.now(), rows])
         view.inFlight.delete(file.path)
+        view.held.delete(file.path)
         // Failed before and committed since (retried after a config reload): no longer a failure to show.
         failures.delete(`${pipeline.name}\u0000${file.path}`)
         const failedLine = view.failures.findIndex((entry) => entry.startsWith(`✗ ${printable(file.path)}`))
@@ -171,10 +175,12 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
         note(view.failures, line)
         render(pipeline.name)
       })
-      hooks.fileSkipped.tap('filedge:reporter', ({ pipeline, path }) => {
+      hooks.fileSkipped.tap('filedge:reporter', ({ pipeline, path, reason, message }) => {
         const view = views.get(pipeline.name)
         if (view === undefined) return
         view.skipped++
+        if (reason === 'held') view.held.set(path, message)
+        else view.held.delete(path)
         // A file released unfinished (the run is stopping) is no longer in flight.
         view.inFlight.delete(path)
         render(pipeline.name)

@@ -178,6 +178,10 @@ describe('config discovery', () => {
     expect(result.stderr).toContain('(the hooks are: beforeRun, list, watch,')
     expect(result.stderr).not.toMatch(/\n\s+at /)
     expect(ws.exists('warehouse.db')).toBe(false)
+    // The same for a watcher: said, and exit 2, not a silent exit 1.
+    const watching = await ws.cli(['--watch'])
+    expect(watching.code).toBe(2)
+    expect(watching.stderr).toContain('plugin "acme-typo" failed in apply: ')
   })
 
   it('a destination of an unknown type is a config error', async () => {

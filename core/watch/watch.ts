@@ -82,6 +82,8 @@ export async function watch(options: WatchOptions): Promise<RunSummary> {
     timers.add(timer)
   }
 
+  /** The error the first session's afterRun reported, if it failed in beforeRun. */
+  let reported: unknown
   /** `first`: the watcher's start, where a failure ends the command like a run's would (reported through afterRun). */
   const open = async (config: ResolvedConfig, first = false): Promise<Session> => {
     const filedge = await createFiledge({ ...options, config })
@@ -89,7 +91,10 @@ export async function watch(options: WatchOptions): Promise<RunSummary> {
       await filedge.hooks.beforeRun.promise({ config, worker: filedge.worker, pipelines: filedge.pipelines })
     } catch (error) {
       try {
-        if (first) await filedge.hooks.afterRun.promise(summary(isFiledgeError(error) ? error : new FiledgeError('INTERNAL', describeError(error), { cause: error })))
+        if (first) {
+          await filedge.hooks.afterRun.promise(summary(isFiledgeError(error) ? error : new FiledgeError('INTERNAL', describeError(error), { cause: error })))
+          reported = error
+        }
       } finally {
         await filedge.close().catch(() => undefined)
       }
@@ -105,6 +110,9 @@ export async function watch(options: WatchOptions): Promise<RunSummary> {
   try {
     session = await open(options.config, true)
   } catch (error) {
+    // Reported through afterRun (drift, a plugin failing in beforeRun): the summary says it. Anything earlier (a plugin
+    // whose apply throws, a ledger that does not open) had no reporter to say it: the CLI does, with its exit code.
+    if (error !== reported) throw error
     return summary(isFiledgeError(error) ? error : new FiledgeError('INTERNAL', describeError(error), { cause: error }))
   }
   const log = (level: 'info' | 'warn' | 'error', message: string) => session.filedge.hooks.log.call({ level, message })

@@ -180,6 +180,12 @@ export interface ClaimedFile {
   readonly reclaimed: boolean
 }
 
+/** How many files of a pipeline wait for a slot in the ingest loop (listed or arrived, not started yet). */
+export interface QueueDepth {
+  readonly pipeline: ResolvedPipeline
+  readonly waiting: number
+}
+
 export interface FileProgress {
   readonly pipeline: ResolvedPipeline
   readonly file: FileRef
@@ -254,6 +260,8 @@ export interface Hooks {
   readonly archive: AsyncSeriesBailHook<[ArchiveRequest], string | undefined>
   readonly fileClaimed: SyncHook<[ClaimedFile]>
   readonly fileProgress: SyncHook<[FileProgress]>
+  /** The files waiting for a slot changed (the live view shows it). */
+  readonly queue: SyncHook<[QueueDepth]>
   readonly fileSkipped: SyncHook<[SkippedFile]>
   readonly fileFailed: AsyncParallelHook<[FailedFile]>
   /** The ledger records it (`file:archived`); reporters show it. */
@@ -369,6 +377,7 @@ export function createHooks(): Hooks {
     archive: new AsyncSeriesBailHook(['request'], 'archive'),
     fileClaimed: new SyncHook(['file'], 'fileClaimed'),
     fileProgress: new SyncHook(['progress'], 'fileProgress'),
+    queue: new SyncHook(['depth'], 'queue'),
     fileSkipped: new SyncHook(['file'], 'fileSkipped'),
     fileFailed: new AsyncParallelHook(['file'], 'fileFailed'),
     fileArchived: new AsyncParallelHook(['file'], 'fileArchived'),

@@ -73,6 +73,7 @@ export type {
   FailedFile,
   FileCandidate,
   FileProgress,
+  QueueDepth,
   Hooks,
   Lease,
   LoadRequest,

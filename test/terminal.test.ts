@@ -56,14 +56,17 @@ describe('filedge --watch in a terminal', () => {
     ws = workspace({
       'slow.mjs': SLOW,
       'incoming/a.csv': `id,n\n${Array.from({ length: 200 }, (_, i) => `r${i},${i}`).join('\n')}\n`,
-      'filedge.config.ts': sqliteConfig({ columns: COLUMNS, imports: "import { slow } from './slow.mjs'", plugins: 'slow()', top: "watch: { settle: '200ms' }, lease: { ttl: '30s' },", extra: 'batchSize: 10,' }),
+      // One file at a time: these two wait for a.csv's slot.
+      'incoming/b.csv': 'id,n\nb,1\n',
+      'incoming/c.csv': 'id,n\nc,1\n',
+      'filedge.config.ts': sqliteConfig({ columns: COLUMNS, imports: "import { slow } from './slow.mjs'", plugins: 'slow()', top: "watch: { settle: '200ms' }, lease: { ttl: '30s' }, concurrency: 1,", extra: 'batchSize: 10,' }),
     })
     const w = ws
     const session = inTerminal(w, ['--watch'])
     terminal = session.child
     await waitFor(() => ledger(w).some((file) => file.state === 'PROCESSING') && session.screen().includes('incoming/a.csv'), 30_000, 'the load to start, drawn in the live view')
-    // The live view, not plain lines: the pipeline's line with its counters.
-    expect(session.screen()).toMatch(/orders: 0 committed · 0 failed · 0 skipped · 0 rows/)
+    // The live view, not plain lines: the pipeline's line with its counters, and what waits for a slot.
+    await waitFor(() => /orders: 0 committed · 0 failed · 0 skipped · 0 rows · 0 rows\/s · 2 waiting/.test(session.screen()), 10_000, 'the two waiting files to be drawn')
 
     session.type('\x03')
     expect(await exited(session.child)).toEqual({ code: 0, signal: null })
@@ -73,7 +76,7 @@ describe('filedge --watch in a terminal', () => {
 
     const rerun = await w.cli(['--reporter', 'simple'])
     expect(rerun.code).toBe(0)
-    expect(w.query('warehouse.db', 'SELECT count(*) AS n FROM orders')).toEqual([{ n: 200 }])
+    expect(w.query('warehouse.db', 'SELECT count(*) AS n FROM orders')).toEqual([{ n: 202 }])
   })
 })
 

@@ -19,6 +19,8 @@ interface PipelineView {
   readonly failures: string[]
   /** Files another worker holds (its lease is live): not loaded here, and not failed either. */
   readonly held: Map<string, string>
+  /** Files queued for a slot (listed or arrived, not started). */
+  waiting: number
   task?: ListrTaskWrapper<unknown, never, never>
   /** Settles when the run is over (rejects if files failed: the pipeline ends red); the pipeline's listr task waits on it. */
   readonly done: Promise<void>
@@ -54,8 +56,8 @@ function rate(view: PipelineView, startedAt: number): number {
 /**
  * The TTY view (listr2): one line per pipeline with its totals, and under it
  * its state, redrawn in place (listr2 keeps one output per task: state, not
- * history): the files in flight with their rows so far, files another
- * worker holds, the last failures with their reason, the last commits. A pipeline with failures ends red.
+ * history): how many files wait for a slot, the files in flight with
+ * their rows so far, files another worker holds, the last failures with their reason, the last commits. A pipeline with failures ends red.
  * Fed entirely by hooks; failures are listed again in full after the view
  * closes.
  */
@@ -78,11 +80,13 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
   const render = (name: string) => {
     const view = views.get(name)
     if (view?.task === undefined) return
-    view.task.title = `${name}: ${count(view.committed)} committed · ${count(view.failed)} failed · ${count(view.skipped)} skipped · ${count(view.rows)} rows · ${count(rate(view, startedAt))} rows/s`
+    view.task.title = `${name}: ${count(view.committed)} committed · ${count(view.failed)} failed · ${count(view.skipped)} skipped · ${count(view.rows)} rows · ${count(rate(view, startedAt))} rows/s${view.waiting > 0 ? ` · ${count(view.waiting)} waiting` : ''}`
     const held = [...view.held].slice(-RECENT).map(([path, message]) => `⏸ ${printable(path)}: ${printable(message)}`)
     const lines = [...[...view.inFlight].map(([path, rows]) => `⟳ ${printable(path)} ${rowCount(rows)}`), ...held, ...view.failures, ...view.recent]
     view.task.output = redact(lines.join('\n'))
   }
+  /** Pipelines with a redraw scheduled (see the queue tap). */
+  const redraws = new Set<string>()
   const note = (list: string[], line: string) => {
     list.push(line)
     if (list.length > RECENT) list.shift()
@@ -108,7 +112,7 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
           })
           // A short run can end before listr2 starts the pipeline's task (which then gets the settled promise): never unhandled.
           done.catch(() => undefined)
-          views.set(pipeline.name, { recentCommits: [], committed: 0, failed: 0, skipped: 0, rows: 0, inFlight: new Map(), recent: [], failures: [], held: new Map(), done, finish })
+          views.set(pipeline.name, { recentCommits: [], committed: 0, failed: 0, skipped: 0, rows: 0, inFlight: new Map(), recent: [], failures: [], held: new Map(), waiting: 0, done, finish })
         }
         const list = new Listr(
           pipelines.map((pipeline) => ({
@@ -141,6 +145,18 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
       hooks.fileClaimed.tap('filedge:reporter', ({ pipeline, file }) => {
         views.get(pipeline.name)?.inFlight.set(file.path, 0)
         render(pipeline.name)
+      })
+      hooks.queue.tap('filedge:reporter', ({ pipeline, waiting }) => {
+        const view = views.get(pipeline.name)
+        if (view === undefined || view.waiting === waiting) return
+        view.waiting = waiting
+        // A listing queues thousands of files in a burst: one redraw per tenth of a second, not one per file.
+        if (redraws.has(pipeline.name)) return
+        redraws.add(pipeline.name)
+        setTimeout(() => {
+          redraws.delete(pipeline.name)
+          render(pipeline.name)
+        }, 100).unref()
       })
       hooks.fileProgress.tap('filedge:reporter', ({ pipeline, file, rows }) => {
         views.get(pipeline.name)?.inFlight.set(file.path, rows)

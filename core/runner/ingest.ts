@@ -122,6 +122,7 @@ export function createIngest(options: IngestOptions): Ingest {
     while (!paused && !context.signal.aborted && entry.running < filesInFlight(pipeline, options.concurrency) && entry.pending.size > 0) {
       const [path, candidate] = entry.pending.entries().next().value as [string, FileCandidate]
       entry.pending.delete(path)
+      context.hooks.queue.call({ pipeline, waiting: entry.pending.size })
       entry.running++
       void ingestOne(pipeline, candidate, entry)
     }
@@ -148,7 +149,9 @@ export function createIngest(options: IngestOptions): Ingest {
   return {
     submit(pipeline, entry) {
       if (context.signal.aborted) return
-      lane(pipeline).pending.set(entry.path, { ...entry, pipeline })
+      const queued = lane(pipeline).pending
+      queued.set(entry.path, { ...entry, pipeline })
+      context.hooks.queue.call({ pipeline, waiting: queued.size })
       pump(pipeline)
     },
     idle(pipeline) {

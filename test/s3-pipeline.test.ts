@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { s3 } from '../plugins/s3/index.js'
 import { testSource } from './conformance/source.js'
 import { readDuckdb } from './helpers/duckdb.js'
-import { startS3, S3RVER_KEY, S3RVER_SECRET, type S3Server } from './helpers/s3-server.js'
+import { setEnv, startS3, S3RVER_CREDENTIALS, type S3Server } from './helpers/s3-server.js'
 import { exited, REPO_ROOT, waitFor, workspace, type Workspace } from './helpers/workspace.js'
 
 /**
@@ -20,31 +20,11 @@ import { exited, REPO_ROOT, waitFor, workspace, type Workspace } from './helpers
  * bucket per test.
  */
 
-const CREDENTIAL_ENV = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_PROFILE', 'AWS_EC2_METADATA_DISABLED', 'AWS_SHARED_CREDENTIALS_FILE', 'AWS_CONFIG_FILE']
-const savedEnv = Object.fromEntries(CREDENTIAL_ENV.map((name) => [name, process.env[name]]))
-
-/** What the AWS SDK's chain finds, in this process (the conformance kit) and in the CLIs it spawns. Nothing on the machine may lend other credentials. */
-const CREDENTIALS: Record<string, string | undefined> = {
-  AWS_ACCESS_KEY_ID: S3RVER_KEY,
-  AWS_SECRET_ACCESS_KEY: S3RVER_SECRET,
-  AWS_SESSION_TOKEN: undefined,
-  AWS_PROFILE: undefined,
-  AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/filedge-test-credentials',
-  AWS_CONFIG_FILE: '/nonexistent/filedge-test-config',
-  AWS_EC2_METADATA_DISABLED: 'true',
-}
-
-function setEnv(values: Record<string, string | undefined>): void {
-  for (const [name, value] of Object.entries(values)) {
-    if (value === undefined) delete process.env[name]
-    else process.env[name] = value
-  }
-}
-
+let savedEnv: Record<string, string | undefined> = {}
 let server: S3Server
 
 beforeAll(async () => {
-  setEnv(CREDENTIALS)
+  savedEnv = setEnv(S3RVER_CREDENTIALS)
   server = await startS3()
 })
 
@@ -180,7 +160,7 @@ interface Summary {
 type Event = Record<string, unknown> & { event: string }
 
 function cliEnv(ws: Workspace, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  return { ...CREDENTIALS, TMPDIR: ws.file('tmp'), ...extra }
+  return { ...S3RVER_CREDENTIALS, TMPDIR: ws.file('tmp'), ...extra }
 }
 
 /** Runs `filedge --json` and parses its events; the summary is the last. */

@@ -8,7 +8,7 @@ import { isFiledgeError, resolveConfig, type FiledgeError, type Source, type Sou
 import { defaultIncludes } from '../core/formats/registry.js'
 import { s3, type S3SourceOptions } from '../plugins/s3/index.js'
 import { sqlite } from '../plugins/sqlite/index.js'
-import { startS3, S3RVER_KEY, S3RVER_SECRET, type S3Server } from './helpers/s3-server.js'
+import { setEnv, startS3, S3RVER_CREDENTIALS, S3RVER_KEY, S3RVER_SECRET, type S3Server } from './helpers/s3-server.js'
 import { REPO_ROOT, waitFor } from './helpers/workspace.js'
 
 /**
@@ -17,30 +17,13 @@ import { REPO_ROOT, waitFor } from './helpers/workspace.js'
  * does in production, through the AWS SDK's chain (here the environment).
  */
 
-const CREDENTIAL_ENV = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_PROFILE', 'AWS_EC2_METADATA_DISABLED', 'AWS_SHARED_CREDENTIALS_FILE', 'AWS_CONFIG_FILE']
-const savedEnv = Object.fromEntries(CREDENTIAL_ENV.map((name) => [name, process.env[name]]))
-
-function setEnv(values: Record<string, string | undefined>): void {
-  for (const [name, value] of Object.entries(values)) {
-    if (value === undefined) delete process.env[name]
-    else process.env[name] = value
-  }
-}
+let savedEnv: Record<string, string | undefined> = {}
 
 let server: S3Server
 const sources: Source[] = []
 
 beforeAll(async () => {
-  setEnv({
-    AWS_ACCESS_KEY_ID: S3RVER_KEY,
-    AWS_SECRET_ACCESS_KEY: S3RVER_SECRET,
-    AWS_SESSION_TOKEN: undefined,
-    AWS_PROFILE: undefined,
-    // Nothing on this machine may lend credentials: no profile files, no instance metadata (which would also take seconds to time out).
-    AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/filedge-test-credentials',
-    AWS_CONFIG_FILE: '/nonexistent/filedge-test-config',
-    AWS_EC2_METADATA_DISABLED: 'true',
-  })
+  savedEnv = setEnv(S3RVER_CREDENTIALS)
   server = await startS3()
 })
 

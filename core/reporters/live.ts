@@ -14,9 +14,14 @@ interface PipelineView {
   skipped: number
   rows: number
   readonly inFlight: Map<string, number>
-  /** The last few commits, and apart from them the last few failures with their reason: they must not scroll away. */
+  /** The last few commits. */
   readonly recent: string[]
-  readonly failures: string[]
+  /**
+   * The files that failed, the last failure of each, by path, in the order they failed: the view shows the last
+   * few with their reason (apart from the commits, so they do not scroll away), and all are listed at the end. A
+   * file that fails again (a retry after a config reload) moves to the end; one that commits since is dropped.
+   */
+  readonly failures: Map<string, FiledgeError>
   /** Files another worker holds (its lease is live): not loaded here, and not failed either. */
   readonly held: Map<string, string>
   /** Files queued for a slot (listed or arrived, not started). */
@@ -63,8 +68,6 @@ function rate(view: PipelineView, startedAt: number): number {
  */
 export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
   const views = new Map<string, PipelineView>()
-  /** Every failure of the session, the last one per file (a file retried after a reload and failing again is one line). */
-  const failures = new Map<string, FiledgeError>()
   let listDone: Promise<unknown> = Promise.resolve()
   /**
    * Writes a line above the live area, now: listr2 holds back what is written
@@ -82,7 +85,8 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
     if (view?.task === undefined) return
     view.task.title = `${name}: ${count(view.committed)} committed · ${count(view.failed)} failed · ${count(view.skipped)} skipped · ${count(view.rows)} rows · ${count(rate(view, startedAt))} rows/s${view.waiting > 0 ? ` · ${count(view.waiting)} waiting` : ''}`
     const held = [...view.held].slice(-RECENT).map(([path, message]) => `⏸ ${printable(path)}: ${printable(message)}`)
-    const lines = [...[...view.inFlight].map(([path, rows]) => `⟳ ${printable(path)} ${rowCount(rows)}`), ...held, ...view.failures, ...view.recent]
+    const failed = [...view.failures].slice(-RECENT).map(([path, error]) => `✗ ${printable(failureLine(error.message, path))}`)
+    const lines = [...[...view.inFlight].map(([path, rows]) => `⟳ ${printable(path)} ${rowCount(rows)}`), ...held, ...failed, ...view.recent]
     view.task.output = redact(lines.join('\n'))
   }
   /** Pipelines with a redraw scheduled (see the queue tap). */
@@ -112,7 +116,7 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
           })
           // A short run can end before listr2 starts the pipeline's task (which then gets the settled promise): never unhandled.
           done.catch(() => undefined)
-          views.set(pipeline.name, { recentCommits: [], committed: 0, failed: 0, skipped: 0, rows: 0, inFlight: new Map(), recent: [], failures: [], held: new Map(), waiting: 0, done, finish })
+          views.set(pipeline.name, { recentCommits: [], committed: 0, failed: 0, skipped: 0, rows: 0, inFlight: new Map(), recent: [], failures: new Map(), held: new Map(), waiting: 0, done, finish })
         }
         const list = new Listr(
           pipelines.map((pipeline) => ({
@@ -170,25 +174,17 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
         view.recentCommits.push([performance.now(), rows])
         view.inFlight.delete(file.path)
         view.held.delete(file.path)
-        // Failed before and committed since (retried after a config reload): no longer a failure to show.
-        failures.delete(`${pipeline.name}\u0000${file.path}`)
-        const failedLine = view.failures.findIndex((entry) => entry.startsWith(`✗ ${printable(file.path)}`))
-        if (failedLine >= 0) view.failures.splice(failedLine, 1)
+        view.failures.delete(file.path)
         note(view.recent, `✓ ${printable(file.path)} ${rowCount(rows)} ${seconds(durationMs)}`)
         render(pipeline.name)
       })
       hooks.fileFailed.tapPromise('filedge:reporter', async ({ pipeline, path, error }) => {
         const view = views.get(pipeline.name)
-        failures.delete(`${pipeline.name}\u0000${path}`)
-        failures.set(`${pipeline.name}\u0000${path}`, error)
         if (view === undefined) return
         view.failed++
         view.inFlight.delete(path)
-        // The same file failing again (a retry after a config reload) replaces its line.
-        const line = `✗ ${printable(failureLine(error.message, path))}`
-        const again = view.failures.findIndex((entry) => entry.startsWith(`✗ ${printable(path)}`))
-        if (again >= 0) view.failures.splice(again, 1)
-        note(view.failures, line)
+        view.failures.delete(path)
+        view.failures.set(path, error)
         render(pipeline.name)
       })
       hooks.fileSkipped.tap('filedge:reporter', ({ pipeline, path, reason, message }) => {
@@ -208,7 +204,7 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
         if (summary.reloading) return
         for (const view of views.values()) view.finish()
         await listDone
-        for (const error of failures.values()) stderr.write(`✗ ${printable(redact(error.message))}\n`)
+        for (const error of [...views.values()].flatMap((view) => [...view.failures.values()])) stderr.write(`✗ ${printable(redact(error.message))}\n`)
         if (summary.aborted) stderr.write(`[filedge] run stopped before loading: ${printable(redact(summary.aborted.message), { lineBreaks: true })}\n`)
         stdout.write(`${formatSummary(summary)}\n`)
       })

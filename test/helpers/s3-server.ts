@@ -9,6 +9,31 @@ import { CreateBucketCommand, DeleteObjectCommand, PutObjectCommand, S3Client } 
 export const S3RVER_KEY = 'S3RVER'
 export const S3RVER_SECRET = 'S3RVER'
 
+/**
+ * What the AWS SDK's chain finds, in a test process and in the CLIs it spawns: s3rver's key, and
+ * nothing else on the machine that could lend credentials (no profile files, no instance metadata,
+ * which would also take seconds to time out).
+ */
+export const S3RVER_CREDENTIALS: Readonly<Record<string, string | undefined>> = {
+  AWS_ACCESS_KEY_ID: S3RVER_KEY,
+  AWS_SECRET_ACCESS_KEY: S3RVER_SECRET,
+  AWS_SESSION_TOKEN: undefined,
+  AWS_PROFILE: undefined,
+  AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/filedge-test-credentials',
+  AWS_CONFIG_FILE: '/nonexistent/filedge-test-config',
+  AWS_EC2_METADATA_DISABLED: 'true',
+}
+
+/** Sets (or, for undefined, deletes) environment variables of this process; returns the values they had, to restore. */
+export function setEnv(values: Readonly<Record<string, string | undefined>>): Record<string, string | undefined> {
+  const before = Object.fromEntries(Object.keys(values).map((name) => [name, process.env[name]]))
+  for (const [name, value] of Object.entries(values)) {
+    if (value === undefined) delete process.env[name]
+    else process.env[name] = value
+  }
+  return before
+}
+
 const SERVER_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), 's3rver-process.mjs')
 
 export interface S3Server {

@@ -1,0 +1,733 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { createWriteStream } from 'node:fs'
+import { link, mkdir, open, readdir, readFile, rename, stat, unlink, utimes, writeFile, type FileHandle } from 'node:fs/promises'
+import path from 'node:path'
+import { pipeline as streamPipeline, Readable, Transform } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { LRUCache } from 'lru-cache'
+import { isFiledgeError } from '../../core/index.js'
+import { cacheError, compressionOf, compressor, decodeValue, decompressor, encodeValue, keyName, refused, ttlMs, VALUE_TYPES } from './codec.js'
+import type { Cache, CacheValue, Compression, DiskCacheOptions, EntryInfo, PruneResult, SetOptions, ValueType } from './types.js'
+
+/**
+ * A cache in a directory that many processes share.
+ *
+ * Why not cacache (npm's cache, v21, checked in its README and lib/entry-index.js): it has no TTL
+ * and no LRU or capacity eviction (verify() only collects content no key points to); its index
+ * is one append-only bucket file per key hash, and every put and every rm.entry appends a line
+ * that holds the key in clear (ours may carry tokens), so a hot key's bucket grows until an
+ * offline verify() compacts it; and verify() deletes the whole tmp directory, breaking writers
+ * in other processes. TTL, recency, compression and capacity would all have been ours on top of
+ * it, so this file keeps its own small layout and takes only the idea (write aside, rename in,
+ * check the bytes when read).
+ *
+ * Layout under `dir`:
+ *   CACHEDIR.TAG                     so backup tools skip the directory
+ *   v1/meta/<ab>/<hash>.json         an entry: type, compression, sizes, sha256 of the stored
+ *                                    bytes, createdAt, expiresAt and the name of its value file;
+ *                                    its mtime is the entry's recency
+ *   v1/data/<ab>/<hash>.<random>     the stored bytes, a new name per write, so a replacing
+ *                                    writer never touches a file a reader has open
+ *   v1/tmp/<pid>-<random>[.json]     writes in progress; a dead pid's are leftovers
+ *   v1/locks/<hash>.lock             a short per-key lock (below)
+ * `<hash>` is keyName(key): no key reaches outside the directory, and no key is written down.
+ *
+ * A write streams its value into tmp (no lock held), writes its metadata into tmp, then under
+ * the key's lock reads the previous metadata, renames the value and then the metadata into
+ * place (the rename of the metadata is the commit point), and after the lock unlinks the
+ * previous value file. Readers take no lock: they see the old entry or the new one, never a
+ * mix. The lock only keeps that bookkeeping exact (each value file is unlinked by the write
+ * that replaced it); a holder that loses it (dead, or frozen past LOCK_STALE_MS) costs at worst
+ * an orphan value file, which prune() sweeps. No fsync: a power cut may leave a renamed file
+ * whose bytes never reached the disk, which the checksum turns into a miss; a cache can afford
+ * to lose an entry, not an fsync on every write.
+ *
+ * Recency is the metadata file's mtime: a write sets it, get and getStream touch it (has and
+ * info do not: asking is not using), so every process sees the same order. The in-memory
+ * index (an LRUCache of hash -> value file and size) is built once, lazily, from a scan of the
+ * metadata ordered by mtime; afterwards a lookup reads one metadata file (a key written by
+ * another process is found there, never by a scan). Capacity is enforced after every write
+ * against what this process has seen: entries other processes wrote since are counted once it
+ * reads them; prune() rescans and is exact. stats() reports the index: cheap, and exact after
+ * a prune().
+ */
+
+const TAG = 'Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by filedge.\n# For information about cache directory tags see https://bford.info/cachedir/\n'
+/** A lock is held for the few ms of a metadata swap; one this old belongs to a frozen or dead holder. */
+const LOCK_STALE_MS = 10_000
+/** A temp file untouched this long is a leftover even if its pid lives (the pid was reused). */
+const LEFTOVER_MS = 3_600_000
+/** A value file no metadata names may be a write about to commit; one older than this is an orphan. */
+const ORPHAN_MS = 60_000
+/** Reads of the metadata when its value file is gone, in case a writer has just replaced both. */
+const READ_ATTEMPTS = 3
+const SCAN_CONCURRENCY = 32
+const DAMAGED = Symbol('damaged metadata')
+
+interface Meta {
+  readonly type: ValueType
+  readonly compression: Compression | null
+  readonly size: number
+  readonly storedSize: number
+  readonly sha256: string
+  readonly createdAt: number
+  readonly expiresAt: number | null
+  /** The value file's name under data/<ab>/. */
+  readonly data: string
+}
+
+interface Indexed {
+  readonly data: string
+  readonly storedSize: number
+}
+
+type Found = Meta | typeof DAMAGED | undefined
+type Counter = 'hits' | 'misses' | 'sets' | 'evictions' | 'expired' | 'corrupt'
+
+export function createDiskCache(options: DiskCacheOptions): Cache {
+  if (options === null || typeof options !== 'object' || typeof options.dir !== 'string' || options.dir === '') {
+    throw refused('createDiskCache needs { dir }: the directory to keep the cache in')
+  }
+  const root = path.resolve(options.dir)
+  const maxEntries = limit(options.maxEntries, 'maxEntries')
+  const maxBytes = limit(options.maxBytes, 'maxBytes')
+  const defaultTtl = ttlMs(options.ttl)
+  const lockTimeout = ttlMs(options.lockTimeout ?? 10_000, 'lockTimeout')
+  compressionOf(undefined, options.compress)
+  const orphanMs = ORPHAN_MS + Math.min(lockTimeout, LEFTOVER_MS)
+  const dirs = { meta: path.join(root, 'v1', 'meta'), data: path.join(root, 'v1', 'data'), tmp: path.join(root, 'v1', 'tmp'), locks: path.join(root, 'v1', 'locks') }
+
+  // lru-cache wants a bound, but evicting is ours (it removes files, and the entry may have been
+  // replaced by another process meanwhile): its own bound is one no cache reaches.
+  const index = new LRUCache<string, Indexed>({ maxSize: Number.MAX_SAFE_INTEGER, sizeCalculation: () => 1 })
+  let bytes = 0
+  const counters: Record<Counter, number> = { hits: 0, misses: 0, sets: 0, evictions: 0, expired: 0, corrupt: 0 }
+  let opening: Promise<void> | undefined
+  const closing = new AbortController()
+  const pending = new Set<Promise<unknown>>()
+
+  const metaPath = (hash: string) => path.join(dirs.meta, hash.slice(0, 2), `${hash}.json`)
+  const dataPath = (hash: string, name: string) => path.join(dirs.data, hash.slice(0, 2), name)
+  const lockPath = (hash: string) => path.join(dirs.locks, `${hash}.lock`)
+  const tmpPath = (suffix = '') => path.join(dirs.tmp, `${process.pid}-${randomBytes(6).toString('hex')}${suffix}`)
+  const closedError = () => refused(`${root} was closed; create a new cache to use it again`)
+
+  function run<T>(work: () => Promise<T>): Promise<T> {
+    if (closing.signal.aborted) return Promise.reject(closedError())
+    opening ??= openDir().catch((error: unknown) => {
+      opening = undefined
+      throw error
+    })
+    const job = opening.then(work).catch((error: unknown) => {
+      throw asCacheError(error)
+    })
+    pending.add(job)
+    job.then(
+      () => pending.delete(job),
+      () => pending.delete(job),
+    )
+    return job
+  }
+
+  function asCacheError(error: unknown): unknown {
+    if (isFiledgeError(error) || typeof (error as NodeJS.ErrnoException)?.syscall !== 'string') return error
+    if (isFull(error)) return cacheError(`cache ${root}: no space left on the device holding it; the value was not stored (free some space or lower maxBytes)`, error)
+    return cacheError(`cache ${root}: ${(error as Error).message}`, error)
+  }
+
+  async function openDir(): Promise<void> {
+    for (const dir of Object.values(dirs)) await mkdir(dir, { recursive: true })
+    await writeFile(path.join(root, 'CACHEDIR.TAG'), TAG, { flag: 'wx' }).catch(unless('EEXIST'))
+    await sweepLeftovers()
+    await scan()
+  }
+
+  // The index and its byte count move together.
+  function track(hash: string, entry: Indexed): void {
+    untrack(hash)
+    index.set(hash, entry)
+    bytes += entry.storedSize
+  }
+
+  function untrack(hash: string): void {
+    const known = index.peek(hash)
+    if (known === undefined) return
+    bytes -= known.storedSize
+    index.delete(hash)
+  }
+
+  async function readMeta(hash: string): Promise<Found> {
+    let text: string
+    try {
+      text = await readFile(metaPath(hash), 'utf8')
+    } catch (error) {
+      if (codeOf(error) === 'ENOENT') return undefined
+      throw error
+    }
+    return parseMeta(text, hash) ?? DAMAGED
+  }
+
+  /**
+   * Takes the key's lock: a file created exclusively, holding the pid and the time. A lock whose
+   * holder is dead, or older than LOCK_STALE_MS, is taken over. Without `wait`, a live lock
+   * means another process is writing this key right now: the caller gives up (undefined).
+   */
+  async function lock(hash: string, wait: true): Promise<() => Promise<void>>
+  async function lock(hash: string, wait: boolean): Promise<(() => Promise<void>) | undefined>
+  async function lock(hash: string, wait: boolean): Promise<(() => Promise<void>) | undefined> {
+    const file = lockPath(hash)
+    const started = Date.now()
+    for (let delay = 2; ; delay = Math.min(delay * 2, 50)) {
+      try {
+        const handle = await open(file, 'wx')
+        // A full disk leaves the lock empty (judged by its age), never a delete that cannot run.
+        await handle.writeFile(JSON.stringify({ pid: process.pid, time: Date.now() })).catch(unless('ENOSPC', 'EDQUOT'))
+        await handle.close()
+        return () => unlink(file).catch(unless('ENOENT'))
+      } catch (error) {
+        if (codeOf(error) !== 'EEXIST') throw error
+      }
+      const holder = await takeOverIfStale(file)
+      if (holder === undefined) continue
+      if (!wait) return undefined
+      if (closing.signal.aborted) throw closedError()
+      if (Date.now() - started >= lockTimeout) {
+        throw cacheError(`cache ${root}: waited ${lockTimeout} ms for the lock file ${file}, held by ${holder}; if no process is writing to this cache, delete that file`)
+      }
+      await new Promise((resolve) => setTimeout(resolve, delay))
+    }
+  }
+
+  /** Undefined if the lock is gone or was stale and is now removed; else who holds it, for the error. */
+  async function takeOverIfStale(file: string): Promise<string | undefined> {
+    let text: string
+    let modified: number
+    try {
+      ;[text, modified] = await Promise.all([readFile(file, 'utf8'), stat(file).then((info) => info.mtimeMs)])
+    } catch (error) {
+      if (codeOf(error) === 'ENOENT') return undefined
+      throw error
+    }
+    const holder = parseLock(text)
+    const stale = (holder !== undefined && !alive(holder.pid)) || Date.now() - (holder?.time ?? modified) > LOCK_STALE_MS
+    if (!stale) return holder === undefined ? 'a process still writing the lock file' : `process ${holder.pid}`
+    // Moved aside, not unlinked: if another waiter took the stale lock over first, what we moved
+    // is its fresh lock, and it goes back.
+    const aside = tmpPath('.lock')
+    try {
+      await rename(file, aside)
+    } catch (error) {
+      if (codeOf(error) === 'ENOENT') return undefined
+      throw error
+    }
+    if ((await readFile(aside, 'utf8').catch(() => text)) !== text) await link(aside, file).catch(unless('EEXIST'))
+    await unlink(aside).catch(unless('ENOENT'))
+    return undefined
+  }
+
+  /**
+   * Removes the key's entry if it still is `expect` (the value file's name; null: damaged
+   * metadata; undefined: whatever is there). Returns what was removed.
+   */
+  async function remove(hash: string, expect: string | null | undefined, wait: boolean): Promise<Found> {
+    untrack(hash)
+    const release = await lock(hash, wait)
+    if (release === undefined) return undefined
+    try {
+      const meta = await readMeta(hash)
+      if (meta === undefined) return undefined
+      if (expect !== undefined && (meta === DAMAGED ? expect !== null : meta.data !== expect)) return undefined
+      await unlink(metaPath(hash)).catch(unless('ENOENT'))
+      if (meta !== DAMAGED) await unlink(dataPath(hash, meta.data)).catch(unless('ENOENT'))
+      return meta
+    } finally {
+      await release()
+    }
+  }
+
+  /** Removes an entry found expired or damaged, unless another process is rewriting it right now. */
+  async function discard(hash: string, expect: string | null, reason: 'expired' | 'corrupt'): Promise<Found> {
+    const removed = await remove(hash, expect, false)
+    if (removed !== undefined) counters[reason]++
+    return removed
+  }
+
+  /**
+   * The live entry of a key and `access` of its value file. A value file that is gone may have
+   * been replaced a moment ago: the metadata is read again, and only if it still names the
+   * missing file is the entry damaged.
+   */
+  async function find<T>(hash: string, access: (file: string) => Promise<T>): Promise<{ meta: Meta; value: T } | undefined> {
+    let missing: string | undefined
+    for (let attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+      const meta = await readMeta(hash)
+      if (meta === undefined) {
+        untrack(hash)
+        return undefined
+      }
+      if (meta === DAMAGED) {
+        await discard(hash, null, 'corrupt')
+        return undefined
+      }
+      if (expired(meta)) {
+        await discard(hash, meta.data, 'expired')
+        return undefined
+      }
+      if (meta.data === missing) break
+      try {
+        return { meta, value: await access(dataPath(hash, meta.data)) }
+      } catch (error) {
+        if (codeOf(error) !== 'ENOENT') throw error
+        missing = meta.data
+      }
+    }
+    if (missing !== undefined) await discard(hash, missing, 'corrupt')
+    return undefined
+  }
+
+  /** Marks the entry most recently used, on disk (for every process) and in the index. */
+  async function touch(hash: string, meta: Meta): Promise<void> {
+    const at = stamp() / 1000
+    await utimes(metaPath(hash), at, at).catch(unless('ENOENT'))
+    track(hash, { data: meta.data, storedSize: meta.storedSize })
+  }
+
+  async function write(hash: string, source: Readable | AsyncIterable<Uint8Array> | Iterable<Uint8Array>, type: ValueType, setOptions: SetOptions | undefined): Promise<EntryInfo | undefined> {
+    const ttl = setOptions?.ttl === undefined ? defaultTtl : ttlMs(setOptions.ttl)
+    const compression = compressionOf(setOptions?.compress, options.compress)
+    if (ttl === 0) {
+      if (source instanceof Readable) source.destroy()
+      await remove(hash, undefined, true)
+      return undefined
+    }
+    const tmpData = tmpPath()
+    const tmpMeta = tmpPath('.json')
+    let size = 0
+    let storedSize = 0
+    let sourceFailed = false
+    const digest = createHash('sha256')
+    async function* read() {
+      try {
+        for await (const chunk of source) {
+          const bytes = asBytes(chunk)
+          size += bytes.length
+          yield bytes
+        }
+      } catch (error) {
+        sourceFailed = true
+        throw error
+      }
+    }
+    async function* measure(chunks: AsyncIterable<Buffer>) {
+      for await (const chunk of chunks) {
+        storedSize += chunk.length
+        digest.update(chunk)
+        yield chunk
+      }
+    }
+    let committed = false
+    let moved: string | undefined
+    try {
+      const out = createWriteStream(tmpData, { flags: 'wx' })
+      const signal = closing.signal
+      if (compression === null) await pipeline(read(), measure, out, { signal })
+      else await pipeline(read(), compressor(compression), measure, out, { signal })
+      const createdAt = Date.now()
+      const meta: Meta = {
+        type,
+        compression,
+        size,
+        storedSize,
+        sha256: digest.digest('hex'),
+        createdAt,
+        expiresAt: ttl === Infinity ? null : createdAt + ttl,
+        data: `${hash}.${randomBytes(8).toString('hex')}`,
+      }
+      const handle = await open(tmpMeta, 'wx')
+      try {
+        await handle.writeFile(JSON.stringify(meta))
+        const at = stamp() / 1000
+        await handle.utimes(at, at)
+      } finally {
+        await handle.close()
+      }
+      const release = await lock(hash, true)
+      let previous: Found
+      try {
+        previous = await readMeta(hash)
+        moved = dataPath(hash, meta.data)
+        await renameInto(tmpData, moved)
+        await renameInto(tmpMeta, metaPath(hash))
+        committed = true
+      } finally {
+        await release()
+      }
+      if (previous !== undefined && previous !== DAMAGED) await unlink(dataPath(hash, previous.data)).catch(unless('ENOENT'))
+      track(hash, { data: meta.data, storedSize })
+      counters.sets++
+      await enforceLimits()
+      return describe(meta)
+    } catch (error) {
+      if (sourceFailed) throw error
+      if (closing.signal.aborted) throw closedError()
+      throw asCacheError(error)
+    } finally {
+      if (!committed) {
+        await Promise.all([tmpData, tmpMeta, moved].map((file) => file && unlink(file).catch(() => undefined)))
+      }
+    }
+  }
+
+  /** Evicts least recently used entries until this process's view fits the limits. */
+  async function enforceLimits(): Promise<{ removed: number; bytes: number }> {
+    let removed = 0
+    let freed = 0
+    while ((maxEntries !== null && index.size > maxEntries) || (maxBytes !== null && bytes > maxBytes)) {
+      const hash = index.rkeys().next().value
+      if (hash === undefined) break
+      const known = index.peek(hash)!
+      const gone = await remove(hash, known.data, false)
+      if (gone === undefined || gone === DAMAGED) continue
+      counters.evictions++
+      removed++
+      freed += gone.storedSize
+    }
+    return { removed, bytes: freed }
+  }
+
+  async function listEntries(): Promise<string[]> {
+    const hashes: string[] = []
+    for (const shard of await listDir(dirs.meta)) {
+      if (!/^[0-9a-f]{2}$/.test(shard)) continue
+      for (const name of await listDir(path.join(dirs.meta, shard))) {
+        const hash = /^([0-9a-f]{64})\.json$/.exec(name)?.[1]
+        if (hash?.startsWith(shard)) hashes.push(hash)
+      }
+    }
+    return hashes
+  }
+
+  /**
+   * Rebuilds the index from the metadata on disk, oldest use first; removes what is expired,
+   * unreadable or without its value file (checksums are checked when read, not here: that
+   * would read every byte). Returns what it removed and the value files still named.
+   */
+  async function scan(): Promise<{ removed: number; bytes: number; named: Set<string> }> {
+    const live: { hash: string; meta: Meta; at: number }[] = []
+    const named = new Set<string>()
+    let removed = 0
+    let freed = 0
+    await eachLimited(await listEntries(), async (hash) => {
+      const [meta, at] = await Promise.all([readMeta(hash), stat(metaPath(hash)).then((info) => info.mtimeMs, () => 0)])
+      if (meta === undefined) return
+      const whole = meta !== DAMAGED && !expired(meta) && (await stat(dataPath(hash, meta.data)).then((info) => info.size, () => -1)) === meta.storedSize
+      if (whole) {
+        live.push({ hash, meta, at })
+        named.add(meta.data)
+        return
+      }
+      const gone = await discard(hash, meta === DAMAGED ? null : meta.data, meta !== DAMAGED && expired(meta) ? 'expired' : 'corrupt')
+      if (gone !== undefined) {
+        removed++
+        if (gone !== DAMAGED) freed += gone.storedSize
+      } else if (meta !== DAMAGED) named.add(meta.data)
+    })
+    index.clear()
+    bytes = 0
+    for (const { hash, meta } of live.sort((a, b) => a.at - b.at)) track(hash, { data: meta.data, storedSize: meta.storedSize })
+    return { removed, bytes: freed, named }
+  }
+
+  /** Temp files of dead (or long silent) writers, and their stale locks. Returns the bytes freed. */
+  async function sweepLeftovers(): Promise<number> {
+    let freed = 0
+    await eachLimited(await listDir(dirs.tmp), async (name) => {
+      const file = path.join(dirs.tmp, name)
+      const info = await stat(file).catch(() => undefined)
+      const pid = Number(/^(\d+)-/.exec(name)?.[1])
+      if (info === undefined || (alive(pid) && Date.now() - info.mtimeMs < LEFTOVER_MS)) return
+      await unlink(file).then(() => (freed += info.size), unless('ENOENT'))
+    })
+    await eachLimited(await listDir(dirs.locks), (name) => takeOverIfStale(path.join(dirs.locks, name)))
+    return freed
+  }
+
+  /** Value files no metadata names (a writer died between its two renames), once old enough. */
+  async function sweepOrphans(named: Set<string>): Promise<number> {
+    let freed = 0
+    for (const shard of await listDir(dirs.data)) {
+      await eachLimited(await listDir(path.join(dirs.data, shard)), async (name) => {
+        if (named.has(name)) return
+        const file = path.join(dirs.data, shard, name)
+        const info = await stat(file).catch(() => undefined)
+        if (info === undefined || Date.now() - info.mtimeMs < orphanMs) return
+        await unlink(file).then(() => (freed += info.size), unless('ENOENT'))
+      })
+    }
+    return freed
+  }
+
+  /** The value's stored bytes, checked as they pass and decompressed; damage ends the stream with an error and removes the entry. */
+  async function* streamValue(handle: FileHandle, hash: string, meta: Meta): AsyncGenerator<Buffer> {
+    const digest = createHash('sha256')
+    let seen = 0
+    const check = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        seen += chunk.length
+        digest.update(chunk)
+        done(null, chunk)
+      },
+      flush(done) {
+        done(seen === meta.storedSize && digest.digest('hex') === meta.sha256 ? null : new Error('sha256 or size differs from the metadata'))
+      },
+    })
+    const stages = meta.compression === null ? [handle.createReadStream(), check] : [handle.createReadStream(), check, decompressor(meta.compression)]
+    const out = streamPipeline(stages, () => undefined) as unknown as Readable
+    try {
+      for await (const chunk of out) yield chunk as Buffer
+    } catch (error) {
+      await discard(hash, meta.data, 'corrupt')
+      throw cacheError(`cache ${root}: a stored value is damaged (${(error as Error).message}); the entry was removed`, error)
+    } finally {
+      out.destroy()
+    }
+  }
+
+  function miss(): undefined {
+    counters.misses++
+    return undefined
+  }
+
+  async function live(hash: string): Promise<Meta | undefined> {
+    const found = await find(hash, (file) => stat(file).then((info) => info.size))
+    if (found === undefined) return undefined
+    if (found.value === found.meta.storedSize) return found.meta
+    await discard(hash, found.meta.data, 'corrupt')
+    return undefined
+  }
+
+  return {
+    location: root,
+
+    get: <T extends CacheValue = CacheValue>(key: string) =>
+      run(async () => {
+        const hash = keyName(key)
+        const found = await find(hash, (file) => readFile(file))
+        if (found === undefined) return miss()
+        const { meta, value: stored } = found
+        const whole = stored.length === meta.storedSize && createHash('sha256').update(stored).digest('hex') === meta.sha256
+        const bytes = whole ? await inflate(stored, meta.compression).catch(() => undefined) : undefined
+        if (bytes === undefined || bytes.length !== meta.size) {
+          await discard(hash, meta.data, 'corrupt')
+          return miss()
+        }
+        await touch(hash, meta)
+        counters.hits++
+        return decodeValue(meta.type, bytes) as T
+      }),
+
+    set: (key, value, setOptions) =>
+      run(async () => {
+        const hash = keyName(key)
+        const { type, bytes } = encodeValue(value)
+        await write(hash, [bytes], type, setOptions)
+      }),
+
+    has: (key) => run(async () => (await live(keyName(key))) !== undefined),
+
+    delete: (key) =>
+      run(async () => {
+        const removed = await remove(keyName(key), undefined, true)
+        return removed !== undefined && removed !== DAMAGED && !expired(removed)
+      }),
+
+    getStream: (key) =>
+      run(async () => {
+        const hash = keyName(key)
+        const found = await find(hash, (file) => open(file, 'r'))
+        if (found === undefined) return miss()
+        const { meta, value: handle } = found
+        if ((await handle.stat()).size !== meta.storedSize) {
+          await handle.close()
+          await discard(hash, meta.data, 'corrupt')
+          return miss()
+        }
+        await touch(hash, meta)
+        counters.hits++
+        return Readable.from(streamValue(handle, hash, meta), { objectMode: false })
+      }),
+
+    setStream: (key, source, setOptions) =>
+      run(async () => {
+        const hash = keyName(key)
+        if (source === null || typeof source !== 'object' || typeof (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] !== 'function') {
+          throw refused('setStream takes a Readable or an async iterable of bytes')
+        }
+        return write(hash, source, 'bytes', setOptions)
+      }),
+
+    info: (key) =>
+      run(async () => {
+        const meta = await live(keyName(key))
+        return meta === undefined ? undefined : describe(meta)
+      }),
+
+    stats: () => run(async () => ({ location: root, entries: index.size, bytes, maxEntries, maxBytes, ...counters })),
+
+    prune: () =>
+      run(async (): Promise<PruneResult> => {
+        const leftovers = await sweepLeftovers()
+        const scanned = await scan()
+        const orphans = await sweepOrphans(scanned.named)
+        const evicted = await enforceLimits()
+        return { removed: scanned.removed + evicted.removed, bytes: leftovers + scanned.bytes + orphans + evicted.bytes }
+      }),
+
+    clear: () =>
+      run(async (): Promise<PruneResult> => {
+        let removed = 0
+        let freed = 0
+        await eachLimited(await listEntries(), async (hash) => {
+          const gone = await remove(hash, undefined, true)
+          if (gone === undefined) return
+          removed++
+          if (gone !== DAMAGED) freed += gone.storedSize
+        })
+        index.clear()
+        bytes = 0
+        freed += (await sweepLeftovers()) + (await sweepOrphans(new Set()))
+        return { removed, bytes: freed }
+      }),
+
+    close: async () => {
+      closing.abort()
+      await Promise.allSettled([...pending])
+    },
+  }
+}
+
+function limit(value: number | undefined, name: string): number | null {
+  if (value === undefined) return null
+  if (!Number.isSafeInteger(value) || value <= 0) throw refused(`${name} must be a positive whole number; got ${String(value)}`)
+  return value
+}
+
+function parseMeta(text: string, hash: string): Meta | undefined {
+  let meta: Meta
+  try {
+    meta = JSON.parse(text) as Meta
+  } catch {
+    return undefined
+  }
+  const count = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0
+  const valid =
+    meta !== null &&
+    typeof meta === 'object' &&
+    VALUE_TYPES.includes(meta.type) &&
+    (meta.compression === null || meta.compression === 'gzip' || meta.compression === 'brotli') &&
+    count(meta.size) &&
+    count(meta.storedSize) &&
+    typeof meta.sha256 === 'string' &&
+    /^[0-9a-f]{64}$/.test(meta.sha256) &&
+    Number.isFinite(meta.createdAt) &&
+    (meta.expiresAt === null || Number.isFinite(meta.expiresAt)) &&
+    // The value file's name is read from disk: it must be this key's, inside data/.
+    typeof meta.data === 'string' &&
+    meta.data.startsWith(`${hash}.`) &&
+    /^[0-9a-f]{64}\.[0-9a-f]+$/.test(meta.data)
+  return valid ? meta : undefined
+}
+
+function parseLock(text: string): { pid: number; time: number } | undefined {
+  try {
+    const holder = JSON.parse(text) as { pid?: unknown; time?: unknown }
+    return Number.isSafeInteger(holder.pid) && Number.isFinite(holder.time) ? { pid: holder.pid as number, time: holder.time as number } : undefined
+  } catch {
+    return undefined
+  }
+}
+
+function describe(meta: Meta): EntryInfo {
+  const { type, compression, size, storedSize, createdAt, expiresAt } = meta
+  return { type, compression, size, storedSize, createdAt, expiresAt }
+}
+
+function expired(meta: Meta): boolean {
+  return meta.expiresAt !== null && meta.expiresAt <= Date.now()
+}
+
+function asBytes(chunk: unknown): Buffer {
+  if (Buffer.isBuffer(chunk)) return chunk
+  if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+  if (typeof chunk === 'string') return Buffer.from(chunk, 'utf8')
+  throw refused(`setStream's source gave ${chunk === null ? 'null' : typeof chunk}; it must give bytes (Buffer or Uint8Array) or strings`)
+}
+
+async function inflate(stored: Buffer, compression: Compression | null): Promise<Buffer> {
+  if (compression === null) return stored
+  const stream = decompressor(compression)
+  stream.end(stored)
+  const chunks: Buffer[] = []
+  for await (const chunk of stream) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks)
+}
+
+let lastStamp = 0
+/** Epoch ms, strictly increasing in this process: entries used within one millisecond keep their order. */
+function stamp(): number {
+  lastStamp = Math.max(Date.now(), lastStamp + 0.01)
+  return lastStamp
+}
+
+function alive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return codeOf(error) === 'EPERM'
+  }
+}
+
+function codeOf(error: unknown): string | undefined {
+  return (error as NodeJS.ErrnoException | undefined)?.code
+}
+
+function isFull(error: unknown): boolean {
+  const code = codeOf(error)
+  return code === 'ENOSPC' || code === 'EDQUOT'
+}
+
+/** A rejection handler that ignores the listed error codes and rethrows the rest. */
+function unless(...codes: string[]): (error: unknown) => undefined {
+  return (error) => {
+    if (codes.includes(codeOf(error) ?? '')) return undefined
+    throw error
+  }
+}
+
+/** Renames into a shard directory, creating it the first time. */
+async function renameInto(from: string, to: string): Promise<void> {
+  try {
+    await rename(from, to)
+  } catch (error) {
+    if (codeOf(error) !== 'ENOENT') throw error
+    await mkdir(path.dirname(to), { recursive: true })
+    await rename(from, to)
+  }
+}
+
+async function listDir(dir: string): Promise<string[]> {
+  return readdir(dir).catch((error: unknown) => {
+    if (codeOf(error) === 'ENOENT') return []
+    throw error
+  })
+}
+
+async function eachLimited<T>(items: readonly T[], work: (item: T) => Promise<unknown>): Promise<void> {
+  let next = 0
+  const worker = async () => {
+    while (next < items.length) await work(items[next++]!)
+  }
+  await Promise.all(Array.from({ length: Math.min(SCAN_CONCURRENCY, items.length) }, worker))
+}

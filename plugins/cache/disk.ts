@@ -63,6 +63,8 @@ const ORPHAN_MS = 60_000
 const READ_ATTEMPTS = 3
 const SCAN_CONCURRENCY = 32
 const DAMAGED = Symbol('damaged metadata')
+/** Errors of a setStream's source: they reach the caller as they were thrown, not as cache errors. */
+const sourceErrors = new WeakSet<object>()
 
 interface Meta {
   readonly type: ValueType
@@ -130,7 +132,7 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
   }
 
   function asCacheError(error: unknown): unknown {
-    if (isFiledgeError(error) || typeof (error as NodeJS.ErrnoException)?.syscall !== 'string') return error
+    if (isFiledgeError(error) || sourceErrors.has(error as object) || typeof (error as NodeJS.ErrnoException)?.syscall !== 'string') return error
     if (isFull(error)) return cacheError(`cache ${root}: no space left on the device holding it; the value was not stored (free some space or lower maxBytes)`, error)
     return cacheError(`cache ${root}: ${(error as Error).message}`, error)
   }
@@ -178,15 +180,7 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
     const file = lockPath(hash)
     const started = Date.now()
     for (let delay = 2; ; delay = Math.min(delay * 2, 50)) {
-      try {
-        const handle = await open(file, 'wx')
-        // A full disk leaves the lock empty (judged by its age), never a delete that cannot run.
-        await handle.writeFile(JSON.stringify({ pid: process.pid, time: Date.now() })).catch(unless('ENOSPC', 'EDQUOT'))
-        await handle.close()
-        return () => unlink(file).catch(unless('ENOENT'))
-      } catch (error) {
-        if (codeOf(error) !== 'EEXIST') throw error
-      }
+      if (await createLock(file)) return () => unlink(file).catch(unless('ENOENT'))
       const holder = await takeOverIfStale(file)
       if (holder === undefined) continue
       if (!wait) return undefined
@@ -196,6 +190,26 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
       }
       await new Promise((resolve) => setTimeout(resolve, delay))
     }
+  }
+
+  async function createLock(file: string): Promise<boolean> {
+    let handle: FileHandle
+    try {
+      handle = await open(file, 'wx')
+    } catch (error) {
+      if (codeOf(error) === 'EEXIST') return false
+      throw error
+    }
+    try {
+      // On a full disk the lock stays empty (and is judged by its age): a delete must still run.
+      await handle.writeFile(JSON.stringify({ pid: process.pid, time: Date.now() })).catch(unless('ENOSPC', 'EDQUOT'))
+    } catch (error) {
+      await handle.close()
+      await unlink(file).catch(unless('ENOENT'))
+      throw error
+    }
+    await handle.close()
+    return true
   }
 
   /** Undefined if the lock is gone or was stale and is now removed; else who holds it, for the error. */
@@ -368,7 +382,10 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
       await enforceLimits()
       return describe(meta)
     } catch (error) {
-      if (sourceFailed) throw error
+      if (sourceFailed) {
+        if (error instanceof Object) sourceErrors.add(error)
+        throw error
+      }
       if (closing.signal.aborted) throw closedError()
       throw asCacheError(error)
     } finally {
@@ -420,8 +437,8 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
     await eachLimited(await listEntries(), async (hash) => {
       const [meta, at] = await Promise.all([readMeta(hash), stat(metaPath(hash)).then((info) => info.mtimeMs, () => 0)])
       if (meta === undefined) return
-      const whole = meta !== DAMAGED && !expired(meta) && (await stat(dataPath(hash, meta.data)).then((info) => info.size, () => -1)) === meta.storedSize
-      if (whole) {
+      const size = meta === DAMAGED ? -1 : await stat(dataPath(hash, meta.data)).then((info) => info.size, () => -1)
+      if (meta !== DAMAGED && !expired(meta) && size === meta.storedSize) {
         live.push({ hash, meta, at })
         named.add(meta.data)
         return
@@ -429,7 +446,7 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
       const gone = await discard(hash, meta === DAMAGED ? null : meta.data, meta !== DAMAGED && expired(meta) ? 'expired' : 'corrupt')
       if (gone !== undefined) {
         removed++
-        if (gone !== DAMAGED) freed += gone.storedSize
+        freed += Math.max(size, 0)
       } else if (meta !== DAMAGED) named.add(meta.data)
     })
     index.clear()
@@ -468,7 +485,7 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
   }
 
   /** The value's stored bytes, checked as they pass and decompressed; damage ends the stream with an error and removes the entry. */
-  async function* streamValue(handle: FileHandle, hash: string, meta: Meta): AsyncGenerator<Buffer> {
+  function streamValue(handle: FileHandle, hash: string, meta: Meta): Readable {
     const digest = createHash('sha256')
     let seen = 0
     const check = new Transform({
@@ -483,14 +500,18 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
     })
     const stages = meta.compression === null ? [handle.createReadStream(), check] : [handle.createReadStream(), check, decompressor(meta.compression)]
     const out = streamPipeline(stages, () => undefined) as unknown as Readable
-    try {
-      for await (const chunk of out) yield chunk as Buffer
-    } catch (error) {
-      await discard(hash, meta.data, 'corrupt')
-      throw cacheError(`cache ${root}: a stored value is damaged (${(error as Error).message}); the entry was removed`, error)
-    } finally {
-      out.destroy()
+    async function* checked() {
+      try {
+        for await (const chunk of out) yield chunk as Buffer
+      } catch (error) {
+        await discard(hash, meta.data, 'corrupt')
+        throw cacheError(`cache ${root}: a stored value is damaged (${(error as Error).message}); the entry was removed`, error)
+      }
     }
+    // Built now, not when first read: a stream dropped unread still closes its file.
+    const readable = Readable.from(checked(), { objectMode: false })
+    readable.once('close', () => out.destroy())
+    return readable
   }
 
   function miss(): undefined {
@@ -554,7 +575,7 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
         }
         await touch(hash, meta)
         counters.hits++
-        return Readable.from(streamValue(handle, hash, meta), { objectMode: false })
+        return streamValue(handle, hash, meta)
       }),
 
     setStream: (key, source, setOptions) =>

@@ -620,6 +620,17 @@ describe('prune, clear, stats, close', () => {
     expect(existsSync(path.join(dir, 'CACHEDIR.TAG'))).toBe(true)
   })
 
+  it('a cache directory removed by hand while in use: reads miss, and the next write makes it again', async () => {
+    const dir = tempDir()
+    const cache = openCache({ dir })
+    await cache.set('k', 'v')
+    rmSync(dir, { recursive: true })
+    expect(await cache.get('k')).toBeUndefined()
+    await cache.set('k', 'again')
+    expect(await cache.get('k')).toBe('again')
+    expect(await cache.stats()).toMatchObject({ entries: 1 })
+  })
+
   it('delete says whether there was an entry', async () => {
     const cache = openCache()
     await cache.set('k', 1)

@@ -1,12 +1,13 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
-import { link, mkdir, open, readdir, readFile, rename, stat, unlink, utimes, writeFile, type FileHandle } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, rename, stat, unlink, utimes, writeFile, type FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 import { pipeline as streamPipeline, Readable, Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { LRUCache } from 'lru-cache'
 import { isFiledgeError } from '../../core/index.js'
 import { cacheError, compressionOf, compressor, decodeValue, decompressor, encodeValue, keyName, refused, ttlMs, VALUE_TYPES } from './codec.js'
+import { lockFile, processAlive, takeOverIfStale, type Release } from './lock-file.js'
 import type { Cache, CacheValue, Compression, DiskCacheOptions, EntryInfo, PruneResult, SetOptions, ValueType } from './types.js'
 
 /**
@@ -36,34 +37,33 @@ import type { Cache, CacheValue, Compression, DiskCacheOptions, EntryInfo, Prune
  * the key's lock reads the previous metadata, renames the value and then the metadata into
  * place (the rename of the metadata is the commit point), and after the lock unlinks the
  * previous value file. Readers take no lock: they see the old entry or the new one, never a
- * mix. The lock only keeps that bookkeeping exact (each value file is unlinked by the write
- * that replaced it); a holder that loses it (dead, or frozen past LOCK_STALE_MS) costs at worst
- * an orphan value file, which prune() sweeps. No fsync: a power cut may leave a renamed file
+ * mix. The lock (lock-file.ts) only keeps that bookkeeping exact (each value file is unlinked
+ * by the write that replaced it); a holder that loses it (dead, or frozen past its STALE_MS)
+ * costs at worst an orphan value file, which prune() sweeps. Pids are this host's: processes
+ * on other hosts (a network file system) are told apart only by the age bounds below. No fsync: a power cut may leave a renamed file
  * whose bytes never reached the disk, which the checksum turns into a miss; a cache can afford
  * to lose an entry, not an fsync on every write.
  *
  * Recency is the metadata file's mtime: a write sets it, get and getStream touch it (has and
- * info do not: asking is not using), so every process sees the same order. The in-memory
+ * info do not: asking is not using), so every process sees the same order on disk. The in-memory
  * index (an LRUCache of hash -> value file and size) is built once, lazily, from a scan of the
  * metadata ordered by mtime; afterwards a lookup reads one metadata file (a key written by
  * another process is found there, never by a scan). Capacity is enforced after every write
- * against what this process has seen: entries other processes wrote since are counted once it
- * reads them; prune() rescans and is exact. stats() reports the index: cheap, and exact after
- * a prune().
+ * against what this process has seen, in the order it has seen: entries other processes wrote
+ * since are counted once it reads them; prune() rescans (and reorders by the shared mtimes).
+ * stats() reports the index: cheap, and exact after a prune().
  */
 
 const TAG = 'Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by filedge.\n# For information about cache directory tags see https://bford.info/cachedir/\n'
-/** A lock is held for the few ms of a metadata swap; one this old belongs to a frozen or dead holder. */
-const LOCK_STALE_MS = 10_000
 /** A temp file untouched this long is a leftover even if its pid lives (the pid was reused). */
 const LEFTOVER_MS = 3_600_000
 /** A value file no metadata names may be a write about to commit; one older than this is an orphan. */
 const ORPHAN_MS = 60_000
-/** Reads of the metadata when its value file is gone, in case a writer has just replaced both. */
-const READ_ATTEMPTS = 3
+/** Reads of the metadata while its value file keeps vanishing under a reader (writers replacing it faster than it reads). */
+const READ_ATTEMPTS = 10
 const SCAN_CONCURRENCY = 32
 const DAMAGED = Symbol('damaged metadata')
-/** Errors of a setStream's source: they reach the caller as they were thrown, not as cache errors. */
+/** Errors of a setStream's source: they reach the caller as thrown, not dressed as cache errors. */
 const sourceErrors = new WeakSet<object>()
 
 interface Meta {
@@ -133,7 +133,7 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
 
   function asCacheError(error: unknown): unknown {
     if (isFiledgeError(error) || sourceErrors.has(error as object) || typeof (error as NodeJS.ErrnoException)?.syscall !== 'string') return error
-    if (isFull(error)) return cacheError(`cache ${root}: no space left on the device holding it; the value was not stored (free some space or lower maxBytes)`, error)
+    if (isFull(error)) return cacheError(`cache ${root}: no space left on the device holding it (${(error as Error).message})`, error)
     return cacheError(`cache ${root}: ${(error as Error).message}`, error)
   }
 
@@ -170,73 +170,18 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
   }
 
   /**
-   * Takes the key's lock: a file created exclusively, holding the pid and the time. A lock whose
-   * holder is dead, or older than LOCK_STALE_MS, is taken over. Without `wait`, a live lock
-   * means another process is writing this key right now: the caller gives up (undefined).
+   * The key's lock. Without `wait`, a live lock means another process is writing this key
+   * right now: the caller gives up (undefined) and leaves the entry to that writer.
    */
-  async function lock(hash: string, wait: true): Promise<() => Promise<void>>
-  async function lock(hash: string, wait: boolean): Promise<(() => Promise<void>) | undefined>
-  async function lock(hash: string, wait: boolean): Promise<(() => Promise<void>) | undefined> {
+  async function lock(hash: string, wait: true): Promise<Release>
+  async function lock(hash: string, wait: boolean): Promise<Release | undefined>
+  async function lock(hash: string, wait: boolean): Promise<Release | undefined> {
     const file = lockPath(hash)
-    const started = Date.now()
-    for (let delay = 2; ; delay = Math.min(delay * 2, 50)) {
-      if (await createLock(file)) return () => unlink(file).catch(unless('ENOENT'))
-      const holder = await takeOverIfStale(file)
-      if (holder === undefined) continue
-      if (!wait) return undefined
-      if (closing.signal.aborted) throw closedError()
-      if (Date.now() - started >= lockTimeout) {
-        throw cacheError(`cache ${root}: waited ${lockTimeout} ms for the lock file ${file}, held by ${holder}; if no process is writing to this cache, delete that file`)
-      }
-      await new Promise((resolve) => setTimeout(resolve, delay))
-    }
-  }
-
-  async function createLock(file: string): Promise<boolean> {
-    let handle: FileHandle
-    try {
-      handle = await open(file, 'wx')
-    } catch (error) {
-      if (codeOf(error) === 'EEXIST') return false
-      throw error
-    }
-    try {
-      // On a full disk the lock stays empty (and is judged by its age): a delete must still run.
-      await handle.writeFile(JSON.stringify({ pid: process.pid, time: Date.now() })).catch(unless('ENOSPC', 'EDQUOT'))
-    } catch (error) {
-      await handle.close()
-      await unlink(file).catch(unless('ENOENT'))
-      throw error
-    }
-    await handle.close()
-    return true
-  }
-
-  /** Undefined if the lock is gone or was stale and is now removed; else who holds it, for the error. */
-  async function takeOverIfStale(file: string): Promise<string | undefined> {
-    let text: string
-    let modified: number
-    try {
-      ;[text, modified] = await Promise.all([readFile(file, 'utf8'), stat(file).then((info) => info.mtimeMs)])
-    } catch (error) {
-      if (codeOf(error) === 'ENOENT') return undefined
-      throw error
-    }
-    const holder = parseLock(text)
-    const stale = (holder !== undefined && !alive(holder.pid)) || Date.now() - (holder?.time ?? modified) > LOCK_STALE_MS
-    if (!stale) return holder === undefined ? 'a process still writing the lock file' : `process ${holder.pid}`
-    // Moved aside, not unlinked: if another waiter took the stale lock over first, what we moved
-    // is its fresh lock, and it goes back.
-    const aside = tmpPath('.lock')
-    try {
-      await rename(file, aside)
-    } catch (error) {
-      if (codeOf(error) === 'ENOENT') return undefined
-      throw error
-    }
-    if ((await readFile(aside, 'utf8').catch(() => text)) !== text) await link(aside, file).catch(unless('EEXIST'))
-    await unlink(aside).catch(unless('ENOENT'))
-    return undefined
+    const got = await lockFile(file, { until: wait ? Date.now() + lockTimeout : null, signal: closing.signal, aside: () => tmpPath('.lock') })
+    if (typeof got === 'function') return got
+    if (!wait) return undefined
+    if (closing.signal.aborted) throw closedError()
+    throw cacheError(`cache ${root}: waited ${lockTimeout} ms for the lock file ${file}, held by ${got}; if no process is writing to this cache, delete that file`)
   }
 
   /**
@@ -269,7 +214,7 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
   /**
    * The live entry of a key and `access` of its value file. A value file that is gone may have
    * been replaced a moment ago: the metadata is read again, and only if it still names the
-   * missing file is the entry damaged.
+   * missing file is the entry damaged (if it names a new one each time, it is a miss).
    */
   async function find<T>(hash: string, access: (file: string) => Promise<T>): Promise<{ meta: Meta; value: T } | undefined> {
     let missing: string | undefined
@@ -342,6 +287,7 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
     let committed = false
     let moved: string | undefined
     try {
+      await mkdir(dirs.tmp, { recursive: true })
       const out = createWriteStream(tmpData, { flags: 'wx' })
       const signal = closing.signal
       if (compression === null) await pipeline(read(), measure, out, { signal })
@@ -387,6 +333,7 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
         throw error
       }
       if (closing.signal.aborted) throw closedError()
+      if (isFull(error)) throw cacheError(`cache ${root}: no space left on the device holding it; the value was not stored (free some space, or lower maxBytes)`, error)
       throw asCacheError(error)
     } finally {
       if (!committed) {
@@ -462,10 +409,10 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
       const file = path.join(dirs.tmp, name)
       const info = await stat(file).catch(() => undefined)
       const pid = Number(/^(\d+)-/.exec(name)?.[1])
-      if (info === undefined || (alive(pid) && Date.now() - info.mtimeMs < LEFTOVER_MS)) return
+      if (info === undefined || (processAlive(pid) && Date.now() - info.mtimeMs < LEFTOVER_MS)) return
       await unlink(file).then(() => (freed += info.size), unless('ENOENT'))
     })
-    await eachLimited(await listDir(dirs.locks), (name) => takeOverIfStale(path.join(dirs.locks, name)))
+    await eachLimited(await listDir(dirs.locks), (name) => takeOverIfStale(path.join(dirs.locks, name), () => tmpPath('.lock')))
     return freed
   }
 
@@ -578,14 +525,20 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
         return streamValue(handle, hash, meta)
       }),
 
-    setStream: (key, source, setOptions) =>
-      run(async () => {
+    setStream: (key, source, setOptions) => {
+      // A Readable that fails before it is read (a file that does not exist) fails this call,
+      // not the process: its error is held for the read, which rethrows it.
+      const held = () => undefined
+      if (source instanceof Readable) source.on('error', held)
+      const job = run(async () => {
         const hash = keyName(key)
         if (source === null || typeof source !== 'object' || typeof (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] !== 'function') {
           throw refused('setStream takes a Readable or an async iterable of bytes')
         }
         return write(hash, source, 'bytes', setOptions)
-      }),
+      })
+      return source instanceof Readable ? job.finally(() => source.off('error', held)) : job
+    },
 
     info: (key) =>
       run(async () => {
@@ -634,38 +587,21 @@ function limit(value: number | undefined, name: string): number | null {
 }
 
 function parseMeta(text: string, hash: string): Meta | undefined {
-  let meta: Meta
+  let meta: { [field in keyof Meta]?: unknown }
   try {
-    meta = JSON.parse(text) as Meta
+    meta = JSON.parse(text) as typeof meta
   } catch {
     return undefined
   }
   const count = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0
   const valid =
-    meta !== null &&
-    typeof meta === 'object' &&
-    VALUE_TYPES.includes(meta.type) &&
-    (meta.compression === null || meta.compression === 'gzip' || meta.compression === 'brotli') &&
-    count(meta.size) &&
-    count(meta.storedSize) &&
-    typeof meta.sha256 === 'string' &&
-    /^[0-9a-f]{64}$/.test(meta.sha256) &&
-    Number.isFinite(meta.createdAt) &&
-    (meta.expiresAt === null || Number.isFinite(meta.expiresAt)) &&
-    // The value file's name is read from disk: it must be this key's, inside data/.
-    typeof meta.data === 'string' &&
-    meta.data.startsWith(`${hash}.`) &&
-    /^[0-9a-f]{64}\.[0-9a-f]+$/.test(meta.data)
-  return valid ? meta : undefined
-}
-
-function parseLock(text: string): { pid: number; time: number } | undefined {
-  try {
-    const holder = JSON.parse(text) as { pid?: unknown; time?: unknown }
-    return Number.isSafeInteger(holder.pid) && Number.isFinite(holder.time) ? { pid: holder.pid as number, time: holder.time as number } : undefined
-  } catch {
-    return undefined
-  }
+    typeof meta === 'object' && meta !== null &&
+    VALUE_TYPES.includes(meta.type as ValueType) && [null, 'gzip', 'brotli'].includes(meta.compression as string) &&
+    count(meta.size) && count(meta.storedSize) && /^[0-9a-f]{64}$/.test(String(meta.sha256)) &&
+    Number.isFinite(meta.createdAt) && (meta.expiresAt === null || Number.isFinite(meta.expiresAt)) &&
+    // The value file's name comes from disk: it must be this key's, inside data/.
+    new RegExp(`^${hash}\\.[0-9a-f]+$`).test(String(meta.data))
+  return valid ? (meta as Meta) : undefined
 }
 
 function describe(meta: Meta): EntryInfo {
@@ -698,16 +634,6 @@ let lastStamp = 0
 function stamp(): number {
   lastStamp = Math.max(Date.now(), lastStamp + 0.01)
   return lastStamp
-}
-
-function alive(pid: number): boolean {
-  if (!Number.isSafeInteger(pid) || pid <= 0) return false
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    return codeOf(error) === 'EPERM'
-  }
 }
 
 function codeOf(error: unknown): string | undefined {

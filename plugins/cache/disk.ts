@@ -1,5 +1,4 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { createWriteStream } from 'node:fs'
 import { mkdir, open, readdir, readFile, rename, stat, unlink, utimes, writeFile, type FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 import { pipeline as streamPipeline, Readable, Transform } from 'node:stream'
@@ -13,44 +12,48 @@ import type { Cache, CacheValue, Compression, DiskCacheOptions, EntryInfo, Prune
 /**
  * A cache in a directory that many processes share.
  *
- * Why not cacache (npm's cache, v21, checked in its README and lib/entry-index.js): it has no TTL
- * and no LRU or capacity eviction (verify() only collects content no key points to); its index
- * is one append-only bucket file per key hash, and every put and every rm.entry appends a line
- * that holds the key in clear (ours may carry tokens), so a hot key's bucket grows until an
+ * Why not cacache (npm's cache, v21; checked in its README and lib/entry-index.js): it has no
+ * TTL and no LRU or capacity eviction (verify() only collects content no key points to); its
+ * index is an append-only bucket file per key hash, where every put and every rm.entry appends
+ * a line holding the key in clear (ours may carry tokens), so a hot key's bucket grows until an
  * offline verify() compacts it; and verify() deletes the whole tmp directory, breaking writers
- * in other processes. TTL, recency, compression and capacity would all have been ours on top of
- * it, so this file keeps its own small layout and takes only the idea (write aside, rename in,
- * check the bytes when read).
+ * in other processes. TTL, recency, per-entry compression and capacity would all have been
+ * ours on top of it, so this file keeps its own small layout and takes only the idea (write
+ * aside, rename in, check the bytes when read).
  *
  * Layout under `dir`:
- *   CACHEDIR.TAG                     so backup tools skip the directory
- *   v1/meta/<ab>/<hash>.json         an entry: type, compression, sizes, sha256 of the stored
- *                                    bytes, createdAt, expiresAt and the name of its value file;
- *                                    its mtime is the entry's recency
- *   v1/data/<ab>/<hash>.<random>     the stored bytes, a new name per write, so a replacing
- *                                    writer never touches a file a reader has open
- *   v1/tmp/<pid>-<random>[.json]     writes in progress; a dead pid's are leftovers
- *   v1/locks/<hash>.lock             a short per-key lock (below)
+ *   CACHEDIR.TAG                   so backup tools skip the directory
+ *   v1/meta/<ab>/<hash>.json       an entry: type, compression, sizes, sha256 of the stored
+ *                                  bytes, createdAt, expiresAt and the name of its value file;
+ *                                  its mtime is the entry's recency
+ *   v1/data/<ab>/<hash>.<random>   the stored bytes, a new name per write, so a replacing
+ *                                  writer never touches a file a reader has open
+ *   v1/tmp/<pid>-<random>[.json]   writes in progress; a dead pid's are leftovers
+ *   v1/locks/<hash>.lock           a short per-key lock (lock-file.ts)
  * `<hash>` is keyName(key): no key reaches outside the directory, and no key is written down.
  *
  * A write streams its value into tmp (no lock held), writes its metadata into tmp, then under
- * the key's lock reads the previous metadata, renames the value and then the metadata into
- * place (the rename of the metadata is the commit point), and after the lock unlinks the
- * previous value file. Readers take no lock: they see the old entry or the new one, never a
- * mix. The lock (lock-file.ts) only keeps that bookkeeping exact (each value file is unlinked
- * by the write that replaced it); a holder that loses it (dead, or frozen past its STALE_MS)
- * costs at worst an orphan value file, which prune() sweeps. Pids are this host's: processes
- * on other hosts (a network file system) are told apart only by the age bounds below. No fsync: a power cut may leave a renamed file
- * whose bytes never reached the disk, which the checksum turns into a miss; a cache can afford
- * to lose an entry, not an fsync on every write.
+ * the key's lock reads the previous metadata and renames the value and then the metadata into
+ * place (the metadata's rename is the commit point); after the lock it unlinks the previous
+ * value file. Readers take no lock: they see the old entry or the new one, never a mix. The
+ * lock only keeps that bookkeeping exact (each value file is unlinked by the write that
+ * replaced it): a holder that loses it (dead, or frozen past lock-file's STALE_MS) costs at
+ * worst an orphan value file, which prune() sweeps. Pids are this host's; processes on other
+ * hosts (a network file system) are told apart only by the age bounds below. No fsync: a power
+ * cut may leave a renamed file whose bytes never reached the disk, which the checksum turns
+ * into a miss; a cache can afford to lose an entry, not an fsync on every write.
+ *
+ * Reading: get checks size and sha256 before it returns; getStream checks the size before the
+ * first byte and the sha256 at the end; has and info check the metadata and the value file's
+ * size, not every byte (they do not read the value).
  *
  * Recency is the metadata file's mtime: a write sets it, get and getStream touch it (has and
- * info do not: asking is not using), so every process sees the same order on disk. The in-memory
+ * info do not: asking is not using), so every process sees one order on disk. The in-memory
  * index (an LRUCache of hash -> value file and size) is built once, lazily, from a scan of the
  * metadata ordered by mtime; afterwards a lookup reads one metadata file (a key written by
  * another process is found there, never by a scan). Capacity is enforced after every write
- * against what this process has seen, in the order it has seen: entries other processes wrote
- * since are counted once it reads them; prune() rescans (and reorders by the shared mtimes).
+ * against what this process has seen, in the order it saw: entries other processes wrote since
+ * count once it reads them; prune() rescans (reordering by the shared mtimes) and is exact.
  * stats() reports the index: cheap, and exact after a prune().
  */
 
@@ -76,6 +79,13 @@ interface Meta {
   readonly expiresAt: number | null
   /** The value file's name under data/<ab>/. */
   readonly data: string
+}
+
+/** What a write put in its temp file. */
+interface Stored {
+  readonly size: number
+  readonly storedSize: number
+  readonly sha256: string
 }
 
 interface Indexed {
@@ -251,19 +261,80 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
     track(hash, { data: meta.data, storedSize: meta.storedSize })
   }
 
-  async function write(hash: string, source: Readable | AsyncIterable<Uint8Array> | Iterable<Uint8Array>, type: ValueType, setOptions: SetOptions | undefined): Promise<EntryInfo | undefined> {
-    const ttl = setOptions?.ttl === undefined ? defaultTtl : ttlMs(setOptions.ttl)
-    const compression = compressionOf(setOptions?.compress, options.compress)
-    if (ttl === 0) {
-      if (source instanceof Readable) source.destroy()
-      await remove(hash, undefined, true)
-      return undefined
+  /** A set's ttl (ms, Infinity for never) and compression, refused before anything is written. */
+  function entryOptions(setOptions: SetOptions | undefined): { ttl: number; compression: Compression | null } {
+    return { ttl: setOptions?.ttl === undefined ? defaultTtl : ttlMs(setOptions.ttl), compression: compressionOf(setOptions?.compress, options.compress) }
+  }
+
+  /** A temp file of this process, made exclusively (its directory made again if it was removed by hand). */
+  async function createTemp(suffix = ''): Promise<{ file: string; handle: FileHandle }> {
+    const file = tmpPath(suffix)
+    const handle = await open(file, 'wx').catch(async (error: unknown) => {
+      if (codeOf(error) !== 'ENOENT') throw error
+      await mkdir(dirs.tmp, { recursive: true })
+      return open(file, 'wx')
+    })
+    return { file, handle }
+  }
+
+  /**
+   * Writes an entry: `fill` writes the stored bytes into a temp file (no lock held, however
+   * long it takes), then the metadata goes into another, and under the key's lock both are
+   * renamed into place, the metadata last. The previous value file is unlinked after.
+   */
+  async function commit(hash: string, type: ValueType, compression: Compression | null, ttl: number, fill: (handle: FileHandle) => Promise<Stored>): Promise<EntryInfo> {
+    const temps: string[] = []
+    let committed = false
+    try {
+      const data = await createTemp()
+      temps.push(data.file)
+      let stored: Stored
+      try {
+        stored = await fill(data.handle)
+      } finally {
+        await data.handle.close()
+      }
+      const createdAt = Date.now()
+      const meta: Meta = { type, compression, ...stored, createdAt, expiresAt: ttl === Infinity ? null : createdAt + ttl, data: `${hash}.${randomBytes(8).toString('hex')}` }
+      const metaTemp = await createTemp('.json')
+      temps.push(metaTemp.file)
+      try {
+        await metaTemp.handle.writeFile(JSON.stringify(meta))
+        const at = stamp() / 1000
+        await metaTemp.handle.utimes(at, at)
+      } finally {
+        await metaTemp.handle.close()
+      }
+      const release = await lock(hash, true)
+      let previous: Found
+      try {
+        previous = await readMeta(hash)
+        temps.push(dataPath(hash, meta.data))
+        await renameInto(data.file, dataPath(hash, meta.data))
+        await renameInto(metaTemp.file, metaPath(hash))
+        committed = true
+      } finally {
+        await release()
+      }
+      if (previous !== undefined && previous !== DAMAGED) await unlink(dataPath(hash, previous.data)).catch(unless('ENOENT'))
+      track(hash, { data: meta.data, storedSize: meta.storedSize })
+      counters.sets++
+      await enforceLimits()
+      return describe(meta)
+    } catch (error) {
+      if (closing.signal.aborted) throw closedError()
+      if (sourceErrors.has(error as object)) throw error
+      if (isFull(error)) throw cacheError(`cache ${root}: no space left on the device holding it; the value was not stored (free some space, or lower maxBytes)`, error)
+      throw asCacheError(error)
+    } finally {
+      if (!committed) await Promise.all(temps.map((file) => unlink(file).catch(() => undefined)))
     }
-    const tmpData = tmpPath()
-    const tmpMeta = tmpPath('.json')
+  }
+
+  /** Streams a setStream's source into the temp file, compressing and hashing as it goes: memory stays bounded. */
+  async function streamInto(handle: FileHandle, source: Readable | AsyncIterable<Uint8Array>, compression: Compression | null): Promise<Stored> {
     let size = 0
     let storedSize = 0
-    let sourceFailed = false
     const digest = createHash('sha256')
     async function* read() {
       try {
@@ -273,7 +344,7 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
           yield bytes
         }
       } catch (error) {
-        sourceFailed = true
+        if (error instanceof Object) sourceErrors.add(error)
         throw error
       }
     }
@@ -284,62 +355,20 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
         yield chunk
       }
     }
-    let committed = false
-    let moved: string | undefined
+    // The stream closes the handle when it ends; commit's close of it again does nothing.
+    const out = handle.createWriteStream()
+    const signal = closing.signal
+    // close() stops the write even while the source has nothing to give (the pipeline alone
+    // would wait for its next chunk to notice).
+    const stop = () => source instanceof Readable && source.destroy()
+    signal.addEventListener('abort', stop)
     try {
-      await mkdir(dirs.tmp, { recursive: true })
-      const out = createWriteStream(tmpData, { flags: 'wx' })
-      const signal = closing.signal
       if (compression === null) await pipeline(read(), measure, out, { signal })
       else await pipeline(read(), compressor(compression), measure, out, { signal })
-      const createdAt = Date.now()
-      const meta: Meta = {
-        type,
-        compression,
-        size,
-        storedSize,
-        sha256: digest.digest('hex'),
-        createdAt,
-        expiresAt: ttl === Infinity ? null : createdAt + ttl,
-        data: `${hash}.${randomBytes(8).toString('hex')}`,
-      }
-      const handle = await open(tmpMeta, 'wx')
-      try {
-        await handle.writeFile(JSON.stringify(meta))
-        const at = stamp() / 1000
-        await handle.utimes(at, at)
-      } finally {
-        await handle.close()
-      }
-      const release = await lock(hash, true)
-      let previous: Found
-      try {
-        previous = await readMeta(hash)
-        moved = dataPath(hash, meta.data)
-        await renameInto(tmpData, moved)
-        await renameInto(tmpMeta, metaPath(hash))
-        committed = true
-      } finally {
-        await release()
-      }
-      if (previous !== undefined && previous !== DAMAGED) await unlink(dataPath(hash, previous.data)).catch(unless('ENOENT'))
-      track(hash, { data: meta.data, storedSize })
-      counters.sets++
-      await enforceLimits()
-      return describe(meta)
-    } catch (error) {
-      if (sourceFailed) {
-        if (error instanceof Object) sourceErrors.add(error)
-        throw error
-      }
-      if (closing.signal.aborted) throw closedError()
-      if (isFull(error)) throw cacheError(`cache ${root}: no space left on the device holding it; the value was not stored (free some space, or lower maxBytes)`, error)
-      throw asCacheError(error)
     } finally {
-      if (!committed) {
-        await Promise.all([tmpData, tmpMeta, moved].map((file) => file && unlink(file).catch(() => undefined)))
-      }
+      signal.removeEventListener('abort', stop)
     }
+    return { size, storedSize, sha256: digest.digest('hex') }
   }
 
   /** Evicts least recently used entries until this process's view fits the limits. */
@@ -404,14 +433,7 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
 
   /** Temp files of dead (or long silent) writers, and their stale locks. Returns the bytes freed. */
   async function sweepLeftovers(): Promise<number> {
-    let freed = 0
-    await eachLimited(await listDir(dirs.tmp), async (name) => {
-      const file = path.join(dirs.tmp, name)
-      const info = await stat(file).catch(() => undefined)
-      const pid = Number(/^(\d+)-/.exec(name)?.[1])
-      if (info === undefined || (processAlive(pid) && Date.now() - info.mtimeMs < LEFTOVER_MS)) return
-      await unlink(file).then(() => (freed += info.size), unless('ENOENT'))
-    })
+    const freed = await sweep(dirs.tmp, (name, age) => age > LEFTOVER_MS || !processAlive(Number(/^(\d+)-/.exec(name)?.[1])))
     await eachLimited(await listDir(dirs.locks), (name) => takeOverIfStale(path.join(dirs.locks, name), () => tmpPath('.lock')))
     return freed
   }
@@ -419,15 +441,18 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
   /** Value files no metadata names (a writer died between its two renames), once old enough. */
   async function sweepOrphans(named: Set<string>): Promise<number> {
     let freed = 0
-    for (const shard of await listDir(dirs.data)) {
-      await eachLimited(await listDir(path.join(dirs.data, shard)), async (name) => {
-        if (named.has(name)) return
-        const file = path.join(dirs.data, shard, name)
-        const info = await stat(file).catch(() => undefined)
-        if (info === undefined || Date.now() - info.mtimeMs < orphanMs) return
-        await unlink(file).then(() => (freed += info.size), unless('ENOENT'))
-      })
-    }
+    for (const shard of await listDir(dirs.data)) freed += await sweep(path.join(dirs.data, shard), (name, age) => !named.has(name) && age > orphanMs)
+    return freed
+  }
+
+  /** Unlinks the files of `dir` that `doomed` picks (by name and ms since last written); returns the bytes freed. */
+  async function sweep(dir: string, doomed: (name: string, age: number) => boolean): Promise<number> {
+    let freed = 0
+    await eachLimited(await listDir(dir), async (name) => {
+      const info = await stat(path.join(dir, name)).catch(() => undefined)
+      if (info === undefined || !doomed(name, Date.now() - info.mtimeMs)) return
+      await unlink(path.join(dir, name)).then(() => (freed += info.size), unless('ENOENT'))
+    })
     return freed
   }
 
@@ -484,7 +509,7 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
         if (found === undefined) return miss()
         const { meta, value: stored } = found
         const whole = stored.length === meta.storedSize && createHash('sha256').update(stored).digest('hex') === meta.sha256
-        const bytes = whole ? await inflate(stored, meta.compression).catch(() => undefined) : undefined
+        const bytes = !whole ? undefined : meta.compression === null ? stored : await transformAll(stored, decompressor(meta.compression)).catch(() => undefined)
         if (bytes === undefined || bytes.length !== meta.size) {
           await discard(hash, meta.data, 'corrupt')
           return miss()
@@ -498,7 +523,14 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
       run(async () => {
         const hash = keyName(key)
         const { type, bytes } = encodeValue(value)
-        await write(hash, [bytes], type, setOptions)
+        const { ttl, compression } = entryOptions(setOptions)
+        if (ttl === 0) return void (await remove(hash, undefined, true))
+        const stored = compression === null ? bytes : await transformAll(bytes, compressor(compression))
+        const sha256 = createHash('sha256').update(stored).digest('hex')
+        await commit(hash, type, compression, ttl, async (handle) => {
+          await handle.writeFile(stored)
+          return { size: bytes.length, storedSize: stored.length, sha256 }
+        })
       }),
 
     has: (key) => run(async () => (await live(keyName(key))) !== undefined),
@@ -535,7 +567,13 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
         if (source === null || typeof source !== 'object' || typeof (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] !== 'function') {
           throw refused('setStream takes a Readable or an async iterable of bytes')
         }
-        return write(hash, source, 'bytes', setOptions)
+        const { ttl, compression } = entryOptions(setOptions)
+        if (ttl === 0) {
+          if (source instanceof Readable) source.destroy()
+          await remove(hash, undefined, true)
+          return undefined
+        }
+        return commit(hash, 'bytes', compression, ttl, (handle) => streamInto(handle, source, compression))
       })
       return source instanceof Readable ? job.finally(() => source.off('error', held)) : job
     },
@@ -620,12 +658,11 @@ function asBytes(chunk: unknown): Buffer {
   throw refused(`setStream's source gave ${chunk === null ? 'null' : typeof chunk}; it must give bytes (Buffer or Uint8Array) or strings`)
 }
 
-async function inflate(stored: Buffer, compression: Compression | null): Promise<Buffer> {
-  if (compression === null) return stored
-  const stream = decompressor(compression)
-  stream.end(stored)
+/** A whole buffer through a (de)compressor. */
+async function transformAll(bytes: Buffer, transform: Transform): Promise<Buffer> {
+  transform.end(bytes)
   const chunks: Buffer[] = []
-  for await (const chunk of stream) chunks.push(chunk as Buffer)
+  for await (const chunk of transform) chunks.push(chunk as Buffer)
   return Buffer.concat(chunks)
 }
 

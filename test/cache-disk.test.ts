@@ -359,6 +359,16 @@ describe('many processes', () => {
     expect(filesUnder(path.join(dir, 'v1/meta'))).toHaveLength(1)
   })
 
+  it('an entry another process wrote after this cache opened is found by its key (no rescan), and then counted', async () => {
+    const dir = tempDir()
+    const reader = openCache({ dir })
+    expect(await reader.stats()).toMatchObject({ entries: 0 })
+    const result = await workerResult<{ bad: number }>(['contend', dir, 'from another process', '5', '1', path.join(dir, 'CACHEDIR.TAG')])
+    expect(result.bad).toBe(0)
+    expect(await reader.get('from another process')).toStrictEqual(Buffer.alloc(256 * 1024, 5))
+    expect(await reader.stats()).toMatchObject({ entries: 1, bytes: 256 * 1024, hits: 1 })
+  })
+
   it('a writer SIGKILLed mid-write leaves the previous value readable; prune removes what it left', async () => {
     const dir = tempDir()
     const cache = openCache({ dir })
@@ -642,9 +652,11 @@ describe('prune, clear, stats, close', () => {
     const dir = tempDir()
     const cache = createDiskCache({ dir })
     await cache.set('k', 'v')
-    const endless = new Readable({ read() { setTimeout(() => this.push(Buffer.alloc(1024)), 5) } })
-    const writing = cache.setStream('s', endless)
-    await waitFor(() => readdirSync(path.join(dir, 'v1/tmp')).length > 0, 'the write to start')
+    // A source that gave one chunk and then nothing: close must not wait for its next one.
+    const stalled = new Readable({ read() {} })
+    stalled.push(Buffer.alloc(1024))
+    const writing = cache.setStream('s', stalled)
+    await waitFor(() => readdirSync(path.join(dir, 'v1/tmp')).some((name) => statSync(path.join(dir, 'v1/tmp', name)).size > 0), 'the write to start')
     await cache.close()
     await expect(writing).rejects.toMatchObject({ code: 'USAGE', message: /closed/ })
     expect(readdirSync(path.join(dir, 'v1/tmp'))).toEqual([])

@@ -82,16 +82,9 @@ interface Meta {
 }
 
 /** What a write put in its temp file. */
-interface Stored {
-  readonly size: number
-  readonly storedSize: number
-  readonly sha256: string
-}
-
-interface Indexed {
-  readonly data: string
-  readonly storedSize: number
-}
+type Stored = Pick<Meta, 'size' | 'storedSize' | 'sha256'>
+/** What the index keeps of an entry. */
+type Indexed = Pick<Meta, 'data' | 'storedSize'>
 
 type Found = Meta | typeof DAMAGED | undefined
 type Counter = 'hits' | 'misses' | 'sets' | 'evictions' | 'expired' | 'corrupt'
@@ -133,11 +126,9 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
     const job = opening.then(work).catch((error: unknown) => {
       throw asCacheError(error)
     })
+    const forget = () => pending.delete(job)
     pending.add(job)
-    job.then(
-      () => pending.delete(job),
-      () => pending.delete(job),
-    )
+    job.then(forget, forget)
     return job
   }
 
@@ -169,14 +160,8 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
   }
 
   async function readMeta(hash: string): Promise<Found> {
-    let text: string
-    try {
-      text = await readFile(metaPath(hash), 'utf8')
-    } catch (error) {
-      if (codeOf(error) === 'ENOENT') return undefined
-      throw error
-    }
-    return parseMeta(text, hash) ?? DAMAGED
+    const text = await readFile(metaPath(hash), 'utf8').catch(unless('ENOENT'))
+    return text === undefined ? undefined : (parseMeta(text, hash) ?? DAMAGED)
   }
 
   /**
@@ -702,10 +687,7 @@ async function renameInto(from: string, to: string): Promise<void> {
 }
 
 async function listDir(dir: string): Promise<string[]> {
-  return readdir(dir).catch((error: unknown) => {
-    if (codeOf(error) === 'ENOENT') return []
-    throw error
-  })
+  return (await readdir(dir).catch(unless('ENOENT'))) ?? []
 }
 
 async function eachLimited<T>(items: readonly T[], work: (item: T) => Promise<unknown>): Promise<void> {

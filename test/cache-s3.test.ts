@@ -184,7 +184,13 @@ describe('ttl', () => {
     expect(await cache.get('short')).toBeUndefined()
     expect(await head(bucket, keyName('short'))).toBeUndefined()
     expect(await cache.get('forever')).toBe('v')
-    expect(await cache.stats()).toMatchObject({ entries: 2, expired: 2, misses: 1 })
+    // delete says whether there was an entry to remove: an expired one is none.
+    await cache.set('short', 'v', { ttl: 50 })
+    const again = Date.now()
+    await waitFor(() => Date.now() >= again + 50, 5_000, 'the entry to expire')
+    expect(await cache.delete('short')).toBe(false)
+    expect(await cache.info('short')).toBeUndefined()
+    expect(await cache.stats()).toMatchObject({ entries: 2, expired: 3, misses: 1 })
   })
 
   it('ttl 0 stores nothing and removes the previous value; a negative one is refused', async () => {

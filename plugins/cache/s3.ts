@@ -1,3 +1,4 @@
+import { constants } from 'node:buffer'
 import { createHash, randomUUID } from 'node:crypto'
 import { createReadStream, createWriteStream } from 'node:fs'
 import { rm } from 'node:fs/promises'
@@ -6,51 +7,42 @@ import path from 'node:path'
 import { PassThrough, Readable, Transform } from 'node:stream'
 import { buffer } from 'node:stream/consumers'
 import { pipeline } from 'node:stream/promises'
-import type {
-  CopyObjectCommandInput,
-  DeleteObjectCommandInput,
-  DeleteObjectsCommandInput,
-  DeleteObjectsCommandOutput,
-  GetObjectCommandInput,
-  GetObjectCommandOutput,
-  HeadObjectCommandInput,
-  HeadObjectCommandOutput,
-  ListObjectsV2CommandInput,
-  ListObjectsV2CommandOutput,
-  PutObjectCommandInput,
-} from '@aws-sdk/client-s3'
+import type * as S3 from '@aws-sdk/client-s3'
 import { FiledgeError, isFiledgeError } from '../../core/index.js'
 import { isMissing, isNotImplemented, isPreconditionFailed, s3Error } from '../s3/errors.js'
-import { asFolder, buildClient, checkLocation, loadSdk, type S3ClientLike, type Sdk } from '../s3/index.js'
-import { cacheError, compressionOf, compressor, decodeValue, decompressor, encodeValue, keyName, refused, ttlMs, VALUE_TYPES } from './codec.js'
-import type { Cache, CacheDuration, CacheOptions, CacheValue, Compression, EntryInfo, PruneResult, SetOptions, ValueType } from './types.js'
+import { asFolder, buildClient, checkLocation, loadSdk, type S3ClientLike, type S3Location, type Sdk } from '../s3/index.js'
+import { cacheError, compressionOf, compressor, decodeValue, encodeValue, keyName, refused, ttlMs } from './codec.js'
+import { checkedValue, infoOf, judge, metadataOf, type Entry } from './s3-entry.js'
+import type { Cache, CacheDuration, CacheOptions, CacheValue, Compression, PruneResult, SetOptions, ValueType } from './types.js'
 
 /**
  * The cache in an S3 bucket (or an S3-compatible store), so workers on many
- * machines share it. An entry is one object, `<prefix>/<SHA-256 of the key>`,
- * and its description (type, compression, sizes, the SHA-256 of the stored
- * bytes, its times) is that object's user metadata, written by the same PUT
- * as its bytes. S3 PUTs are atomic: a reader gets a whole old entry or a
- * whole new one, never a mix, and no lock is needed; the last set wins.
+ * machines share it. An entry is one object, `<prefix>/<SHA-256 of the key>`
+ * (only such names directly under the prefix are read or removed), and its
+ * description (s3-entry.ts) is the object's user metadata, written by the
+ * same PUT as its bytes. PUTs are atomic: a reader gets a whole old entry or
+ * a whole new one, never a mix, and no lock is needed; the last set wins.
  *
  * Recency and capacity. S3 keeps no access times and cannot reorder objects
  * cheaply, so this is an approximate LRU, chosen so that a hit stays one
  * request and no listing is ever on the read path:
- * - Recency is the object's LastModified, which listings return for free. A
+ * - Recency is the object's LastModified, which listings give for free. A
  *   hit renews it by copying the object onto itself with its own metadata
- *   (CopyObject, MetadataDirective REPLACE, only while the ETag is the one
- *   read), in the background and only once the entry is older than
- *   `refreshAfter` (1 h): a hot entry costs one COPY an hour whichever and
- *   however many machines read it, since they all see the renewed time.
+ *   (CopyObject, MetadataDirective REPLACE), in the background and only once
+ *   the entry is older than `refreshAfter` (1 h): a hot entry costs one COPY
+ *   an hour however many machines read it, as they all see the renewed time.
+ *   The copy is made only while the ETag is the one read; a store that
+ *   ignores that condition may pair newer bytes with the older metadata,
+ *   which the checksum then finds damaged: a miss, never a wrong value.
  *   (AWS S3 renews LastModified on such a copy; s3rver keeps the old one.)
- * - The limits are enforced from a listing, evicting the oldest LastModified
- *   first. `prune()` does it after HEADing every entry, since expiry and
- *   damage are in the metadata, which listings leave out. A set does it too,
- *   from the listing alone, once this process's own sets since it last did
- *   reach a tenth of maxEntries (or their bytes a tenth of maxBytes): about
- *   one LIST page per hundred sets whatever the size, and the cache stays
- *   within its limits plus a tenth per writing process without anyone
- *   calling prune. Expired entries nobody reads wait for `prune()`.
+ * - Limits are kept from a listing, evicting the oldest LastModified first.
+ *   `prune()` does it after HEADing every entry, as expiry and damage are in
+ *   the metadata, which listings leave out. A set does it too, from the
+ *   listing alone, once this process's sets since the last time reach a
+ *   tenth of maxEntries (or their bytes a tenth of maxBytes): about one LIST
+ *   page per hundred sets whatever the size, and the cache stays within its
+ *   limits plus a tenth per writing process with no one calling prune.
+ *   Expired entries no one reads wait for `prune()`.
  *
  * An entry over 5 GiB stored is refused: one PUT takes at most that. A
  * multipart upload would lift it, but a writer that dies mid-upload leaves
@@ -59,23 +51,7 @@ import type { Cache, CacheDuration, CacheOptions, CacheValue, Compression, Entry
  * copy would need UploadPartCopy beyond 5 GiB as well.
  */
 
-export interface S3CacheOptions extends CacheOptions {
-  /** The bucket's name (it must exist). */
-  readonly bucket: string
-  /**
-   * Where in the bucket the entries are, read as a folder: `cache` and
-   * `cache/` both mean the keys under `cache/`. Only entry names (64 hex
-   * digits) directly in it are read or removed. Default: the bucket's top level.
-   */
-  readonly prefix?: string
-  /** Default: the AWS SDK's (`AWS_REGION`, the profile), else `us-east-1`. */
-  readonly region?: string
-  /** An S3-compatible store (MinIO, R2, Ceph…): `https://minio.internal:9000`. */
-  readonly endpoint?: string
-  /** Path-style addressing (`host/bucket/key`), which most S3-compatible stores need. */
-  readonly forcePathStyle?: boolean
-  /** An `S3Client` to use instead of one built here; `close` does not destroy it. */
-  readonly client?: S3ClientLike
+export interface S3CacheOptions extends CacheOptions, S3Location {
   /**
    * How old an entry's recency (its LastModified) may grow before a hit
    * renews it with a copy of the object onto itself. Default `'1h'`; `0`:
@@ -84,12 +60,7 @@ export interface S3CacheOptions extends CacheOptions {
   readonly refreshAfter?: CacheDuration
 }
 
-/** What a stored entry says of itself: its info, and the SHA-256 (hex) of its stored bytes. */
-interface Entry extends EntryInfo {
-  readonly sha256: string
-}
-
-/** An object of the listing that is named like an entry. */
+/** An object of a listing named like an entry. */
 interface Listed {
   readonly name: string
   readonly size: number
@@ -105,16 +76,6 @@ interface Found {
   readonly modifiedAt: number | undefined
 }
 
-interface Calls {
-  get(input: GetObjectCommandInput): Promise<GetObjectCommandOutput>
-  head(input: HeadObjectCommandInput): Promise<HeadObjectCommandOutput>
-  put(input: PutObjectCommandInput): Promise<unknown>
-  copy(input: CopyObjectCommandInput): Promise<unknown>
-  delete(input: DeleteObjectCommandInput): Promise<unknown>
-  deleteMany(input: DeleteObjectsCommandInput): Promise<DeleteObjectsCommandOutput>
-  list(input: ListObjectsV2CommandInput): Promise<ListObjectsV2CommandOutput>
-}
-
 const OPTION_NAMES = new Set(['bucket', 'prefix', 'region', 'endpoint', 'forcePathStyle', 'client', 'ttl', 'compress', 'maxEntries', 'maxBytes', 'refreshAfter'])
 const MAX_OBJECT_BYTES = 5 * 1024 ** 3
 const DELETE_BATCH = 1000
@@ -122,7 +83,6 @@ const DELETE_BATCH = 1000
 const CONCURRENCY = 8
 const LIMITS_EVERY = 10
 const ENTRY_NAME = /^[0-9a-f]{64}$/
-const COUNT = /^(0|[1-9]\d{0,15})$/
 const CONTENT_TYPE = 'application/octet-stream'
 
 function invalid(message: string): FiledgeError {
@@ -139,62 +99,25 @@ function checkOptions(options: S3CacheOptions): void {
     const value = options[name]
     if (value !== undefined && (!Number.isSafeInteger(value) || value < 1)) throw invalid(`cache.${name}: expected a whole number of 1 or more; got ${JSON.stringify(value) ?? String(value)}`)
   }
-  const checked = (check: () => unknown) => {
+  for (const check of [() => ttlMs(options.ttl), () => ttlMs(options.refreshAfter, 'refreshAfter'), () => compressionOf(undefined, options.compress)]) {
     try {
       check()
     } catch (error) {
       throw invalid(`cache.${(error as Error).message.replace(/^cache: /, '')}`)
     }
   }
-  checked(() => ttlMs(options.ttl))
-  checked(() => ttlMs(options.refreshAfter, 'refreshAfter'))
-  checked(() => compressionOf(undefined, options.compress))
 }
 
-function metadataOf(entry: Entry): Record<string, string> {
-  return {
-    type: entry.type,
-    compression: entry.compression ?? 'none',
-    size: String(entry.size),
-    stored: String(entry.storedSize),
-    sha256: entry.sha256,
-    created: String(entry.createdAt),
-    expires: entry.expiresAt === null ? 'never' : String(entry.expiresAt),
-  }
-}
-
-/** The entry an object's metadata describes, or undefined when it is missing or garbled. */
-function entryOf(metadata: Record<string, string> | undefined): Entry | undefined {
-  const count = (text: string | undefined) => (text !== undefined && COUNT.test(text) ? Number(text) : undefined)
-  const { type, compression, sha256, expires } = metadata ?? {}
-  const [size, storedSize, createdAt] = [count(metadata?.size), count(metadata?.stored), count(metadata?.created)]
-  const expiresAt = expires === 'never' ? null : count(expires)
-  if (!VALUE_TYPES.includes(type as ValueType) || !['none', 'gzip', 'brotli'].includes(compression ?? '') || !/^[0-9a-f]{64}$/.test(sha256 ?? '')) return undefined
-  if (size === undefined || storedSize === undefined || createdAt === undefined || expiresAt === undefined) return undefined
-  return { type: type as ValueType, compression: compression === 'none' ? null : (compression as Compression), size, storedSize, createdAt, expiresAt, sha256: sha256! }
-}
-
-function infoOf({ type, compression, size, storedSize, createdAt, expiresAt }: Entry): EntryInfo {
-  return { type, compression, size, storedSize, createdAt, expiresAt }
-}
-
-/** An entry as stored, or why it is none: damaged (metadata garbled or missing, a length other than it says) or expired. */
-function judge(metadata: Record<string, string> | undefined, length: number | undefined): Entry | 'corrupt' | 'expired' {
-  const entry = entryOf(metadata)
-  if (entry === undefined || (length !== undefined && length !== entry.storedSize)) return 'corrupt'
-  return entry.expiresAt !== null && Date.now() >= entry.expiresAt ? 'expired' : entry
-}
-
-function callsOf(sdk: Sdk, client: S3ClientLike): Calls {
+function callsOf(sdk: Sdk, client: S3ClientLike) {
   const send = <O>(command: object) => client.send(command) as Promise<O>
   return {
-    get: (input) => send(new sdk.GetObjectCommand(input)),
-    head: (input) => send(new sdk.HeadObjectCommand(input)),
-    put: (input) => send(new sdk.PutObjectCommand(input)),
-    copy: (input) => send(new sdk.CopyObjectCommand(input)),
-    delete: (input) => send(new sdk.DeleteObjectCommand(input)),
-    deleteMany: (input) => send(new sdk.DeleteObjectsCommand(input)),
-    list: (input) => send(new sdk.ListObjectsV2Command(input)),
+    get: (input: S3.GetObjectCommandInput) => send<S3.GetObjectCommandOutput>(new sdk.GetObjectCommand(input)),
+    head: (input: S3.HeadObjectCommandInput) => send<S3.HeadObjectCommandOutput>(new sdk.HeadObjectCommand(input)),
+    put: (input: S3.PutObjectCommandInput) => send<unknown>(new sdk.PutObjectCommand(input)),
+    copy: (input: S3.CopyObjectCommandInput) => send<unknown>(new sdk.CopyObjectCommand(input)),
+    delete: (input: S3.DeleteObjectCommandInput) => send<unknown>(new sdk.DeleteObjectCommand(input)),
+    deleteMany: (input: S3.DeleteObjectsCommandInput) => send<S3.DeleteObjectsCommandOutput>(new sdk.DeleteObjectsCommand(input)),
+    list: (input: S3.ListObjectsV2CommandInput) => send<S3.ListObjectsV2CommandOutput>(new sdk.ListObjectsV2Command(input)),
   }
 }
 
@@ -227,10 +150,10 @@ export function createS3Cache(options: S3CacheOptions): Cache {
   /** Errors of entries found damaged while read, which `get` turns into misses. */
   const damages = new WeakSet<Error>()
   let multiDelete = true
-  let connection: Promise<Calls> | undefined
+  let connection: Promise<ReturnType<typeof callsOf>> | undefined
   let owned: { destroy(): void } | undefined
 
-  const s3 = (): Promise<Calls> =>
+  const s3 = () =>
     (connection ??= (async () => {
       const sdk = await loadSdk('s3 cache')
       return callsOf(sdk, options.client ?? (owned = await buildClient(sdk, options)))
@@ -239,16 +162,15 @@ export function createS3Cache(options: S3CacheOptions): Cache {
       throw error
     }))
 
-  /** An SDK failure as the cache's error, naming the bucket and prefix (entries are named by their hash; keys never). */
+  /** An SDK failure as the cache's error, naming the bucket and prefix (entries are named by their hash, keys never). */
   const failed = (error: unknown): FiledgeError => (isFiledgeError(error) ? error : cacheError(s3Error(where, host ?? 'S3', error).message, error))
   const nameOf = (key: string) => prefix + keyName(key)
-
   const settings = (set: SetOptions | undefined) => ({
     ttl: set?.ttl === undefined ? defaultTtl : ttlMs(set.ttl),
     compression: compressionOf(set?.compress, options.compress),
   })
 
-  /** Deletes an object; `etag`, where given, keeps a value set since it was read (on stores that honour If-Match). */
+  /** Deletes an object; with `etag`, not a value set since it was read (on stores that honour If-Match). */
   async function remove(name: string, etag?: string): Promise<void> {
     try {
       await (await s3()).delete({ Bucket: bucket, Key: name, IfMatch: etag })
@@ -282,13 +204,13 @@ export function createS3Cache(options: S3CacheOptions): Cache {
     }
   }
 
-  /** The objects named like entries directly under the prefix (not those in folders below it). */
+  /** The objects named like entries directly under the prefix (not in folders below it). */
   async function listEntries(): Promise<Listed[]> {
     const calls = await s3()
     const listed: Listed[] = []
     let token: string | undefined
     do {
-      let page: ListObjectsV2CommandOutput
+      let page: S3.ListObjectsV2CommandOutput
       try {
         page = await calls.list({ Bucket: bucket, Prefix: prefix || undefined, Delimiter: '/', ContinuationToken: token })
       } catch (error) {
@@ -318,10 +240,12 @@ export function createS3Cache(options: S3CacheOptions): Cache {
     return { removed: victims.length, bytes: sum(victims) }
   }
 
-  /** After a set: the limits again, from a listing, once this process's sets since the last time reach a tenth of them. */
+  /**
+   * After a set: the limits again, from a listing, once this process's sets since the last time reach a tenth of them.
+   * A failure fails the set (its value is stored) rather than leave the limits unkept without a word.
+   */
   async function keepWithinLimits(): Promise<void> {
-    const due =
-      (maxEntries !== undefined && sinceLimits.sets * LIMITS_EVERY >= maxEntries) || (maxBytes !== undefined && sinceLimits.bytes * LIMITS_EVERY >= maxBytes)
+    const due = (maxEntries !== undefined && sinceLimits.sets * LIMITS_EVERY >= maxEntries) || (maxBytes !== undefined && sinceLimits.bytes * LIMITS_EVERY >= maxBytes)
     if (!due) return
     limiting ??= (async () => {
       sinceLimits = { sets: 0, bytes: 0 }
@@ -334,16 +258,8 @@ export function createS3Cache(options: S3CacheOptions): Cache {
     try {
       // The checksum has S3 refuse bytes that arrive other than they left; it also keeps the SDK from sending a stream
       // aws-chunked with a trailing checksum, which some S3-compatible stores (s3rver) store as is, framing and all.
-      const checksum = Buffer.from(entry.sha256, 'hex').toString('base64')
-      await (await s3()).put({
-        Bucket: bucket,
-        Key: name,
-        Body: body,
-        ContentLength: entry.storedSize,
-        ContentType: CONTENT_TYPE,
-        ChecksumSHA256: checksum,
-        Metadata: metadataOf(entry),
-      })
+      const ChecksumSHA256 = Buffer.from(entry.sha256, 'hex').toString('base64')
+      await (await s3()).put({ Bucket: bucket, Key: name, Body: body, ContentLength: entry.storedSize, ContentType: CONTENT_TYPE, ChecksumSHA256, Metadata: metadataOf(entry) })
     } catch (error) {
       throw failed(error)
     }
@@ -353,14 +269,14 @@ export function createS3Cache(options: S3CacheOptions): Cache {
     await keepWithinLimits()
   }
 
-  function stored(type: ValueType, compression: Compression | null, size: number, storedSize: number, sha256: string, ttl: number): Entry {
+  function describe(type: ValueType, compression: Compression | null, size: number, storedSize: number, sha256: string, ttl: number): Entry {
     const createdAt = Date.now()
     return { type, compression, size, storedSize, sha256, createdAt, expiresAt: ttl === Infinity ? null : createdAt + ttl }
   }
 
-  /** The entry's metadata without its bytes; an expired or damaged one is removed. */
-  async function described(name: string): Promise<Entry | undefined> {
-    let head: HeadObjectCommandOutput
+  /** The entry from a HEAD; undefined if there is no object, 'removed' if it had expired or was damaged. */
+  async function inspect(name: string): Promise<Entry | 'removed' | undefined> {
+    let head: S3.HeadObjectCommandOutput
     try {
       head = await (await s3()).head({ Bucket: bucket, Key: name })
     } catch (error) {
@@ -370,12 +286,12 @@ export function createS3Cache(options: S3CacheOptions): Cache {
     const verdict = judge(head.Metadata, head.ContentLength)
     if (typeof verdict !== 'string') return verdict
     await discard(name, head.ETag, verdict)
-    return undefined
+    return 'removed'
   }
 
-  /** The entry's object, its metadata and length checked before its first byte; undefined on a miss (expired or damaged ones are removed). */
+  /** The entry's object, its metadata and length checked before its first byte; undefined on a miss (expired or damaged: removed). */
   async function open(name: string): Promise<Found | undefined> {
-    let response: GetObjectCommandOutput
+    let response: S3.GetObjectCommandOutput
     try {
       response = await (await s3()).get({ Bucket: bucket, Key: name })
     } catch (error) {
@@ -386,91 +302,39 @@ export function createS3Cache(options: S3CacheOptions): Cache {
     const body = response.Body
     if (!(body instanceof Readable)) throw cacheError(`${where}: the S3 client gave the body as something other than a Node.js stream; use its Node.js HTTP handler`)
     const verdict = judge(response.Metadata, response.ContentLength)
-    if (typeof verdict === 'string') {
-      body.destroy()
-      await discard(name, response.ETag, verdict)
-      counters.misses++
-      return undefined
-    }
-    return { name, entry: verdict, body, etag: response.ETag, modifiedAt: response.LastModified?.getTime() }
+    if (typeof verdict !== 'string') return { name, entry: verdict, body, etag: response.ETag, modifiedAt: response.LastModified?.getTime() }
+    body.destroy()
+    await discard(name, response.ETag, verdict)
+    counters.misses++
+    return undefined
   }
 
-  /** Renews the entry's recency once it is older than `refreshAfter`, in the background; a failure only leaves it looking older. */
+  /** Renews the entry's recency once older than `refreshAfter`, in the background; a failure only leaves it looking older. */
   function refresh({ name, entry, etag, modifiedAt }: Found): void {
     if (modifiedAt === undefined || !(Date.now() - modifiedAt >= refreshAfter) || refreshing.has(name)) return
-    const copySource = `${bucket}/${name.split('/').map(encodeURIComponent).join('/')}`
+    const CopySource = `${bucket}/${name.split('/').map(encodeURIComponent).join('/')}`
+    const input = { Bucket: bucket, Key: name, CopySource, CopySourceIfMatch: etag, MetadataDirective: 'REPLACE' as const, Metadata: metadataOf(entry), ContentType: CONTENT_TYPE }
     const copying = s3()
-      .then((calls) =>
-        calls.copy({ Bucket: bucket, Key: name, CopySource: copySource, CopySourceIfMatch: etag, MetadataDirective: 'REPLACE', Metadata: metadataOf(entry), ContentType: CONTENT_TYPE }),
-      )
-      .then(
-        () => undefined,
-        () => undefined,
-      )
+      .then((calls) => calls.copy(input))
+      .then(() => undefined, () => undefined)
       .finally(() => refreshing.delete(name))
     refreshing.set(name, copying)
   }
 
-  /**
-   * The entry's value bytes: the stored bytes counted and hashed as they
-   * arrive, decompressed, counted again. A network failure ends the stream
-   * with an error naming where; stored bytes other than the metadata says
-   * remove the entry first.
-   */
+  /** The entry's value bytes, checked as they arrive; a damaged entry is removed before the stream ends with the error. */
   function valueStream(found: Found): Readable {
-    const { name, entry, body } = found
-    const hash = createHash('sha256')
-    let [received, size] = [0, 0]
-    let damage: Promise<FiledgeError> | undefined
-    // Once per read, whichever check finds it first (a checksum that fails and a decompressor that chokes on the same bytes).
-    const damaged = (what: string): Promise<FiledgeError> =>
-      (damage ??= (async () => {
+    const { name, entry } = found
+    return checkedValue(found.body, entry, {
+      failed: (what, received, cause) =>
+        cacheError(`${where}: the download of entry ${name} ${what} after ${received} of ${entry.storedSize} bytes${cause === undefined ? '' : ` (${cause.message})`}`, cause),
+      damaged: async (what) => {
         const error = cacheError(`${where}: entry ${name} is damaged (${what}); it was removed`)
         damages.add(error)
         await discard(name, found.etag, 'corrupt').catch(() => undefined)
         return error
-      })())
-    const output = new Transform({
-      transform(chunk: Buffer, _encoding, done) {
-        size += chunk.length
-        done(null, chunk)
       },
-      flush(done) {
-        if (size !== entry.size) return void damaged(`${size} bytes once decompressed, where its metadata says ${entry.size}`).then(done)
-        refresh(found)
-        done()
-      },
-      destroy(error, done) {
-        body.destroy()
-        done(error)
-      },
+      passed: () => refresh(found),
     })
-    const fail = (error: Error) => {
-      if (!output.destroyed) output.destroy(error)
-    }
-    const downloadFailed = (what: string, cause?: Error) =>
-      cacheError(`${where}: the download of entry ${name} ${what} after ${received} of ${entry.storedSize} bytes${cause === undefined ? '' : ` (${cause.message})`}`, cause)
-    const checked = new Transform({
-      transform(chunk: Buffer, _encoding, done) {
-        received += chunk.length
-        hash.update(chunk)
-        done(null, chunk)
-      },
-      flush(done) {
-        if (received !== entry.storedSize) return done(downloadFailed('ended early'))
-        if (hash.digest('hex') === entry.sha256) return done()
-        void damaged('its stored bytes do not match their SHA-256').then(done)
-      },
-    })
-    body.on('error', (error) => fail(downloadFailed('failed', error)))
-    checked.on('error', fail)
-    let stored: Readable = body.pipe(checked)
-    if (entry.compression !== null) {
-      const inflate = decompressor(entry.compression)
-      inflate.on('error', (error) => void damaged(`its stored bytes do not decompress: ${error.message}`).then(fail))
-      stored = stored.pipe(inflate)
-    }
-    return stored.pipe(output)
   }
 
   return {
@@ -479,7 +343,11 @@ export function createS3Cache(options: S3CacheOptions): Cache {
     async get<T extends CacheValue = CacheValue>(key: string): Promise<T | undefined> {
       const found = await open(nameOf(key))
       if (found === undefined) return undefined
-      // Filled in place: the size is known, so the value is not held twice (chunks, then their concatenation).
+      if (found.entry.size > constants.MAX_LENGTH) {
+        found.body.destroy()
+        throw refused(`${where}: the entry is ${found.entry.size} bytes, more than a Buffer holds; read it with getStream`)
+      }
+      // Filled in place: the size is known, so the value is not held twice (its chunks, then their concatenation).
       const bytes = Buffer.allocUnsafe(found.entry.size)
       try {
         let at = 0
@@ -499,17 +367,17 @@ export function createS3Cache(options: S3CacheOptions): Cache {
       const { ttl, compression } = settings(setOptions)
       if (ttl === 0) return remove(name)
       const body = compression === null ? bytes : await buffer(compressor(compression).end(bytes))
-      await put(name, body, stored(type, compression, bytes.length, body.length, createHash('sha256').update(body).digest('hex'), ttl))
+      await put(name, body, describe(type, compression, bytes.length, body.length, createHash('sha256').update(body).digest('hex'), ttl))
     },
 
     async has(key) {
-      return (await described(nameOf(key))) !== undefined
+      return typeof (await inspect(nameOf(key))) === 'object'
     },
 
     // A HEAD first, as DeleteObject answers the same whether or not there was an object: two requests to remove an entry, one to find none.
     async delete(key) {
       const name = nameOf(key)
-      if ((await described(name)) === undefined) return false
+      if (typeof (await inspect(name)) !== 'object') return false
       await remove(name)
       return true
     },
@@ -531,40 +399,34 @@ export function createS3Cache(options: S3CacheOptions): Cache {
         return undefined
       }
       const spool = path.join(os.tmpdir(), `filedge-cache-${randomUUID()}.spool`)
+      const hash = createHash('sha256')
+      let [size, storedSize] = [0, 0]
+      const counted = new Transform({
+        transform(chunk: Buffer, _encoding, done) {
+          size += chunk.length
+          done(null, chunk)
+        },
+      })
+      const hashed = new Transform({
+        transform(chunk: Buffer, _encoding, done) {
+          storedSize += chunk.length
+          if (storedSize > MAX_OBJECT_BYTES) return done(refused(`${where}: the entry would take more than 5 GiB stored, the most one S3 PUT takes; it was not stored`))
+          hash.update(chunk)
+          done(null, chunk)
+        },
+      })
+      const file = createWriteStream(spool, { flags: 'wx', mode: 0o600 })
+      let spoolError: Error | undefined
+      file.once('error', (error) => (spoolError = error))
       try {
-        const hash = createHash('sha256')
-        let [size, storedSize] = [0, 0]
-        const counted = new Transform({
-          transform(chunk: Buffer, _encoding, done) {
-            size += chunk.length
-            done(null, chunk)
-          },
-        })
-        const hashed = new Transform({
-          transform(chunk: Buffer, _encoding, done) {
-            storedSize += chunk.length
-            if (storedSize > MAX_OBJECT_BYTES) {
-              return done(refused(`${where}: the entry would take more than 5 GiB stored, the most one S3 PUT takes; it was not stored`))
-            }
-            hash.update(chunk)
-            done(null, chunk)
-          },
-        })
-        const file = createWriteStream(spool, { flags: 'wx', mode: 0o600 })
-        let spoolError: Error | undefined
-        file.once('error', (error) => (spoolError = error))
         try {
           await pipeline(source, counted, compression === null ? new PassThrough() : compressor(compression), hashed, file)
         } catch (error) {
           throw error === spoolError ? cacheError(`${where}: spooling the stream to ${spool} failed (${(error as Error).message})`, error) : error
         }
-        const entry = stored('bytes', compression, size, storedSize, hash.digest('hex'), ttl)
+        const entry = describe('bytes', compression, size, storedSize, hash.digest('hex'), ttl)
         const body = createReadStream(spool)
-        try {
-          await put(name, body, entry)
-        } finally {
-          body.destroy()
-        }
+        await put(name, body, entry).finally(() => body.destroy())
         return infoOf(entry)
       } finally {
         await rm(spool, { force: true })
@@ -572,8 +434,8 @@ export function createS3Cache(options: S3CacheOptions): Cache {
     },
 
     async info(key) {
-      const entry = await described(nameOf(key))
-      return entry === undefined ? undefined : infoOf(entry)
+      const entry = await inspect(nameOf(key))
+      return typeof entry === 'object' ? infoOf(entry) : undefined
     },
 
     async stats() {
@@ -584,21 +446,10 @@ export function createS3Cache(options: S3CacheOptions): Cache {
     // One HEAD per entry: expiry and damage are in the metadata, which listings leave out.
     async prune() {
       const listed = await listEntries()
-      const calls = await s3()
-      const live: Listed[] = []
-      const gone: Listed[] = []
+      const [live, gone]: Listed[][] = [[], []]
       await eachConcurrently(listed, CONCURRENCY, async (object) => {
-        let head: HeadObjectCommandOutput
-        try {
-          head = await calls.head({ Bucket: bucket, Key: object.name })
-        } catch (error) {
-          if (isMissing(error)) return
-          throw failed(error)
-        }
-        const verdict = judge(head.Metadata, head.ContentLength)
-        if (typeof verdict !== 'string') return void live.push(object)
-        await discard(object.name, head.ETag, verdict)
-        gone.push(object)
+        const found = await inspect(object.name)
+        if (found !== undefined) (found === 'removed' ? gone : live).push(object)
       })
       sinceLimits = { sets: 0, bytes: 0 }
       const evicted = await evict(live)

@@ -418,6 +418,8 @@ export function createS3Cache(options: S3CacheOptions): Cache {
       const file = createWriteStream(spool, { flags: 'wx', mode: 0o600 })
       let spoolError: Error | undefined
       file.once('error', (error) => (spoolError = error))
+      // Removed once closed: a source that fails at once can end the pipeline before the file is even open, and the open would create it again.
+      const closed = new Promise<void>((resolve) => file.once('close', () => resolve()))
       try {
         try {
           await pipeline(source, counted, compression === null ? new PassThrough() : compressor(compression), hashed, file)
@@ -429,6 +431,7 @@ export function createS3Cache(options: S3CacheOptions): Cache {
         await put(name, body, entry).finally(() => body.destroy())
         return infoOf(entry)
       } finally {
+        await closed
         await rm(spool, { force: true })
       }
     },

@@ -549,6 +549,19 @@ describe('failures', () => {
     expect(await cache.get('k')).toBe('v')
   })
 
+  it('wrong credentials: an error naming the bucket and the fix, never the secret', async () => {
+    const bucket = await freshBucket()
+    const secret = 'wrong-secret-0c4e9a12'
+    setEnv({ AWS_ACCESS_KEY_ID: 'AKIAWRONGKEY0000', AWS_SECRET_ACCESS_KEY: secret })
+    try {
+      const error = await failure(open({ bucket }).set('k', 'v'))
+      expect(error.message).toMatch(new RegExp(`^s3://${bucket}/ at 127\\.0\\.0\\.1:${server.port}: access denied \\(InvalidAccessKeyId\\)`))
+      expect(JSON.stringify({ ...error, message: error.message })).not.toContain(secret)
+    } finally {
+      setEnv(S3RVER_CREDENTIALS)
+    }
+  })
+
   it('a missing bucket: an error naming it', async () => {
     const error = await failure(open({ bucket: 'no-such-bucket', prefix: 'c' }).get('k'))
     expect(error.message).toBe(`s3://no-such-bucket/c/ at 127.0.0.1:${server.port}: the bucket does not exist`)

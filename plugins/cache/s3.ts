@@ -81,6 +81,7 @@ const MAX_OBJECT_BYTES = 5 * 1024 ** 3
 const DELETE_BATCH = 1000
 /** HEADs (prune) and single deletes in flight at once. */
 const CONCURRENCY = 8
+/** A set keeps the limits once this process's sets since the last time reach 1/LIMITS_EVERY of them. */
 const LIMITS_EVERY = 10
 const ENTRY_NAME = /^[0-9a-f]{64}$/
 const CONTENT_TYPE = 'application/octet-stream'

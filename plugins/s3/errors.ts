@@ -33,6 +33,11 @@ export function isPreconditionFailed(error: unknown): boolean {
   return failure(error).name === 'PreconditionFailed' || status(error) === 412
 }
 
+/** A call the store does not implement: some S3-compatible stores lack DeleteObjects, for one. */
+export function isNotImplemented(error: unknown): boolean {
+  return failure(error).name === 'NotImplemented' || status(error) === 501
+}
+
 const ACCESS_DENIED = new Set(['AccessDenied', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken', 'InvalidToken', 'AllAccessDisabled', 'Forbidden'])
 const UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE'])
 

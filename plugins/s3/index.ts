@@ -80,7 +80,10 @@ interface Connection {
   readonly matches: (relative: string) => boolean
 }
 
-type Sdk = typeof import('@aws-sdk/client-s3')
+export type Sdk = typeof import('@aws-sdk/client-s3')
+
+/** Which bucket, and how to reach it: the options the S3 source and the S3 cache share, checked alike. */
+export type S3Location = Pick<S3SourceOptions, 'bucket' | 'prefix' | 'region' | 'endpoint' | 'forcePathStyle' | 'client'>
 
 const OPTION_NAMES = new Set(['bucket', 'prefix', 'include', 'exclude', 'region', 'endpoint', 'forcePathStyle', 'pageSize', 'client'])
 const MAX_PAGE_SIZE = 1000
@@ -110,35 +113,44 @@ function checkStrings(name: string, value: unknown): void {
   }
 }
 
+/**
+ * The location options of `options`, named `<label>.<option>` in messages
+ * (`s3.bucket`, `cache.bucket`), refused through `fail`.
+ */
+export function checkLocation(options: S3Location, label: string, fail: (message: string) => FiledgeError): void {
+  const { bucket, prefix, region, endpoint, forcePathStyle, client } = options
+  if (typeof bucket !== 'string' || bucket === '') throw fail(`${label}.bucket: expected a bucket name; got ${shown(bucket)}`)
+  if (bucket.includes('/') || bucket.includes(':')) {
+    throw fail(`${label}.bucket: expected a bucket name, not a URL or a path; got ${shown(bucket)} (the key prefix goes in ${label}.prefix)`)
+  }
+  if (prefix !== undefined && typeof prefix !== 'string') throw fail(`${label}.prefix: expected a key prefix such as "incoming/"; got ${shown(prefix)}`)
+  if (region !== undefined && (typeof region !== 'string' || region === '')) throw fail(`${label}.region: expected a region such as "eu-west-1"; got ${shown(region)}`)
+  if (endpoint !== undefined && (typeof endpoint !== 'string' || !URL.canParse(endpoint) || !/^https?:$/.test(new URL(endpoint).protocol))) {
+    throw fail(`${label}.endpoint: expected an http(s) URL such as "https://minio.internal:9000"; got ${shown(endpoint)}`)
+  }
+  if (forcePathStyle !== undefined && typeof forcePathStyle !== 'boolean') throw fail(`${label}.forcePathStyle: expected true or false; got ${shown(forcePathStyle)}`)
+  if (client !== undefined && typeof (client as { send?: unknown } | null)?.send !== 'function') {
+    throw fail(`${label}.client: expected an S3Client (an object with a send method)`)
+  }
+}
+
 /** Every option checked when the config loads, so a typo fails before any run. */
 function checkOptions(options: S3SourceOptions): void {
   if (typeof options !== 'object' || options === null) throw invalid(`s3: expected options ({ bucket: 'my-bucket' }); got ${shown(options)}`)
   for (const name of Object.keys(options)) {
     if (!OPTION_NAMES.has(name)) throw invalid(`s3.${name}: unknown option (expected one of ${[...OPTION_NAMES].join(', ')})`)
   }
-  const { bucket, prefix, region, endpoint, forcePathStyle, pageSize, client } = options
-  if (typeof bucket !== 'string' || bucket === '') throw invalid(`s3.bucket: expected a bucket name; got ${shown(bucket)}`)
-  if (bucket.includes('/') || bucket.includes(':')) {
-    throw invalid(`s3.bucket: expected a bucket name, not a URL or a path; got ${shown(bucket)} (the key prefix goes in s3.prefix)`)
-  }
-  if (prefix !== undefined && typeof prefix !== 'string') throw invalid(`s3.prefix: expected a key prefix such as "incoming/"; got ${shown(prefix)}`)
+  checkLocation(options, 's3', invalid)
   checkStrings('include', options.include)
   checkStrings('exclude', options.exclude)
-  if (region !== undefined && (typeof region !== 'string' || region === '')) throw invalid(`s3.region: expected a region such as "eu-west-1"; got ${shown(region)}`)
-  if (endpoint !== undefined && (typeof endpoint !== 'string' || !URL.canParse(endpoint) || !/^https?:$/.test(new URL(endpoint).protocol))) {
-    throw invalid(`s3.endpoint: expected an http(s) URL such as "https://minio.internal:9000"; got ${shown(endpoint)}`)
-  }
-  if (forcePathStyle !== undefined && typeof forcePathStyle !== 'boolean') throw invalid(`s3.forcePathStyle: expected true or false; got ${shown(forcePathStyle)}`)
+  const { pageSize } = options
   if (pageSize !== undefined && (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > MAX_PAGE_SIZE)) {
     throw invalid(`s3.pageSize: expected an integer from 1 to ${MAX_PAGE_SIZE}; got ${shown(pageSize)}`)
-  }
-  if (client !== undefined && typeof (client as { send?: unknown } | null)?.send !== 'function') {
-    throw invalid('s3.client: expected an S3Client (an object with a send method)')
   }
 }
 
 /** A key prefix read as a folder, so globs and moved keys are relative to it alike. */
-function asFolder(prefix: string): string {
+export function asFolder(prefix: string): string {
   return prefix === '' || prefix.endsWith('/') ? prefix : `${prefix}/`
 }
 
@@ -155,12 +167,13 @@ function quote(version: string): string {
   return `"${version}"`
 }
 
-async function loadSdk(): Promise<Sdk> {
+/** The SDK, or an error saying how to install it; `user` names who needs it ('s3 source', 's3 cache'). */
+export async function loadSdk(user = 's3 source'): Promise<Sdk> {
   try {
     return await import('@aws-sdk/client-s3')
   } catch (error) {
     if ((error as { code?: string }).code === 'ERR_MODULE_NOT_FOUND' && String((error as Error).message).includes('@aws-sdk/client-s3')) {
-      throw new FiledgeError('PLUGIN_ERROR', 's3 source: the AWS SDK is not installed; run npm install @aws-sdk/client-s3', { plugin: 's3', cause: error })
+      throw new FiledgeError('PLUGIN_ERROR', `${user}: the AWS SDK is not installed; run npm install @aws-sdk/client-s3`, { plugin: 's3', cause: error })
     }
     throw error
   }
@@ -191,7 +204,7 @@ function quietClient(sdk: Sdk, config: S3ClientConfig): InstanceType<Sdk['S3Clie
  * one, else us-east-1; with `followRegionRedirects` a bucket in another
  * region is still reached (the SDK retries where S3's 301 points).
  */
-async function buildClient(sdk: Sdk, options: S3SourceOptions): Promise<InstanceType<Sdk['S3Client']>> {
+export async function buildClient(sdk: Sdk, options: Pick<S3Location, 'region' | 'endpoint' | 'forcePathStyle'>): Promise<InstanceType<Sdk['S3Client']>> {
   const config: S3ClientConfig = {
     endpoint: options.endpoint,
     forcePathStyle: options.forcePathStyle,

@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util'
 import { REPO_ROOT } from './project.js'
 import { duckdbBulk, postgresBulk, postgresWorkers } from './destinations.js'
 import { s3Source } from './s3.js'
+import { cacheSuite } from './cache.js'
 import { hashing, largeFile, sqliteBulk, sqliteSmallFiles, watchLatency, type BenchOptions, type Row } from './suites.js'
 
 /**
@@ -19,6 +20,7 @@ const SUITES: Record<string, { run: (options: BenchOptions) => Promise<Row[]>; a
   workers: { run: postgresWorkers, about: '1 vs 2 workers on a Postgres ledger, --worker-files × --worker-rows-per-file' },
   small: { run: sqliteSmallFiles, about: '--files × --rows-per-file → SQLite, files/s, then a no-op rerun' },
   s3: { run: s3Source, about: 'S3 (s3rver on loopback): no-op rerun over --s3-files objects; --rows orders from S3 vs local disk' },
+  cache: { run: cacheSuite, about: 'retry of a --rows file whose destination failed, with and without the cache; cache set/get vs fs' },
   hash: { run: hashing, about: 'SHA-256 of the --rows CSV vs a Node crypto stream' },
   large: { run: largeFile, about: 'peak RSS loading a ~1 GB CSV (only with --large)' },
   watch: { run: watchLatency, about: 'watch mode, last write → committed' },

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream'
-import { AsyncParallelHook, AsyncSeriesBailHook, AsyncSeriesHook, AsyncSeriesWaterfallHook, SyncHook } from 'tapable'
+import { AsyncParallelHook, AsyncSeriesBailHook, AsyncSeriesHook, AsyncSeriesWaterfallHook, SyncHook, SyncWaterfallHook } from 'tapable'
 import type { ResolvedConfig, ResolvedFormat, ResolvedPipeline } from './config/types.js'
 import type { FileRef, LoadMarker, WriteJob, WriteResult } from './destination.js'
 import type { ArchiveAction, ListOptions, ReadOptions, SourceEntry, Watching, WatchOptions } from './source.js'
@@ -132,6 +132,31 @@ export interface LoadRequest {
    */
   open(): Readable
   readonly signal: AbortSignal
+  /** `filedge validate`: the file itself must be read (no replay). */
+  readonly validating?: true
+}
+
+/**
+ * What `load` may answer instead of raw rows: rows already parsed and
+ * coerced for this file under the same format and columns (the cache
+ * replaying a file whose destination failed). They skip coercion and go
+ * straight to `transform`.
+ */
+export interface ReplayedRows {
+  readonly replayed: AsyncIterable<RowBatch>
+}
+
+/** A byte stream a source's `read` returned, as `sourceBytes` sees it. */
+export interface SourceBytesContext {
+  readonly pipeline: ResolvedPipeline
+  readonly entry: SourceEntry
+}
+
+/** The coerced rows of a file being parsed (not replayed), as `parsedRows` sees them. */
+export interface ParsedRowsContext {
+  readonly pipeline: ResolvedPipeline
+  readonly file: FileRef
+  readonly format: ResolvedFormat
 }
 
 /** The `loaded` hook's question: does the pipeline's destination already hold this load of the file? */
@@ -250,7 +275,21 @@ export interface Hooks {
   readonly locate: AsyncSeriesBailHook<[PathRequest], string | undefined>
   readonly beforeHash: AsyncSeriesBailHook<[FileCandidate], BeforeHashResult | undefined>
   readonly claim: AsyncSeriesBailHook<[ClaimRequest], ClaimOutcome | undefined>
-  readonly load: AsyncSeriesBailHook<[LoadRequest], RawRows | undefined>
+  /** A file's rows: a format parses the claimed bytes (raw rows, coerced next), or a cache replays coerced ones. */
+  readonly load: AsyncSeriesBailHook<[LoadRequest], RawRows | ReplayedRows | undefined>
+  /**
+   * Observes the bytes a source's `read` returned (hashing and loads read
+   * them): a tap may wrap the stream to keep a copy (the cache keeps remote
+   * files), and must pass every byte through unchanged.
+   */
+  readonly sourceBytes: SyncWaterfallHook<[Readable, SourceBytesContext]>
+  /**
+   * Observes a file's coerced rows as they are parsed (not when `load`
+   * replayed them): a tap may wrap the stream to keep a copy, and must yield
+   * every batch unchanged. Unlike `transform`, a tap here leaves a
+   * destination free to read the file natively (it then never drains them).
+   */
+  readonly parsedRows: SyncWaterfallHook<[AsyncIterable<RowBatch>, ParsedRowsContext]>
   readonly transform: AsyncSeriesWaterfallHook<[AsyncIterable<RowBatch>, TransformContext]>
   readonly commit: AsyncSeriesBailHook<[WriteJob], WriteResult | undefined>
   /** The destination's load marker of a file, asked before loading it again after a gap; null: not there; undefined: nobody can tell. */
@@ -321,6 +360,9 @@ function attributeErrors(hookName: string, hook: { intercept(interceptor: object
         if (typeof result === 'object' && result !== null && isAsyncIterable((result as RawRows).batches)) {
           return { ...(result as RawRows), batches: attributed((result as RawRows).batches, wrap(args)) }
         }
+        if (typeof result === 'object' && result !== null && isAsyncIterable((result as ReplayedRows).replayed)) {
+          return { replayed: attributed((result as ReplayedRows).replayed, wrap(args)) }
+        }
         return result
       }
       if (tap.type === 'promise') {
@@ -370,6 +412,8 @@ export function createHooks(): Hooks {
     beforeHash: new AsyncSeriesBailHook(['candidate'], 'beforeHash'),
     claim: new AsyncSeriesBailHook(['request'], 'claim'),
     load: new AsyncSeriesBailHook(['request'], 'load'),
+    sourceBytes: new SyncWaterfallHook(['bytes', 'context'], 'sourceBytes'),
+    parsedRows: new SyncWaterfallHook(['rows', 'context'], 'parsedRows'),
     transform: new AsyncSeriesWaterfallHook(['batches', 'context'], 'transform'),
     commit: new AsyncSeriesBailHook(['job'], 'commit'),
     loaded: new AsyncSeriesBailHook(['request'], 'loaded'),

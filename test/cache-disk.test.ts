@@ -479,6 +479,24 @@ describe('damaged entries', () => {
     expect(filesUnder(path.join(dir, 'v1'))).toEqual([])
     expect((await cache.stats()).corrupt).toBe(4)
   })
+
+  it('getStream with verify: a flipped byte is a miss before any byte is handed on; an intact entry streams whole', async () => {
+    const dir = tempDir()
+    const cache = openCache({ dir })
+    const value = Buffer.alloc(3 * 1024 * 1024, 7)
+    for (const compress of [false, 'brotli'] as const) {
+      await cache.set(`intact-${compress}`, value, { compress })
+      expect(Buffer.concat(await (await cache.getStream(`intact-${compress}`, { verify: true }))!.toArray())).toEqual(value)
+      await cache.set(`flipped-${compress}`, value, { compress })
+      const { data } = entryFiles(dir, `flipped-${compress}`)
+      const bytes = readFileSync(data)
+      bytes[bytes.length - 1]! ^= 0xff
+      writeFileSync(data, bytes)
+      expect(await cache.getStream(`flipped-${compress}`, { verify: true })).toBeUndefined()
+      expect(await cache.has(`flipped-${compress}`)).toBe(false)
+    }
+    expect((await cache.stats()).corrupt).toBe(2)
+  })
 })
 
 const tmpfs = mountTmpfs()

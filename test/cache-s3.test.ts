@@ -337,6 +337,25 @@ describe('damaged entries', () => {
     expect(await head(bucket, keyName('k'))).toBeUndefined()
     expect(await cache.stats()).toMatchObject({ corrupt: 1, entries: 0 })
   })
+
+  it('getStream with verify: damage is a miss before any byte is handed on; an intact entry streams whole and leaves no spool file', async () => {
+    const bucket = await freshBucket()
+    const cache = open({ bucket })
+    const value = randomBytes(2 * 1024 * 1024)
+    await cache.set('intact', value, { compress: 'gzip' })
+    const spools = () => readdirSync(os.tmpdir()).filter((name) => name.startsWith('filedge-cache-') && name.endsWith('.spool'))
+    const before = spools()
+    const stream = (await cache.getStream('intact', { verify: true }))!
+    expect(Buffer.concat(await stream.toArray())).toEqual(value)
+    await waitFor(() => spools().length === before.length)
+    await cache.set('k', value)
+    const { Metadata, ContentLength } = (await head(bucket, keyName('k')))!
+    await server.client.send(new PutObjectCommand({ Bucket: bucket, Key: keyName('k'), Body: randomBytes(ContentLength!), Metadata }))
+    expect(await cache.getStream('k', { verify: true })).toBeUndefined()
+    expect(await head(bucket, keyName('k'))).toBeUndefined()
+    expect(spools()).toEqual(before)
+    expect(await cache.stats()).toMatchObject({ corrupt: 1, entries: 1 })
+  })
 })
 
 describe('sharing', () => {

@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander'
 import { isFiledgeError } from '../errors.js'
 import { redact } from '../secrets.js'
+import { registerCache } from './commands/cache.js'
 import { registerConfig } from './commands/config.js'
 import { registerHistory } from './commands/history.js'
 import { registerLineage } from './commands/lineage.js'
@@ -39,6 +40,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
   registerInspect(program, io)
   registerInit(program, io)
   registerConfig(program, io)
+  registerCache(program, io)
   try {
     await program.parseAsync([...argv], { from: 'user' })
     return code

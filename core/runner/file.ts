@@ -9,6 +9,7 @@ import type { FileRef, WriteJob } from '../destination.js'
 import { FiledgeError, capped, claimLost, describeError, fileChanged, fileInvalid, isFiledgeError, leaseLapsed, stopped } from '../errors.js'
 import { detectFormat, isGzipPath } from '../formats/registry.js'
 import type { FileCandidate, Hooks, Lease, SkipReason } from '../hooks.js'
+import type { SourceEntry } from '../source.js'
 import { hashStream, type HashedStream } from '../source/hash.js'
 import { decode } from '../source/open.js'
 import type { RowBatch, TableSpec } from '../rows.js'
@@ -140,6 +141,13 @@ function unreadable(error: unknown, candidate: FileCandidate): { skip: string; r
   throw new FiledgeError('PLUGIN_ERROR', `${candidate.path}: reading it from ${source.describe()} failed: ${describeError(error)}`, { file: candidate.path, plugin: `source:${source.name}`, cause: error })
 }
 
+/** A listed file's bytes from its source (or whoever answers `read` first), as `sourceBytes` taps pass them on. */
+async function readSource(pipeline: ResolvedPipeline, entry: SourceEntry, signal: AbortSignal, hooks: Hooks): Promise<Readable> {
+  const stream = await hooks.read.promise({ pipeline, entry, signal })
+  if (stream === undefined) throw new FiledgeError('INTERNAL', `${entry.path}: no source reads pipeline "${pipeline.name}"`, { file: entry.path })
+  return hooks.sourceBytes.call(stream, { pipeline, entry })
+}
+
 async function identify(candidate: FileCandidate, context: FileRunContext): Promise<Identity> {
   const { hooks } = context
   const { pipeline } = candidate
@@ -151,8 +159,7 @@ async function identify(candidate: FileCandidate, context: FileRunContext): Prom
   const started = Date.now()
   let hashed: HashedStream
   try {
-    const raw = await hooks.read.promise({ pipeline, entry: candidate, signal: context.signal })
-    if (raw === undefined) throw new FiledgeError('INTERNAL', `${candidate.path}: no source reads pipeline "${pipeline.name}"`, { file: candidate.path })
+    const raw = await readSource(pipeline, candidate, context.signal, hooks)
     const spool = localPath === undefined ? () => path.join(context.spoolDir, `${process.pid}-${randomUUID()}`) : undefined
     hashed = await hashStream(raw, { keep: SMALL_FILE, ...(spool === undefined ? {} : { spool }) })
   } catch (error) {
@@ -326,11 +333,10 @@ function claimedBytes(pipeline: ResolvedPipeline, claimed: Claimed, signal: Abor
   const options = { limits: pipeline.limits }
   if (claimed.spooled === true) return decode(createReadStream(claimed.localPath!, { highWaterMark: 256 * 1024 }), file, options)
   const fromSource = async () => {
-    const stream = await hooks.read.promise({ pipeline, entry: file, signal }).catch((error: unknown) => {
+    const stream = await readSource(pipeline, file, signal, hooks).catch((error: unknown) => {
       if (isFiledgeError(error) && error.code === 'FILE_GONE') throw fileChanged(file.path, 'removed or renamed after it was hashed; nothing was loaded (the same bytes are loaded again if they reappear)')
       throw error
     })
-    if (stream === undefined) throw new FiledgeError('INTERNAL', `${file.path}: no source reads pipeline "${pipeline.name}"`, { file: file.path })
     return decode(stream, file, options)
   }
   const kept = claimed.bytes
@@ -436,7 +442,11 @@ async function loadClaimed(
     }
     const raw = await hooks.load.promise({ pipeline, file, format, open, signal: controller.signal })
     if (raw === undefined) throw fileInvalid(file.path, `no plugin loads "${format.type}" files; add a format plugin for it`)
-    const typed = coerceRows(raw, pipeline.columns, { file: file.path, unknownColumns: pipeline.unknownColumns })
+    // Replayed rows were coerced when they were parsed; parsed ones are coerced here, and observed as they pass.
+    const typed =
+      'replayed' in raw
+        ? raw.replayed
+        : hooks.parsedRows.call(coerceRows(raw, pipeline.columns, { file: file.path, unknownColumns: pipeline.unknownColumns }), { pipeline, file, format })
     const transformed = await hooks.transform.promise(typed, { pipeline, file })
     const untransformed = hooks.transform.taps.length === 0
     const job: WriteJob = {
@@ -447,7 +457,7 @@ async function loadClaimed(
       loadId: lease.loadId,
       ingestedAt: isoInstant(new Date()),
       batches: counted(transformed, (rows) => hooks.fileProgress.call({ pipeline, file, rows }), controller.signal),
-      ...(untransformed
+      ...(untransformed && !('replayed' in raw)
         ? { source: { format, fields: raw.fields, headerLine: raw.headerLine, columns: pipeline.columns, unknownColumns: pipeline.unknownColumns, limits: pipeline.limits } }
         : {}),
       ...(claimed.localPath === undefined ? {} : { localPath: claimed.localPath }),

@@ -86,8 +86,9 @@ export async function validateFile(hooks: Hooks, config: ResolvedConfig, pipelin
     const { hash, size } = await hashFile(absPath)
     const { mtimeMs, ino } = await stat(absPath)
     const file: FileRef = { hash, size, version: `${mtimeMs}:${ino}`, modifiedAt: mtimeMs, path: relative }
-    const raw = await hooks.load.promise({ pipeline, file, format, open: () => openLocalFile(absPath, file, { limits: pipeline.limits }), signal: new AbortController().signal })
+    const raw = await hooks.load.promise({ pipeline, file, format, open: () => openLocalFile(absPath, file, { limits: pipeline.limits }), signal: new AbortController().signal, validating: true })
     if (raw === undefined) throw fileInvalid(relative, `no plugin loads "${format.type}" files`)
+    if ('replayed' in raw) throw new FiledgeError('INTERNAL', `${relative}: a plugin replayed rows for validate, which must read the file`)
     const counted: RawRows = {
       ...raw,
       batches: (async function* () {

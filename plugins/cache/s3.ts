@@ -383,11 +383,28 @@ export function createS3Cache(options: S3CacheOptions): Cache {
       return true
     },
 
-    async getStream(key) {
+    // With verify, the value is downloaded whole into a private temp file while it is checked, and streamed from there (the
+    // file is removed when the stream closes): damage is a miss before a byte is handed on.
+    async getStream(key, getOptions) {
       const found = await open(nameOf(key))
       if (found === undefined) return undefined
+      if (getOptions?.verify !== true) {
+        counters.hits++
+        return valueStream(found)
+      }
+      const spool = path.join(os.tmpdir(), `filedge-cache-${randomUUID()}.spool`)
+      try {
+        await pipeline(valueStream(found), createWriteStream(spool, { mode: 0o600 }))
+      } catch (error) {
+        await rm(spool, { force: true })
+        if (!damages.has(error as Error)) throw error
+        counters.misses++
+        return undefined
+      }
       counters.hits++
-      return valueStream(found)
+      const stream = createReadStream(spool, { highWaterMark: 1024 * 1024 })
+      stream.once('close', () => void rm(spool, { force: true }))
+      return stream
     },
 
     // Spooled to a private temp file while counted, compressed and hashed: the SHA-256 goes in the metadata, which S3 takes

@@ -37,6 +37,10 @@ export interface SetOptions {
   readonly compress?: Compression | boolean
 }
 
+export interface GetStreamOptions {
+  readonly verify?: boolean
+}
+
 export interface CacheOptions {
   /** Entries at most (evicting the least recently used). Default: no limit. */
   readonly maxEntries?: number
@@ -107,9 +111,12 @@ export interface Cache {
    * The entry's bytes as a stream, decompressed (for a non-stream value:
    * the string's UTF-8, the JSON text, the buffer's bytes), or undefined on
    * a miss. A stream whose stored bytes turn out damaged ends with an error
-   * and the entry is removed; size is checked before the first byte.
+   * and the entry is removed; size is checked before the first byte. With
+   * `verify`, every stored byte is checked before the stream is returned:
+   * damage is then a miss, never a stream that fails at its end (one more
+   * read of the value, for readers that cannot take back what they read).
    */
-  getStream(key: string): Promise<Readable | undefined>
+  getStream(key: string, options?: GetStreamOptions): Promise<Readable | undefined>
   /**
    * Stores a stream of any length in bounded memory. The entry appears only
    * once the stream has ended without error; a stream that fails or is

@@ -16,7 +16,7 @@ import type { RowBatch, Value } from '../../core/index.js'
  * structured clone keeps exactly.
  */
 
-const FORMAT = 3
+const FORMAT = 4
 
 type Column =
   | { kind: 'f64'; values: Float64Array }
@@ -34,56 +34,109 @@ export function headerFrame(columns: readonly string[]): Buffer[] {
   return frame(serialize({ format: FORMAT, columns }))
 }
 
-function encodeColumn(rows: readonly Value[][], column: number): Column {
-  const count = rows.length
-  let numbers = true
-  let strings = true
-  for (let i = 0; i < count && (numbers || strings); i++) {
+/** A column's values as they are: bigints, booleans, mixes. */
+function plain(rows: readonly Value[][], column: number): Column {
+  return { kind: 'v8', values: rows.map((row) => row[column]!) }
+}
+
+function numbers(rows: readonly Value[][], column: number): Column {
+  const values = new Float64Array(rows.length)
+  for (let i = 0; i < rows.length; i++) {
     const value = rows[i]![column]
-    if (typeof value !== 'number') numbers = false
-    if (typeof value !== 'string' && value !== null) strings = false
+    if (typeof value !== 'number') return plain(rows, column)
+    values[i] = value
   }
-  if (numbers) {
-    const values = new Float64Array(count)
-    for (let i = 0; i < count; i++) values[i] = rows[i]![column] as number
-    return { kind: 'f64', values }
-  }
-  if (!strings) return { kind: 'v8', values: rows.map((row) => row[column]!) }
+  return { kind: 'f64', values }
+}
+
+/** Strings and nulls with at most a quarter as many distinct values as rows, else undefined. */
+function dictionary(rows: readonly Value[][], column: number): Column | undefined {
+  const count = rows.length
   const words = new Map<string | null, number>()
-  const index = new Uint32Array(count)
-  const limit = count >> 2
+  const index = count <= 0xffff * 4 ? new Uint16Array(count) : new Uint32Array(count)
+  const limit = Math.max(1, count >> 2)
   for (let i = 0; i < count; i++) {
     const value = rows[i]![column] as string | null
     let at = words.get(value)
     if (at === undefined) {
-      if (words.size >= limit) break
+      if (words.size === limit) return undefined
       at = words.size
       words.set(value, at)
     }
     index[i] = at
   }
-  if (words.size < limit || count === 0) return { kind: 'dict', words: [...words.keys()], index: words.size <= 0xffff ? Uint16Array.from(index) : index }
-  const parts = new Array<string>(count)
+  return { kind: 'dict', words: [...words.keys()], index }
+}
+
+function text(rows: readonly Value[][], column: number): Column {
+  const count = rows.length
   const ends = new Uint32Array(count)
   let nulls: Uint8Array | undefined
-  let end = 0
+  let joined = ''
   for (let i = 0; i < count; i++) {
-    const value = rows[i]![column] as string | null
-    if (value === null) (nulls ??= new Uint8Array(count))[i] = 1
-    parts[i] = value ?? ''
-    end += parts[i]!.length
-    ends[i] = end
+    const value = rows[i]![column]
+    if (typeof value === 'string') joined += value
+    else if (value === null) (nulls ??= new Uint8Array(count))[i] = 1
+    else return plain(rows, column)
+    ends[i] = joined.length
   }
-  return nulls === undefined ? { kind: 'text', text: parts.join(''), ends } : { kind: 'text', text: parts.join(''), ends, nulls }
+  return nulls === undefined ? { kind: 'text', text: joined, ends } : { kind: 'text', text: joined, ends, nulls }
 }
 
-export function batchFrame(batch: RowBatch): Buffer[] {
-  const columns: Column[] = []
-  for (let column = 0; column < batch.columns.length; column++) columns.push(encodeColumn(batch.rows, column))
-  return frame(serialize([batch.rows.length, columns, Float64Array.from(batch.rowNumbers), Float64Array.from(batch.lines)]))
+/** Few distinct values among the first rows: worth trying a dictionary (a column of ids or notes is not). */
+function repetitive(rows: readonly Value[][], column: number): boolean {
+  const sample = Math.min(rows.length, 512)
+  const seen = new Set<Value>()
+  for (let i = 0; i < sample; i++) {
+    const value = rows[i]![column]!
+    if (typeof value !== 'string' && value !== null) return false
+    seen.add(value)
+  }
+  return seen.size <= (sample * 3) >> 2
 }
 
-function decodeColumn(column: Column): ArrayLike<Value> {
+/** How a string column is stored, decided on a file's first batch (a sample of its rows) and kept for the rest. */
+type Plan = 'dict' | 'text'
+
+function encodeColumn(rows: readonly Value[][], column: number, plans: Plan[]): Column {
+  if (rows.length === 0) return { kind: 'v8', values: [] }
+  const first = rows[0]![column]
+  if (typeof first === 'number') return numbers(rows, column)
+  if (typeof first !== 'string' && first !== null) return plain(rows, column)
+  const plan = (plans[column] ??= repetitive(rows, column) ? 'dict' : 'text')
+  if (plan === 'dict') {
+    const encoded = dictionary(rows, column)
+    if (encoded !== undefined) return encoded
+    plans[column] = 'text'
+  }
+  return text(rows, column)
+}
+
+/** Record numbers and lines: usually consecutive (one line a record), then kept as their first value alone. */
+function sequence(values: readonly number[]): number | Float64Array {
+  const first = values[0] ?? 0
+  for (let i = 1; i < values.length; i++) if (values[i] !== first + i) return Float64Array.from(values)
+  return first
+}
+
+function unsequence(encoded: number | Float64Array, count: number): number[] {
+  if (typeof encoded !== 'number') return Array.from(encoded)
+  const values = new Array<number>(count)
+  for (let i = 0; i < count; i++) values[i] = encoded + i
+  return values
+}
+
+/** Encodes one file's batches, in order (it learns how each column is best stored). */
+export function batchEncoder(): (batch: RowBatch) => Buffer[] {
+  const plans: Plan[] = []
+  return (batch) => {
+    const columns: Column[] = []
+    for (let column = 0; column < batch.columns.length; column++) columns.push(encodeColumn(batch.rows, column, plans))
+    return frame(serialize([batch.rows.length, columns, sequence(batch.rowNumbers), sequence(batch.lines)]))
+  }
+}
+
+function decodeColumn(column: Column): Float64Array | readonly Value[] {
   switch (column.kind) {
     case 'f64':
     case 'v8':
@@ -106,6 +159,14 @@ function decodeColumn(column: Column): ArrayLike<Value> {
       return values
     }
   }
+}
+
+function fillNumbers(rows: Value[][], column: number, values: Float64Array): void {
+  for (let i = 0; i < rows.length; i++) rows[i]![column] = values[i]!
+}
+
+function fillValues(rows: Value[][], column: number, values: readonly Value[]): void {
+  for (let i = 0; i < rows.length; i++) rows[i]![column] = values[i]!
 }
 
 /** Splits a byte stream into its frames' payloads. */
@@ -139,16 +200,17 @@ export async function* decodeBatches(bytes: Readable): AsyncGenerator<RowBatch> 
       names = header.columns as string[]
       continue
     }
-    const [count, columns, rowNumbers, lines] = deserialize(payload) as [number, Column[], Float64Array, Float64Array]
-    const values = columns.map(decodeColumn)
-    const width = values.length
+    const [count, columns, rowNumbers, lines] = deserialize(payload) as [number, Column[], number | Float64Array, number | Float64Array]
+    const width = columns.length
     const rows = new Array<Value[]>(count)
-    for (let i = 0; i < count; i++) {
-      const row = new Array<Value>(width)
-      for (let column = 0; column < width; column++) row[column] = values[column]![i]!
-      rows[i] = row
+    for (let i = 0; i < count; i++) rows[i] = new Array<Value>(width)
+    // Column by column: each loop reads one kind of array (a Float64Array, an Array), which V8 keeps fast.
+    for (let column = 0; column < width; column++) {
+      const values = decodeColumn(columns[column]!)
+      if (values instanceof Float64Array) fillNumbers(rows, column, values)
+      else fillValues(rows, column, values)
     }
-    yield { columns: names, rows, rowNumbers: Array.from(rowNumbers), lines: Array.from(lines) }
+    yield { columns: names, rows, rowNumbers: unsequence(rowNumbers, count), lines: unsequence(lines, count) }
   }
   if (names === undefined) throw new Error('the cached rows have no header')
 }

@@ -458,7 +458,7 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
   }
 
   /** The value's stored bytes, checked as they pass and decompressed; damage ends the stream with an error and removes the entry. */
-  function streamValue(handle: FileHandle, hash: string, meta: Meta): Readable {
+  function streamValue(handle: FileHandle, hash: string, meta: Meta, verified: boolean): Readable {
     const digest = createHash('sha256')
     let seen = 0
     const check = new Transform({
@@ -472,8 +472,9 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
       },
     })
     const bytes = handle.createReadStream({ highWaterMark: CHUNK })
-    const stages = meta.compression === null ? [bytes, check] : [bytes, check, decompressor(meta.compression)]
-    const out = streamPipeline(stages, () => undefined) as unknown as Readable
+    // Bytes just verified whole are not hashed a second time: the open handle is the file that was checked.
+    const stages = [bytes, ...(verified ? [] : [check]), ...(meta.compression === null ? [] : [decompressor(meta.compression)])]
+    const out = stages.length === 1 ? bytes : (streamPipeline(stages, () => undefined) as unknown as Readable)
     async function* checked() {
       try {
         for await (const chunk of out) yield chunk as Buffer
@@ -556,7 +557,7 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
         }
         await touch(hash, meta)
         counters.hits++
-        return streamValue(handle, hash, meta)
+        return streamValue(handle, hash, meta, getOptions?.verify === true)
       }),
 
     setStream: (key, source, setOptions) => {

@@ -4,7 +4,7 @@ import path from 'node:path'
 import { PassThrough, Transform, type Readable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { describeError, type FileRef, type Plugin, type ResolvedFormat, type ResolvedPipeline, type RowBatch, type SourceEntry } from '../../core/index.js'
-import { batchFrame, decodeBatches, headerFrame } from './batches.js'
+import { batchEncoder, decodeBatches, headerFrame } from './batches.js'
 import { refused } from './codec.js'
 import { createCache, type CreateCacheOptions } from './store.js'
 import type { Cache, CacheOptions } from './types.js'
@@ -56,6 +56,9 @@ const RACY_MS = 2000
 
 /** Files smaller than this parse again faster than their rows are kept and replayed (a temp file, a rename and a delete per file). */
 const DEFAULT_MIN_BYTES = 1024 * 1024
+
+/** How long the end of a run waits for the cache's writes in progress before closing it (which abandons them). */
+const CLOSE_WAIT_MS = 30_000
 
 const OPTION_NAMES = new Set(['dir', 's3', 'maxEntries', 'maxBytes', 'ttl', 'compress', 'batches', 'sourceBytes'])
 
@@ -129,6 +132,12 @@ export function cache(options: CachePluginOptions = {}): CachePlugin {
     apply({ hooks, config, logger }) {
       const store = open(config.root)
       const warn = (what: string, error: unknown) => logger.warn(`${what}: ${describeError(error)} (the file loads as if there were no cache)`)
+      /** Writes in progress, by cache key: a read of the same key waits for its write, and the run's end for all of them. */
+      const writes = new Map<string, Promise<unknown>>()
+      const track = (key: string, writing: Promise<unknown>) => {
+        writes.set(key, writing)
+        void writing.finally(() => writes.get(key) === writing && writes.delete(key))
+      }
       /** Batch entries a load wrote or replayed, by pipeline and hash, with the write still in progress. */
       const used = new Map<string, { key: string; writing?: Promise<unknown> }>()
       const fileKey = (pipeline: ResolvedPipeline, hash: string) => `${pipeline.name}\u0000${hash}`
@@ -145,6 +154,7 @@ export function cache(options: CachePluginOptions = {}): CachePlugin {
         hooks.load.tapPromise({ name: 'filedge:cache', stage: -100 }, async ({ pipeline, file, format, validating }) => {
           if (validating === true) return undefined
           const key = batchesKey(pipeline, file, format)
+          await writes.get(key)
           try {
             // Every byte checked before a single row is handed on: damaged rows are a miss, never half a replay.
             const replay = await store.getStream(key, { verify: true })
@@ -162,7 +172,10 @@ export function cache(options: CachePluginOptions = {}): CachePlugin {
           const key = batchesKey(pipeline, file, format)
           const entry: { key: string; writing?: Promise<unknown> } = { key }
           used.set(fileKey(pipeline, file.hash), entry)
-          return record(rows, store, key, entry, (error) => warn(`${file.path}: keeping its parsed rows failed`, error))
+          return record(rows, store, key, (writing) => {
+            entry.writing = writing
+            track(key, writing)
+          }, (error) => warn(`${file.path}: keeping its parsed rows failed`, error))
         })
         hooks.afterCommit.tapPromise('filedge:cache', ({ pipeline, file }) => drop(pipeline, file.hash))
         hooks.fileFailed.tapPromise('filedge:cache', async ({ pipeline, hash, terminal }) => {
@@ -177,6 +190,7 @@ export function cache(options: CachePluginOptions = {}): CachePlugin {
         hooks.read.tapPromise({ name: 'filedge:cache', stage: -100 }, async ({ pipeline, entry }) => {
           const key = sourceKey(pipeline, entry)
           if (key === undefined) return undefined
+          await writes.get(key)
           try {
             const info = await store.info(key)
             if (info === undefined || info.size !== entry.size) return undefined
@@ -192,11 +206,15 @@ export function cache(options: CachePluginOptions = {}): CachePlugin {
           if (served.has(stream)) return stream
           const key = sourceKey(pipeline, entry)
           if (key === undefined) return stream
-          return keepCopy(stream, entry.size, store, key, (error) => warn(`${entry.path}: keeping a local copy failed`, error))
+          return keepCopy(stream, entry.size, store, key, (writing) => track(key, writing), (error) => warn(`${entry.path}: keeping a local copy failed`, error))
         })
       }
 
       hooks.close.tapPromise('filedge:cache', async () => {
+        // Entries whose bytes all arrived are finishing their last writes: they are kept, unless one hangs past a bound.
+        let timer: NodeJS.Timeout | undefined
+        await Promise.race([Promise.all(writes.values()), new Promise((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)))])
+        clearTimeout(timer)
         for (const opened of stores.values()) await opened.close()
         stores.clear()
       })
@@ -215,16 +233,17 @@ function drained(sink: PassThrough, writing: Promise<unknown>): Promise<unknown>
  * that stops reading, a stop: nothing is kept); a cache that fails stops
  * being written to and never fails the load.
  */
-async function* record(rows: AsyncIterable<RowBatch>, store: Cache, key: string, entry: { writing?: Promise<unknown> }, onError: (error: unknown) => void): AsyncGenerator<RowBatch> {
+async function* record(rows: AsyncIterable<RowBatch>, store: Cache, key: string, onWrite: (writing: Promise<unknown>) => void, onError: (error: unknown) => void): AsyncGenerator<RowBatch> {
   const sink = new PassThrough({ highWaterMark: 1024 * 1024 })
   let failed = false
   const writing = store.setStream(key, sink).catch((error: unknown) => {
     if (!failed && !sink.destroyed) onError(error)
     failed = true
   })
-  entry.writing = writing
+  onWrite(writing)
   let complete = false
   let started = false
+  const encode = batchEncoder()
   const write = async (frames: Buffer[]) => {
     for (const frame of frames) {
       if (failed) return
@@ -237,7 +256,7 @@ async function* record(rows: AsyncIterable<RowBatch>, store: Cache, key: string,
         started = true
         await write(headerFrame(batch.columns))
       }
-      await write(batchFrame(batch))
+      await write(encode(batch))
       yield batch
     }
     complete = started
@@ -254,7 +273,7 @@ async function* record(rows: AsyncIterable<RowBatch>, store: Cache, key: string,
  * The source's bytes, passed on unchanged while a copy goes to the cache;
  * kept only if exactly `size` bytes arrived and the stream ended cleanly.
  */
-function keepCopy(stream: Readable, size: number, store: Cache, key: string, onError: (error: unknown) => void): Readable {
+function keepCopy(stream: Readable, size: number, store: Cache, key: string, onWrite: (writing: Promise<unknown>) => void, onError: (error: unknown) => void): Readable {
   const sink = new PassThrough({ highWaterMark: 1024 * 1024 })
   let failed = false
   let received = 0
@@ -262,6 +281,7 @@ function keepCopy(stream: Readable, size: number, store: Cache, key: string, onE
     if (!failed) onError(error)
     failed = true
   })
+  onWrite(writing)
   const abandon = () => {
     if (failed) return
     failed = true

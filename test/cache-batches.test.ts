@@ -1,0 +1,57 @@
+import { Readable } from 'node:stream'
+import { describe, expect, it } from 'vitest'
+import type { RowBatch, Value } from '../core/index.js'
+import { batchEncoder, decodeBatches, headerFrame } from '../plugins/cache/batches.js'
+
+/**
+ * The cache's encoding of coerced rows: whatever a format and coercion can
+ * yield comes back deep-equal (the replayed file commits the very rows the
+ * parsed one would have), however the bytes are split into chunks.
+ */
+
+async function roundTrip(batches: RowBatch[], chunk = 7): Promise<RowBatch[]> {
+  const encode = batchEncoder()
+  const bytes = Buffer.concat([...headerFrame(batches[0]!.columns), ...batches.flatMap((batch) => encode(batch))])
+  const chunks: Buffer[] = []
+  for (let at = 0; at < bytes.length; at += chunk) chunks.push(bytes.subarray(at, at + chunk))
+  const out: RowBatch[] = []
+  for await (const batch of decodeBatches(Readable.from(chunks))) out.push(batch)
+  return out
+}
+
+const batch = (columns: string[], rows: Value[][], rowNumbers = rows.map((_, i) => i + 1), lines = rows.map((_, i) => i + 2)): RowBatch => ({ columns, rows, rowNumbers, lines })
+
+describe('cached rows', () => {
+  it('keeps every kind of value and column exactly', async () => {
+    const rows: Value[][] = Array.from({ length: 3000 }, (_, i) => [
+      `id-${i}`, // unique strings: one string and offsets
+      i % 3 === 0 ? null : `status-${i % 4}`, // few distinct, with nulls: a dictionary
+      i * 0.25 - 7, // numbers
+      i % 2 === 0 ? 2n ** 70n + BigInt(i) : i, // bigints mixed with numbers
+      i % 5 === 0, // booleans
+      i === 7 ? '\ud800 lone surrogate' : i === 8 ? '' : i % 11 === 0 ? null : `naïve ☃ ${i} ${'x'.repeat(i % 40)}`, // unicode, empty, nulls
+      i === 0 ? -0 : i === 1 ? Number.MAX_VALUE : i === 2 ? -1e-300 : i, // -0 and extremes in a number column
+    ])
+    const columns = ['id', 'status', 'amount', 'big', 'flag', 'text', 'edge']
+    const batches = [batch(columns, rows.slice(0, 1000)), batch(columns, rows.slice(1000, 2999), undefined, rows.slice(1000, 2999).map((_, i) => 1000 + i * 3)), batch(columns, rows.slice(2999))]
+    const back = await roundTrip(batches)
+    expect(back).toStrictEqual(batches)
+    expect(Object.is(back[0]!.rows[0]![6], -0)).toBe(true)
+  })
+
+  it('keeps a column whose type changes between rows, a dictionary past 65,535 words, and an empty batch', async () => {
+    const columns = ['mixed', 'words']
+    // The first rows repeat (so a dictionary is tried), then 70,000 distinct words: indexes past 16 bits.
+    const many = Array.from({ length: 300_000 }, (_, i): Value[] => [i === 5 ? 'five' : i, i < 1000 ? 'same' : `w${i % 70_000}`])
+    const batches = [batch(columns, many), batch(columns, [])]
+    expect(await roundTrip(batches, 64 * 1024)).toStrictEqual(batches)
+  })
+
+  it('fails on bytes cut inside a frame rather than yield a short file', async () => {
+    const bytes = Buffer.concat([...headerFrame(['a']), ...batchEncoder()(batch(['a'], [['x'], ['y']]))])
+    const read = async () => {
+      for await (const _ of decodeBatches(Readable.from([bytes.subarray(0, bytes.length - 3)]))) void _
+    }
+    await expect(read()).rejects.toThrow(/end inside a frame/)
+  })
+})

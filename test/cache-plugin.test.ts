@@ -220,6 +220,49 @@ export default defineConfig({
   })
 })
 
+describe('cache plugin: a destination that fails the moment it has read the rows', () => {
+  it('still keeps them (the end of the run waits for the write), and the retry replays them into SQLite', async () => {
+    const rows = 200_000
+    const ws = workspace({
+      'parses.mjs': PARSES_PLUGIN,
+      // Reads every row, then fails as a warehouse would that drops the connection at COMMIT; the run ends right after.
+      'refuse.mjs': `export const refuse = { name: 'refuse', enforce: 'pre', apply({ hooks }) {
+  hooks.commit.tapPromise({ name: 'refuse', stage: -1000 }, async (job) => {
+    if (process.env.REFUSE !== '1') return undefined
+    for await (const batch of job.batches) void batch
+    throw new Error('the connection dropped at COMMIT')
+  })
+} }
+`,
+      'filedge.config.ts': `import { defineConfig } from 'filedge'
+import { sqlite } from 'filedge/plugins/sqlite'
+import { cache } from 'filedge/plugins/cache'
+import { parses } from './parses.mjs'
+import { refuse } from './refuse.mjs'
+export default defineConfig({
+  plugins: [cache(), parses, refuse],
+  pipelines: [{ name: 'o', source: { dir: 'incoming' }, destination: sqlite({ path: 'w.db' }), table: 'o', columns: ${COLUMNS} }],
+})
+`,
+    })
+    workspaces.push(ws)
+    ws.write('incoming/big.csv', csv(rows))
+    expect(statSync(ws.file('incoming/big.csv')).size).toBeGreaterThan(1024 * 1024)
+    const failed = await run(ws, { REFUSE: '1' })
+    expect(failed.summary.failed).toBe(1)
+    expect(failed.stdout + failed.stderr).toContain('the connection dropped at COMMIT')
+    // The default place and limits, as `filedge cache stats` reports them.
+    const stats = await cacheStats(ws, {})
+    expect(stats).toMatchObject({ entries: 1, location: ws.file('.filedge/cache'), maxBytes: 5 * 1024 ** 3 })
+    const retried = await run(ws, {})
+    expect(retried.summary).toMatchObject({ committed: 1, rows })
+    expect(parses(ws)).toEqual(['incoming/big.csv'])
+    const [table] = ws.query<{ rows: number; total: number; numbered: number }>('w.db', 'SELECT count(*) AS rows, sum(n) AS total, max(_source_row_number) = count(*) AS numbered FROM o')
+    expect(table).toEqual({ rows, total: (rows * (rows + 1)) / 2, numbered: 1 })
+    expect((await cacheStats(ws, {})).entries).toBe(0)
+  })
+})
+
 describe('filedge cache without a cache plugin', () => {
   it('says how to add one, and --dir opens a directory directly', async () => {
     const ws = workspace({

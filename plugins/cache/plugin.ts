@@ -178,6 +178,10 @@ export function cache(options: CachePluginOptions = {}): CachePlugin {
           }, (error) => warn(`${file.path}: keeping its parsed rows failed`, error))
         })
         hooks.afterCommit.tapPromise('filedge:cache', ({ pipeline, file }) => drop(pipeline, file.hash))
+        // A file released (the run stopped, the destination stayed locked) keeps its rows for the next attempt.
+        hooks.fileSkipped.tap('filedge:cache', ({ pipeline, hash }) => {
+          if (hash !== undefined) used.delete(fileKey(pipeline, hash))
+        })
         hooks.fileFailed.tapPromise('filedge:cache', async ({ pipeline, hash, terminal }) => {
           if (hash === undefined) return
           if (terminal) await drop(pipeline, hash)
@@ -194,7 +198,8 @@ export function cache(options: CachePluginOptions = {}): CachePlugin {
           try {
             const info = await store.info(key)
             if (info === undefined || info.size !== entry.size) return undefined
-            const stream = await store.getStream(key)
+            // Checked whole first (a local read, cheap beside a download): a damaged copy is a miss and the source is read.
+            const stream = await store.getStream(key, { verify: true })
             if (stream !== undefined) served.add(stream)
             return stream
           } catch (error) {

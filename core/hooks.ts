@@ -356,6 +356,9 @@ function attributeErrors(hookName: string, hook: { intercept(interceptor: object
       const original = tap.fn
       const wrap = (args: unknown[]) => (error: unknown) => pluginError(tap.name, hookName, fileOf(args), error)
       const wrapResult = (args: unknown[], result: unknown): unknown => {
+        // A waterfall tap that hands its input on untouched did nothing to it: the same object goes on (a transform that
+        // skips a pipeline leaves its destination free to read the file natively).
+        if (result === args[0]) return result
         if (isAsyncIterable(result)) return attributed(result, wrap(args))
         if (typeof result === 'object' && result !== null && isAsyncIterable((result as RawRows).batches)) {
           return { ...(result as RawRows), batches: attributed((result as RawRows).batches, wrap(args)) }

@@ -26,6 +26,7 @@ export type {
   ResolvedLedger,
   ResolvedLimits,
   ResolvedPipeline,
+  ResolvedStage,
   RetryConfig,
   Size,
   SourceConfig,
@@ -57,6 +58,7 @@ export {
   type ErrorDetails,
 } from './errors.js'
 export { definePlugin, type Plugin, type PluginContext } from './plugin.js'
+export { stage, isStage, type Stage, type StageContext, type StageDefinition, type StageRow } from './stages/stage.js'
 export type {
   ArchiveRequest,
   ArchivedFile,

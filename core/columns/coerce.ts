@@ -15,6 +15,11 @@ class Reject {
   constructor(readonly reason: string) {}
 }
 
+/** Whether a coercer refused a value (its `reason` says why), rather than failing otherwise. */
+export function isRejection(error: unknown): error is { readonly reason: string } {
+  return error instanceof Reject
+}
+
 type Coercer = (raw: unknown) => Value
 
 const INT_PATTERN = /^[+-]?\d+$/

@@ -12,6 +12,7 @@ import { BUILTIN_FORMAT_SCHEMAS, cdcSchema, configSchema, csvFormatSchema, limit
 import { resolveWriteMode } from './write-mode.js'
 import { localSource } from '../source/local.js'
 import type { ArchiveAction, Source } from '../source.js'
+import { resolveStages } from '../stages/resolve.js'
 import type {
   ColumnInput,
   PipelineConfig,
@@ -45,7 +46,7 @@ function knownKeysAt(at: readonly PropertyKey[]): readonly string[] {
     config: [...Object.keys(configSchema.shape), 'presets', 'disablePlugins'],
     lease: ['ttl', 'heartbeat'],
     watch: ['enabled', 'settle', 'poll'],
-    pipeline: ['name', 'source', 'onCommitted', 'format', 'destination', 'table', 'writeMode', 'columns', 'unknownColumns', 'retry', 'batchSize', 'limits'],
+    pipeline: ['name', 'source', 'onCommitted', 'format', 'destination', 'table', 'writeMode', 'columns', 'unknownColumns', 'retry', 'batchSize', 'limits', 'stages'],
     source: ['dir', 'include', 'exclude', 'readyMarker', 'followSymlinks'],
     column: ['type', 'required', 'source', 'precision', 'scale'],
     retry: ['attempts', 'lapses'],
@@ -215,6 +216,7 @@ export function resolveConfig(raw: unknown, options: { configFile?: string; cwd?
     }
 
     const mode = resolveWriteMode(pipeline, columns, at, problems)
+    const staged = resolveStages(pipeline.stages ?? [], mode.columns, mode.writeMode.kind, at, problems, toColumn)
     const format = resolveFormat(pipeline.format, `${at}.format`, knownFormats, problems)
     const defaultInclude = Object.freeze(defaultIncludes(format ? [format.type] : Object.keys(BUILTIN_FORMATS)))
     const source = resolveSource(pipeline, root, defaultInclude, at, problems)
@@ -234,6 +236,8 @@ export function resolveConfig(raw: unknown, options: { configFile?: string; cwd?
       batchSize: pipeline.batchSize ?? DEFAULT_BATCH_SIZE,
       limits: resolveLimits([{ at: 'limits', limits: config.limits }, { at: `${at}.limits`, limits: pipeline.limits }], problems),
       concurrency: config.concurrency ?? pipeline.destination?.capabilities?.concurrency ?? DEFAULT_CONCURRENCY,
+      stages: Object.freeze(staged.stages),
+      tableColumns: Object.freeze(staged.tableColumns.map((column) => Object.freeze(column))),
     })
   })
 

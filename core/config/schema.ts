@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { isEnvRef } from '../secrets.js'
+import { isStage } from '../stages/stage.js'
 import { SIZE_PATTERN } from './limits.js'
 import { COLUMN_TYPES, SYMLINK_POLICIES } from './types.js'
 
@@ -138,6 +139,20 @@ const sourceObject = z.custom(
 
 const onCommitted = z.union([z.enum(['keep', 'delete']), z.strictObject({ moveTo: z.string().min(1) })])
 
+/**
+ * A stage as `stage()` returns it: checked by shape here (its name, columns
+ * and run), by resolve for what only the whole list can tell (unique names,
+ * `from`, cycles, the last stage).
+ */
+export const stageSchema = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9_-]+$/, 'expected letters, digits, "_" or "-"'),
+  from: z.string().min(1).optional(),
+  columns: columns.refine((value) => Object.keys(value).length > 0, 'expected at least one column').optional(),
+  run: z.custom<(...args: never[]) => unknown>((value) => typeof value === 'function', 'expected a function: (rows, context) => rows'),
+  inputs: z.record(z.string(), z.unknown()).optional(),
+  definedIn: z.string().optional(),
+})
+
 const pipeline = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'expected letters, digits, "_", "-" or "."'),
   onCommitted: onCommitted.optional(),
@@ -161,6 +176,7 @@ const pipeline = z.strictObject({
   retry: retry.optional(),
   batchSize: batchSize.optional(),
   limits: limitsSchema.optional(),
+  stages: z.array(z.custom((value) => isStage(value), 'expected a stage: stage({ name, run }) from filedge').pipe(stageSchema)).optional(),
 })
 
 export const configSchema = z.strictObject({

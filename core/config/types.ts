@@ -3,6 +3,7 @@ import type { ArchiveAction, Source } from '../source.js'
 import type { Plugin } from '../plugin.js'
 import type { TableColumn } from '../rows.js'
 import type { EnvRef, MaybeEnv } from '../secrets.js'
+import type { Stage, StageDefinition } from '../stages/stage.js'
 
 /** Column types a pipeline can declare. See the coercion table in the README. */
 export const COLUMN_TYPES = ['string', 'integer', 'float', 'decimal', 'boolean', 'date', 'timestamp', 'json'] as const
@@ -179,6 +180,13 @@ export interface PipelineConfig {
   batchSize?: number
   /** This pipeline's limits, key by key over the top-level `limits`. */
   limits?: LimitsConfig
+  /**
+   * Transformations of the parsed rows, `stage({ name, run, columns? })`,
+   * run in order (or as `from` says); the table's columns are the last
+   * stage's. Each load records the stages' hash, so `filedge reload --stale`
+   * reloads exactly the files an edit made stale.
+   */
+  stages?: Stage[]
 }
 
 export interface LeaseConfig {
@@ -287,6 +295,23 @@ export interface ResolvedPipeline {
   readonly limits: ResolvedLimits
   /** Files in flight (append mode): the config's `concurrency`, else what the destination asks for, else 4. */
   readonly concurrency: number
+  /** The pipeline's stages in the order they run (each reads the one before); empty without stages. */
+  readonly stages: readonly ResolvedStage[]
+  /** The table's columns: the last stage's output, else `columns`. */
+  readonly tableColumns: readonly ResolvedColumn[]
+}
+
+export interface ResolvedStage {
+  readonly name: string
+  /** The stage it reads, or null for the parsed rows. */
+  readonly from: string | null
+  /** The columns it returns: declared, or the ones it receives. */
+  readonly columns: readonly ResolvedColumn[]
+  /** Whether `columns` was declared (its output is then checked against them). */
+  readonly declared: boolean
+  readonly run: StageDefinition['run']
+  readonly inputs: Readonly<Record<string, unknown>>
+  readonly definedIn?: string
 }
 
 export type ResolvedWriteMode = { readonly kind: 'append' } | { readonly kind: 'truncate'; readonly allowEmpty: boolean } | ResolvedCdc

@@ -259,7 +259,7 @@ export function tableSpec(pipeline: ResolvedPipeline): TableSpec {
   if (mode.kind === 'cdc') return { name: pipeline.table, columns: mode.changeColumns.filter((column) => column.name !== mode.op) }
   return {
     name: pipeline.table,
-    columns: pipeline.columns.map(({ name, type, required, precision, scale }) => ({ name, type, required, precision, scale })),
+    columns: pipeline.tableColumns.map(({ name, type, required, precision, scale }) => ({ name, type, required, precision, scale })),
   }
 }
 
@@ -448,7 +448,8 @@ async function loadClaimed(
         ? raw.replayed
         : hooks.parsedRows.call(coerceRows(raw, pipeline.columns, { file: file.path, unknownColumns: pipeline.unknownColumns }), { pipeline, file, format })
     const transformed = await hooks.transform.promise(typed, { pipeline, file })
-    const untransformed = hooks.transform.taps.length === 0
+    // No transform changed the stream (none is tapped, or each handed it on as it was).
+    const untransformed = transformed === typed
     const job: WriteJob = {
       pipeline: pipeline.name,
       table: tableSpec(pipeline),

@@ -17,6 +17,7 @@ import { orderPlugins, servedBy, type Plugin } from '../plugin.js'
 import type { SourceEntry } from '../source.js'
 import { sourcePlugins } from '../source/plugin.js'
 import { statCachePlugin } from '../source/stat-cache.js'
+import { stagesPlugin } from '../stages/plugin.js'
 import { tableSpec, type FileRunContext } from './file.js'
 import { createIngest, newTally } from './ingest.js'
 import { workerId } from './worker.js'
@@ -75,7 +76,7 @@ export async function createFiledge(options: RunOptions): Promise<Filedge> {
   const ledger = options.ledger ?? (await openLedger(config))
   const hooks = createHooks()
   const worker = workerId()
-  const builtins = [...sourcePlugins(pipelines), statCachePlugin(ledger), ledgerPlugin(ledger, config), csvFormat(), jsonFormats(), parquetFormat(), ...destinationPlugins(pipelines)].filter(
+  const builtins = [...sourcePlugins(pipelines), statCachePlugin(ledger), ledgerPlugin(ledger, config), csvFormat(), jsonFormats(), parquetFormat(), stagesPlugin(), ...destinationPlugins(pipelines)].filter(
     (plugin) => !config.disabledBuiltins.includes(plugin.name),
   )
   const plugins = [...orderPlugins(config.plugins, builtins), ...(options.plugins ?? [])]

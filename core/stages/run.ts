@@ -1,0 +1,131 @@
+import type { ResolvedColumn, ResolvedPipeline, ResolvedStage } from '../config/types.js'
+import { coercerFor, isRejection } from '../columns/coerce.js'
+import type { FileRef } from '../destination.js'
+import { FiledgeError, rowInvalid } from '../errors.js'
+import type { RowBatch, Value } from '../rows.js'
+import type { StageContext, StageRow } from './stage.js'
+
+/**
+ * Runs a pipeline's stages on a file's batches. Rows go to a stage as
+ * objects (column → value) that carry their source record number and line
+ * under symbols: a row a stage returns keeps them if it was built from an
+ * input row (`{ ...row, total }`), or, when the stage returns as many rows as
+ * it got, from the row at the same place. Each stage's output is checked
+ * against the columns it declares (an undeclared column is an error naming
+ * the stage, the file and the line, never dropped); the last stage's output
+ * is checked and coerced against the table's types like a JSON file's values.
+ */
+
+const RECORD = Symbol('filedge.record')
+const LINE = Symbol('filedge.line')
+
+type Provenanced = StageRow & { [RECORD]?: number; [LINE]?: number }
+
+function stageError(stage: ResolvedStage, file: FileRef, line: number | undefined, message: string): FiledgeError {
+  return new FiledgeError('ROW_INVALID', `${file.path}${line === undefined ? '' : `:${line}`}: stage "${stage.name}" ${message}`, { file: file.path, ...(line === undefined ? {} : { line }) })
+}
+
+/** Builds `(values, record, line) => ({ a: values[0], …, [RECORD]: record, [LINE]: line })` for a column list: one object shape for every row. */
+function rowMaker(names: readonly string[]): (values: readonly Value[], record: number, line: number) => Provenanced {
+  const fields = names.map((name, index) => `${JSON.stringify(name)}: values[${index}]`).join(', ')
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval -- column names are quoted with JSON.stringify; nothing else is interpolated
+  return new Function('RECORD', 'LINE', `return (values, record, line) => ({ ${fields}, [RECORD]: record, [LINE]: line })`)(RECORD, LINE) as never
+}
+
+/** The rows a stage returned, with their provenance, checked against its columns. */
+function checked(stage: ResolvedStage, file: FileRef, input: readonly Provenanced[], output: unknown): Provenanced[] {
+  if (!Array.isArray(output)) {
+    throw stageError(stage, file, input[0]?.[LINE], `returned ${output === null ? 'null' : typeof output}; run must return an array of rows`)
+  }
+  const names = new Set(stage.columns.map((column) => column.name))
+  const sameCount = output.length === input.length
+  for (let i = 0; i < output.length; i++) {
+    const row = output[i] as Provenanced
+    if (typeof row !== 'object' || row === null || Array.isArray(row)) {
+      throw stageError(stage, file, input[0]?.[LINE], `returned ${Array.isArray(row) ? 'an array' : String(row)} as row ${i + 1}; a row is an object of column → value`)
+    }
+    if (row[RECORD] === undefined) {
+      if (!sameCount) {
+        throw stageError(
+          stage,
+          file,
+          input[0]?.[LINE],
+          `returned row ${i + 1} as a new object among ${output.length} rows for ${input.length}; build it from the row it comes from ({ ...row, … }) so it keeps its source line`,
+        )
+      }
+      row[RECORD] = input[i]![RECORD]
+      row[LINE] = input[i]![LINE]
+    }
+    for (const key in row) {
+      if (!names.has(key)) {
+        throw stageError(
+          stage,
+          file,
+          row[LINE],
+          stage.declared
+            ? `returned column "${key}", which it does not declare (declare it in the stage's columns, or leave it out)`
+            : `returned column "${key}", which it does not receive; a stage that adds, renames or drops columns declares the columns it returns`,
+        )
+      }
+    }
+  }
+  return output as Provenanced[]
+}
+
+/** The last stage's rows as the table's: values coerced to the column types (as a JSON file's would be), required ones present. */
+function tableBatch(rows: readonly Provenanced[], columns: readonly ResolvedColumn[], stage: ResolvedStage, file: FileRef): RowBatch {
+  const names = columns.map((column) => column.name)
+  const coercers = columns.map(coercerFor)
+  const out: Value[][] = new Array(rows.length)
+  const rowNumbers: number[] = new Array(rows.length)
+  const lines: number[] = new Array(rows.length)
+  for (let r = 0; r < rows.length; r++) {
+    const row = rows[r]!
+    const values: Value[] = new Array(columns.length)
+    for (let c = 0; c < columns.length; c++) {
+      const value = row[names[c]!]
+      if (value === null || value === undefined) {
+        if (columns[c]!.required) throw rowInvalid(file.path, row[LINE]!, `${names[c]} (from stage "${stage.name}")`, null, 'required value is missing')
+        values[c] = null
+        continue
+      }
+      try {
+        values[c] = coercers[c]!(value)
+      } catch (error) {
+        if (!isRejection(error)) throw error
+        throw rowInvalid(file.path, row[LINE]!, `${names[c]} (from stage "${stage.name}")`, value, error.reason)
+      }
+    }
+    out[r] = values
+    rowNumbers[r] = row[RECORD]!
+    lines[r] = row[LINE]!
+  }
+  return { columns: names, rows: out, rowNumbers, lines }
+}
+
+export async function* runStages(batches: AsyncIterable<RowBatch>, pipeline: ResolvedPipeline, file: FileRef): AsyncGenerator<RowBatch> {
+  const stages = pipeline.stages
+  const last = stages[stages.length - 1]!
+  const contexts: StageContext[] = stages.map((stage) => Object.freeze({ pipeline: pipeline.name, stage: stage.name, file: { path: file.path, hash: file.hash }, inputs: stage.inputs }))
+  let make: ReturnType<typeof rowMaker> | undefined
+  for await (const batch of batches) {
+    make ??= rowMaker(batch.columns)
+    let rows: Provenanced[] = new Array(batch.rows.length)
+    for (let i = 0; i < rows.length; i++) rows[i] = make(batch.rows[i]!, batch.rowNumbers[i]!, batch.lines[i]!)
+    for (let s = 0; s < stages.length; s++) {
+      const stage = stages[s]!
+      let output: unknown
+      try {
+        output = await stage.run(rows, contexts[s]!)
+      } catch (error) {
+        if (error instanceof FiledgeError) throw error
+        throw new FiledgeError('ROW_INVALID', `${file.path}: stage "${stage.name}" failed on the batch from line ${rows[0]?.[LINE] ?? '?'}: ${error instanceof Error ? error.message : String(error)}`, {
+          file: file.path,
+          cause: error,
+        })
+      }
+      rows = checked(stage, file, rows, output)
+    }
+    yield tableBatch(rows, pipeline.tableColumns, last, file)
+  }
+}

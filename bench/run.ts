@@ -6,6 +6,7 @@ import { REPO_ROOT } from './project.js'
 import { duckdbBulk, postgresBulk, postgresWorkers } from './destinations.js'
 import { s3Source } from './s3.js'
 import { cacheSuite } from './cache.js'
+import { stagesSuite } from './stages.js'
 import { hashing, largeFile, sqliteBulk, sqliteSmallFiles, watchLatency, type BenchOptions, type Row } from './suites.js'
 
 /**
@@ -21,6 +22,7 @@ const SUITES: Record<string, { run: (options: BenchOptions) => Promise<Row[]>; a
   small: { run: sqliteSmallFiles, about: '--files × --rows-per-file → SQLite, files/s, then a no-op rerun' },
   s3: { run: s3Source, about: 'S3 (s3rver on loopback): no-op rerun over --s3-files objects; --rows orders from S3 vs local disk' },
   cache: { run: cacheSuite, about: 'retry of a --rows file whose destination failed, with and without the cache; cache set/get vs fs' },
+  stages: { run: stagesSuite, about: '--rows orders → SQLite through three trivial stages vs without stages' },
   hash: { run: hashing, about: 'SHA-256 of the --rows CSV vs a Node crypto stream' },
   large: { run: largeFile, about: 'peak RSS loading a ~1 GB CSV (only with --large)' },
   watch: { run: watchLatency, about: 'watch mode, last write → committed' },

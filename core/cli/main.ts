@@ -3,6 +3,7 @@ import { isFiledgeError } from '../errors.js'
 import { redact } from '../secrets.js'
 import { registerCache } from './commands/cache.js'
 import { registerConfig } from './commands/config.js'
+import { registerStages } from './commands/stages.js'
 import { registerHistory } from './commands/history.js'
 import { registerLineage } from './commands/lineage.js'
 import { registerRequeue } from './commands/requeue.js'
@@ -41,6 +42,9 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
   registerInit(program, io)
   registerConfig(program, io)
   registerCache(program, io)
+  registerStages(program, io, (exit) => {
+    code = exit
+  })
   try {
     await program.parseAsync([...argv], { from: 'user' })
     return code

@@ -2,6 +2,7 @@ import type { ResolvedConfig } from '../config/types.js'
 import { claimLost, describeError } from '../errors.js'
 import type { Lease } from '../hooks.js'
 import type { Plugin } from '../plugin.js'
+import { pipelineCode } from '../stages/code.js'
 import type { LeaseKey, LedgerStore } from './types.js'
 
 /**
@@ -43,7 +44,8 @@ export function ledgerPlugin(store: LedgerStore, config: ResolvedConfig): Plugin
           heartbeat: () => store.heartbeat(key, ttlMs),
           isHeld: () => store.holds(key),
           async complete(rows, healed) {
-            if (!(await store.complete(key, rows, { healed, durable: actedOn() || pipeline.onCommitted !== undefined }))) throw claimLost(file.path, 'another worker took the file over before it was marked committed')
+            const code = pipelineCode(pipeline)?.code
+            if (!(await store.complete(key, rows, { healed, durable: actedOn() || pipeline.onCommitted !== undefined, ...(code === undefined ? {} : { code }) }))) throw claimLost(file.path, 'another worker took the file over before it was marked committed')
           },
           async fail(error, exhausted) {
             const outcome = await store.fail(key, describeError(error), pipeline.retry.attempts, exhausted)
@@ -55,6 +57,13 @@ export function ledgerPlugin(store: LedgerStore, config: ResolvedConfig): Plugin
           },
         }
         return { status: 'claimed', lease, isNew: result.isNew, reclaimed: result.reclaimed, retried: result.retried, reopened: result.reopened }
+      })
+      // What each pipeline's stages hash is made of, once per code: `filedge stages --why` compares a stale file's code with it.
+      hooks.beforeRun.tapPromise('filedge:ledger', async ({ pipelines }) => {
+        for (const pipeline of pipelines) {
+          const code = pipelineCode(pipeline)
+          if (code !== undefined) await store.recordCode(pipeline.name, code.code, JSON.stringify(code.stages))
+        }
       })
       hooks.fileArchived.tapPromise('filedge:ledger', async ({ pipeline, path, hash, outcome }) => {
         await store.archived(pipeline.name, hash, path, worker, outcome)

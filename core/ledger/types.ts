@@ -43,6 +43,8 @@ export interface LedgerFile {
   readonly createdAt: string
   readonly updatedAt: string
   readonly committedAt: string | null
+  /** The code its committed rows were produced under: its pipeline's stages' hash (null: loaded without stages). */
+  readonly code: string | null
 }
 
 export interface LedgerEvent {
@@ -205,7 +207,11 @@ export interface LedgerStore {
    * acts on it (`afterCommit` plugins that archive, delete, notify); without
    * it a store may lose the record in a crash, which the load marker heals.
    */
-  complete(key: LeaseKey, rows: number, options?: { readonly healed?: string; readonly durable?: boolean }): Promise<boolean>
+  complete(key: LeaseKey, rows: number, options?: { readonly healed?: string; readonly durable?: boolean; readonly code?: string }): Promise<boolean>
+  /** Remembers what a pipeline's stages hash (`code`) was made of (`stages`, JSON), once: `filedge stages --why` compares with it. */
+  recordCode(pipeline: string, code: string, stages: string): Promise<void>
+  /** What `recordCode` remembered for a code, or undefined. */
+  codeOf(pipeline: string, code: string): Promise<string | undefined>
   /**
    * PROCESSING → FAILED; `lost` if the lease was lost (nothing written).
    * `exhausted`: the file is terminal whatever its attempts (its lease

@@ -29,7 +29,7 @@ export interface StageDefinition {
   /** The columns it returns (added, renamed, dropped, retyped), as in a pipeline's `columns`. Default: the columns it receives. */
   readonly columns?: Readonly<Record<string, ColumnInput>>
   /** One batch of rows in, rows out (fewer, more, reshaped). Rows it returns keep the source line of the row they were built from. */
-  readonly run: (rows: StageRow[], context: StageContext) => StageRow[] | Promise<StageRow[]>
+  readonly run: (rows: StageRow[], context: StageContext) => Record<string, unknown>[] | Promise<Record<string, unknown>[]>
   /** Values `run` closes over that change its output (a threshold, a lookup table): part of the stage's hash. */
   readonly inputs?: Readonly<Record<string, unknown>>
 }

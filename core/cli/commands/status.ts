@@ -2,6 +2,7 @@ import type { Command } from 'commander'
 import { printable } from '../../printable.js'
 import { count } from '../../reporters/format.js'
 import { redact } from '../../secrets.js'
+import { staleFiles } from '../../stages/code.js'
 import { configFor, withLedger, type ConfigOption } from '../context.js'
 import { print, printJson, table, type CliIo } from '../io.js'
 
@@ -16,10 +17,16 @@ export function registerStatus(program: Command, io: CliIo): void {
     .action(async (flags: ConfigOption & { json?: boolean; failures: string }) => {
       const config = await configFor(flags, io)
       const attempts = (name: string) => config.pipelines.find((pipeline) => pipeline.name === name)?.retry.attempts ?? 3
-      const report = await withLedger(config, async (ledger) => (ledger ? ledger.status(attempts, Number(flags.failures) || 10) : { pipelines: [], recentFailures: [] }))
+      const { report, stale } = await withLedger(config, async (ledger) =>
+        ledger
+          ? { report: await ledger.status(attempts, Number(flags.failures) || 10), stale: await staleFiles(ledger, config.pipelines) }
+          : { report: { pipelines: [], recentFailures: [] }, stale: new Map<string, unknown[]>() },
+      )
+      // Pipelines with stages: how many committed files hold rows an older version of the stages produced.
+      const staleOf = (name: string) => stale.get(name)?.length
       const ledgerName = config.ledger.kind === 'sqlite' ? `sqlite:${config.ledger.path}` : `${redact(config.ledger.url)} (schema ${config.ledger.schema})`
       if (flags.json) {
-        printJson(io.stdout, { ledger: ledgerName, ...report })
+        printJson(io.stdout, { ledger: ledgerName, ...report, pipelines: report.pipelines.map((p) => (staleOf(p.pipeline) === undefined ? p : { ...p, stale: staleOf(p.pipeline) })) })
         return
       }
       print(io.stdout, `ledger ${ledgerName}`)
@@ -27,12 +34,15 @@ export function registerStatus(program: Command, io: CliIo): void {
         print(io.stdout, 'no files recorded yet; run `filedge` to load some')
         return
       }
-      const rows = [['pipeline', 'pending', 'processing', 'committed', 'failed', 'terminal', 'rows']]
+      const staged = stale.size > 0
+      const rows = [['pipeline', 'pending', 'processing', 'committed', 'failed', 'terminal', 'rows', ...(staged ? ['stale'] : [])]]
       for (const p of report.pipelines) {
         const processing = p.expired > 0 ? `${p.PROCESSING} (${p.expired} expired)` : String(p.PROCESSING)
-        rows.push([p.pipeline, String(p.PENDING), processing, String(p.COMMITTED), String(p.FAILED), String(p.terminal), count(p.rows)])
+        rows.push([p.pipeline, String(p.PENDING), processing, String(p.COMMITTED), String(p.FAILED), String(p.terminal), count(p.rows), ...(staged ? [String(staleOf(p.pipeline) ?? '-')] : [])])
       }
       print(io.stdout, table(rows))
+      const staleCount = [...stale.values()].reduce((sum, files) => sum + files.length, 0)
+      if (staleCount > 0) print(io.stdout, `\n${staleCount} committed ${staleCount === 1 ? 'file holds rows' : 'files hold rows'} an older version of the stages produced; \`filedge stages\` says why, \`filedge reload --stale\` reloads ${staleCount === 1 ? 'it' : 'them'}`)
       if (report.recentFailures.length > 0) {
         print(io.stdout, '\nrecent failures:')
         for (const file of report.recentFailures) {

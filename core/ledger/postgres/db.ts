@@ -13,12 +13,13 @@ export interface Tables {
   readonly paths: string
   readonly events: string
   readonly stats: string
+  readonly codes: string
   readonly migrations: string
 }
 
 export function tablesIn(schema: string): Tables {
   const s = quoteIdentifier(schema)
-  return { schema: s, files: `${s}.files`, paths: `${s}.file_paths`, events: `${s}.events`, stats: `${s}.file_stats`, migrations: `${s}.filedge_migrations` }
+  return { schema: s, files: `${s}.files`, paths: `${s}.file_paths`, events: `${s}.events`, stats: `${s}.file_stats`, codes: `${s}.codes`, migrations: `${s}.filedge_migrations` }
 }
 
 /**
@@ -55,12 +56,13 @@ export interface FileRow {
   created_at: Date
   updated_at: Date
   committed_at: Date | null
+  code: string | null
   paths: string[]
 }
 
 /** Columns for a FileRow, with every path the bytes were seen at aggregated in (one round trip per listing). */
 export function fileColumns(t: Tables, alias: string): string {
   return `${alias}.pipeline, ${alias}.hash, ${alias}.path, ${alias}.size, ${alias}.state, ${alias}.attempts, ${alias}.lapses, ${alias}.load_id, ${alias}.worker, ${alias}.rows, ${alias}.error,
-    ${alias}.lease_expires_at, ${alias}.created_at, ${alias}.updated_at, ${alias}.committed_at,
+    ${alias}.lease_expires_at, ${alias}.created_at, ${alias}.updated_at, ${alias}.committed_at, ${alias}.code,
     ARRAY(SELECT p.path FROM ${t.paths} p WHERE p.pipeline = ${alias}.pipeline AND p.hash = ${alias}.hash ORDER BY p.first_seen_at, p.path) AS paths`
 }

@@ -114,4 +114,19 @@ export const POSTGRES_MIGRATIONS: readonly { readonly version: number; readonly 
       );
     `,
   },
+  {
+    version: 5,
+    sql: `
+      -- As the SQLite ledger's migration 6: the code a file's committed rows
+      -- were produced under, and what each code was made of.
+      ALTER TABLE files ADD COLUMN code text;
+      CREATE TABLE codes (
+        pipeline text NOT NULL,
+        code text NOT NULL,
+        stages text NOT NULL,
+        first_seen_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (pipeline, code)
+      );
+    `,
+  },
 ]

@@ -90,6 +90,7 @@ function toFile(row: FileRow): LedgerFile {
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString(),
     committedAt: iso(row.committed_at),
+    code: row.code,
   }
 }
 
@@ -130,9 +131,16 @@ export async function openPostgresLedger(url: string, options: PostgresLedgerOpt
     heartbeat: (key, ttlMs) => heartbeat(pool, t, key, ttlMs, at()),
     holds: (key) => holds(pool, t, key),
     // Always synchronous, whatever `durable` says: the worker waits for the server's flush without blocking its event loop.
-    complete: (key, rows, options = {}) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => complete(tx, t, key, rows, at(), options.healed)),
+    complete: (key, rows, options = {}) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => complete(tx, t, key, rows, at(), options.healed, options.code)),
     fail: (key, error, maxAttempts, exhausted) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => fail(tx, t, key, error, maxAttempts, at(), exhausted)),
     release: (key) => release(pool, t, key, at()),
+    async recordCode(pipeline, code, stages) {
+      await pool.query(`INSERT INTO ${t.codes} (pipeline, code, stages) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, [pipeline, code, stages])
+    },
+    async codeOf(pipeline, code) {
+      const { rows } = await pool.query<{ stages: string }>(`SELECT stages FROM ${t.codes} WHERE pipeline = $1 AND code = $2`, [pipeline, code])
+      return rows[0]?.stages
+    },
     async status(maxAttempts, recent = 10) {
       const byPipeline = new Map<string, { -readonly [K in keyof StatusCounts]: StatusCounts[K] }>()
       for (const row of await countStates(pool, t, at())) {

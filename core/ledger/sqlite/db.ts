@@ -56,4 +56,5 @@ export interface FileRow {
   created_at: string
   updated_at: string
   committed_at: string | null
+  code: string | null
 }

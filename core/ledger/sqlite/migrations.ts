@@ -119,4 +119,20 @@ export const SQLITE_MIGRATIONS: readonly { readonly version: number; readonly sq
       );
     `,
   },
+  {
+    version: 6,
+    sql: `
+      -- Stages: the code a file's committed rows were produced under (the
+      -- hash of its pipeline's stages; NULL without stages), and what each
+      -- code was made of, so a stale file can say why.
+      ALTER TABLE files ADD COLUMN code TEXT;
+      CREATE TABLE codes (
+        pipeline TEXT NOT NULL,
+        code TEXT NOT NULL,
+        stages TEXT NOT NULL,
+        first_seen_at TEXT NOT NULL,
+        PRIMARY KEY (pipeline, code)
+      );
+    `,
+  },
 ]

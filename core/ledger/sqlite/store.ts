@@ -63,6 +63,7 @@ function toFile(ledger: LedgerDb, row: FileRow): LedgerFile {
     createdAt: row.created_at,
     updatedAt: row.updated_at,
     committedAt: row.committed_at,
+    code: row.code,
   }
 }
 
@@ -85,10 +86,10 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
   const claimTx = immediate(claim)
   // Completions that arrive in the same event-loop turn share one transaction: a group commit in the
   // destination finishes several files at once, and each still gets its own fenced UPDATE and event.
-  const completeAll = immediate((batch: readonly { key: LeaseKey; rows: number; healed?: string }[], at: number) =>
-    batch.map(({ key, rows, healed }) => complete(ledger, key, rows, at, healed)),
+  const completeAll = immediate((batch: readonly { key: LeaseKey; rows: number; healed?: string; code?: string }[], at: number) =>
+    batch.map(({ key, rows, healed, code }) => complete(ledger, key, rows, at, healed, code)),
   )
-  let completions: { key: LeaseKey; rows: number; healed?: string; durable: boolean; resolve: (done: boolean) => void; reject: (error: unknown) => void }[] = []
+  let completions: { key: LeaseKey; rows: number; healed?: string; code?: string; durable: boolean; resolve: (done: boolean) => void; reject: (error: unknown) => void }[] = []
   const durably = <T>(fn: () => T): T => {
     db.pragma('synchronous = FULL')
     try {
@@ -122,11 +123,14 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
     holds: async (key) => holds(ledger, key),
     complete: (key, rows, options = {}) =>
       new Promise<boolean>((resolve, reject) => {
-        completions.push({ key, rows, healed: options.healed, durable: options.durable === true, resolve, reject })
+        completions.push({ key, rows, healed: options.healed, code: options.code, durable: options.durable === true, resolve, reject })
         if (completions.length === 1) setImmediate(flushCompletions)
       }),
     fail: async (key, error, maxAttempts, exhausted) => failTx(ledger, key, error, maxAttempts, now(), exhausted),
     release: async (key) => releaseTx(ledger, key, now()),
+    recordCode: async (pipeline, code, stages) =>
+      void ledger.statement('INSERT OR IGNORE INTO codes (pipeline, code, stages, first_seen_at) VALUES (?, ?, ?, ?)').run(pipeline, code, stages, new Date(now()).toISOString()),
+    codeOf: async (pipeline, code) => (ledger.statement('SELECT stages FROM codes WHERE pipeline = ? AND code = ?').get(pipeline, code) as { stages: string } | undefined)?.stages,
     archived: async (pipeline, hash, path, worker, what) => archivedTx(ledger, pipeline, hash, path, worker, what, now()),
     async status(maxAttempts, recent = 10) {
       const byPipeline = new Map<string, { -readonly [K in keyof StatusCounts]: StatusCounts[K] }>()

@@ -11,14 +11,14 @@ import { insertEvent, type LedgerDb } from '../db.js'
  * lease can never overwrite the outcome of the worker that reclaimed the file
  * (fencing). Runs in one IMMEDIATE transaction with the event insert.
  */
-export function complete(ledger: LedgerDb, key: LeaseKey, rows: number, now: number, healed?: string): boolean {
+export function complete(ledger: LedgerDb, key: LeaseKey, rows: number, now: number, healed?: string, code?: string): boolean {
   const at = new Date(now).toISOString()
   const result = ledger
     .statement(
-      `UPDATE files SET state = 'COMMITTED', rows = ?, lapses = 0, error = NULL, lease_token = NULL, lease_expires_at = NULL, worker = ?, committed_at = ?, updated_at = ?
+      `UPDATE files SET state = 'COMMITTED', rows = ?, lapses = 0, error = NULL, lease_token = NULL, lease_expires_at = NULL, worker = ?, committed_at = ?, updated_at = ?, code = ?
        WHERE pipeline = ? AND hash = ? AND lease_token = ? AND state = 'PROCESSING'`,
     )
-    .run(rows, key.worker, at, at, key.pipeline, key.hash, key.token)
+    .run(rows, key.worker, at, at, code ?? null, key.pipeline, key.hash, key.token)
   if (result.changes !== 1) return false
   insertEvent(ledger, at, {
     pipeline: key.pipeline,

@@ -17,11 +17,11 @@ afterEach(() => {
 /** The stage code, with what an edit changes as parameters. `PAUSE=1` makes it hang on a file's third batch (for the kill test). */
 function config(options: { factor: number; comment?: string; threshold?: number; layout?: boolean; top?: string }): string {
   const body = options.layout
-    ? `rows.map((row) => {
+    ? `rows.map((row) => ({
         // the same computation, laid out differently
-        const twice = (row.n) * ${options.factor}
-        return { ...row, twice }
-      })`
+        ...row,
+        twice: (row.n) * ${options.factor},
+      }))`
     : `rows.map((row) => ({ ...row, twice: row.n * ${options.factor} }))`
   return `import { defineConfig, stage } from 'filedge'
 import { sqlite } from 'filedge/plugins/sqlite'

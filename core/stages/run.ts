@@ -32,12 +32,34 @@ function rowMaker(names: readonly string[]): (values: readonly Value[], record: 
   return new Function('RECORD', 'LINE', `return (values, record, line) => ({ ${fields}, [RECORD]: record, [LINE]: line })`)(RECORD, LINE) as never
 }
 
+/**
+ * `(row) => true` when a row has exactly the given columns as its own
+ * enumerable string keys (compiled per column list: constant keys are what
+ * V8 checks fastest, and this runs for every row of every stage).
+ */
+function exactKeys(names: readonly string[]): (row: object) => boolean {
+  // `in` also finds what Object.prototype has (a column named "toString"): those are asked for as own keys.
+  const present = names.map((name) => (name in Object.prototype ? `Object.hasOwn(row, ${JSON.stringify(name)})` : `${JSON.stringify(name)} in row`)).join(' && ')
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval -- column names are quoted with JSON.stringify; nothing else is interpolated
+  return new Function('row', `let n = 0; for (const key in row) n++; return n === ${names.length}${names.length === 0 ? '' : ` && ${present}`}`) as never
+}
+
+const checkers = new WeakMap<ResolvedStage, (row: object) => boolean>()
+
+/** Builds `(row) => [row.a, row.b, …]` for a column list. */
+function valueReader(names: readonly string[]): (row: Provenanced) => unknown[] {
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval -- column names are quoted with JSON.stringify; nothing else is interpolated
+  return new Function('row', `return [${names.map((name) => `row[${JSON.stringify(name)}]`).join(', ')}]`) as never
+}
+
 /** The rows a stage returned, with their provenance, checked against its columns. */
 function checked(stage: ResolvedStage, file: FileRef, input: readonly Provenanced[], output: unknown): Provenanced[] {
   if (!Array.isArray(output)) {
     throw stageError(stage, file, input[0]?.[LINE], `returned ${output === null ? 'null' : typeof output}; run must return an array of rows`)
   }
   const names = new Set(stage.columns.map((column) => column.name))
+  let exact = checkers.get(stage)
+  if (exact === undefined) checkers.set(stage, (exact = exactKeys(stage.columns.map((column) => column.name))))
   const sameCount = output.length === input.length
   for (let i = 0; i < output.length; i++) {
     const row = output[i] as Provenanced
@@ -56,6 +78,7 @@ function checked(stage: ResolvedStage, file: FileRef, input: readonly Provenance
       row[RECORD] = input[i]![RECORD]
       row[LINE] = input[i]![LINE]
     }
+    if (exact(row)) continue
     for (const key in row) {
       if (!names.has(key)) {
         throw stageError(
@@ -73,7 +96,7 @@ function checked(stage: ResolvedStage, file: FileRef, input: readonly Provenance
 }
 
 /** The last stage's rows as the table's: values coerced to the column types (as a JSON file's would be), required ones present. */
-function tableBatch(rows: readonly Provenanced[], columns: readonly ResolvedColumn[], stage: ResolvedStage, file: FileRef): RowBatch {
+function tableBatch(rows: readonly Provenanced[], columns: readonly ResolvedColumn[], stage: ResolvedStage, file: FileRef, valuesOf: (row: Provenanced) => unknown[]): RowBatch {
   const names = columns.map((column) => column.name)
   const coercers = columns.map(coercerFor)
   const out: Value[][] = new Array(rows.length)
@@ -81,9 +104,9 @@ function tableBatch(rows: readonly Provenanced[], columns: readonly ResolvedColu
   const lines: number[] = new Array(rows.length)
   for (let r = 0; r < rows.length; r++) {
     const row = rows[r]!
-    const values: Value[] = new Array(columns.length)
+    const values = valuesOf(row) as Value[]
     for (let c = 0; c < columns.length; c++) {
-      const value = row[names[c]!]
+      const value = values[c]
       if (value === null || value === undefined) {
         if (columns[c]!.required) throw rowInvalid(file.path, row[LINE]!, `${names[c]} (from stage "${stage.name}")`, null, 'required value is missing')
         values[c] = null
@@ -108,6 +131,7 @@ export async function* runStages(batches: AsyncIterable<RowBatch>, pipeline: Res
   const last = stages[stages.length - 1]!
   const contexts: StageContext[] = stages.map((stage) => Object.freeze({ pipeline: pipeline.name, stage: stage.name, file: { path: file.path, hash: file.hash }, inputs: stage.inputs }))
   let make: ReturnType<typeof rowMaker> | undefined
+  const valuesOf = valueReader(pipeline.tableColumns.map((column) => column.name))
   for await (const batch of batches) {
     make ??= rowMaker(batch.columns)
     let rows: Provenanced[] = new Array(batch.rows.length)
@@ -126,6 +150,6 @@ export async function* runStages(batches: AsyncIterable<RowBatch>, pipeline: Res
       }
       rows = checked(stage, file, rows, output)
     }
-    yield tableBatch(rows, pipeline.tableColumns, last, file)
+    yield tableBatch(rows, pipeline.tableColumns, last, file, valuesOf)
   }
 }

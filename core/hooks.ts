@@ -159,6 +159,14 @@ export interface ParsedRowsContext {
   readonly format: ResolvedFormat
 }
 
+/** A stage's output for a file, as `stageRows` is asked for it and `stageOutput` sees it: `hash` is the stage's. */
+export interface StageRowsRequest {
+  readonly pipeline: ResolvedPipeline
+  readonly file: FileRef
+  readonly stage: string
+  readonly hash: string
+}
+
 /** The `loaded` hook's question: does the pipeline's destination already hold this load of the file? */
 export interface LoadedRequest {
   readonly pipeline: ResolvedPipeline
@@ -290,6 +298,10 @@ export interface Hooks {
    * destination free to read the file natively (it then never drains them).
    */
   readonly parsedRows: SyncWaterfallHook<[AsyncIterable<RowBatch>, ParsedRowsContext]>
+  /** The output of a stage declared `cache: true` for a file, if a cache holds it under the stage's hash (the cache plugin answers). */
+  readonly stageRows: AsyncSeriesBailHook<[StageRowsRequest], AsyncIterable<RowBatch> | undefined>
+  /** The output of a stage declared `cache: true` as it is computed: a tap may keep a copy, and must yield every batch unchanged. */
+  readonly stageOutput: SyncWaterfallHook<[AsyncIterable<RowBatch>, StageRowsRequest]>
   readonly transform: AsyncSeriesWaterfallHook<[AsyncIterable<RowBatch>, TransformContext]>
   readonly commit: AsyncSeriesBailHook<[WriteJob], WriteResult | undefined>
   /** The destination's load marker of a file, asked before loading it again after a gap; null: not there; undefined: nobody can tell. */
@@ -417,6 +429,8 @@ export function createHooks(): Hooks {
     load: new AsyncSeriesBailHook(['request'], 'load'),
     sourceBytes: new SyncWaterfallHook(['bytes', 'context'], 'sourceBytes'),
     parsedRows: new SyncWaterfallHook(['rows', 'context'], 'parsedRows'),
+    stageRows: new AsyncSeriesBailHook(['request'], 'stageRows'),
+    stageOutput: new SyncWaterfallHook(['rows', 'request'], 'stageOutput'),
     transform: new AsyncSeriesWaterfallHook(['batches', 'context'], 'transform'),
     commit: new AsyncSeriesBailHook(['job'], 'commit'),
     loaded: new AsyncSeriesBailHook(['request'], 'loaded'),

@@ -83,6 +83,7 @@ export type {
   ReplayedRows,
   RunContext,
   SourceBytesContext,
+  StageRowsRequest,
   RunSummary,
   SkipReason,
   SkippedFile,

@@ -150,6 +150,7 @@ export const stageSchema = z.strictObject({
   columns: columns.refine((value) => Object.keys(value).length > 0, 'expected at least one column').optional(),
   run: z.custom<(...args: never[]) => unknown>((value) => typeof value === 'function', 'expected a function: (rows, context) => rows'),
   inputs: z.record(z.string(), z.unknown()).optional(),
+  cache: z.boolean().optional(),
   definedIn: z.string().optional(),
 })
 

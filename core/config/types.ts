@@ -311,6 +311,8 @@ export interface ResolvedStage {
   readonly declared: boolean
   readonly run: StageDefinition['run']
   readonly inputs: Readonly<Record<string, unknown>>
+  /** Its output is kept per file by the cache plugin (`stage({ cache: true })`). */
+  readonly cache: boolean
   readonly definedIn?: string
 }
 

@@ -1,5 +1,5 @@
 import type { Plugin } from '../plugin.js'
-import { runStages } from './run.js'
+import { runStages, type StageCache } from './run.js'
 
 /**
  * Built in: a pipeline's stages run as its first transform. Pipelines
@@ -11,9 +11,17 @@ export function stagesPlugin(): Plugin {
     name: 'filedge:stages',
     apply({ hooks, config }) {
       if (!config.pipelines.some((pipeline) => pipeline.stages.length > 0)) return
-      hooks.transform.tapPromise({ name: 'filedge:stages', stage: -100 }, async (batches, { pipeline, file }) =>
-        pipeline.stages.length === 0 ? batches : runStages(batches, pipeline, file),
-      )
+      hooks.transform.tapPromise({ name: 'filedge:stages', stage: -100 }, async (batches, { pipeline, file }) => {
+        if (pipeline.stages.length === 0) return batches
+        const cached = pipeline.stages.some((stage) => stage.cache) && (hooks.stageRows.taps.length > 0 || hooks.stageOutput.taps.length > 0)
+        const cache: StageCache | undefined = cached
+          ? {
+              find: async (stage, hash) => hooks.stageRows.promise({ pipeline, file, stage: stage.name, hash }),
+              keep: (stage, hash, rows) => hooks.stageOutput.call(rows, { pipeline, file, stage: stage.name, hash }),
+            }
+          : undefined
+        return runStages(batches, pipeline, file, cache)
+      })
     },
   }
 }

@@ -88,6 +88,7 @@ export function resolveStages(
         declared,
         run: stage.run,
         inputs: Object.freeze({ ...(stage.inputs ?? {}) }),
+        cache: stage.cache === true,
         ...(stage.definedIn === undefined ? {} : { definedIn: stage.definedIn }),
       }),
     )

@@ -3,6 +3,7 @@ import { coercerFor, isRejection } from '../columns/coerce.js'
 import type { FileRef } from '../destination.js'
 import { FiledgeError, rowInvalid } from '../errors.js'
 import type { RowBatch, Value } from '../rows.js'
+import { pipelineCode } from './code.js'
 import type { StageContext, StageRow } from './stage.js'
 
 /**
@@ -126,30 +127,88 @@ function tableBatch(rows: readonly Provenanced[], columns: readonly ResolvedColu
   return { columns: names, rows: out, rowNumbers, lines }
 }
 
-export async function* runStages(batches: AsyncIterable<RowBatch>, pipeline: ResolvedPipeline, file: FileRef): AsyncGenerator<RowBatch> {
-  const stages = pipeline.stages
-  const last = stages[stages.length - 1]!
-  const contexts: StageContext[] = stages.map((stage) => Object.freeze({ pipeline: pipeline.name, stage: stage.name, file: { path: file.path, hash: file.hash }, inputs: stage.inputs }))
+/** Rows as a stage sees them, batch by batch: objects that carry their record number and line. */
+async function* asObjects(batches: AsyncIterable<RowBatch>): AsyncGenerator<Provenanced[]> {
   let make: ReturnType<typeof rowMaker> | undefined
-  const valuesOf = valueReader(pipeline.tableColumns.map((column) => column.name))
+  let columns: readonly string[] | undefined
   for await (const batch of batches) {
-    make ??= rowMaker(batch.columns)
-    let rows: Provenanced[] = new Array(batch.rows.length)
-    for (let i = 0; i < rows.length; i++) rows[i] = make(batch.rows[i]!, batch.rowNumbers[i]!, batch.lines[i]!)
-    for (let s = 0; s < stages.length; s++) {
-      const stage = stages[s]!
-      let output: unknown
-      try {
-        output = await stage.run(rows, contexts[s]!)
-      } catch (error) {
-        if (error instanceof FiledgeError) throw error
-        throw new FiledgeError('ROW_INVALID', `${file.path}: stage "${stage.name}" failed on the batch from line ${rows[0]?.[LINE] ?? '?'}: ${error instanceof Error ? error.message : String(error)}`, {
-          file: file.path,
-          cause: error,
-        })
-      }
-      rows = checked(stage, file, rows, output)
+    if (columns !== batch.columns) {
+      columns = batch.columns
+      make = rowMaker(columns)
     }
-    yield tableBatch(rows, pipeline.tableColumns, last, file, valuesOf)
+    const rows: Provenanced[] = new Array(batch.rows.length)
+    for (let i = 0; i < rows.length; i++) rows[i] = make!(batch.rows[i]!, batch.rowNumbers[i]!, batch.lines[i]!)
+    yield rows
   }
+}
+
+/** A stage's rows as batches of its columns (what a cache keeps), record numbers and lines alongside. */
+async function* asBatches(rows: AsyncIterable<Provenanced[]>, stage: ResolvedStage): AsyncGenerator<RowBatch> {
+  const columns = stage.columns.map((column) => column.name)
+  const valuesOf = valueReader(columns)
+  for await (const batch of rows) {
+    yield { columns, rows: batch.map((row) => valuesOf(row) as Value[]), rowNumbers: batch.map((row) => row[RECORD]!), lines: batch.map((row) => row[LINE]!) }
+  }
+}
+
+async function* runStage(stage: ResolvedStage, context: StageContext, file: FileRef, input: AsyncIterable<Provenanced[]>): AsyncGenerator<Provenanced[]> {
+  for await (const rows of input) {
+    let output: unknown
+    try {
+      output = await stage.run(rows, context)
+    } catch (error) {
+      if (error instanceof FiledgeError) throw error
+      throw new FiledgeError('ROW_INVALID', `${file.path}: stage "${stage.name}" failed on the batch from line ${rows[0]?.[LINE] ?? '?'}: ${error instanceof Error ? error.message : String(error)}`, {
+        file: file.path,
+        cause: error,
+      })
+    }
+    yield checked(stage, file, rows, output)
+  }
+}
+
+/**
+ * Where a pipeline's stages meet a cache (the cache plugin taps it): the
+ * output of a stage declared `cache: true` for a file, kept under the
+ * stage's hash; and the stream of such a stage's output to keep.
+ */
+export interface StageCache {
+  find(stage: ResolvedStage, hash: string): Promise<AsyncIterable<RowBatch> | undefined>
+  keep(stage: ResolvedStage, hash: string, rows: AsyncIterable<RowBatch>): AsyncIterable<RowBatch>
+}
+
+/**
+ * The file's rows through the pipeline's stages. With a cache, the output of
+ * the last stage declared `cache: true` that the cache holds for this file
+ * is read back instead of parsing the file and running the stages before
+ * it: a cached last stage runs no stage at all.
+ */
+export async function* runStages(batches: AsyncIterable<RowBatch>, pipeline: ResolvedPipeline, file: FileRef, cache?: StageCache): AsyncGenerator<RowBatch> {
+  const stages = pipeline.stages
+  const hashes = pipelineCode(pipeline)!.stages.map((version) => version.hash)
+  const lastIndex = stages.length - 1
+  let start = 0
+  let replayed: AsyncIterable<RowBatch> | undefined
+  if (cache !== undefined) {
+    for (let s = lastIndex; s >= 0 && replayed === undefined; s--) {
+      if (!stages[s]!.cache) continue
+      replayed = await cache.find(stages[s]!, hashes[s]!)
+      if (replayed !== undefined) start = s + 1
+    }
+  }
+  // The last stage's output is kept as the table's batches: nothing left to run.
+  if (replayed !== undefined && start === stages.length) return yield* replayed
+  let rows = asObjects(replayed ?? batches)
+  for (let s = start; s < stages.length; s++) {
+    const stage = stages[s]!
+    const context: StageContext = Object.freeze({ pipeline: pipeline.name, stage: stage.name, file: { path: file.path, hash: file.hash }, inputs: stage.inputs })
+    rows = runStage(stage, context, file, rows)
+    if (cache !== undefined && stage.cache && s < lastIndex) rows = asObjects(cache.keep(stage, hashes[s]!, asBatches(rows, stage)))
+  }
+  const last = stages[lastIndex]!
+  const valuesOf = valueReader(pipeline.tableColumns.map((column) => column.name))
+  const table = (async function* () {
+    for await (const batch of rows) yield tableBatch(batch, pipeline.tableColumns, last, file, valuesOf)
+  })()
+  yield* cache !== undefined && last.cache ? cache.keep(last, hashes[lastIndex]!, table) : table
 }

@@ -32,6 +32,13 @@ export interface StageDefinition {
   readonly run: (rows: StageRow[], context: StageContext) => Record<string, unknown>[] | Promise<Record<string, unknown>[]>
   /** Values `run` closes over that change its output (a threshold, a lookup table): part of the stage's hash. */
   readonly inputs?: Readonly<Record<string, unknown>>
+  /**
+   * Keep this stage's output per file in the cache plugin, under the stage's
+   * hash: a retry, a reload after an edit of a later stage, or a second run
+   * reads it back instead of parsing the file and running the stages up to
+   * this one. Needs the cache plugin; default false.
+   */
+  readonly cache?: boolean
 }
 
 export const STAGE_BRAND: unique symbol = Symbol.for('filedge.stage')

@@ -85,6 +85,16 @@ function batchesKey(pipeline: ResolvedPipeline, file: FileRef, format: ResolvedF
   return `filedge:batches:${digest([version(), file.hash, format, pipeline.columns, pipeline.unknownColumns])}`
 }
 
+/**
+ * A stage's output for a file: the file's bytes, how they were parsed (the
+ * format, or the extension that picks it), the columns, and the stage's hash,
+ * which covers its code and every stage before it.
+ */
+function stageKey(pipeline: ResolvedPipeline, file: FileRef, hash: string): string {
+  const extension = /(\.[^./\\]+)+$/.exec(file.path.toLowerCase())?.[0] ?? ''
+  return `filedge:stage:${digest([version(), file.hash, pipeline.format ?? extension, pipeline.columns, pipeline.unknownColumns, hash])}`
+}
+
 /** Where a remote file's bytes came from, exactly: the source, the path and the version the source gave them. */
 function sourceKey(pipeline: ResolvedPipeline, entry: SourceEntry): string | undefined {
   const source = pipeline.source
@@ -188,6 +198,25 @@ export function cache(options: CachePluginOptions = {}): CachePlugin {
           else used.delete(fileKey(pipeline, hash))
         })
       }
+
+      // Outputs of stages declared `cache: true`: kept until TTL or eviction (a reload after an edit of a later stage reads them).
+      hooks.stageRows.tapPromise('filedge:cache', async ({ pipeline, file, stage, hash }) => {
+        const key = stageKey(pipeline, file, hash)
+        await writes.get(key)
+        try {
+          const replay = await store.getStream(key, { verify: true })
+          if (replay === undefined) return undefined
+          logger.info(`${file.path}: stage "${stage}" read from the cache`)
+          return decodeBatches(replay)
+        } catch (error) {
+          warn(`${file.path}: the cached output of stage "${stage}" could not be read`, error)
+          return undefined
+        }
+      })
+      hooks.stageOutput.tap('filedge:cache', (rows, { pipeline, file, stage, hash }) => {
+        const key = stageKey(pipeline, file, hash)
+        return record(rows, store, key, (writing) => track(key, writing), (error) => warn(`${file.path}: keeping the output of stage "${stage}" failed`, error))
+      })
 
       if (sourceBytes !== false) {
         const served = new WeakSet<Readable>()

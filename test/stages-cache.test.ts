@@ -1,0 +1,101 @@
+import { readFileSync } from 'node:fs'
+import { afterEach, describe, expect, it } from 'vitest'
+import { workspace, type Workspace } from './helpers/workspace.js'
+
+/**
+ * Stage outputs in the cache plugin, through the real CLI: a stage declared
+ * `cache: true` keeps its output per file under its hash. A retry after the
+ * destination failed runs no stage at all; a reload after an edit of the
+ * last stage runs only that stage, reading its parent's output back; and
+ * what comes back from the cache is what the computation returned.
+ */
+
+const workspaces: Workspace[] = []
+afterEach(() => {
+  for (const ws of workspaces.splice(0)) ws.remove()
+})
+
+function config(factor: number): string {
+  return `import { defineConfig, stage } from 'filedge'
+import { sqlite } from 'filedge/plugins/sqlite'
+import { cache } from 'filedge/plugins/cache'
+import { appendFileSync } from 'node:fs'
+
+// Reads every row, then fails as a warehouse dropping the connection at COMMIT would (REFUSE=1).
+const refuse = { name: 'refuse', enforce: 'pre', apply({ hooks }) {
+  hooks.commit.tapPromise({ name: 'refuse', stage: -1000 }, async (job) => {
+    if (process.env.REFUSE !== '1') return undefined
+    for await (const batch of job.batches) void batch
+    throw new Error('the connection dropped at COMMIT')
+  })
+} }
+
+export default defineConfig({
+  plugins: [cache({ dir: '.cache' }), refuse],
+  pipelines: [{
+    name: 'orders',
+    source: { dir: 'incoming' },
+    destination: sqlite({ path: 'warehouse.db' }),
+    table: 'orders',
+    columns: { id: { type: 'string', required: true }, n: 'integer', note: 'json' },
+    stages: [
+      stage({
+        name: 'enrich',
+        cache: true,
+        columns: { id: 'string', n: 'integer', note: 'json', big: 'boolean', tags: 'json' },
+        run: (rows) => {
+          appendFileSync('runs.log', 'enrich\\n')
+          return rows.map((row) => ({ ...row, big: row.n > 2, tags: { parity: row.n % 2 === 0 ? 'even' : 'odd', at: [row.n, null] } }))
+        },
+      }),
+      stage({
+        name: 'score',
+        cache: true,
+        columns: { id: 'string', score: 'integer', big: 'boolean', tags: 'json' },
+        run: (rows) => {
+          appendFileSync('runs.log', 'score\\n')
+          return rows.map(({ n, note, ...row }) => ({ ...row, score: n * ${factor} }))
+        },
+      }),
+    ],
+  }],
+})
+`
+}
+
+const runs = (ws: Workspace) => (ws.exists('runs.log') ? readFileSync(ws.file('runs.log'), 'utf8').trim().split('\n') : [])
+const table = (ws: Workspace) => ws.query('warehouse.db', 'SELECT id, score, big, tags, _source_row_number FROM orders ORDER BY _source_row_number')
+
+describe('stage outputs in the cache', () => {
+  it('a retry runs no stage; a reload after an edit of the last stage runs only it; hits equal the computation', async () => {
+    const ws = workspace({ 'filedge.config.ts': config(10), 'incoming/a.csv': 'id,n,note\na,1,"{""x"":1}"\nb,2,\nc,3,"[1,2]"\n' })
+    workspaces.push(ws)
+    const failed = await ws.cli(['--json'], { env: { REFUSE: '1' } })
+    expect(failed.code).toBe(1)
+    expect(runs(ws)).toEqual(['enrich', 'score'])
+
+    const retried = await ws.cli(['--json'])
+    expect(retried.code, retried.stdout + retried.stderr).toBe(0)
+    // Nothing ran: the last stage's output was read back.
+    expect(runs(ws)).toEqual(['enrich', 'score'])
+    const cached = table(ws)
+    expect(cached).toEqual([
+      { id: 'a', score: 10, big: 0, tags: '{"parity":"odd","at":[1,null]}', _source_row_number: 1 },
+      { id: 'b', score: 20, big: 0, tags: '{"parity":"even","at":[2,null]}', _source_row_number: 2 },
+      { id: 'c', score: 30, big: 1, tags: '{"parity":"odd","at":[3,null]}', _source_row_number: 3 },
+    ])
+
+    // The same file computed without the cache gives the same table.
+    const fresh = workspace({ 'filedge.config.ts': config(10).replace("cache({ dir: '.cache' }), ", ''), 'incoming/a.csv': readFileSync(ws.file('incoming/a.csv'), 'utf8') })
+    workspaces.push(fresh)
+    expect((await fresh.cli(['--json'])).code).toBe(0)
+    expect(table(fresh)).toEqual(cached)
+
+    // An edit of the last stage: the reload runs it alone, on the first stage's kept output.
+    ws.write('filedge.config.ts', config(100))
+    const reloaded = await ws.cli(['reload', '--stale', '--json'])
+    expect(reloaded.code, reloaded.stdout + reloaded.stderr).toBe(0)
+    expect(runs(ws)).toEqual(['enrich', 'score', 'score'])
+    expect(table(ws).map((row) => (row as { score: number }).score)).toEqual([100, 200, 300])
+  })
+})

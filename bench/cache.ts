@@ -15,7 +15,7 @@ import { bigCsv, format, seconds, type BenchOptions, type Row } from './suites.j
  * the cache saves on a retry; with BENCH_FAIL=1 it drains the rows and then
  * fails the file as a warehouse timing out at COMMIT would.
  */
-const TIMING_PLUGIN = `import { writeFileSync } from 'node:fs'
+export const TIMING_PLUGIN = `import { writeFileSync } from 'node:fs'
 export const timing = {
   name: 'bench-timing',
   enforce: 'pre',
@@ -44,7 +44,7 @@ export const timing = {
 
 const BIN = path.join(REPO_ROOT, 'bin/filedge.js')
 
-function cli(dir: string, env: NodeJS.ProcessEnv): Promise<{ ms: number; code: number }> {
+export function cli(dir: string, env: NodeJS.ProcessEnv): Promise<{ ms: number; code: number }> {
   const started = performance.now()
   return new Promise((resolve) => {
     execFile(process.execPath, [BIN, '--reporter', 'json'], { cwd: dir, env: { ...process.env, ...env }, maxBuffer: 64 * 1024 * 1024 }, (error) => {

@@ -1,4 +1,4 @@
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -15,7 +15,8 @@ afterEach(() => {
 })
 
 const stage = (run: StageHashInput['run'], rest: Partial<StageHashInput> = {}) => hashStage({ name: 'clean', run, ...rest })
-const fromSource = (source: string) => new Function(`return (${source})`)() as StageHashInput['run']
+/** A function from its source, named `run` as one written as a stage's `run` is (an anonymous one is what a factory returns). */
+const fromSource = (source: string) => new Function(`return ({ run: ${source} }).run`)() as StageHashInput['run']
 const normalizedEqual = (a: string, b: string) => normalizeCode(a) === normalizeCode(b)
 
 /**
@@ -344,9 +345,10 @@ describe('local modules and packages', () => {
     return { ws, hash: () => stage(run, { definedIn: ws!.file('filedge.config.ts') }) }
   }
 
-  it('hashes the defining module, the local modules it reaches and their packages, by relative path', () => {
+  it('hashes the import run reaches, the local modules it leads to and their packages, by relative path', () => {
     const { hash } = project()
-    expect(Object.keys(hash().components).sort()).toEqual(['abi', 'code', 'module:filedge.config.ts', 'module:lib/clean.ts', 'module:lib/keys/index.ts', 'module:lib/util.ts', 'package:fakepkg'])
+    // The config itself comes back through lib/clean.ts's `import type`: an imported module's imports are read from its tokens.
+    expect(Object.keys(hash().components).sort()).toEqual(['abi', 'binding:clean', 'code', 'module:filedge.config.ts', 'module:lib/clean.ts', 'module:lib/keys/index.ts', 'module:lib/util.ts', 'package:fakepkg'])
     expect(hash().components['package:fakepkg']).toBe('1.0.0')
     expect(hash().hash).toBe(hash().hash)
   })
@@ -399,7 +401,7 @@ describe('local modules and packages', () => {
       'lib/util.ts': UTIL,
       'lib/keys/index.ts': KEYS,
     })
-    const hash = () => stage(run, { definedIn: ws!.file('filedge.config.ts') })
+    const hash = () => stage(fromSource('(rows) => rows.map(trim).filter((r) => keyOf(r) !== nope)'), { definedIn: ws!.file('filedge.config.ts') })
     const before = hash()
     expect(before.components).toMatchObject({ 'module:lib/util.ts': expect.any(String), 'module:lib/keys/index.ts': expect.any(String), 'module:lib/keys/index.d.ts': 'missing', 'module:#nope': 'missing' })
     ws.write('lib/util.ts', UTIL.replace('trim()', 'trimStart()'))
@@ -413,6 +415,211 @@ describe('local modules and packages', () => {
     cpSync(ws.dir, copy, { recursive: true, verbatimSymlinks: true })
     expect(stage(run, { definedIn: path.join(copy, 'filedge.config.ts') }).hash).toBe(hash().hash)
     expect(stage(run, { definedIn: pathToFileURL(path.join(copy, 'filedge.config.ts')).href }).hash).toBe(hash().hash)
+  })
+})
+
+describe('what run reaches in its defining module', () => {
+  /** Stage code as a config writes it, and as Function.prototype.toString gives it back for a module Node loads as written (a .js config). */
+  const RUNS = {
+    a: '(rows) => rows.map((r) => ({ ...r, tax: round(r.amount * RATE) }))',
+    b: '(rows) => rows.filter((r) => r.amount > LIMIT && Math.abs(r.delta) < 1)',
+  }
+  const TOP = `import { defineConfig, stage } from 'filedge'
+
+const RATE = 0.2
+const LIMIT = 100
+const DIGITS = 2
+function round(n) {
+  return Number(n.toFixed(DIGITS))
+}
+`
+  const config = (runs: Record<string, string> = RUNS, top = TOP) => `${top}
+export default defineConfig({
+  pipelines: [{
+    name: 'orders',
+    stages: [
+${Object.entries(runs)
+  .map(([name, run]) => `      stage({ name: '${name}', run: ${run} }),`)
+  .join('\n')}
+    ],
+  }],
+})
+`
+  /** Hashes of a, b and c (b's child), from the config as it is on disk now and the stage code given. */
+  const hashes = (runs: Record<string, string> = RUNS) => {
+    const definedIn = ws!.file('filedge.config.ts')
+    const [a, b] = ['a', 'b'].map((name) => hashStage({ name, run: fromSource(runs[name]), definedIn }))
+    const c = hashStage({ name: 'c', run: fromSource('(rows) => rows.slice(0, 10)'), definedIn, parents: [b.hash] })
+    return { a, b, c }
+  }
+  const write = (runs: Record<string, string> = RUNS, top = TOP) => ws!.write('filedge.config.ts', config(runs, top))
+  const setup = (runs: Record<string, string> = RUNS, top = TOP, files: Record<string, string> = {}) => {
+    ws = workspace({ ...files, 'filedge.config.ts': config(runs, top) })
+    return hashes(runs)
+  }
+
+  it('counts the top-level declarations run reads, transitively; globals count for nothing', () => {
+    const { a, b } = setup()
+    expect(Object.keys(a.components).sort()).toEqual(['abi', 'binding:DIGITS', 'binding:RATE', 'binding:round', 'code'])
+    expect(Object.keys(b.components).sort()).toEqual(['abi', 'binding:LIMIT', 'code'])
+  })
+
+  it("a statement changed in b's run moves b and its child c, not a", () => {
+    const before = setup()
+    const runs = { ...RUNS, b: RUNS.b.replace('r.amount > LIMIT', 'r.amount >= LIMIT') }
+    write(runs)
+    const after = hashes(runs)
+    expect(after.a.hash).toBe(before.a.hash)
+    expect(after.b.hash).not.toBe(before.b.hash)
+    expect(after.c.hash).not.toBe(before.c.hash)
+    expect(explainChange(before.b.components, after.b.components)).toEqual(['the code of run changed'])
+  })
+
+  it('a top-level constant counts for the stages that read it; a comment anywhere counts for none', () => {
+    const before = setup()
+    write(RUNS, TOP.replace('RATE = 0.2', 'RATE = 0.25'))
+    const after = hashes()
+    expect(after.b.hash).toBe(before.b.hash)
+    expect(explainChange(before.a.components, after.a.components)).toEqual(['top-level RATE changed'])
+    const commented = { ...RUNS, b: RUNS.b.replace('=> rows', '=> /* keep the big ones */ rows') }
+    write(commented, `// Orders, taxed.\n${TOP.replace('const LIMIT = 100', 'const LIMIT = 100 // cents')}\n/** the end */`)
+    const recommented = hashes(commented)
+    expect(recommented.a.hash).toBe(before.a.hash)
+    expect(recommented.b.hash).toBe(before.b.hash)
+  })
+
+  it('a top-level helper counts with what it reads in turn', () => {
+    const before = setup()
+    write(RUNS, TOP.replace('DIGITS = 2', 'DIGITS = 3'))
+    const after = hashes()
+    expect(after.b.hash).toBe(before.b.hash)
+    expect(explainChange(before.a.components, after.a.components)).toEqual(['top-level DIGITS changed'])
+    // One use more of a top-level name is a change; the helper's own edit too.
+    write(RUNS, TOP.replace('n.toFixed(DIGITS)', 'n.toFixed(DIGITS + 1)'))
+    expect(explainChange(before.a.components, hashes().a.components)).toEqual(['top-level round changed'])
+  })
+
+  it('an imported local module counts for the stage that uses it, a package version for the stage that imports it', () => {
+    const top = `import { defineConfig, stage } from 'filedge'\nimport { clean } from './lib/clean.js'\nimport fp from 'fakepkg/fp'\nimport './lib/setup.js'\n`
+    const runs = { a: '(rows) => clean(rows)', b: '(rows) => rows.filter(fp.identity)' }
+    const before = setup(runs, top, {
+      'lib/clean.ts': `import { trim } from './util.js'\nexport const clean = (rows) => rows.map(trim)\n`,
+      'lib/util.ts': `export const trim = (r) => ({ ...r, name: r.name.trim() })\n`,
+      'lib/setup.ts': 'globalThis.precision = 2\n',
+      'node_modules/fakepkg/package.json': JSON.stringify({ name: 'fakepkg', version: '1.0.0' }),
+    })
+    // A side-effect import runs with the module, as a top-level statement: every stage counts it, and its module.
+    expect(Object.keys(before.a.components).sort()).toEqual(['abi', 'binding:clean', 'code', 'module:lib/clean.ts', 'module:lib/setup.ts', 'module:lib/util.ts', 'statements'])
+    expect(Object.keys(before.b.components).sort()).toEqual(['abi', 'binding:fp', 'code', 'module:lib/setup.ts', 'package:fakepkg', 'statements'])
+    ws!.write('lib/util.ts', `export const trim = (r) => ({ ...r, name: r.name.trimStart() })\n`)
+    const edited = hashes(runs)
+    expect(edited.b.hash).toBe(before.b.hash)
+    expect(explainChange(before.a.components, edited.a.components)).toEqual(['local module lib/util.ts changed'])
+    ws!.write('node_modules/fakepkg/package.json', JSON.stringify({ name: 'fakepkg', version: '1.0.1' }))
+    const bumped = hashes(runs)
+    expect(bumped.a.hash).toBe(edited.a.hash)
+    expect(explainChange(edited.b.components, bumped.b.components)).toEqual(['package fakepkg 1.0.0 → 1.0.1'])
+    // Which binding an import makes counts too, not only its module.
+    write(runs, top.replace('{ clean }', '{ cleanAll as clean }'))
+    expect(explainChange(bumped.a.components, hashes(runs).a.components)).toEqual(['top-level clean changed'])
+  })
+
+  it('top-level statements that are not declarations count for every stage', () => {
+    const top = `${TOP}const RULES = []\nRULES.push(LIMIT)\n`
+    const runs = { ...RUNS, b: '(rows) => rows.filter((r) => RULES.includes(r.kind))' }
+    const before = setup(runs, top)
+    expect(before.a.components.statements).toBeDefined()
+    write(runs, top.replace('RULES.push(LIMIT)', 'RULES.push(LIMIT, 0)'))
+    const after = hashes(runs)
+    expect(explainChange(before.a.components, after.a.components)).toEqual(['a top-level statement (not a declaration) changed'])
+    expect(explainChange(before.b.components, after.b.components)).toEqual(['a top-level statement (not a declaration) changed'])
+  })
+
+  it('a run that reads a name the module does not declare at the top (a closure made by a factory) counts the whole module', () => {
+    const top = `${TOP}const taxed = (rate) => (rows) => rows.map((r) => ({ ...r, tax: r.amount * rate }))\n`
+    const runs = { a: 'taxed(RATE)', b: RUNS.b }
+    ws = workspace({ 'filedge.config.ts': config(runs, top) })
+    const definedIn = ws.file('filedge.config.ts')
+    // What taxed(RATE) returns: its text reads `rate`, and says nothing of RATE.
+    const run = fromSource('(rows) => rows.map((r) => ({ ...r, tax: r.amount * rate }))')
+    const before = hashStage({ name: 'a', run, definedIn })
+    expect(before.components['whole-module']).toBe('run reads rate, neither a top-level binding of the module nor a global')
+    const anonymous = new Function('return (rows) => rows.map((r) => ({ ...r, tax: r.amount * RATE }))')() as StageHashInput['run']
+    expect(hashStage({ name: 'a', run: anonymous, definedIn }).components['whole-module']).toMatch(/^run has no name/)
+    expect(before.components['module:filedge.config.ts']).toBeDefined()
+    ws.write('filedge.config.ts', config(runs, top.replace('RATE = 0.2', 'RATE = 0.25')))
+    expect(explainChange(before.components, hashStage({ name: 'a', run, definedIn }).components)).toEqual(['local module filedge.config.ts changed'])
+    // The stage beside it still counts only what it reads.
+    expect(Object.keys(hashStage({ name: 'b', run: fromSource(RUNS.b), definedIn }).components).sort()).toEqual(['abi', 'binding:LIMIT', 'code'])
+  })
+
+  it('a run that reads a name the module binds both at the top and inside a function counts the whole module', () => {
+    const top = `${TOP}const limit = 10\nconst take = (limit) => ({ run: (rows) => rows.slice(0, limit) })\n`
+    ws = workspace({ 'filedge.config.ts': config({ b: RUNS.b }, top).replace('stages: [', 'stages: [\n      stage({ name: \'a\', ...take(5) }),') })
+    const definedIn = ws.file('filedge.config.ts')
+    const run = fromSource('(rows) => rows.slice(0, limit)')
+    const before = hashStage({ name: 'a', run, definedIn })
+    expect(before.components['whole-module']).toBe('run reads limit, which the module also binds inside a function')
+    // The value it reads is set where take is called: take(5) → take(6) is a change.
+    ws.write('filedge.config.ts', readFileSync(definedIn, 'utf8').replace('take(5)', 'take(6)'))
+    expect(hashStage({ name: 'a', run, definedIn }).hash).not.toBe(before.hash)
+  })
+
+  it('a module acorn cannot parse counts whole, for every stage; TypeScript that is only erased does not stop it', () => {
+    const typed = TOP.replace('function round(n) {', 'function round(n: number): number {')
+    const before = setup(RUNS, typed)
+    expect(before.a.components['whole-module']).toBe('filedge.config.ts is not JavaScript acorn can parse')
+    const runs = { ...RUNS, b: RUNS.b.replace('r.amount > LIMIT', 'r.amount >= LIMIT') }
+    write(runs, typed)
+    const after = hashes(runs)
+    expect(explainChange(before.a.components, after.a.components)).toEqual(['local module filedge.config.ts changed'])
+    const erasable = `import { defineConfig, stage, type StageRow } from 'filedge'\nimport type { UserConfig } from 'filedge'\n${TOP.replace(/^import .*\n/, '').replace('const RATE = 0.2', 'const RATE = 0.2 as const')}\nconst limits = { low: 1 } satisfies Record<string, number>\n`
+    write(RUNS, erasable)
+    const precise = hashes()
+    expect(precise.a.components['whole-module']).toBeUndefined()
+    expect(explainChange(after.a.components, precise.a.components)).toContain('only what run reaches in its module counts now')
+    write(runs, erasable)
+    expect(hashes(runs).a.hash).toBe(precise.a.hash)
+  })
+
+  it('a stage defined in its own module counts that module, whatever the config around it', () => {
+    const stageModule = `import { stage } from 'filedge'\n\nconst KEEP = ['id', 'amount']\nconst pick = (row) => Object.fromEntries(KEEP.map((key) => [key, row[key]]))\n\nexport const slim = stage({ name: 'slim', run: (rows) => rows.map(pick) })\n`
+    ws = workspace({ 'stages/slim.ts': stageModule, 'filedge.config.ts': config({ b: RUNS.b }, `${TOP}import { slim } from './stages/slim.js'\n`) })
+    const run = fromSource('(rows) => rows.map(pick)')
+    const hash = () => hashStage({ name: 'slim', run, definedIn: ws!.file('stages/slim.ts') })
+    const before = hash()
+    expect(Object.keys(before.components).sort()).toEqual(['abi', 'binding:KEEP', 'binding:pick', 'code'])
+    ws.write('filedge.config.ts', config({ b: RUNS.b }, `${TOP.replace('LIMIT = 100', 'LIMIT = 200')}import { slim } from './stages/slim.js'\n`))
+    expect(hash().hash).toBe(before.hash)
+    ws.write('stages/slim.ts', stageModule.replace("'amount'", "'amount', 'day'"))
+    expect(explainChange(before.components, hash().components)).toEqual(['top-level KEEP changed'])
+  })
+
+  it('through jiti, as a TypeScript config is loaded: the imports it rewrites are still followed', async () => {
+    const top = `import { clean } from './lib/clean.ts'\nimport fp from 'fakepkg'\nconst LIMIT = 100\n`
+    const body = (bRun: string) => `${top}\nexport default [\n  { name: 'a', run: (rows) => clean(rows) },\n  { name: 'b', run: ${bRun} },\n]\n`
+    ws = workspace({
+      'filedge.config.ts': body(RUNS.b.replace('Math.abs(r.delta) < 1', 'fp.ok(r)')),
+      'lib/clean.ts': 'export const clean = (rows) => rows.filter(Boolean)\n',
+      'node_modules/fakepkg/package.json': JSON.stringify({ name: 'fakepkg', version: '1.0.0', main: 'index.js' }),
+      'node_modules/fakepkg/index.js': 'exports.ok = () => true\n',
+    })
+    const definedIn = ws.file('filedge.config.ts')
+    const load = async () => {
+      const { createJiti } = await import('jiti')
+      const stages = (await createJiti(definedIn, { moduleCache: false, interopDefault: true }).import(definedIn, { default: true })) as { name: string; run: StageHashInput['run'] }[]
+      return Object.fromEntries(stages.map(({ name, run }) => [name, hashStage({ name, run, definedIn })]))
+    }
+    const before = await load()
+    expect(Object.keys(before.a!.components).sort()).toEqual(['abi', 'binding:clean', 'code', 'module:lib/clean.ts'])
+    expect(Object.keys(before.b!.components).sort()).toEqual(['abi', 'binding:LIMIT', 'binding:fp', 'code', 'package:fakepkg'])
+    ws.write('lib/clean.ts', 'export const clean = (rows) => rows.filter((row) => row.ok)\n')
+    const edited = await load()
+    expect(edited.b!.hash).toBe(before.b!.hash)
+    expect(explainChange(before.a!.components, edited.a!.components)).toEqual(['local module lib/clean.ts changed'])
+    ws.write('filedge.config.ts', body('(rows) => rows.slice(LIMIT)'))
+    const rewritten = await load()
+    expect(rewritten.a!.hash).toBe(edited.a!.hash)
   })
 })
 
@@ -490,11 +697,15 @@ describe('inputs, options and parents', () => {
 
 describe('explainChange', () => {
   it('names each kind of change, and nothing when equal', () => {
-    const before = { abi: '1', code: 'c1', 'module:lib/clean.ts': 'm1', 'module:lib/old.ts': 'o1', 'package:lodash': '4.17.20', options: 'p1', 'input:threshold': 't1', 'parent:0': 'h1' }
-    const after = { abi: '2', code: 'c2', 'module:lib/clean.ts': 'm2', 'package:lodash': '4.17.21', 'package:dayjs': '1.11.0', options: 'p2', 'input:threshold': 't2', 'input:limit': 'l1', 'parent:0': 'h2', 'parent:1': 'h3' }
+    const before = { abi: '1', code: 'c1', 'binding:RATE': 'r1', 'binding:old': 'x1', 'module:lib/clean.ts': 'm1', 'module:lib/old.ts': 'o1', 'package:lodash': '4.17.20', options: 'p1', 'input:threshold': 't1', 'parent:0': 'h1' }
+    const after = { abi: '2', code: 'c2', 'binding:RATE': 'r2', 'binding:round': 'd1', statements: 's1', 'module:lib/clean.ts': 'm2', 'package:lodash': '4.17.21', 'package:dayjs': '1.11.0', options: 'p2', 'input:threshold': 't2', 'input:limit': 'l1', 'parent:0': 'h2', 'parent:1': 'h3' }
     expect(explainChange(before, after)).toEqual([
       "filedge's stage ABI changed 1 → 2",
       'the code of run changed',
+      'top-level RATE changed',
+      'run now reaches top-level round',
+      'run no longer reaches top-level old',
+      'the module now has top-level statements besides declarations',
       'local module lib/clean.ts changed',
       'local module lib/old.ts is no longer imported',
       'package lodash 4.17.20 → 4.17.21',
@@ -506,6 +717,13 @@ describe('explainChange', () => {
       'parent stage 1 was added',
     ])
     expect(explainChange(after, after)).toEqual([])
+    const whole = { abi: '1', code: 'c1', 'whole-module': 'filedge.config.ts is not JavaScript acorn can parse', 'module:filedge.config.ts': 'f1' }
+    expect(explainChange({ abi: '1', code: 'c1', 'binding:RATE': 'r1' }, whole)).toEqual([
+      'its whole module counts: filedge.config.ts is not JavaScript acorn can parse',
+      'run no longer reaches top-level RATE',
+      'local module filedge.config.ts is now imported',
+    ])
+    expect(explainChange(whole, { abi: '1', code: 'c1', 'binding:RATE': 'r1' })[0]).toBe('only what run reaches in its module counts now')
     const real = stage(fromSource('(rows) => rows'), { inputs: { limit: 5 } })
     expect(explainChange(real.components, { ...real.components })).toEqual([])
     expect(explainChange(real.components, stage(fromSource('(rows) => rows')).components)).toEqual(['input limit was removed'])

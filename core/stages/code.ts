@@ -3,7 +3,7 @@ import { explainChange, hashStage } from './hash.js'
 
 /**
  * The code a pipeline's rows are produced under: each stage's hash (its
- * code, what its module imports, its declared inputs and columns, its
+ * code, what it reaches in its module, its declared inputs and columns, its
  * parent's hash), and the pipeline's code, the last stage's hash, which
  * chains them all. The ledger records the code of every load; a committed
  * file whose code is not the pipeline's current one is stale.

@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto'
+import { basename } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { configInvalid } from '../errors.js'
-import { hashModules } from './modules.js'
-import { normalizeSource } from './normalize.js'
+import { hashModules, readCached } from './modules.js'
+import { normalizeSource, type NormalizedCode } from './normalize.js'
+import { reach, readTopLevel, referencesOf } from './reach.js'
 import { hashValue, member } from './values.js'
 
 export { normalizeCode } from './normalize.js'
@@ -25,9 +27,11 @@ export interface StageHashInput {
   readonly run: (...args: never[]) => unknown
   /**
    * Absolute path (or file: URL) of the module that called stage(), if known:
-   * its text, the local modules it imports (transitively) and the versions of
-   * the packages they import are part of the hash. Module paths in
-   * `components` are relative to its directory.
+   * the top-level declarations in it that `run` reaches, the local modules
+   * those import (transitively) and the versions of the packages they import
+   * are part of the hash (see reach.ts); when that cannot be told, its whole
+   * text and all its imports. Module paths in `components` are relative to
+   * its directory.
    */
   readonly definedIn?: string
   /** JSON-able options that shape the output (the declared columns, `from`): hashed canonically (key order does not matter). */
@@ -43,10 +47,14 @@ export interface StageHash {
   readonly hash: string
   /**
    * What went in, each part hashed separately so a change can be named:
-   * `abi`, `code`, `module:<path>`, `package:<name>` (its version),
-   * `options`, `input:<key>`, `parent:<index>`. A value `raw:<sha>` is text
-   * acorn could not tokenize, hashed as it is; `missing` is a module or
-   * package that was not found.
+   * `abi`, `code`, `binding:<name>` (a top-level declaration of the defining
+   * module that run reaches), `statements` (its top-level statements that
+   * are not declarations), `module:<path>`, `package:<name>` (its version),
+   * `options`, `input:<key>`, `parent:<index>`; `whole-module` (why the
+   * defining module counts whole, as `module:<its path>`) instead of
+   * `binding:` and `statements` when what run reaches cannot be told. A
+   * value `raw:<sha>` is text acorn could not tokenize, hashed as it is;
+   * `missing` is a module or package that was not found.
    */
   readonly components: Readonly<Record<string, string>>
 }
@@ -55,10 +63,11 @@ export function hashStage(input: StageHashInput): StageHash {
   const refuse = (path: string, reason: string): never => {
     throw configInvalid(`stage "${input.name}": ${path} ${reason}`)
   }
-  const components: Record<string, string> = { abi: String(STAGE_ABI), code: hashCode(input.run, refuse) }
+  const run = readRun(input.run, refuse)
+  const components: Record<string, string> = { abi: String(STAGE_ABI), code: run.hash }
   if (input.definedIn !== undefined) {
     const definedIn = input.definedIn.startsWith('file:') ? fileURLToPath(input.definedIn) : input.definedIn
-    Object.assign(components, hashModules(definedIn))
+    Object.assign(components, hashDefiningModule(definedIn, run.normalized, input.run.name))
   }
   if (input.options !== undefined) components.options = hashValue(input.options, 'options', refuse)
   for (const key of Object.keys(input.inputs ?? {})) components[`input:${key}`] = hashValue(input.inputs?.[key], `inputs${member(key)}`, refuse)
@@ -71,13 +80,29 @@ export function hashStage(input: StageHashInput): StageHash {
   return { hash: sha256(JSON.stringify(entries)), components: Object.freeze(components) }
 }
 
-function hashCode(run: StageHashInput['run'], refuse: (path: string, reason: string) => never): string {
+function readRun(run: StageHashInput['run'], refuse: (path: string, reason: string) => never): { hash: string; normalized: NormalizedCode | undefined } {
   if (typeof run !== 'function') refuse('run', 'is not a function')
   const source = Function.prototype.toString.call(run)
   // Every bound or built-in function prints as this: hashing it would make them all one function.
   if (/\{\s*\[native code\]\s*\}$/.test(source)) refuse('run', 'is a bound or built-in function, whose code cannot be read; pass the function itself')
   const normalized = normalizeSource(source, 'function')
-  return normalized === undefined ? `raw:${sha256(source)}` : sha256(normalized.text)
+  return { hash: normalized === undefined ? `raw:${sha256(source)}` : sha256(normalized.text), normalized }
+}
+
+/** The `binding:`, `statements`, `module:` and `package:` components: what run reaches of its defining module, or (`whole-module`) all of it. */
+function hashDefiningModule(definedIn: string, run: NormalizedCode | undefined, name: string): Record<string, string> {
+  const topLevel = readCached('top-level', definedIn, (text) => readTopLevel(text) ?? null)
+  const file = basename(definedIn)
+  const reached =
+    topLevel === undefined ? { whole: `${file} is missing` }
+    : topLevel === null ? { whole: `${file} is not JavaScript acorn can parse` }
+    : run?.tree === undefined ? { whole: 'the code of run could not be parsed' }
+    : reach(referencesOf(run.tree), name, topLevel)
+  if ('whole' in reached) return { 'whole-module': reached.whole, ...hashModules(definedIn) }
+  const components: Record<string, string> = {}
+  for (const [binding, declaration] of reached.bindings) components[`binding:${binding}`] = declaration.hash
+  if (reached.effects !== undefined) components.statements = reached.effects.hash
+  return Object.assign(components, hashModules(definedIn, reached.specifiers))
 }
 
 function sha256(text: string): string {
@@ -85,12 +110,13 @@ function sha256(text: string): string {
 }
 
 /** The kinds of component, in the order their changes are told. */
-const KINDS = ['abi', 'code', 'module', 'package', 'options', 'input', 'parent']
+const KINDS = ['abi', 'code', 'whole-module', 'binding', 'statements', 'module', 'package', 'options', 'input', 'parent']
 
 /**
  * What changed between two `components`, one line each, for a human:
- * `local module lib/clean.ts changed`, `package lodash 4.17.20 → 4.17.21`,
- * `input limit was added`…; [] when they are equal.
+ * `top-level RATE changed`, `local module lib/clean.ts changed`,
+ * `package lodash 4.17.20 → 4.17.21`, `input limit was added`…; [] when
+ * they are equal.
  */
 export function explainChange(before: Readonly<Record<string, string>>, after: Readonly<Record<string, string>>): string[] {
   const keys = [...new Set([...Object.keys(after), ...Object.keys(before)])]
@@ -115,6 +141,12 @@ function describeChange(key: string, was: string | undefined, now: string | unde
       return `filedge's stage ABI changed ${was ?? 'none'} → ${now ?? 'none'}`
     case 'code':
       return 'the code of run changed'
+    case 'whole-module':
+      return removed ? 'only what run reaches in its module counts now' : `its whole module counts: ${now}`
+    case 'binding':
+      return added ? `run now reaches top-level ${name}` : removed ? `run no longer reaches top-level ${name}` : `top-level ${name} changed`
+    case 'statements':
+      return added ? 'the module now has top-level statements besides declarations' : removed ? 'the module no longer has top-level statements besides declarations' : 'a top-level statement (not a declaration) changed'
     case 'module':
       if (added) return `local module ${name} is now imported`
       if (removed) return `local module ${name} is no longer imported`

@@ -5,21 +5,20 @@ import { basename, dirname, extname, isAbsolute, join, relative, resolve, sep } 
 import { normalizeSource, scanImports } from './normalize.js'
 
 /**
- * The code a stage can reach beyond its own `run`: the module that defined
- * it and every local module that one imports, transitively, plus the
- * version of every package they import.
+ * The modules a stage can reach beyond its defining module's own top-level
+ * declarations (see reach.ts): the local modules its reached imports name,
+ * transitively, each by its whole text, plus the version of every package
+ * they import: `specifiers`, followed from the defining module's directory.
+ * Without them (what `run` reaches cannot be told), the defining module
+ * itself counts by its whole text, with all its imports.
  *
  * Decisions:
  * - Keys are `module:<path>` with the path relative to the defining module's
  *   directory, `/`-separated (`module:filedge.config.ts`,
  *   `module:lib/clean.ts`, `module:../shared/dates.ts`): no absolute path or
  *   mtime enters a hash, so a checkout elsewhere hashes the same.
- * - The defining module counts by its whole text, not only its imports.
- *   `run` may read any top-level binding beside it (a constant, a helper);
- *   hashing only the imports would miss an edit to those. The price: an
- *   edit anywhere in the config makes every stage defined in it stale. A
- *   stage that should not pay it lives in its own module (`stages/clean.ts`,
- *   imported by the config), which is then its defining module.
+ * - An imported local module counts whole, with everything it imports:
+ *   which of its exports `run` uses, and what those read, is not worked out.
  * - A package counts by the version in the `node_modules/<name>/package.json`
  *   Node would find walking up from the importing module; `missing` when
  *   there is none. Node built-ins (`fs`, `node:fs`) count for nothing: a Node
@@ -33,7 +32,7 @@ import { normalizeSource, scanImports } from './normalize.js'
  * - A module acorn cannot tokenize counts by its raw text (`raw:<sha>`) and
  *   its imports are found by a pattern, which may find more, never fewer.
  */
-export function hashModules(definedIn: string): Record<string, string> {
+export function hashModules(definedIn: string, specifiers?: readonly string[]): Record<string, string> {
   const base = dirname(definedIn)
   const components: Record<string, string> = {}
   const seen = new Set<string>()
@@ -63,7 +62,8 @@ export function hashModules(definedIn: string): Record<string, string> {
     const versions = new Set([...(components[key]?.split(', ') ?? []), packageVersion(from, name)])
     components[key] = [...versions].sort().join(', ')
   }
-  visit(definedIn)
+  if (specifiers === undefined) visit(definedIn)
+  else for (const specifier of specifiers) follow(specifier, base)
   return components
 }
 
@@ -178,7 +178,7 @@ function sha256(text: string): string {
 const cache = new Map<string, { readonly stamp: string; readonly value: unknown }>()
 const RACY_MS = 2000
 
-function readCached<T>(kind: 'module' | 'manifest', file: string, compute: (text: string) => T): T | undefined {
+export function readCached<T>(kind: 'module' | 'manifest' | 'top-level', file: string, compute: (text: string) => T): T | undefined {
   const stat = statSync(file, { bigint: true, throwIfNoEntry: false })
   if (stat === undefined || !stat.isFile()) return undefined
   const stamp = `${stat.ino}:${stat.size}:${stat.mtimeNs}:${stat.ctimeNs}`

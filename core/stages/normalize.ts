@@ -1,4 +1,4 @@
-import { parse, tokenizer, tokTypes as tt, type Options, type Token } from 'acorn'
+import { parse, tokenizer, tokTypes as tt, type Options, type Program, type Token } from 'acorn'
 
 /**
  * Code as a stage hash sees it: what the program means, not how it is laid
@@ -32,11 +32,13 @@ export interface NormalizedCode {
   readonly text: string
   /** Specifiers of the static imports, re-exports, literal dynamic imports and `require` calls. */
   readonly imports: readonly string[]
+  /** The syntax tree, when acorn could parse the code (not only tokenize it). */
+  readonly tree?: Program
 }
 
 type ValuedToken = Token & { value?: unknown }
 
-const PARSE_OPTIONS: Options = {
+export const PARSE_OPTIONS: Options = {
   ecmaVersion: 'latest',
   allowHashBang: true,
   allowAwaitOutsideFunction: true,
@@ -90,9 +92,7 @@ function normalizeParsed(text: string, kind: keyof typeof WRAPPERS): NormalizedC
       } catch {
         continue
       }
-      const out: string[] = []
-      writeTree(program, out)
-      return { text: out.join(''), imports: importsOf(tokens) }
+      return { text: normalizeTree(program), imports: importsOf(tokens), tree: program }
     }
   }
   return undefined
@@ -108,7 +108,14 @@ export function scanImports(source: string): string[] {
   return [...source.matchAll(/\b(?:from|import|require)\s*\(?\s*(['"])([^'"\n]+)\1/g)].map((match) => match[2])
 }
 
-const POSITION_KEYS = new Set(['type', 'start', 'end', 'loc', 'range'])
+/** A syntax tree (or part of one) as normalized text: see above. */
+export function normalizeTree(node: unknown): string {
+  const out: string[] = []
+  writeTree(node, out)
+  return out.join('')
+}
+
+export const POSITION_KEYS = new Set(['type', 'start', 'end', 'loc', 'range'])
 const KEYED_NODES = new Set(['Property', 'MethodDefinition', 'PropertyDefinition', 'AccessorProperty'])
 
 function writeTree(value: unknown, out: string[]): void {

@@ -5,9 +5,9 @@ import type { Value } from '../rows.js'
 /**
  * A stage: a named step of a pipeline that takes rows (the parsed file's, or
  * its parent stage's output) and returns rows, and says which columns it
- * returns. Its hash (its code, the local modules and packages its module
- * imports, its declared inputs and columns, its parents' hashes) decides
- * when rows it produced are stale.
+ * returns. Its hash (its code, what the code reaches in its module: the
+ * top-level declarations, local modules and packages; its declared inputs
+ * and columns, its parents' hashes) decides when rows it produced are stale.
  */
 
 /** A row as a stage sees it: column name → value. Build new rows from old ones (`{ ...row, total }`) so they keep their source line. */
@@ -45,7 +45,7 @@ export const STAGE_BRAND: unique symbol = Symbol.for('filedge.stage')
 
 export interface Stage extends StageDefinition {
   readonly [STAGE_BRAND]: true
-  /** The module that called `stage()`, for the hash of what it imports; undefined when the call stack does not say. */
+  /** The module that called `stage()`, for the hash of what `run` reaches in it; undefined when the call stack does not say. */
   readonly definedIn?: string
 }
 

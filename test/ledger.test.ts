@@ -62,7 +62,7 @@ const sqliteBackend = (): Backend => {
       }
     },
     // 1: files, paths, events; 2: the stat cache; 3: no REPLACE into events.
-    migrationVersions: [1, 2, 3, 4, 5],
+    migrationVersions: [1, 2, 3, 4, 5, 6],
     async migrations() {
       const db = new Database(path.join(dir, 'ledger.db'), { readonly: true })
       try {
@@ -97,7 +97,7 @@ const postgresBackend = (): Backend => {
       ]
     },
     // 1: files, paths, events; 2: the stat cache.
-    migrationVersions: [1, 2, 3, 4],
+    migrationVersions: [1, 2, 3, 4, 5],
     async migrations() {
       return (await pgQuery<{ version: number }>(`SELECT version FROM "${schema}".filedge_migrations ORDER BY version`)).map((row) => row.version)
     },

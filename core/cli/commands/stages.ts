@@ -56,7 +56,7 @@ export function registerStages(program: Command, io: CliIo, exit: (code: number)
             return {
               pipeline: pipeline.name,
               code: now.code,
-              stages: pipeline.stages.map((stage, index) => ({ name: stage.name, from: stage.from, hash: now.stages[index]!.hash, columns: stage.columns.map((column) => column.name) })),
+              stages: pipeline.stages.map((stage, index) => ({ name: stage.name, from: stage.from, hash: now.stages[index]!.hash, cache: stage.cache, columns: stage.columns.map((column) => column.name) })),
               stale: files.length,
               ...(why === undefined ? {} : { why }),
             }
@@ -67,7 +67,7 @@ export function registerStages(program: Command, io: CliIo, exit: (code: number)
       if (report.length === 0) return print(io.stdout, 'no pipeline has stages')
       for (const pipeline of report) {
         print(io.stdout, `${pipeline.pipeline}: code ${pipeline.code.slice(0, 12)}, ${pipeline.stale} stale ${pipeline.stale === 1 ? 'file' : 'files'}`)
-        print(io.stdout, table(pipeline.stages.map((stage) => ['  ' + stage.name, stage.hash.slice(0, 12), `from ${stage.from ?? 'the parsed rows'}`, `→ ${stage.columns.join(', ')}`])))
+        print(io.stdout, table(pipeline.stages.map((stage) => ['  ' + stage.name, stage.hash.slice(0, 12), stage.cache ? 'cached' : '', `from ${stage.from ?? 'the parsed rows'}`, `→ ${stage.columns.join(', ')}`])))
         for (const group of pipeline.why ?? []) {
           const label = group.code === null ? 'loaded without stages' : `loaded under code ${group.code.slice(0, 12)}`
           print(io.stdout, `  ${group.files} ${group.files === 1 ? 'file' : 'files'} ${label}; for stage "${flags.why}":`)

@@ -6,7 +6,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { createCache } from '../plugins/cache/index.js'
 import { alternate, median } from './measure.js'
-import { project, REPO_ROOT } from './project.js'
+import { project, REPO_ROOT, type Project } from './project.js'
 import { bigCsv, format, seconds, type BenchOptions, type Row } from './suites.js'
 
 /**
@@ -15,7 +15,7 @@ import { bigCsv, format, seconds, type BenchOptions, type Row } from './suites.j
  * the cache saves on a retry; with BENCH_FAIL=1 it drains the rows and then
  * fails the file as a warehouse timing out at COMMIT would.
  */
-export const TIMING_PLUGIN = `import { writeFileSync } from 'node:fs'
+const TIMING_PLUGIN = `import { writeFileSync } from 'node:fs'
 export const timing = {
   name: 'bench-timing',
   enforce: 'pre',
@@ -44,7 +44,7 @@ export const timing = {
 
 const BIN = path.join(REPO_ROOT, 'bin/filedge.js')
 
-export function cli(dir: string, env: NodeJS.ProcessEnv): Promise<{ ms: number; code: number }> {
+function cli(dir: string, env: NodeJS.ProcessEnv): Promise<{ ms: number; code: number }> {
   const started = performance.now()
   return new Promise((resolve) => {
     execFile(process.execPath, [BIN, '--reporter', 'json'], { cwd: dir, env: { ...process.env, ...env }, maxBuffer: 64 * 1024 * 1024 }, (error) => {
@@ -60,32 +60,38 @@ export function cli(dir: string, env: NodeJS.ProcessEnv): Promise<{ ms: number; 
  * for rows on the retry, and the retry's wall time; and what keeping the
  * rows costs the first, failing, load.
  */
+/** A project loading `file` into SQLite with the timing plugin, the cache plugin or not, and `extra` pipeline keys (stages). */
+export function timedProject(file: string, withCache: boolean, extra = ''): Project {
+  const side = project({
+    sourceDir: path.dirname(file),
+    include: path.basename(file),
+    imports: `import { stage } from 'filedge'\nimport { sqlite } from 'filedge/plugins/sqlite'\nimport { cache } from 'filedge/plugins/cache'\nimport { timing } from './timing.mjs'`,
+    destination: "sqlite({ path: 'warehouse.db' })",
+    config: `plugins: [${withCache ? "cache({ dir: '.cache' }), " : ''}timing],`,
+    extra,
+    state: ['warehouse.db', 'warehouse.db-wal', 'warehouse.db-shm', '.cache', 'timing.json'],
+  })
+  writeFileSync(path.join(side.dir, 'timing.mjs'), TIMING_PLUGIN)
+  return side
+}
+
+/** From a clean state: a load whose destination fails after reading every row, then its retry; what each waited for rows, and took. */
+export async function failThenRetry(side: Project): Promise<{ firstWaitMs: number; firstMs: number; retryWaitMs: number; retryMs: number }> {
+  const waited = () => (JSON.parse(readFileSync(path.join(side.dir, 'timing.json'), 'utf8')) as { waitedMs: number }).waitedMs
+  side.reset()
+  const failed = await cli(side.dir, { BENCH_FAIL: '1' })
+  if (failed.code !== 1) throw new Error(`the failing load exited ${failed.code}, not 1`)
+  const first = waited()
+  rmSync(path.join(side.dir, 'timing.json'))
+  const retried = await cli(side.dir, { BENCH_FAIL: '0' })
+  if (retried.code !== 0) throw new Error(`the retry exited ${retried.code}`)
+  return { firstWaitMs: first, firstMs: failed.ms, retryWaitMs: waited(), retryMs: retried.ms }
+}
+
 async function retry(options: BenchOptions): Promise<Row[]> {
   const data = await bigCsv(options)
-  const make = (withCache: boolean) => {
-    const side = project({
-      sourceDir: path.dirname(data.file),
-      include: path.basename(data.file),
-      imports: `import { sqlite } from 'filedge/plugins/sqlite'\nimport { cache } from 'filedge/plugins/cache'\nimport { timing } from './timing.mjs'`,
-      destination: "sqlite({ path: 'warehouse.db' })",
-      config: `plugins: [${withCache ? "cache({ dir: '.cache' }), " : ''}timing],`,
-      state: ['warehouse.db', 'warehouse.db-wal', 'warehouse.db-shm', '.cache', 'timing.json'],
-    })
-    writeFileSync(path.join(side.dir, 'timing.mjs'), TIMING_PLUGIN)
-    return side
-  }
-  const sides = { cold: make(false), cached: make(true) }
-  const waited = (dir: string) => (JSON.parse(readFileSync(path.join(dir, 'timing.json'), 'utf8')) as { waitedMs: number }).waitedMs
-  const attempt = (side: ReturnType<typeof make>) => async () => {
-    side.reset()
-    const failed = await cli(side.dir, { BENCH_FAIL: '1' })
-    if (failed.code !== 1) throw new Error(`the failing load exited ${failed.code}, not 1`)
-    const first = waited(side.dir)
-    rmSync(path.join(side.dir, 'timing.json'))
-    const retried = await cli(side.dir, { BENCH_FAIL: '0' })
-    if (retried.code !== 0) throw new Error(`the retry exited ${retried.code}`)
-    return { firstWaitMs: first, firstMs: failed.ms, retryWaitMs: waited(side.dir), retryMs: retried.ms }
-  }
+  const sides = { cold: timedProject(data.file, false), cached: timedProject(data.file, true) }
+  const attempt = (side: Project) => () => failThenRetry(side)
   try {
     const results = await alternate(options.reps, { cold: attempt(sides.cold), cached: attempt(sides.cached) })
     const of = (side: 'cold' | 'cached', key: 'firstWaitMs' | 'firstMs' | 'retryWaitMs' | 'retryMs') => median(results[side].map((result) => result[key]))

@@ -1,8 +1,7 @@
-import { readFileSync, rmSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
-import { cli, TIMING_PLUGIN } from './cache.js'
+import { failThenRetry, timedProject } from './cache.js'
 import { alternate, median } from './measure.js'
-import { ORDERS_COLUMNS, project } from './project.js'
+import { ORDERS_COLUMNS, project, type Project } from './project.js'
 import { bigCsv, format, seconds, type BenchOptions, type Row } from './suites.js'
 
 /**
@@ -66,29 +65,8 @@ export async function stagesSuite(options: BenchOptions): Promise<Row[]> {
  */
 async function cachedChain(options: BenchOptions, data: { file: string; rows: number }, stages: string): Promise<Row[]> {
   const cachedStages = stages.replace("stage({ name: 'untag',", "stage({ name: 'untag', cache: true,")
-  const make = (withCache: boolean) => {
-    const side = project({
-      sourceDir: path.dirname(data.file),
-      include: path.basename(data.file),
-      imports: `import { stage } from 'filedge'\nimport { sqlite } from 'filedge/plugins/sqlite'\nimport { cache } from 'filedge/plugins/cache'\nimport { timing } from './timing.mjs'`,
-      destination: "sqlite({ path: 'warehouse.db' })",
-      config: `plugins: [${withCache ? "cache({ dir: '.cache' }), " : ''}timing],`,
-      extra: cachedStages,
-      state: ['warehouse.db', 'warehouse.db-wal', 'warehouse.db-shm', '.cache', 'timing.json'],
-    })
-    writeFileSync(path.join(side.dir, 'timing.mjs'), TIMING_PLUGIN)
-    return side
-  }
-  const sides = { cold: make(false), cached: make(true) }
-  const waited = (dir: string) => (JSON.parse(readFileSync(path.join(dir, 'timing.json'), 'utf8')) as { waitedMs: number }).waitedMs
-  const attempt = (side: ReturnType<typeof make>) => async () => {
-    side.reset()
-    if ((await cli(side.dir, { BENCH_FAIL: '1' })).code !== 1) throw new Error('the failing load did not fail')
-    rmSync(path.join(side.dir, 'timing.json'))
-    const retried = await cli(side.dir, { BENCH_FAIL: '0' })
-    if (retried.code !== 0) throw new Error(`the retry exited ${retried.code}`)
-    return waited(side.dir)
-  }
+  const sides = { cold: timedProject(data.file, false, cachedStages), cached: timedProject(data.file, true, cachedStages) }
+  const attempt = (side: Project) => async () => (await failThenRetry(side)).retryWaitMs
   try {
     const results = await alternate(options.reps, { cold: attempt(sides.cold), cached: attempt(sides.cached) })
     const cold = median(results.cold)

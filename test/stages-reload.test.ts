@@ -151,6 +151,21 @@ describe('stages: stale files and reload --stale', () => {
     expect(tableByFile(ws)).toEqual({ [Object.keys(tableByFile(ws))[0]!]: { rows: 10, factors: { '2': 10 } } })
   })
 
+  it('a truncate pipeline: only the file the table holds is stale, and the reload replaces the table with it again', async () => {
+    const truncate = (factor: number) => config({ factor }).replace("batchSize: 1000,", "batchSize: 1000,\n    writeMode: 'truncate',")
+    const ws = workspace({ 'filedge.config.ts': truncate(2), 'incoming/a.csv': csv('a', 50) })
+    workspaces.push(ws)
+    expect((await ws.cli(['--json'])).code).toBe(0)
+    ws.write('incoming/b.csv', csv('b', 30))
+    expect((await ws.cli(['--json'])).code).toBe(0)
+    ws.write('filedge.config.ts', truncate(3))
+    expect((await json<Status>(ws, ['status'])).pipelines[0]!.stale).toBe(1)
+    const reloaded = await ws.cli(['reload', '--stale', '--json'])
+    expect(reloaded.code, reloaded.stdout + reloaded.stderr).toBe(0)
+    expect(ws.query('warehouse.db', "SELECT count(*) AS rows, sum(twice = n * 3) AS recomputed, sum(id LIKE 'b-%') AS from_b FROM orders")).toEqual([{ rows: 30, recomputed: 30, from_b: 30 }])
+    expect((await json<Status>(ws, ['status'])).pipelines[0]!.stale).toBe(0)
+  })
+
   it('killed in the middle of a reload: every file holds either its old rows or its new ones, never a mix; the next reload finishes', async () => {
     // A short lease, so the killed worker's claim expires quickly.
     const top = "lease: { ttl: '2s', heartbeat: '500ms' },"

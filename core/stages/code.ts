@@ -80,8 +80,14 @@ export async function staleFiles(
   const stale = new Map(staged.map((pipeline) => [pipeline.name, [] as { pipeline: string; code: string | null; hash: string; path: string }[]]))
   if (staged.length === 0) return stale
   const current = new Map(staged.map((pipeline) => [pipeline.name, pipelineCode(pipeline)!.code]))
+  // A truncate table holds its latest file alone: only that file's rows can be stale (reloading older snapshots would replace it).
+  const latestOnly = new Set(staged.filter((pipeline) => pipeline.writeMode.kind === 'truncate').map((pipeline) => pipeline.name))
+  const latest = new Map<string, { readonly pipeline: string; readonly code: string | null; readonly hash: string; readonly path: string }>()
+  // Oldest commit first: the last one seen for a pipeline is its latest.
   for (const file of await ledger.committed(staged.map((pipeline) => pipeline.name))) {
-    if (file.code !== current.get(file.pipeline)) stale.get(file.pipeline)!.push(file)
+    if (latestOnly.has(file.pipeline)) latest.set(file.pipeline, file)
+    else if (file.code !== current.get(file.pipeline)) stale.get(file.pipeline)!.push(file)
   }
+  for (const [pipeline, file] of latest) if (file.code !== current.get(pipeline)) stale.get(pipeline)!.push(file)
   return stale
 }

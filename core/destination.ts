@@ -40,6 +40,8 @@ export interface WriteJob {
    * committed file, a truncate file arriving again) carries a new one.
    */
   readonly loadId: string
+  /** The pipeline's stages' hash these rows were produced under (absent without stages): the load marker records it. */
+  readonly code?: string
   /** ISO-8601 UTC, one value for every row of this file. */
   readonly ingestedAt: string
   /** Rows, already coerced and transformed. Pull them inside the transaction. */
@@ -92,6 +94,8 @@ export interface WriteResult {
 export interface LoadMarker {
   readonly loadId: string
   readonly rows: number
+  /** The stages' hash the load's rows were produced under (null: no stages, or a marker written before filedge recorded it). */
+  readonly code?: string | null
   /** Anything the user should hear about it, e.g. that a newer truncate file has replaced it since. */
   readonly note?: string
 }

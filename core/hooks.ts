@@ -95,8 +95,13 @@ export interface Lease {
   heartbeat(): Promise<boolean>
   /** Whether this worker still holds the file. */
   isHeld(): Promise<boolean>
-  /** Marks the file COMMITTED, durably. `healed`: the destination already had this load; how that came about. */
-  complete(rows: number, healed?: string): Promise<void>
+  /**
+   * Marks the file COMMITTED, durably. `healed`: the destination already had
+   * this load; how that came about. `code`: the stages' hash its marker says
+   * the rows were produced under (null: none recorded); default the
+   * pipeline's current one.
+   */
+  complete(rows: number, healed?: string, code?: string | null): Promise<void>
   /** `exhausted`: terminal whatever the attempts (the lease lapsed too often). */
   fail(error: Error, exhausted?: boolean): Promise<{ readonly terminal: boolean }>
   /** Gives the file back without counting the attempt (graceful stop). */

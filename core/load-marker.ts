@@ -25,12 +25,17 @@ export const LOAD_MARKER_COLUMNS: readonly TableColumn[] = Object.freeze([
   { name: 'table_name', type: 'string', required: true },
   { name: 'rows', type: 'integer', required: true },
   { name: 'loaded_at', type: 'timestamp', required: true },
+  // The stages' hash the rows were produced under; null without stages. Added later: markers written before have none.
+  { name: 'code', type: 'string', required: false },
 ])
 
 /** The values of a marker row for a job, in LOAD_MARKER_COLUMNS order. */
-export function markerValues(job: WriteJob, rows: number): [string, string, string, string, number, string] {
-  return [job.pipeline, job.file.hash, job.loadId, job.table.name, rows, job.ingestedAt]
+export function markerValues(job: WriteJob, rows: number): [string, string, string, string, number, string, string | null] {
+  return [job.pipeline, job.file.hash, job.loadId, job.table.name, rows, job.ingestedAt, job.code ?? null]
 }
+
+/** The marker table's columns added after it was first created, for destinations to add to an existing table. */
+export const LOAD_MARKER_ADDED_COLUMNS: readonly TableColumn[] = Object.freeze(LOAD_MARKER_COLUMNS.filter((column) => column.name === 'code'))
 
 /**
  * The marker of a truncate file, with what happened to its contents since:

@@ -43,8 +43,8 @@ export function ledgerPlugin(store: LedgerStore, config: ResolvedConfig): Plugin
           ...(result.lapsed === undefined ? {} : { lapsed: result.lapsed }),
           heartbeat: () => store.heartbeat(key, ttlMs),
           isHeld: () => store.holds(key),
-          async complete(rows, healed) {
-            const code = pipelineCode(pipeline)?.code
+          async complete(rows, healed, marked) {
+            const code = marked === undefined ? pipelineCode(pipeline)?.code : (marked ?? undefined)
             if (!(await store.complete(key, rows, { healed, durable: actedOn() || pipeline.onCommitted !== undefined, ...(code === undefined ? {} : { code }) }))) throw claimLost(file.path, 'another worker took the file over before it was marked committed')
           },
           async fail(error, exhausted) {

@@ -12,6 +12,7 @@ import type { FileCandidate, Hooks, Lease, SkipReason } from '../hooks.js'
 import type { SourceEntry } from '../source.js'
 import { hashStream, type HashedStream } from '../source/hash.js'
 import { decode } from '../source/open.js'
+import { pipelineCode } from '../stages/code.js'
 import type { RowBatch, TableSpec } from '../rows.js'
 
 /**
@@ -304,11 +305,11 @@ async function markedLoad(
   lease: Lease,
   hooks: Hooks,
   how: (load: string) => string,
-): Promise<{ rows: number; healed: string } | undefined> {
+): Promise<{ rows: number; healed: string; code?: string | null } | undefined> {
   const marker = await hooks.loaded.promise({ pipeline, file, loadId: lease.loadId })
   if (marker === null || marker === undefined || marker.loadId !== lease.loadId) return undefined
   const healed = how(`load ${lease.loadId.slice(0, 8)}, ${marker.rows} rows`)
-  return { rows: marker.rows, healed: marker.note === undefined ? healed : `${healed}; ${marker.note}` }
+  return { rows: marker.rows, healed: marker.note === undefined ? healed : `${healed}; ${marker.note}`, ...(marker.code === undefined ? {} : { code: marker.code }) }
 }
 
 /**
@@ -428,7 +429,7 @@ async function loadClaimed(
         : undefined
     if (heal !== undefined) {
       stop()
-      await lease.complete(heal.rows, heal.healed)
+      await lease.complete(heal.rows, heal.healed, heal.code)
       hooks.log.call({ level: 'warn', message: `${file.path}: healed: ${heal.healed}` })
       return heal
     }
@@ -440,6 +441,7 @@ async function loadClaimed(
       opened.push(stream)
       return stream
     }
+    const code = pipelineCode(pipeline)?.code
     const raw = await hooks.load.promise({ pipeline, file, format, open, signal: controller.signal })
     if (raw === undefined) throw fileInvalid(file.path, `no plugin loads "${format.type}" files; add a format plugin for it`)
     // Replayed rows were coerced when they were parsed; parsed ones are coerced here, and observed as they pass.
@@ -456,6 +458,7 @@ async function loadClaimed(
       writeMode: pipeline.writeMode,
       file,
       loadId: lease.loadId,
+      ...(code === undefined ? {} : { code }),
       ingestedAt: isoInstant(new Date()),
       batches: counted(transformed, (rows) => hooks.fileProgress.call({ pipeline, file, rows }), controller.signal),
       ...(untransformed && !('replayed' in raw)
@@ -492,7 +495,7 @@ async function loadClaimed(
       )
       if (heal !== undefined) {
         try {
-          await lease.complete(heal.rows, heal.healed)
+          await lease.complete(heal.rows, heal.healed, heal.code)
         } catch (completeError) {
           return { error: toError(completeError, file.path), terminal: false }
         }

@@ -304,7 +304,9 @@ export function duckdb(options: DuckDBDestinationOptions): Destination {
     },
 
     async prepare(table, writeMode) {
-      await use((db) => db.run(markerDdl()))
+      await use(async (db) => {
+        for (const statement of markerDdl()) await db.run(statement)
+      })
       await prepareTable(table)
       if (writeMode?.kind === 'cdc') await prepareTable(cdcTombstoneSpec(table, writeMode))
       if (writeMode?.kind === 'truncate') await use((db) => db.run(truncateLogDdl(table.name)))

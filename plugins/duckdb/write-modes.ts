@@ -5,6 +5,7 @@ import {
   cdcStageSpec,
   cdcTombstoneTable,
   emptyTruncate,
+  LOAD_MARKER_ADDED_COLUMNS,
   LOAD_MARKER_COLUMNS,
   LOAD_MARKER_TABLE,
   markerValues,
@@ -81,23 +82,25 @@ export function truncateLogDdl(table: string): string {
 }
 
 /** The load marker table (core/load-marker.ts); no key constraint, as for the load log: a file's marker is deleted and re-inserted in one transaction. */
-export function markerDdl(): string {
-  return `CREATE TABLE IF NOT EXISTS ${q(LOAD_MARKER_TABLE)} (${definitions(LOAD_MARKER_COLUMNS)})`
+export function markerDdl(): string[] {
+  // A marker table from an earlier filedge gets the columns added since (nullable: its old markers have none).
+  const added = LOAD_MARKER_ADDED_COLUMNS.map((column) => `ALTER TABLE ${q(LOAD_MARKER_TABLE)} ADD COLUMN IF NOT EXISTS ${definitions([column])}`)
+  return [`CREATE TABLE IF NOT EXISTS ${q(LOAD_MARKER_TABLE)} (${definitions(LOAD_MARKER_COLUMNS)})`, ...added]
 }
 
 /** Records this load in the marker table, in the caller's transaction. */
 export async function writeMarker(db: DuckDBConnectionLike, job: WriteJob, rows: number): Promise<void> {
-  const [pipeline, hash, loadId, table, count, at] = markerValues(job, rows)
+  const [pipeline, hash, loadId, table, count, at, code] = markerValues(job, rows)
   await db.run(`DELETE FROM ${q(LOAD_MARKER_TABLE)} WHERE pipeline = $pipeline AND file_hash = $hash`, { pipeline, hash })
   await db.run(
-    `INSERT INTO ${q(LOAD_MARKER_TABLE)} (${LOAD_MARKER_COLUMNS.map((column) => q(column.name)).join(', ')}) VALUES ($pipeline, $hash, $load, $table, $rows, CAST($at AS TIMESTAMPTZ))`,
-    { pipeline, hash, load: loadId, table, rows: BigInt(count), at },
+    `INSERT INTO ${q(LOAD_MARKER_TABLE)} (${LOAD_MARKER_COLUMNS.map((column) => q(column.name)).join(', ')}) VALUES ($pipeline, $hash, $load, $table, $rows, CAST($at AS TIMESTAMPTZ), CAST($code AS VARCHAR))`,
+    { pipeline, hash, load: loadId, table, rows: BigInt(count), at, code },
   )
 }
 
 export async function readMarker(db: DuckDBConnectionLike, pipeline: string, hash: string): Promise<LoadMarker | null> {
-  const [row] = (await db.runAndReadAll(`SELECT load_id, rows FROM ${q(LOAD_MARKER_TABLE)} WHERE pipeline = $pipeline AND file_hash = $hash`, { pipeline, hash })).getRowObjectsJS()
-  return row === undefined ? null : { loadId: String(row.load_id), rows: Number(row.rows) }
+  const [row] = (await db.runAndReadAll(`SELECT load_id, rows, code FROM ${q(LOAD_MARKER_TABLE)} WHERE pipeline = $pipeline AND file_hash = $hash`, { pipeline, hash })).getRowObjectsJS()
+  return row === undefined ? null : { loadId: String(row.load_id), rows: Number(row.rows), code: row.code === null || row.code === undefined ? null : String(row.code) }
 }
 
 export function modeWrite(db: DuckDBConnectionLike, job: WriteJob, logger: Logger | undefined): ModeWrite {

@@ -11,6 +11,7 @@ import {
   inTransaction,
   isEnvRef,
   isFiledgeError,
+  LOAD_MARKER_ADDED_COLUMNS,
   LOAD_MARKER_COLUMNS,
   LOAD_MARKER_TABLE,
   PROVENANCE_COLUMNS,
@@ -437,8 +438,15 @@ export function postgres(options: PostgresDestinationOptions): Destination {
   /** The load marker table (core/load-marker.ts), created once per schema. */
   async function prepareMarkers(): Promise<void> {
     const { rows } = await transaction('BEGIN READ ONLY', (client) => client.query('SELECT to_regclass($1) IS NOT NULL AS found', [markers]))
-    if (rows[0].found === true) return
-    const definitions = LOAD_MARKER_COLUMNS.map((column) => `${quoteIdentifier(column.name)} ${pgType(column)} NOT NULL`).join(', ')
+    const definition = (column: TableColumn) => `${quoteIdentifier(column.name)} ${pgType(column)}${column.required ? ' NOT NULL' : ''}`
+    if (rows[0].found === true) {
+      // A marker table from an earlier filedge gets the columns added since (nullable: its old markers have none).
+      await transaction('BEGIN', async (client) => {
+        for (const column of LOAD_MARKER_ADDED_COLUMNS) await client.query(`ALTER TABLE ${markers} ADD COLUMN IF NOT EXISTS ${definition(column)}`)
+      })
+      return
+    }
+    const definitions = LOAD_MARKER_COLUMNS.map(definition).join(', ')
     await transaction('BEGIN', async (client) => {
       await client.query(`SELECT pg_advisory_xact_lock(${lockKey(`filedge prepare ${markers}`)})`)
       await client.query(`CREATE TABLE IF NOT EXISTS ${markers} (${definitions}, PRIMARY KEY (pipeline, file_hash))`)

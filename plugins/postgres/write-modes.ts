@@ -93,7 +93,7 @@ export function tempName(kind: string, table: string): string {
 export async function writeMarker(client: PgClient, markers: string, job: WriteJob, rows: number): Promise<void> {
   const names = LOAD_MARKER_COLUMNS.map((column) => q(column.name))
   await client.query(
-    `INSERT INTO ${markers} (${names.join(', ')}) VALUES ($1, $2, $3, $4, $5, $6::timestamptz)
+    `INSERT INTO ${markers} (${names.join(', ')}) VALUES ($1, $2, $3, $4, $5, $6::timestamptz, $7)
      ON CONFLICT (${names[0]}, ${names[1]}) DO UPDATE SET ${names
        .slice(2)
        .map((name) => `${name} = excluded.${name}`)
@@ -103,8 +103,8 @@ export async function writeMarker(client: PgClient, markers: string, job: WriteJ
 }
 
 export async function readMarker(client: PgClient, markers: string, pipeline: string, hash: string): Promise<LoadMarker | null> {
-  const { rows } = await client.query(`SELECT load_id, rows FROM ${markers} WHERE pipeline = $1 AND file_hash = $2`, [pipeline, hash])
-  return rows.length === 0 ? null : { loadId: String(rows[0].load_id), rows: Number(rows[0].rows) }
+  const { rows } = await client.query(`SELECT load_id, rows, code FROM ${markers} WHERE pipeline = $1 AND file_hash = $2`, [pipeline, hash])
+  return rows.length === 0 ? null : { loadId: String(rows[0].load_id), rows: Number(rows[0].rows), code: (rows[0].code as string | null) ?? null }
 }
 
 async function first(client: PgClient, statement: SqlStatement): Promise<Record<string, unknown> | undefined> {

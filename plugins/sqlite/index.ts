@@ -6,6 +6,7 @@ import {
   cdcTombstoneSpec,
   createMutex,
   FiledgeError,
+  LOAD_MARKER_ADDED_COLUMNS,
   LOAD_MARKER_COLUMNS,
   LOAD_MARKER_TABLE,
   markerValues,
@@ -252,7 +253,24 @@ export function sqlite(options: SqliteDestinationOptions): Destination {
   async function prepareMarkers(): Promise<void> {
     const db = connection()
     const name = quoteIdentifier(LOAD_MARKER_TABLE)
-    if (db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(LOAD_MARKER_TABLE) === undefined) {
+    const existing = db.prepare(`SELECT name FROM pragma_table_info(?)`).all(LOAD_MARKER_TABLE) as { name: string }[]
+    // A marker table from an earlier filedge gets the columns added since (nullable: its old markers have none).
+    const missing = existing.length === 0 ? [] : LOAD_MARKER_ADDED_COLUMNS.filter((column) => !existing.some((found) => found.name === column.name))
+    if (missing.length > 0) {
+      await lock.run(async () => {
+        group.flush()
+        await beginImmediate(db, new AbortController().signal)
+        try {
+          const now = db.prepare(`SELECT name FROM pragma_table_info(?)`).all(LOAD_MARKER_TABLE) as { name: string }[]
+          for (const column of missing) if (!now.some((found) => found.name === column.name)) db.exec(`ALTER TABLE ${name} ADD COLUMN ${definitions([column], SQLITE_TYPES)}`)
+          db.exec('COMMIT')
+        } catch (error) {
+          if (db.inTransaction) db.exec('ROLLBACK')
+          throw error
+        }
+      })
+    }
+    if (existing.length === 0) {
       await lock.run(async () => {
         group.flush()
         await beginImmediate(db, new AbortController().signal)

@@ -131,8 +131,8 @@ export function writeMarker(db: SqliteDatabase, job: WriteJob, rows: number): vo
 }
 
 export function readMarker(db: SqliteDatabase, pipeline: string, hash: string): LoadMarker | null {
-  const row = db.prepare(`SELECT load_id, rows FROM ${q(LOAD_MARKER_TABLE)} WHERE pipeline = ? AND file_hash = ?`).get(pipeline, hash) as { load_id: string; rows: number } | undefined
-  return row === undefined ? null : { loadId: row.load_id, rows: row.rows }
+  const row = db.prepare(`SELECT load_id, rows, code FROM ${q(LOAD_MARKER_TABLE)} WHERE pipeline = ? AND file_hash = ?`).get(pipeline, hash) as { load_id: string; rows: number; code: string | null } | undefined
+  return row === undefined ? null : { loadId: row.load_id, rows: row.rows, code: row.code }
 }
 
 function run(db: SqliteDatabase, statement: SqlStatement): void {

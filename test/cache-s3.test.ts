@@ -407,12 +407,13 @@ describe('capacity', () => {
   it('prune removes expired and damaged entries before evicting', async () => {
     const bucket = await freshBucket()
     const cache = open({ bucket, maxEntries: 5 })
-    await cache.set('expiring', 'x', { ttl: 100 })
+    // Long enough to still be there when info asks, on a busy machine; then waited out.
+    await cache.set('expiring', 'x', { ttl: 3_000 })
     await cache.set('kept', 'y')
     await server.put(bucket, keyName('damaged'), 'no metadata')
     await server.put(bucket, 'not-an-entry.txt', 'left alone')
     const { expiresAt } = (await cache.info('expiring'))!
-    await waitFor(() => Date.now() >= expiresAt!, 5_000, 'the entry to expire')
+    await waitFor(() => Date.now() >= expiresAt!, 10_000, 'the entry to expire')
     expect(await cache.prune()).toEqual({ removed: 2, bytes: 1 + 'no metadata'.length })
     expect(await cache.stats()).toMatchObject({ entries: 1, expired: 1, corrupt: 1, evictions: 0 })
     expect(await head(bucket, 'not-an-entry.txt')).toBeDefined()

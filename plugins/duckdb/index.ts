@@ -9,6 +9,8 @@ import {
   toMs,
   destinationLocked,
   FiledgeError,
+  LOAD_MARKER_ADDED_COLUMNS,
+  LOAD_MARKER_TABLE,
   PROVENANCE_COLUMNS,
   quoteIdentifier,
   readClaimedBytes,
@@ -305,7 +307,13 @@ export function duckdb(options: DuckDBDestinationOptions): Destination {
 
     async prepare(table, writeMode) {
       await use(async (db) => {
-        for (const statement of markerDdl()) await db.run(statement)
+        const [create, ...added] = markerDdl()
+        await db.run(create!)
+        // Columns added since the table was made, only when missing (an ALTER is a schema change, not a no-op).
+        const present = (await db.runAndReadAll(`SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() AND table_schema = current_schema() AND table_name = $name`, { name: LOAD_MARKER_TABLE })).getRowObjectsJS()
+        for (const [index, column] of LOAD_MARKER_ADDED_COLUMNS.entries()) {
+          if (!present.some((row) => row.column_name === column.name)) await db.run(added[index]!)
+        }
       })
       await prepareTable(table)
       if (writeMode?.kind === 'cdc') await prepareTable(cdcTombstoneSpec(table, writeMode))

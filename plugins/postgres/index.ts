@@ -440,10 +440,18 @@ export function postgres(options: PostgresDestinationOptions): Destination {
     const { rows } = await transaction('BEGIN READ ONLY', (client) => client.query('SELECT to_regclass($1) IS NOT NULL AS found', [markers]))
     const definition = (column: TableColumn) => `${quoteIdentifier(column.name)} ${pgType(column)}${column.required ? ' NOT NULL' : ''}`
     if (rows[0].found === true) {
-      // A marker table from an earlier filedge gets the columns added since (nullable: its old markers have none).
-      await transaction('BEGIN', async (client) => {
-        for (const column of LOAD_MARKER_ADDED_COLUMNS) await client.query(`ALTER TABLE ${markers} ADD COLUMN IF NOT EXISTS ${definition(column)}`)
-      })
+      // A marker table from an earlier filedge gets the columns added since (nullable: its old markers have none). Asked
+      // first without a lock: ALTER TABLE takes an exclusive one, which would wait behind any session holding the table
+      // (a frozen worker's open transaction).
+      const { rows: present } = await transaction('BEGIN READ ONLY', (client) =>
+        client.query('SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2', [schema, LOAD_MARKER_TABLE]),
+      )
+      const missing = LOAD_MARKER_ADDED_COLUMNS.filter((column) => !present.some((row) => row.column_name === column.name))
+      if (missing.length > 0) {
+        await transaction('BEGIN', async (client) => {
+          for (const column of missing) await client.query(`ALTER TABLE ${markers} ADD COLUMN IF NOT EXISTS ${definition(column)}`)
+        })
+      }
       return
     }
     const definitions = LOAD_MARKER_COLUMNS.map(definition).join(', ')

@@ -107,7 +107,22 @@ export function registerStages(program: Command, io: CliIo, exit: (code: number)
         return
       }
       const [{ createReporter }, { run }] = await Promise.all([import('../../reporters/index.js'), import('../../runner/run.js')])
-      const summary = await run({ config, pipelines: [...new Set([...stale.map((file) => file.pipeline), ...unfinished])], plugins: [createReporter(reporter, io)] })
+      // Ctrl-C (or SIGTERM) stops as a run does: files in flight roll back to their old rows; a second signal exits at once.
+      const controller = new AbortController()
+      const stop = () => (controller.signal.aborted ? process.exit(130) : controller.abort())
+      process.on('SIGINT', stop)
+      process.on('SIGTERM', stop)
+      let summary
+      try {
+        summary = await run({ config, pipelines: [...new Set([...stale.map((file) => file.pipeline), ...unfinished])], signal: controller.signal, plugins: [createReporter(reporter, io)] })
+      } finally {
+        process.off('SIGINT', stop)
+        process.off('SIGTERM', stop)
+      }
+      if (controller.signal.aborted) {
+        print(io.stderr, '[filedge] reload stopped: files in flight kept their old rows; `filedge reload --stale` finishes the rest')
+        return exit(summary.failed > 0 ? 1 : 0)
+      }
       // A stale file the source no longer lists (moved, deleted, archived) was not reloaded: its old rows stay, and it waits PENDING for its bytes.
       const left = await withLedger(config, async (ledger) => {
         const states = await Promise.all(stale.map(async (file) => ({ file, state: (await ledger!.find(file.hash)).find((found) => found.pipeline === file.pipeline)?.state })))

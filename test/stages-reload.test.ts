@@ -194,3 +194,30 @@ describe('stages: stale files and reload --stale', () => {
     expect((await json<Status>(ws, ['status'])).pipelines[0]!.stale).toBe(0)
   })
 })
+
+describe('filedge validate with stages', () => {
+  it("runs the file's good rows through the stages and reports the first stage error, writing nothing", async () => {
+    const config = (run: string) => `import { defineConfig, stage } from 'filedge'
+import { sqlite } from 'filedge/plugins/sqlite'
+export default defineConfig({
+  pipelines: [{
+    name: 'orders',
+    source: { dir: 'incoming' },
+    destination: sqlite({ path: 'warehouse.db' }),
+    table: 'orders',
+    columns: { id: { type: 'string', required: true }, n: 'integer' },
+    stages: [stage({ name: 'enrich', run: ${run} })],
+  }],
+})
+`
+    const ws = workspace({ 'filedge.config.ts': config('(rows) => rows'), 'incoming/a.csv': csv('a', 5) })
+    workspaces.push(ws)
+    const good = await ws.cli(['validate', 'incoming/a.csv'])
+    expect(good.code, good.stdout + good.stderr).toBe(0)
+    ws.write('filedge.config.ts', config("(rows) => rows.map((row) => (row.n === 4 ? { ...row, extra: true } : row))"))
+    const bad = await ws.cli(['validate', 'incoming/a.csv'])
+    expect(bad.code).toBe(1)
+    expect(bad.stdout).toContain('incoming/a.csv:5: stage "enrich" returned column "extra", which it does not receive')
+    expect(ws.exists('warehouse.db')).toBe(false)
+  })
+})

@@ -14,6 +14,7 @@ import { toRelative } from '../source/local.js'
 import { hashFile } from '../source/hash.js'
 import { openLocalFile } from '../source/open.js'
 import { NumberText, type RawRows } from '../rows.js'
+import { runStages } from '../stages/run.js'
 import { cdcRowCheck } from '../write-modes/cdc.js'
 import { workerId } from './worker.js'
 
@@ -105,11 +106,16 @@ export async function validateFile(hooks: Hooks, config: ResolvedConfig, pipelin
       pending.sort((a, b) => (a.line ?? Infinity) - (b.line ?? Infinity)).forEach(add)
       pending.length = 0
     }
-    try {
+    const coerced = (async function* () {
       for await (const batch of coerceRows(counted, pipeline.columns, { file: relative, unknownColumns: pipeline.unknownColumns, onInvalid: (error) => pending.push(error) })) {
         good += batch.rows.length - (changes?.(batch, (error) => pending.push(error)) ?? 0)
         flush()
+        yield batch
       }
+    })()
+    try {
+      // The good rows go through the pipeline's stages too: the first stage error (it fails a whole batch) stops the file, as it would a load.
+      for await (const batch of pipeline.stages.length > 0 ? runStages(coerced, pipeline, file) : coerced) void batch
     } finally {
       flush()
     }

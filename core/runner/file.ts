@@ -11,6 +11,7 @@ import { detectFormat, isGzipPath } from '../formats/registry.js'
 import type { FileCandidate, Hooks, Lease, SkipReason } from '../hooks.js'
 import type { SourceEntry } from '../source.js'
 import { hashStream, type HashedStream } from '../source/hash.js'
+import { RACY_MS } from '../source/racy.js'
 import { decode } from '../source/open.js'
 import { pipelineCode } from '../stages/code.js'
 import type { RowBatch, TableSpec } from '../rows.js'
@@ -57,16 +58,6 @@ export function inFlightKey(pipeline: ResolvedPipeline, hash: string): string {
  */
 const SMALL_FILE = 1024 * 1024
 
-/**
- * How long after its last modification a file's version starts to vouch for
- * its bytes, for sources whose versions are mtimes. Within the filesystem's
- * mtime granularity a same-size rewrite leaves the stat unchanged (git's
- * "racily clean" index entries), so a file read that soon after a write is
- * not entered in the stat cache; the next run reads it again and enters it
- * then. 2 s covers the coarsest common granularity (FAT, and SFTP's whole
- * seconds); ext4 and APFS tick in nanoseconds to milliseconds.
- */
-export const RACY_MS = 2000
 
 /** The bytes a claimed file loads from: what hashing kept or spooled, or the source once more. */
 interface Claimed {

@@ -3,6 +3,7 @@ import { readFileSync, statSync } from 'node:fs'
 import { isBuiltin } from 'node:module'
 import { basename, dirname, extname, isAbsolute, join, relative, resolve, sep } from 'node:path'
 import { normalizeSource, scanImports } from './normalize.js'
+import { RACY_MS } from '../source/racy.js'
 
 /**
  * The modules a stage can reach beyond its defining module's own top-level
@@ -176,7 +177,6 @@ function sha256(text: string): string {
  * calls such an entry "racily clean" and re-reads it too.
  */
 const cache = new Map<string, { readonly stamp: string; readonly value: unknown }>()
-const RACY_MS = 2000
 
 export function readCached<T>(kind: 'module' | 'manifest' | 'top-level', file: string, compute: (text: string) => T): T | undefined {
   const stat = statSync(file, { bigint: true, throwIfNoEntry: false })

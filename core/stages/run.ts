@@ -45,7 +45,17 @@ function exactKeys(names: readonly string[]): (row: object) => boolean {
   return new Function('row', `let n = 0; for (const key in row) n++; return n === ${names.length}${names.length === 0 ? '' : ` && ${present}`}`) as never
 }
 
-const checkers = new WeakMap<ResolvedStage, (row: object) => boolean>()
+/** Per stage, built once: its column names, and the compiled check that a row has exactly them. */
+const checkers = new WeakMap<ResolvedStage, { readonly names: ReadonlySet<string>; readonly exact: (row: object) => boolean }>()
+
+function checkerOf(stage: ResolvedStage): { readonly names: ReadonlySet<string>; readonly exact: (row: object) => boolean } {
+  let checker = checkers.get(stage)
+  if (checker === undefined) {
+    const names = stage.columns.map((column) => column.name)
+    checkers.set(stage, (checker = { names: new Set(names), exact: exactKeys(names) }))
+  }
+  return checker
+}
 
 /** Builds `(row) => [row.a, row.b, …]` for a column list. */
 function valueReader(names: readonly string[]): (row: Provenanced) => unknown[] {
@@ -58,9 +68,7 @@ function checked(stage: ResolvedStage, file: FileRef, input: readonly Provenance
   if (!Array.isArray(output)) {
     throw stageError(stage, file, input[0]?.[LINE], `returned ${output === null ? 'null' : typeof output}; run must return an array of rows`)
   }
-  const names = new Set(stage.columns.map((column) => column.name))
-  let exact = checkers.get(stage)
-  if (exact === undefined) checkers.set(stage, (exact = exactKeys(stage.columns.map((column) => column.name))))
+  const { names, exact } = checkerOf(stage)
   const sameCount = output.length === input.length
   for (let i = 0; i < output.length; i++) {
     const row = output[i] as Provenanced
@@ -97,34 +105,37 @@ function checked(stage: ResolvedStage, file: FileRef, input: readonly Provenance
 }
 
 /** The last stage's rows as the table's: values coerced to the column types (as a JSON file's would be), required ones present. */
-function tableBatch(rows: readonly Provenanced[], columns: readonly ResolvedColumn[], stage: ResolvedStage, file: FileRef, valuesOf: (row: Provenanced) => unknown[]): RowBatch {
+function tableBatches(columns: readonly ResolvedColumn[], stage: ResolvedStage, file: FileRef): (rows: readonly Provenanced[]) => RowBatch {
   const names = columns.map((column) => column.name)
   const coercers = columns.map(coercerFor)
-  const out: Value[][] = new Array(rows.length)
-  const rowNumbers: number[] = new Array(rows.length)
-  const lines: number[] = new Array(rows.length)
-  for (let r = 0; r < rows.length; r++) {
-    const row = rows[r]!
-    const values = valuesOf(row) as Value[]
-    for (let c = 0; c < columns.length; c++) {
-      const value = values[c]
-      if (value === null || value === undefined) {
-        if (columns[c]!.required) throw rowInvalid(file.path, row[LINE]!, `${names[c]} (from stage "${stage.name}")`, null, 'required value is missing')
-        values[c] = null
-        continue
+  const valuesOf = valueReader(names)
+  return (rows) => {
+    const out: Value[][] = new Array(rows.length)
+    const rowNumbers: number[] = new Array(rows.length)
+    const lines: number[] = new Array(rows.length)
+    for (let r = 0; r < rows.length; r++) {
+      const row = rows[r]!
+      const values = valuesOf(row) as Value[]
+      for (let c = 0; c < columns.length; c++) {
+        const value = values[c]
+        if (value === null || value === undefined) {
+          if (columns[c]!.required) throw rowInvalid(file.path, row[LINE]!, `${names[c]} (from stage "${stage.name}")`, null, 'required value is missing')
+          values[c] = null
+          continue
+        }
+        try {
+          values[c] = coercers[c]!(value)
+        } catch (error) {
+          if (!isRejection(error)) throw error
+          throw rowInvalid(file.path, row[LINE]!, `${names[c]} (from stage "${stage.name}")`, value, error.reason)
+        }
       }
-      try {
-        values[c] = coercers[c]!(value)
-      } catch (error) {
-        if (!isRejection(error)) throw error
-        throw rowInvalid(file.path, row[LINE]!, `${names[c]} (from stage "${stage.name}")`, value, error.reason)
-      }
+      out[r] = values
+      rowNumbers[r] = row[RECORD]!
+      lines[r] = row[LINE]!
     }
-    out[r] = values
-    rowNumbers[r] = row[RECORD]!
-    lines[r] = row[LINE]!
+    return { columns: names, rows: out, rowNumbers, lines }
   }
-  return { columns: names, rows: out, rowNumbers, lines }
 }
 
 /** Rows as a stage sees them, batch by batch: objects that carry their record number and line. */
@@ -206,9 +217,9 @@ export async function* runStages(batches: AsyncIterable<RowBatch>, pipeline: Res
     if (cache !== undefined && stage.cache && s < lastIndex) rows = asObjects(cache.keep(stage, hashes[s]!, asBatches(rows, stage)))
   }
   const last = stages[lastIndex]!
-  const valuesOf = valueReader(pipeline.tableColumns.map((column) => column.name))
+  const tableBatch = tableBatches(pipeline.tableColumns, last, file)
   const table = (async function* () {
-    for await (const batch of rows) yield tableBatch(batch, pipeline.tableColumns, last, file, valuesOf)
+    for await (const batch of rows) yield tableBatch(batch)
   })()
   yield* cache !== undefined && last.cache ? cache.keep(last, hashes[lastIndex]!, table) : table
 }

@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
 import { PassThrough, Transform, type Readable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
-import { describeError, type FileRef, type Plugin, type ResolvedFormat, type ResolvedPipeline, type RowBatch, type SourceEntry } from '../../core/index.js'
+import { describeError, RACY_MS, type FileRef, type Plugin, type ResolvedFormat, type ResolvedPipeline, type RowBatch, type SourceEntry } from '../../core/index.js'
 import { batchEncoder, decodeBatches, headerFrame } from './batches.js'
 import { refused } from './codec.js'
 import { createCache, type CreateCacheOptions } from './store.js'
@@ -46,14 +46,6 @@ export interface CachePlugin extends Plugin {
 
 const DEFAULTS = { dir: '.filedge/cache', maxBytes: 5 * 1024 ** 3, ttl: '7d' } as const
 
-/**
- * A source's version vouches for its bytes once the file is this old (the
- * core's racily-clean window): an mtime within the filesystem's granularity
- * of a write may not change on a same-size rewrite, and bytes cached under
- * it could outlive the file they came from. Exact versions (ETags) always vouch.
- */
-const RACY_MS = 2000
-
 /** Files smaller than this parse again faster than their rows are kept and replayed (a temp file, a rename and a delete per file). */
 const DEFAULT_MIN_BYTES = 1024 * 1024
 
@@ -95,7 +87,12 @@ function stageKey(pipeline: ResolvedPipeline, file: FileRef, hash: string): stri
   return `filedge:stage:${digest([version(), file.hash, pipeline.format ?? extension, pipeline.columns, pipeline.unknownColumns, hash])}`
 }
 
-/** Where a remote file's bytes came from, exactly: the source, the path and the version the source gave them. */
+/**
+ * Where a remote file's bytes came from, exactly: the source, the path and
+ * the version the source gave them. An mtime vouches for the bytes only once
+ * the file is RACY_MS old (a same-size rewrite within the filesystem's
+ * granularity keeps it); an exact version (an ETag) always does.
+ */
 function sourceKey(pipeline: ResolvedPipeline, entry: SourceEntry): string | undefined {
   const source = pipeline.source
   if (typeof source.localPath === 'function') return undefined
@@ -148,6 +145,22 @@ export function cache(options: CachePluginOptions = {}): CachePlugin {
         writes.set(key, writing)
         void writing.finally(() => writes.get(key) === writing && writes.delete(key))
       }
+      /**
+       * Rows kept under `key`, once any write of it in progress is done. Every byte is checked before a single row is handed
+       * on: damaged rows are a miss (the file is parsed, the stages run), never half a replay.
+       */
+      const replay = async (key: string, what: string, file: FileRef): Promise<AsyncIterable<RowBatch> | undefined> => {
+        await writes.get(key)
+        try {
+          const bytes = await store.getStream(key, { verify: true })
+          if (bytes === undefined) return undefined
+          logger.info(`${file.path}: ${what} read from the cache`)
+          return decodeBatches(bytes)
+        } catch (error) {
+          warn(`${file.path}: ${what} could not be read from the cache`, error)
+          return undefined
+        }
+      }
       /** Batch entries a load wrote or replayed, by pipeline and hash, with the write still in progress. */
       const used = new Map<string, { key: string; writing?: Promise<unknown> }>()
       const fileKey = (pipeline: ResolvedPipeline, hash: string) => `${pipeline.name}\u0000${hash}`
@@ -164,18 +177,10 @@ export function cache(options: CachePluginOptions = {}): CachePlugin {
         hooks.load.tapPromise({ name: 'filedge:cache', stage: -100 }, async ({ pipeline, file, format, validating }) => {
           if (validating === true) return undefined
           const key = batchesKey(pipeline, file, format)
-          await writes.get(key)
-          try {
-            // Every byte checked before a single row is handed on: damaged rows are a miss, never half a replay.
-            const replay = await store.getStream(key, { verify: true })
-            if (replay === undefined) return undefined
-            used.set(fileKey(pipeline, file.hash), { key })
-            logger.info(`${file.path}: replaying its parsed rows from the cache`)
-            return { replayed: decodeBatches(replay) }
-          } catch (error) {
-            warn(`${file.path}: the cached rows could not be read`, error)
-            return undefined
-          }
+          const replayed = await replay(key, 'its parsed rows', file)
+          if (replayed === undefined) return undefined
+          used.set(fileKey(pipeline, file.hash), { key })
+          return { replayed }
         })
         hooks.parsedRows.tap('filedge:cache', (rows, { pipeline, file, format }) => {
           if (file.size < minBytes) return rows
@@ -200,19 +205,7 @@ export function cache(options: CachePluginOptions = {}): CachePlugin {
       }
 
       // Outputs of stages declared `cache: true`: kept until TTL or eviction (a reload after an edit of a later stage reads them).
-      hooks.stageRows.tapPromise('filedge:cache', async ({ pipeline, file, stage, hash }) => {
-        const key = stageKey(pipeline, file, hash)
-        await writes.get(key)
-        try {
-          const replay = await store.getStream(key, { verify: true })
-          if (replay === undefined) return undefined
-          logger.info(`${file.path}: stage "${stage}" read from the cache`)
-          return decodeBatches(replay)
-        } catch (error) {
-          warn(`${file.path}: the cached output of stage "${stage}" could not be read`, error)
-          return undefined
-        }
-      })
+      hooks.stageRows.tapPromise('filedge:cache', ({ pipeline, file, stage, hash }) => replay(stageKey(pipeline, file, hash), `the output of stage "${stage}"`, file))
       hooks.stageOutput.tap('filedge:cache', (rows, { pipeline, file, stage, hash }) => {
         const key = stageKey(pipeline, file, hash)
         return record(rows, store, key, (writing) => track(key, writing), (error) => warn(`${file.path}: keeping the output of stage "${stage}" failed`, error))
@@ -225,9 +218,8 @@ export function cache(options: CachePluginOptions = {}): CachePlugin {
           if (key === undefined) return undefined
           await writes.get(key)
           try {
-            const info = await store.info(key)
-            if (info === undefined || info.size !== entry.size) return undefined
-            // Checked whole first (a local read, cheap beside a download): a damaged copy is a miss and the source is read.
+            // Kept only when exactly entry.size bytes arrived, and the size is part of the key. Checked whole first (a local
+            // read, cheap beside a download): a damaged copy is a miss and the source is read.
             const stream = await store.getStream(key, { verify: true })
             if (stream !== undefined) served.add(stream)
             return stream

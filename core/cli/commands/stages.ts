@@ -1,5 +1,6 @@
 import type { Command } from 'commander'
-import type { ResolvedPipeline } from '../../config/types.js'
+import { selectPipelines } from '../../config/pipelines.js'
+import type { ResolvedConfig, ResolvedPipeline } from '../../config/types.js'
 import { notFound, usageError } from '../../errors.js'
 import { printable } from '../../printable.js'
 import { workerId } from '../../runner/worker.js'
@@ -14,10 +15,9 @@ interface StagesFlags extends ConfigOption {
   readonly why?: string
 }
 
-function staged(pipelines: readonly ResolvedPipeline[], only: readonly string[] | undefined): ResolvedPipeline[] {
-  const unknown = (only ?? []).filter((name) => !pipelines.some((pipeline) => pipeline.name === name))
-  if (unknown.length > 0) throw usageError(`--pipeline: no pipeline is named ${unknown.map((name) => `"${name}"`).join(', ')}`)
-  return pipelines.filter((pipeline) => pipeline.stages.length > 0 && (only === undefined || only.includes(pipeline.name)))
+/** The pipelines `--pipeline` names (a name the config lacks is a usage error) that have stages. */
+function staged(config: ResolvedConfig, only: readonly string[] | undefined): ResolvedPipeline[] {
+  return selectPipelines(config, only).filter((pipeline) => pipeline.stages.length > 0)
 }
 
 export function registerStages(program: Command, io: CliIo, exit: (code: number) => void): void {
@@ -31,7 +31,7 @@ export function registerStages(program: Command, io: CliIo, exit: (code: number)
     .addHelpText('after', '\nExamples:\n  $ filedge stages\n  $ filedge stages --why enrich\n  $ filedge stages --json | jq ".pipelines[].stale"')
     .action(async (flags: StagesFlags) => {
       const config = await configFor(flags, io)
-      const pipelines = staged(config.pipelines, flags.pipeline)
+      const pipelines = staged(config, flags.pipeline)
       if (flags.why !== undefined && !pipelines.some((pipeline) => pipeline.stages.some((stage) => stage.name === flags.why))) {
         throw notFound(`--why: no stage is named "${flags.why}"${pipelines.length === 0 ? '' : ` (stages: ${[...new Set(pipelines.flatMap((pipeline) => pipeline.stages.map((stage) => stage.name)))].join(', ')})`}`)
       }
@@ -93,7 +93,7 @@ export function registerStages(program: Command, io: CliIo, exit: (code: number)
       const reporter = (flags.json ? 'json' : (flags.reporter ?? 'default')) as ReporterName
       if (!REPORTERS.includes(reporter)) throw usageError(`--reporter: expected one of ${REPORTERS.join(', ')}; got "${flags.reporter}"`)
       const config = await configFor(flags, io)
-      const pipelines = staged(config.pipelines, flags.pipeline)
+      const pipelines = staged(config, flags.pipeline)
       const { stale, unfinished } = await withLedger(config, async (ledger) => {
         if (ledger === undefined) return { stale: [], unfinished: [] }
         const files = [...(await staleFiles(ledger, pipelines)).values()].flat()

@@ -20,6 +20,15 @@ export interface RowBatch {
   readonly rowNumbers: number[]
   /** Physical line where each row starts, for messages (`file:line`). */
   readonly lines: number[]
+  /**
+   * The same values by column (one array per column, aligned with `columns`),
+   * when the batch was produced that way (a replay from the cache): a
+   * destination that binds values one by one may read them instead of
+   * `rows`, which is then never built. Gone (undefined) once `rows` has been
+   * read, since a row may then have been changed in place. Count rows with
+   * `rowNumbers.length`: reading `rows` builds them.
+   */
+  readonly vectors?: readonly ArrayLike<Value>[]
 }
 
 /**

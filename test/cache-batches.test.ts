@@ -15,7 +15,15 @@ async function roundTrip(batches: RowBatch[], chunk = 7): Promise<RowBatch[]> {
   const chunks: Buffer[] = []
   for (let at = 0; at < bytes.length; at += chunk) chunks.push(bytes.subarray(at, at + chunk))
   const out: RowBatch[] = []
-  for await (const batch of decodeBatches(Readable.from(chunks))) out.push(batch)
+  for await (const batch of decodeBatches(Readable.from(chunks))) {
+    // A replayed batch has its values by column (what a destination may bind from), the same values as its rows.
+    const vectors = batch.vectors!.map((values) => Array.from(values))
+    const { columns, rows, rowNumbers, lines } = batch
+    expect(vectors).toStrictEqual(columns.map((_, column) => rows.map((row) => row[column])))
+    // Once its rows are read (and may be changed in place), the columns are gone.
+    expect(batch.vectors).toBeUndefined()
+    out.push({ columns, rows, rowNumbers, lines })
+  }
   return out
 }
 

@@ -498,6 +498,26 @@ describe('damaged entries', () => {
     }
     expect((await cache.stats()).corrupt).toBe(2)
   })
+
+  it('getStream with verify checks an entry written before CRC-32s were kept by its SHA-256: intact streams, damaged is a miss', async () => {
+    const dir = tempDir()
+    const cache = openCache({ dir })
+    const value = Buffer.alloc(2 * 1024 * 1024 + 17, 5)
+    for (const key of ['old-intact', 'old-flipped']) {
+      await cache.set(key, value)
+      const { meta } = entryFiles(dir, key)
+      const { crc32, ...older } = JSON.parse(readFileSync(meta, 'utf8')) as { crc32?: number }
+      expect(typeof crc32).toBe('number')
+      writeFileSync(meta, JSON.stringify(older))
+    }
+    expect(Buffer.concat(await (await cache.getStream('old-intact', { verify: true }))!.toArray()).equals(value)).toBe(true)
+    const { data } = entryFiles(dir, 'old-flipped')
+    const bytes = readFileSync(data)
+    bytes[1024 * 1024 + 3]! ^= 0x01
+    writeFileSync(data, bytes)
+    expect(await cache.getStream('old-flipped', { verify: true })).toBeUndefined()
+    expect((await cache.stats()).corrupt).toBe(1)
+  })
 })
 
 const tmpfs = mountTmpfs()

@@ -278,7 +278,7 @@ async function* counted(batches: AsyncIterable<RowBatch>, onRows: (rows: number)
   let rows = 0
   for await (const batch of batches) {
     if (signal.aborted) throw signal.reason
-    rows += batch.rows.length
+    rows += batch.rowNumbers.length
     onRows(rows)
     yield batch
   }

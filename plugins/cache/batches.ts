@@ -161,11 +161,45 @@ function decodeColumn(column: Column): Float64Array | readonly Value[] {
   }
 }
 
+/**
+ * A replayed batch: its values by column, as they were stored; rows are
+ * built only if something reads them (a destination that binds by column
+ * never does), and then the columns are dropped, as a row may be changed in
+ * place. (A closure, not a class with private fields: a getter that works
+ * whatever `this` it is called on.)
+ */
+function replayedBatch(columns: readonly string[], vectors: readonly ArrayLike<Value>[], rowNumbers: number[], lines: number[]): RowBatch {
+  let rows: Value[][] | undefined
+  const batch: { vectors: readonly ArrayLike<Value>[] | undefined } & Omit<RowBatch, 'vectors'> = {
+    columns,
+    rowNumbers,
+    lines,
+    vectors,
+    get rows(): Value[][] {
+      if (rows === undefined) {
+        const count = rowNumbers.length
+        const width = vectors.length
+        rows = new Array<Value[]>(count)
+        for (let i = 0; i < count; i++) rows[i] = new Array<Value>(width)
+        // Column by column: each loop reads one kind of array (a Float64Array, an Array), which V8 keeps fast.
+        for (let column = 0; column < width; column++) {
+          const values = vectors[column]!
+          if (values instanceof Float64Array) fillNumbers(rows, column, values)
+          else fillValues(rows, column, values)
+        }
+        batch.vectors = undefined
+      }
+      return rows
+    },
+  }
+  return batch
+}
+
 function fillNumbers(rows: Value[][], column: number, values: Float64Array): void {
   for (let i = 0; i < rows.length; i++) rows[i]![column] = values[i]!
 }
 
-function fillValues(rows: Value[][], column: number, values: readonly Value[]): void {
+function fillValues(rows: Value[][], column: number, values: ArrayLike<Value>): void {
   for (let i = 0; i < rows.length; i++) rows[i]![column] = values[i]!
 }
 
@@ -201,16 +235,7 @@ export async function* decodeBatches(bytes: Readable): AsyncGenerator<RowBatch> 
       continue
     }
     const [count, columns, rowNumbers, lines] = deserialize(payload) as [number, Column[], number | Float64Array, number | Float64Array]
-    const width = columns.length
-    const rows = new Array<Value[]>(count)
-    for (let i = 0; i < count; i++) rows[i] = new Array<Value>(width)
-    // Column by column: each loop reads one kind of array (a Float64Array, an Array), which V8 keeps fast.
-    for (let column = 0; column < width; column++) {
-      const values = decodeColumn(columns[column]!)
-      if (values instanceof Float64Array) fillNumbers(rows, column, values)
-      else fillValues(rows, column, values)
-    }
-    yield { columns: names, rows, rowNumbers: unsequence(rowNumbers, count), lines: unsequence(lines, count) }
+    yield replayedBatch(names, columns.map(decodeColumn), unsequence(rowNumbers, count), unsequence(lines, count))
   }
   if (names === undefined) throw new Error('the cached rows have no header')
 }

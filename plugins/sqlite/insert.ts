@@ -47,13 +47,23 @@ export class Inserter {
     let total = 0
     let filled = 0
     for await (const batch of batches) {
-      const { rows, rowNumbers } = batch
-      for (let r = 0; r < rows.length; r++) {
-        const row = rows[r]
+      const { rowNumbers, vectors } = batch
+      const count = rowNumbers.length
+      // A batch that has its values by column (a replay) is bound from them: its rows are never built.
+      const rows = vectors === undefined ? batch.rows : undefined
+      for (let r = 0; r < count; r++) {
         let offset = filled * width
-        for (let c = 0; c < columns; c++) {
-          const value = row[c]
-          params[offset++] = typeof value === 'boolean' ? (value ? 1 : 0) : value
+        if (rows === undefined) {
+          for (let c = 0; c < columns; c++) {
+            const value = vectors![c]![r]
+            params[offset++] = typeof value === 'boolean' ? (value ? 1 : 0) : value
+          }
+        } else {
+          const row = rows[r]!
+          for (let c = 0; c < columns; c++) {
+            const value = row[c]
+            params[offset++] = typeof value === 'boolean' ? (value ? 1 : 0) : value
+          }
         }
         params[offset] = rowNumbers[r]
         if (++filled === perStatement) {
@@ -61,7 +71,7 @@ export class Inserter {
           filled = 0
         }
       }
-      total += rows.length
+      total += count
     }
     // Statements fill across batches; only the file's last rows go in a shorter one.
     if (filled > 0) this.statement(table, filled).run(params.slice(0, filled * width), named)

@@ -170,4 +170,19 @@ export interface Destination {
    */
   hasLoaded?(query: LoadQuery): Promise<LoadMarker | null>
   close?(): Promise<void>
+  /**
+   * SQL next to the tables, for plugins that build on them (ponds): `task`
+   * gets the destination's own connection, one task at a time between file
+   * writes (a task's transaction never interleaves with a file's). Only
+   * between `open` and `close`. `dialect` says which SQL it speaks.
+   */
+  readonly dialect?: 'duckdb'
+  session?<T>(task: (db: SqlSession) => Promise<T>): Promise<T>
+}
+
+/** A connection a destination lends (`Destination.session`). Values are named parameters (`$name`), never spliced into the text. */
+export interface SqlSession {
+  run(sql: string, values?: Record<string, unknown>): Promise<void>
+  /** Rows as objects, column → JS value (integers as bigint where DuckDB gives them so). */
+  all(sql: string, values?: Record<string, unknown>): Promise<Record<string, unknown>[]>
 }

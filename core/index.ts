@@ -90,7 +90,7 @@ export type {
   SkippedFile,
   TransformContext,
 } from './hooks.js'
-export type { Destination, DestinationCapabilities, DestinationContext, FileRef, LoadMarker, LoadQuery, SourceLayout, WriteJob, WriteResult } from './destination.js'
+export type { Destination, DestinationCapabilities, DestinationContext, FileRef, LoadMarker, LoadQuery, SourceLayout, SqlSession, WriteJob, WriteResult } from './destination.js'
 export { LOAD_MARKER_ADDED_COLUMNS, LOAD_MARKER_COLUMNS, LOAD_MARKER_TABLE, markerValues, truncateMarker } from './load-marker.js'
 export { NumberText, PROVENANCE_COLUMNS, type RawBatch, type RawRows, type RowBatch, type TableColumn, type TableSpec, type Value } from './rows.js'
 export { assertNoDrift, diffColumns, type ActualColumn, type DriftCheck } from './drift.js'

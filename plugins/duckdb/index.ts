@@ -373,6 +373,17 @@ export function duckdb(options: DuckDBDestinationOptions): Destination {
       })
     },
 
+    dialect: 'duckdb',
+
+    session(task) {
+      return use((db) =>
+        task({
+          run: async (sql, values) => void (await db.run(sql, values)),
+          all: async (sql, values) => (await db.runAndReadAll(sql, values)).getRowObjectsJS(),
+        }),
+      )
+    },
+
     async close() {
       clearTimeout(releaseTimer)
       root = undefined

@@ -233,7 +233,7 @@ async function* zipped(stage: ResolvedStage, file: FileRef, parents: readonly As
         // Only outputs read back from the cache can disagree: kept under another batchSize, by loads that each kept only some of them.
         throw new FiledgeError(
           'INTERNAL',
-          `${file.path}: stage "${stage.name}" got more batches from ${stage.from.filter((_, i) => results[i]!.done !== true).join(', ')} than from ${stage.from.filter((_, i) => results[i]!.done === true).join(', ')}; their outputs were kept in the cache with different batch sizes: clear the cache of these stages, or set batchSize back`,
+          `${file.path}: stage "${stage.name}" got more batches from ${stage.from.filter((_, i) => results[i]!.done !== true).join(', ')} than from ${stage.from.filter((_, i) => results[i]!.done === true).join(', ')}; their outputs were kept in the cache with different batch sizes: \`filedge cache clear\`, or set batchSize back`,
           { file: file.path },
         )
       }
@@ -317,8 +317,9 @@ interface Cut {
 /**
  * The kept outputs nearest the last stage that cut every way from the
  * parsed rows to it, or undefined when a way passes no kept output (then
- * the file is parsed and every stage runs). Zipping replayed batches with
- * freshly parsed ones is never tried: the two need not be cut the same.
+ * the file is parsed and every stage runs). Kept outputs are never joined
+ * with freshly parsed rows: kept under another batchSize, their batches
+ * would not line up with the parse's.
  */
 async function cutOf(stages: readonly ResolvedStage[], hashes: ReadonlyMap<string, string>, cache: StageCache): Promise<Cut | undefined> {
   const byName = new Map(stages.map((stage) => [stage.name, stage]))

@@ -94,6 +94,9 @@ function caller(): string | undefined {
 /**
  * A stage for a pipeline's `stages`. The shape of `from` decides what `run`
  * gets: a name (or none) its rows, an array of names their rows by name.
+ * Overloads rather than one union, so that `run` written inline is typed by
+ * the `from` beside it; the last takes a stage spread into a new one
+ * (`stage({ ...base, name: 'b' })`), whose `from` could be either.
  */
 export function stage<const P extends string>(definition: JoinStageDefinition<P>): Stage
 export function stage(definition: StageDefinition): Stage

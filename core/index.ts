@@ -59,7 +59,7 @@ export {
   type ErrorDetails,
 } from './errors.js'
 export { definePlugin, type Plugin, type PluginContext } from './plugin.js'
-export { stage, isStage, type Stage, type StageContext, type StageDefinition, type StageRow } from './stages/stage.js'
+export { stage, isStage, type JoinStageDefinition, type Stage, type StageContext, type StageDefinition, type StageInputs, type StageOutput, type StageRow } from './stages/stage.js'
 export type {
   ArchiveRequest,
   ArchivedFile,

@@ -3,7 +3,7 @@ import os from 'node:os'
 import path from 'node:path'
 import Database from 'better-sqlite3'
 import { afterEach, describe, expect, it } from 'vitest'
-import { resolveConfig, run, stage, type ColumnInput, type Plugin, type RunSummary, type Stage } from '../core/index.js'
+import { resolveConfig, run, stage, type ColumnInput, type Plugin, type RunSummary, type Stage, type StageDefinition } from '../core/index.js'
 import { duckdb } from '../plugins/duckdb/index.js'
 import { sqlite } from '../plugins/sqlite/index.js'
 import { readDuckdb } from './helpers/duckdb.js'
@@ -64,7 +64,7 @@ function configProblem(stages: Stage[], extra: Record<string, unknown> = {}): st
   return 'accepted'
 }
 
-const keep = (name: string, more: Partial<Stage> = {}) => stage({ name, run: (rows) => rows, ...more })
+const keep = (name: string, more: Partial<StageDefinition> = {}) => stage({ name, run: (rows) => rows, ...more })
 
 describe('stages', () => {
   it('filter, add and drop columns: the table is the last stage, and each row keeps its record number', async () => {

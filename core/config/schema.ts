@@ -146,9 +146,9 @@ const onCommitted = z.union([z.enum(['keep', 'delete']), z.strictObject({ moveTo
  */
 export const stageSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9_-]+$/, 'expected letters, digits, "_" or "-"'),
-  from: z.string().min(1).optional(),
+  from: z.union([z.string().min(1), z.array(z.string().min(1)).min(1, 'expected at least one stage name')]).optional(),
   columns: columns.refine((value) => Object.keys(value).length > 0, 'expected at least one column').optional(),
-  run: z.custom<(...args: never[]) => unknown>((value) => typeof value === 'function', 'expected a function: (rows, context) => rows'),
+  run: z.custom<(...args: never[]) => unknown>((value) => typeof value === 'function', 'expected a function: (rows, context) => rows, or (inputs, context) => rows with several parents'),
   inputs: z.record(z.string(), z.unknown()).optional(),
   cache: z.boolean().optional(),
   definedIn: z.string().optional(),

@@ -3,7 +3,7 @@ import type { ArchiveAction, Source } from '../source.js'
 import type { Plugin } from '../plugin.js'
 import type { TableColumn } from '../rows.js'
 import type { EnvRef, MaybeEnv } from '../secrets.js'
-import type { Stage, StageDefinition } from '../stages/stage.js'
+import type { Stage, StageContext, StageInputs, StageOutput, StageRow } from '../stages/stage.js'
 
 /** Column types a pipeline can declare. See the coercion table in the README. */
 export const COLUMN_TYPES = ['string', 'integer', 'float', 'decimal', 'boolean', 'date', 'timestamp', 'json'] as const
@@ -295,7 +295,7 @@ export interface ResolvedPipeline {
   readonly limits: ResolvedLimits
   /** Files in flight (append mode): the config's `concurrency`, else what the destination asks for, else 4. */
   readonly concurrency: number
-  /** The pipeline's stages in the order they run (each reads the one before); empty without stages. */
+  /** The pipeline's stages in an order they can run in (each after the stages it reads; the last feeds the table); empty without stages. */
   readonly stages: readonly ResolvedStage[]
   /** The table's columns: the last stage's output, else `columns`. */
   readonly tableColumns: readonly ResolvedColumn[]
@@ -303,13 +303,16 @@ export interface ResolvedPipeline {
 
 export interface ResolvedStage {
   readonly name: string
-  /** The stage it reads, or null for the parsed rows. */
-  readonly from: string | null
+  /** The stages it reads, in `from` order: at least one; `'parsed'` is the file's parsed rows. */
+  readonly from: readonly string[]
+  /** `from` was an array: run gets `{ [parent]: rows }` rather than rows. */
+  readonly keyed: boolean
   /** The columns it returns: declared, or the ones it receives. */
   readonly columns: readonly ResolvedColumn[]
   /** Whether `columns` was declared (its output is then checked against them). */
   readonly declared: boolean
-  readonly run: StageDefinition['run']
+  /** Takes rows, or (keyed) the parents' rows by name. */
+  readonly run: (input: StageRow[] | StageInputs, context: StageContext) => StageOutput
   readonly inputs: Readonly<Record<string, unknown>>
   /** Its output is kept per file by the cache plugin (`stage({ cache: true })`). */
   readonly cache: boolean

@@ -1,23 +1,28 @@
-import type { ResolvedPipeline } from '../config/types.js'
+import type { ResolvedPipeline, ResolvedStage } from '../config/types.js'
 import { explainChange, hashStage } from './hash.js'
+import { declaredFrom } from './resolve.js'
+import { PARSED } from './stage.js'
 
 /**
  * The code a pipeline's rows are produced under: each stage's hash (its
- * code, what it reaches in its module, its declared inputs and columns, its
- * parent's hash), and the pipeline's code, the last stage's hash, which
- * chains them all. The ledger records the code of every load; a committed
- * file whose code is not the pipeline's current one is stale.
+ * code, what it reaches in its module, its declared inputs and columns, the
+ * hashes of the stages it reads), and the pipeline's code, the last stage's
+ * hash, which covers them all. The ledger records the code of every load; a
+ * committed file whose code is not the pipeline's current one is stale.
  */
 
 export interface StageVersion {
   readonly name: string
   readonly hash: string
+  /** The stages it reads, in `from` order (`'parsed'`: the parsed rows). Absent from what filedge recorded before stages could read several. */
+  readonly from?: readonly string[]
   /** What went into the hash, part by part, so a change can be named. */
   readonly components: Readonly<Record<string, string>>
 }
 
 export interface PipelineCode {
   readonly code: string
+  /** In the order the stages run: each after the stages it reads; the last feeds the table. */
   readonly stages: readonly StageVersion[]
 }
 
@@ -28,36 +33,52 @@ export function pipelineCode(pipeline: ResolvedPipeline): PipelineCode | undefin
   if (pipeline.stages.length === 0) return undefined
   const known = computed.get(pipeline)
   if (known !== undefined) return known
+  const hashes = new Map<string, string>()
   const stages: StageVersion[] = []
+  // Resolved stages come each after the stages it reads: every parent's hash is known when its children are hashed.
   for (const stage of pipeline.stages) {
-    const parent = stages[stages.length - 1]
     const { hash, components } = hashStage({
       name: stage.name,
       run: stage.run,
       ...(stage.definedIn === undefined ? {} : { definedIn: stage.definedIn }),
-      options: { from: stage.from, columns: stage.declared ? stage.columns.map(({ name, type, required, precision, scale }) => ({ name, type, required, precision, scale })) : null },
+      // `from` as declared: a chain's hashes did not move when stages could read several.
+      options: { from: declaredFrom(stage), columns: stage.declared ? stage.columns.map(({ name, type, required, precision, scale }) => ({ name, type, required, precision, scale })) : null },
       inputs: stage.inputs,
-      parents: parent === undefined ? [] : [parent.hash],
+      // The parsed rows have no hash (the file's is the cache key); `from`, in the options, says where they come in.
+      parents: stage.from.filter((parent) => parent !== PARSED).map((parent) => hashes.get(parent)!),
     })
-    stages.push({ name: stage.name, hash, components })
+    hashes.set(stage.name, hash)
+    stages.push({ name: stage.name, hash, from: stage.from, components })
   }
   const code: PipelineCode = { code: stages[stages.length - 1]!.hash, stages }
   computed.set(pipeline, code)
   return code
 }
 
+/** A stage and every stage it reads, directly or not, in the order they run. */
+function lineage(code: PipelineCode, stage: string): StageVersion[] {
+  const byName = new Map(code.stages.map((version) => [version.name, version]))
+  const wanted = new Set<string>()
+  const pending = [stage]
+  while (pending.length > 0) {
+    const name = pending.pop()!
+    if (wanted.has(name) || !byName.has(name)) continue
+    wanted.add(name)
+    pending.push(...(byName.get(name)!.from ?? []))
+  }
+  return code.stages.filter((version) => wanted.has(version.name))
+}
+
 /**
  * Why a stage's output under `then` (a code the ledger recorded) is not what
- * it is now: the parts of its hash that changed, or of the first stage before
- * it that changed (a parent's change makes its descendants stale).
+ * it is now: the parts of its hash that changed, or of any stage it reads
+ * from, directly or not (a parent's change makes its descendants stale).
  */
 export function whyStale(now: PipelineCode, then: readonly StageVersion[] | undefined, stage: string): string[] {
-  const index = now.stages.findIndex((version) => version.name === stage)
-  if (index < 0) return []
+  if (!now.stages.some((version) => version.name === stage)) return []
   if (then === undefined) return ['the files were loaded before the pipeline had these stages (or by a filedge that did not record them)']
   const lines: string[] = []
-  for (let i = 0; i <= index; i++) {
-    const current = now.stages[i]!
+  for (const current of lineage(now, stage)) {
     const before = then.find((version) => version.name === current.name)
     if (before === undefined) {
       lines.push(`stage "${current.name}" is new`)
@@ -65,7 +86,7 @@ export function whyStale(now: PipelineCode, then: readonly StageVersion[] | unde
     }
     if (before.hash === current.hash) continue
     const own = explainChange(before.components, current.components).filter((line) => !line.startsWith('parent stage'))
-    for (const line of own) lines.push(i === index ? line : `stage "${current.name}": ${line}`)
+    for (const line of own) lines.push(current.name === stage ? line : `stage "${current.name}": ${line}`)
   }
   const removed = then.filter((version) => !now.stages.some((current) => current.name === version.name)).map((version) => `stage "${version.name}" was removed`)
   return [...lines, ...removed]

@@ -1,13 +1,20 @@
 import type { ColumnInput, ResolvedColumn, ResolvedStage } from '../config/types.js'
 import { PROVENANCE_COLUMNS } from '../rows.js'
-import type { Stage } from './stage.js'
+import { PARSED, type Stage } from './stage.js'
 
 /**
- * A pipeline's stages as they run. Each stage reads one other (`from`, by
- * default the one before it; the first reads the parsed rows), so the stages
- * that feed the table form one chain from the parsed rows to the last stage:
- * a stage nobody reads besides the last, or a `from` that loops, is refused
- * with the stages named. The table's columns are the last stage's.
+ * A pipeline's stages as they run. Each stage reads one or more others
+ * (`from`: a name, or an array of names; `'parsed'` is the file's parsed
+ * rows; by default the stage before it, and the first reads the parsed
+ * rows), so the stages form a graph from the parsed rows to the table. Two
+ * stages may read the same one (a branch) when a later stage reads both
+ * (the branches rejoin): exactly one stage, the last, is read by no other,
+ * and it feeds the table, so every stage is on the way to it. A `from` that
+ * loops, names no stage, or leaves a stage read by nobody besides the last is
+ * refused with the stages named. The table's columns are the last stage's.
+ *
+ * The stages come out in an order they can run in: each after the stages
+ * it reads, otherwise in the order listed (a chain comes out as listed).
  */
 export function resolveStages(
   stages: readonly Stage[],
@@ -25,53 +32,52 @@ export function resolveStages(
   const before = problems.length
   const index = new Map<string, number>()
   stages.forEach((stage, position) => {
-    if (index.has(stage.name)) problems.push(`${at}.stages[${position}].name: "${stage.name}" is used by another stage of this pipeline`)
+    if (stage.name === PARSED) problems.push(`${at}.stages[${position}].name: "${PARSED}" names the file's parsed rows (\`from: '${PARSED}'\`); name the stage otherwise`)
+    else if (index.has(stage.name)) problems.push(`${at}.stages[${position}].name: "${stage.name}" is used by another stage of this pipeline`)
     else index.set(stage.name, position)
   })
-  const parent = stages.map((stage, position): number | null => {
-    if (stage.from === undefined) return position === 0 ? null : position - 1
-    const found = index.get(stage.from)
-    if (found === undefined) {
-      problems.push(`${at}.stages[${position}].from: no stage is named "${stage.from}" (stages: ${[...index.keys()].join(', ')})`)
-      return null
+  const parents = stages.map((stage, position): readonly string[] => {
+    const from = stage.from === undefined ? [position === 0 ? PARSED : stages[position - 1]!.name] : typeof stage.from === 'string' ? [stage.from] : stage.from
+    const seen = new Set<string>()
+    for (const name of from) {
+      if (seen.has(name)) problems.push(`${at}.stages[${position}].from: "${name}" is named twice`)
+      seen.add(name)
+      if (name !== PARSED && !index.has(name)) {
+        problems.push(`${at}.stages[${position}].from: no stage is named "${name}" (stages: ${[...index.keys()].join(', ')}); "${PARSED}" reads the file's parsed rows`)
+      }
     }
-    return found
+    return from
   })
   if (problems.length > before) return { stages: [], tableColumns: parsed }
+  // Positions of the stages each one reads (the parsed rows are none).
+  const read = parents.map((names) => names.filter((name) => name !== PARSED).map((name) => index.get(name)!))
 
-  // A `from` that leads back to a stage already on the way is a cycle, named in the order rows would flow.
-  for (let start = 0; start < stages.length; start++) {
-    const way = [start]
-    for (let current = parent[start] ?? null; current !== null; current = parent[current] ?? null) {
-      const again = way.indexOf(current)
-      if (again >= 0) {
-        const names = way.slice(again).reverse().map((position) => stages[position]!.name)
-        problems.push(`${at}.stages: the stages form a cycle: ${[...names, names[0]].join(' → ')}`)
-        return { stages: [], tableColumns: parsed }
-      }
-      way.push(current)
-    }
+  const cycle = findCycle(read)
+  if (cycle !== undefined) {
+    const names = cycle.map((position) => stages[position]!.name)
+    problems.push(`${at}.stages: the stages form a cycle: ${[...names, names[0]].join(' → ')}`)
+    return { stages: [], tableColumns: parsed }
   }
-  const read = new Set(parent.filter((position): position is number => position !== null))
-  const sinks = stages.map((_, position) => position).filter((position) => !read.has(position))
+  // Without a cycle, following the stages that read a stage always ends at one read by no other: with exactly one such
+  // stage, every stage is on the way to it. With several, the stages that lead only to the others are off the way.
+  const isRead = new Set(read.flat())
+  const sinks = stages.map((_, position) => position).filter((position) => !isRead.has(position))
   if (sinks.length !== 1) {
-    problems.push(`${at}.stages: the table is fed by one last stage, but ${sinks.map((position) => `"${stages[position]!.name}"`).join(' and ')} are each read by no other stage; set \`from\` so that one reads the other`)
-    return { stages: [], tableColumns: parsed }
-  }
-  const chain: number[] = []
-  for (let position: number | null = sinks[0]!; position !== null; position = parent[position] ?? null) chain.unshift(position)
-  const off = stages.map((_, position) => position).filter((position) => !chain.includes(position))
-  if (off.length > 0) {
-    problems.push(`${at}.stages: ${off.map((position) => `"${stages[position]!.name}"`).join(', ')} ${off.length === 1 ? 'is' : 'are'} not on the way to the table (the last stage is "${stages[sinks[0]!]!.name}")`)
+    const names = sinks.map((position) => `"${stages[position]!.name}"`)
+    problems.push(
+      `${at}.stages: the table is fed by one last stage, but ${names.slice(0, -1).join(', ')} and ${names.at(-1)} are each read by no other stage; join them in a stage that reads them all (\`from: [${sinks.map((position) => `'${stages[position]!.name}'`).join(', ')}]\`), or set \`from\` so that one reads the other`,
+    )
     return { stages: [], tableColumns: parsed }
   }
 
-  let columns = parsed
+  const columnsOf = new Map<string, readonly ResolvedColumn[]>([[PARSED, parsed]])
   const resolved: ResolvedStage[] = []
-  for (const position of chain) {
+  for (const position of runOrder(read)) {
     const stage = stages[position]!
     const stageAt = `${at}.stages[${position}]`
+    const from = parents[position]!
     const declared = stage.columns !== undefined
+    let columns: readonly ResolvedColumn[]
     if (declared) {
       columns = Object.entries(stage.columns!).map(([name, input]) => {
         const column = toColumn(name, input)
@@ -79,19 +85,99 @@ export function resolveStages(
         if (PROVENANCE_COLUMNS.some((provenance) => provenance.name === name)) problems.push(`${stageAt}.columns.${name}: "${name}" is a provenance column filedge adds itself; rename it`)
         return Object.freeze({ ...column, source: name })
       })
+    } else {
+      const received = from.map((name) => columnsOf.get(name)!)
+      columns = received[0]!
+      const differ = received.some((list) => signature(list, true) !== signature(columns, true))
+      if (differ) {
+        // Named by column when the names differ, by column and type when only the types do.
+        const typed = received.every((list) => signature(list, false) === signature(columns, false))
+        const described = from.map((name, i) => `${name}: ${received[i]!.map((column) => (typed ? `${column.name} ${column.type}${column.required ? ' required' : ''}` : column.name)).join(', ')}`)
+        problems.push(`${stageAt}.columns: stage "${stage.name}" reads stages whose columns differ (${described.join('; ')}); declare the columns it returns`)
+      }
     }
+    columnsOf.set(stage.name, columns)
     resolved.push(
       Object.freeze({
         name: stage.name,
-        from: parent[position] === null ? null : stages[parent[position]!]!.name,
+        from: Object.freeze([...from]),
+        keyed: Array.isArray(stage.from),
         columns: Object.freeze(columns),
         declared,
-        run: stage.run,
+        // The shape of `from` says which of its two forms run takes; `keyed` tells the runner.
+        run: stage.run as ResolvedStage['run'],
         inputs: Object.freeze({ ...(stage.inputs ?? {}) }),
         cache: stage.cache === true,
         ...(stage.definedIn === undefined ? {} : { definedIn: stage.definedIn }),
       }),
     )
   }
-  return { stages: resolved, tableColumns: columns }
+  return { stages: resolved, tableColumns: resolved.at(-1)!.columns }
+}
+
+/**
+ * A cycle among the stages (`read[i]`: the positions stage i reads), in the
+ * order rows would flow, or undefined. Walked from the first stage listed,
+ * through each stage's parents in `from` order.
+ */
+function findCycle(read: readonly (readonly number[])[]): number[] | undefined {
+  const done = new Set<number>()
+  const way: number[] = []
+  const visit = (position: number): number[] | undefined => {
+    if (done.has(position)) return undefined
+    const again = way.indexOf(position)
+    // The way runs from a reader to what it reads: reversed, it is the flow.
+    if (again >= 0) return way.slice(again).reverse()
+    way.push(position)
+    for (const parent of read[position]!) {
+      const cycle = visit(parent)
+      if (cycle !== undefined) return cycle
+    }
+    way.pop()
+    done.add(position)
+    return undefined
+  }
+  for (let position = 0; position < read.length; position++) {
+    const cycle = visit(position)
+    if (cycle !== undefined) return cycle
+  }
+  return undefined
+}
+
+/** The positions in an order they can run in: each after the ones it reads, otherwise the first listed first. */
+function runOrder(read: readonly (readonly number[])[]): number[] {
+  const order: number[] = []
+  const placed = new Set<number>()
+  while (order.length < read.length) {
+    const next = read.findIndex((parents, position) => !placed.has(position) && parents.every((parent) => placed.has(parent)))
+    order.push(next)
+    placed.add(next)
+  }
+  return order
+}
+
+/** A column list as a comparable string, ignoring order: names, or names and types. */
+function signature(columns: readonly ResolvedColumn[], typed: boolean): string {
+  return JSON.stringify(
+    columns
+      .map((column) => (typed ? [column.name, column.type, column.required, column.precision ?? null, column.scale ?? null] : [column.name]))
+      .sort((a, b) => (String(a[0]) < String(b[0]) ? -1 : 1)),
+  )
+}
+
+/**
+ * `from` as the stage was declared: one name (null for the parsed rows) for
+ * a stage reading one parent by name or by default, the array for one
+ * declared with an array. Its hash and `--json` output read it so: a chain's
+ * did not change when stages could read several.
+ */
+export function declaredFrom(stage: ResolvedStage): string | null | readonly string[] {
+  if (stage.keyed) return stage.from
+  return stage.from[0] === PARSED ? null : stage.from[0]!
+}
+
+/** What a stage reads, for a human: `the parsed rows`, `clean`, `clean and the parsed rows`. */
+export function describeFrom(from: readonly string[]): string {
+  const names = from.map((name) => (name === PARSED ? 'the parsed rows' : name))
+  return names.length === 1 ? names[0]! : `${names.slice(0, -1).join(', ')} and ${names.at(-1)}`
 }

@@ -4,17 +4,20 @@ import type { FileRef } from '../destination.js'
 import { FiledgeError, rowInvalid } from '../errors.js'
 import type { RowBatch, Value } from '../rows.js'
 import { pipelineCode } from './code.js'
-import type { StageContext, StageRow } from './stage.js'
+import { PARSED, type StageContext, type StageRow } from './stage.js'
 
 /**
- * Runs a pipeline's stages on a file's batches. Rows go to a stage as
- * objects (column → value) that carry their source record number and line
- * under symbols: a row a stage returns keeps them if it was built from an
- * input row (`{ ...row, total }`), or, when the stage returns as many rows as
- * it got, from the row at the same place. Each stage's output is checked
- * against the columns it declares (an undeclared column is an error naming
- * the stage, the file and the line, never dropped); the last stage's output
- * is checked and coerced against the table's types like a JSON file's values.
+ * Runs a pipeline's stages on a file's batches, batch by batch: each stage
+ * runs once per parsed batch, on what the stages it reads returned for that
+ * batch, and its output goes to every stage that reads it. Rows go to a stage
+ * as objects (column → value) that carry their source record number and
+ * line under symbols: a row a stage returns keeps them if it was built from
+ * an input row (`{ ...row, total }`), or, when a stage reading one parent
+ * returns as many rows as it got, from the row at the same place. Each
+ * stage's output is checked against the columns it declares (an undeclared
+ * column is an error naming the stage, the file and the line, never
+ * dropped); the last stage's output is checked and coerced against the
+ * table's types like a JSON file's values.
  */
 
 const RECORD = Symbol('filedge.record')
@@ -63,29 +66,49 @@ function valueReader(names: readonly string[]): (row: Provenanced) => unknown[] 
   return new Function('row', `return [${names.map((name) => `row[${JSON.stringify(name)}]`).join(', ')}]`) as never
 }
 
+/** What a stage gets for one batch. */
+interface StageInput {
+  /** What `run` is handed: the rows, or (`from` an array) the parents' rows by name. */
+  readonly argument: Provenanced[] | Readonly<Record<string, Provenanced[]>>
+  /** The one parent's rows, whose places a new row returned among as many takes its provenance from; undefined with several parents. */
+  readonly rows: readonly Provenanced[] | undefined
+  /** The first line of the batch, for messages. */
+  readonly line: number | undefined
+}
+
 /** The rows a stage returned, with their provenance, checked against its columns. */
-function checked(stage: ResolvedStage, file: FileRef, input: readonly Provenanced[], output: unknown): Provenanced[] {
+function checked(stage: ResolvedStage, file: FileRef, input: StageInput, output: unknown): Provenanced[] {
   if (!Array.isArray(output)) {
-    throw stageError(stage, file, input[0]?.[LINE], `returned ${output === null ? 'null' : typeof output}; run must return an array of rows`)
+    throw stageError(stage, file, input.line, `returned ${output === null ? 'null' : typeof output}; run must return an array of rows`)
   }
   const { names, exact } = checkerOf(stage)
-  const sameCount = output.length === input.length
+  const parent = input.rows
+  const sameCount = parent !== undefined && output.length === parent.length
   for (let i = 0; i < output.length; i++) {
     const row = output[i] as Provenanced
     if (typeof row !== 'object' || row === null || Array.isArray(row)) {
-      throw stageError(stage, file, input[0]?.[LINE], `returned ${Array.isArray(row) ? 'an array' : String(row)} as row ${i + 1}; a row is an object of column → value`)
+      throw stageError(stage, file, input.line, `returned ${Array.isArray(row) ? 'an array' : String(row)} as row ${i + 1}; a row is an object of column → value`)
     }
     if (row[RECORD] === undefined) {
+      if (parent === undefined) {
+        // Several parents: "the row at the same place" could be any of theirs.
+        throw stageError(
+          stage,
+          file,
+          input.line,
+          `returned row ${i + 1} as a new object; it reads several stages (${stage.from.join(', ')}), so no row's place says where it came from: build it from the row it comes from ({ ...row, … }) so it keeps its source line`,
+        )
+      }
       if (!sameCount) {
         throw stageError(
           stage,
           file,
-          input[0]?.[LINE],
-          `returned row ${i + 1} as a new object among ${output.length} rows for ${input.length}; build it from the row it comes from ({ ...row, … }) so it keeps its source line`,
+          input.line,
+          `returned row ${i + 1} as a new object among ${output.length} rows for ${parent.length}; build it from the row it comes from ({ ...row, … }) so it keeps its source line`,
         )
       }
-      row[RECORD] = input[i]![RECORD]
-      row[LINE] = input[i]![LINE]
+      row[RECORD] = parent[i]![RECORD]
+      row[LINE] = parent[i]![LINE]
     }
     if (exact(row)) continue
     for (const key in row) {
@@ -162,20 +185,117 @@ async function* asBatches(rows: AsyncIterable<Provenanced[]>, stage: ResolvedSta
   }
 }
 
-async function* runStage(stage: ResolvedStage, context: StageContext, file: FileRef, input: AsyncIterable<Provenanced[]>): AsyncGenerator<Provenanced[]> {
-  for await (const rows of input) {
+async function* runStage(stage: ResolvedStage, context: StageContext, file: FileRef, input: AsyncIterable<StageInput>): AsyncGenerator<Provenanced[]> {
+  for await (const batch of input) {
     let output: unknown
     try {
-      output = await stage.run(rows, context)
+      output = await stage.run(batch.argument, context)
     } catch (error) {
       if (error instanceof FiledgeError) throw error
-      throw new FiledgeError('ROW_INVALID', `${file.path}: stage "${stage.name}" failed on the batch from line ${rows[0]?.[LINE] ?? '?'}: ${error instanceof Error ? error.message : String(error)}`, {
+      throw new FiledgeError('ROW_INVALID', `${file.path}: stage "${stage.name}" failed on the batch from line ${batch.line ?? '?'}: ${error instanceof Error ? error.message : String(error)}`, {
         file: file.path,
         cause: error,
       })
     }
-    yield checked(stage, file, rows, output)
+    yield checked(stage, file, batch, output)
   }
+}
+
+/** What a stage gets, batch by batch, from the streams of the stages it reads (in `from` order). */
+async function* inputsOf(stage: ResolvedStage, file: FileRef, parents: readonly AsyncIterable<Provenanced[]>[]): AsyncGenerator<StageInput> {
+  if (parents.length === 1) {
+    const name = stage.from[0]!
+    for await (const rows of parents[0]!) yield { argument: stage.keyed ? Object.freeze({ [name]: rows }) : rows, rows, line: rows[0]?.[LINE] }
+    return
+  }
+  for await (const batches of zipped(stage, file, parents)) {
+    let line: number | undefined
+    for (const rows of batches) if (rows[0] !== undefined && (line === undefined || rows[0][LINE]! < line)) line = rows[0][LINE]
+    yield { argument: Object.freeze(Object.fromEntries(stage.from.map((name, i) => [name, batches[i]!]))), rows: undefined, line }
+  }
+}
+
+/**
+ * The parents' streams a batch from each at a time: every stream gives one
+ * batch per parsed batch, so the n-th of each came from the same parsed
+ * rows.
+ */
+async function* zipped(stage: ResolvedStage, file: FileRef, parents: readonly AsyncIterable<Provenanced[]>[]): AsyncGenerator<Provenanced[][]> {
+  const iterators = parents.map((parent) => parent[Symbol.asyncIterator]())
+  try {
+    for (;;) {
+      const results: IteratorResult<Provenanced[]>[] = []
+      // One after the other: the stages run in a fixed order, and a stream read by two of these is pulled by one at a time.
+      for (const iterator of iterators) results.push(await iterator.next())
+      const ended = results.filter((result) => result.done === true).length
+      if (ended === results.length) return
+      if (ended > 0) {
+        // Only outputs read back from the cache can disagree: kept under another batchSize, by loads that each kept only some of them.
+        throw new FiledgeError(
+          'INTERNAL',
+          `${file.path}: stage "${stage.name}" got more batches from ${stage.from.filter((_, i) => results[i]!.done !== true).join(', ')} than from ${stage.from.filter((_, i) => results[i]!.done === true).join(', ')}; their outputs were kept in the cache with different batch sizes: \`filedge cache clear\`, or set batchSize back`,
+          { file: file.path },
+        )
+      }
+      yield results.map((result) => result.value as Provenanced[])
+    }
+  } finally {
+    await Promise.all(iterators.map((iterator) => iterator.return?.()))
+  }
+}
+
+/**
+ * `count` readers of one stream of batches, each reading every batch. Every
+ * reader but one gets shallow copies of the rows (their provenance
+ * included), made as the batch arrives: a stage that changes its rows in
+ * place changes them for itself, never under another branch.
+ */
+function branches(source: AsyncIterable<Provenanced[]>, count: number): AsyncIterable<Provenanced[]>[] {
+  const iterator = source[Symbol.asyncIterator]()
+  const queues: (Provenanced[][] | undefined)[] = Array.from({ length: count }, () => [])
+  let open = count
+  let ended = false
+  let failure: { error: unknown } | undefined
+  let pulling: Promise<void> | undefined
+  const pull = async () => {
+    try {
+      const next = await iterator.next()
+      if (next.done === true) ended = true
+      else {
+        let first = true
+        for (const queue of queues) {
+          if (queue === undefined) continue
+          queue.push(first ? next.value : next.value.map((row) => ({ ...row })))
+          first = false
+        }
+      }
+    } catch (error) {
+      failure = { error }
+    } finally {
+      pulling = undefined
+    }
+  }
+  return queues.map((_, reader) => ({
+    [Symbol.asyncIterator]: () => ({
+      async next(): Promise<IteratorResult<Provenanced[]>> {
+        for (;;) {
+          const queue = queues[reader]
+          if (queue === undefined) return { done: true, value: undefined }
+          if (queue.length > 0) return { done: false, value: queue.shift()! }
+          if (failure !== undefined) throw failure.error
+          if (ended) return { done: true, value: undefined }
+          await (pulling ??= pull())
+        }
+      },
+      async return(): Promise<IteratorResult<Provenanced[]>> {
+        if (queues[reader] !== undefined) {
+          queues[reader] = undefined
+          if (--open === 0 && !ended) await iterator.return?.()
+        }
+        return { done: true, value: undefined }
+      },
+    }),
+  }))
 }
 
 /**
@@ -188,38 +308,102 @@ export interface StageCache {
   keep(stage: ResolvedStage, hash: string, rows: AsyncIterable<RowBatch>): AsyncIterable<RowBatch>
 }
 
+/** Kept outputs to read instead of parsing the file, and the stages below them that run on them. */
+interface Cut {
+  readonly kept: ReadonlyMap<string, AsyncIterable<RowBatch>>
+  readonly run: ReadonlySet<string>
+}
+
 /**
- * The file's rows through the pipeline's stages. With a cache, the output of
- * the last stage declared `cache: true` that the cache holds for this file
- * is read back instead of parsing the file and running the stages before
- * it: a cached last stage runs no stage at all.
+ * The kept outputs nearest the last stage that cut every way from the
+ * parsed rows to it, or undefined when a way passes no kept output (then
+ * the file is parsed and every stage runs). Kept outputs are never joined
+ * with freshly parsed rows: kept under another batchSize, their batches
+ * would not line up with the parse's.
+ */
+async function cutOf(stages: readonly ResolvedStage[], hashes: ReadonlyMap<string, string>, cache: StageCache): Promise<Cut | undefined> {
+  const byName = new Map(stages.map((stage) => [stage.name, stage]))
+  const walk = async (find: (stage: ResolvedStage) => Promise<AsyncIterable<RowBatch> | undefined> | true | undefined) => {
+    const kept = new Map<string, AsyncIterable<RowBatch> | true>()
+    const run = new Set<string>()
+    // Nearest the last stage first.
+    const pending = [stages.at(-1)!.name]
+    for (let next = 0; next < pending.length; next++) {
+      const name = pending[next]!
+      if (name === PARSED) return { kept, reached: true as const }
+      if (kept.has(name) || run.has(name)) continue
+      const stage = byName.get(name)!
+      const found = stage.cache ? await find(stage) : undefined
+      if (found !== undefined) kept.set(name, found)
+      else {
+        run.add(name)
+        pending.push(...stage.from)
+      }
+    }
+    return { kept, run, reached: false as const }
+  }
+  // Asked first with every cached stage taken as kept: when even that leaves a way from the parsed rows, the cache is not asked.
+  if ((await walk(() => true)).reached) return undefined
+  const found = await walk((stage) => cache.find(stage, hashes.get(stage.name)!))
+  if (found.reached) {
+    await Promise.all([...found.kept.values()].map((rows) => close(rows as AsyncIterable<RowBatch>)))
+    return undefined
+  }
+  return { kept: found.kept as Map<string, AsyncIterable<RowBatch>>, run: found.run }
+}
+
+/** Lets go of kept rows that will not be read: started and stopped, so whatever the cache opened for them is closed. */
+async function close(rows: AsyncIterable<RowBatch>): Promise<void> {
+  const iterator = rows[Symbol.asyncIterator]()
+  try {
+    await iterator.next()
+  } catch {
+    // A damaged entry was going unread anyway.
+  } finally {
+    await iterator.return?.()
+  }
+}
+
+/**
+ * The file's rows through the pipeline's stages. With a cache, the kept
+ * outputs of stages declared `cache: true` are read back instead of parsing
+ * the file and running the stages above them, when they cut every way from
+ * the parsed rows to the last stage (in a chain, the one nearest the last
+ * stage does): a cached last stage runs no stage at all. Otherwise the file
+ * is parsed and every stage runs; stages declared `cache: true` below the
+ * kept outputs, or all of them, keep their output.
  */
 export async function* runStages(batches: AsyncIterable<RowBatch>, pipeline: ResolvedPipeline, file: FileRef, cache?: StageCache): AsyncGenerator<RowBatch> {
   const stages = pipeline.stages
-  const hashes = pipelineCode(pipeline)!.stages.map((version) => version.hash)
-  const lastIndex = stages.length - 1
-  let start = 0
-  let replayed: AsyncIterable<RowBatch> | undefined
-  if (cache !== undefined) {
-    for (let s = lastIndex; s >= 0 && replayed === undefined; s--) {
-      if (!stages[s]!.cache) continue
-      replayed = await cache.find(stages[s]!, hashes[s]!)
-      if (replayed !== undefined) start = s + 1
-    }
-  }
+  const hashes = new Map(pipelineCode(pipeline)!.stages.map((version) => [version.name, version.hash]))
+  // Resolved stages come each after the stages it reads: the last is the one that feeds the table.
+  const last = stages.at(-1)!
+  const cut = cache === undefined ? undefined : await cutOf(stages, hashes, cache)
   // The last stage's output is kept as the table's batches: nothing left to run.
-  if (replayed !== undefined && start === stages.length) return yield* replayed
-  let rows = asObjects(replayed ?? batches)
-  for (let s = start; s < stages.length; s++) {
-    const stage = stages[s]!
-    const context: StageContext = Object.freeze({ pipeline: pipeline.name, stage: stage.name, file: { path: file.path, hash: file.hash }, inputs: stage.inputs })
-    rows = runStage(stage, context, file, rows)
-    if (cache !== undefined && stage.cache && s < lastIndex) rows = asObjects(cache.keep(stage, hashes[s]!, asBatches(rows, stage)))
+  const table = cut?.kept.get(last.name)
+  if (table !== undefined) return yield* table
+  const running = stages.filter((stage) => cut === undefined || cut.run.has(stage.name))
+
+  // Each output is read by the stages that name it in `from`, and the last stage's by the table.
+  const readers = new Map<string, number>([[last.name, 1]])
+  for (const stage of running) for (const parent of stage.from) readers.set(parent, (readers.get(parent) ?? 0) + 1)
+  const outputs = new Map<string, AsyncIterable<Provenanced[]>[]>()
+  const publish = (name: string, rows: AsyncIterable<Provenanced[]>) => {
+    const count = readers.get(name) ?? 1
+    outputs.set(name, count > 1 ? branches(rows, count) : [rows])
   }
-  const last = stages[lastIndex]!
+  if (cut === undefined) publish(PARSED, asObjects(batches))
+  else for (const [name, rows] of cut.kept) publish(name, asObjects(rows))
+
+  for (const stage of running) {
+    const context: StageContext = Object.freeze({ pipeline: pipeline.name, stage: stage.name, file: { path: file.path, hash: file.hash }, inputs: stage.inputs })
+    let rows: AsyncIterable<Provenanced[]> = runStage(stage, context, file, inputsOf(stage, file, stage.from.map((parent) => outputs.get(parent)!.shift()!)))
+    if (cache !== undefined && stage.cache && stage !== last) rows = asObjects(cache.keep(stage, hashes.get(stage.name)!, asBatches(rows, stage)))
+    publish(stage.name, rows)
+  }
   const tableBatch = tableBatches(pipeline.tableColumns, last, file)
-  const table = (async function* () {
-    for await (const batch of rows) yield tableBatch(batch)
+  const converted = (async function* () {
+    for await (const batch of outputs.get(last.name)![0]!) yield tableBatch(batch)
   })()
-  yield* cache !== undefined && last.cache ? cache.keep(last, hashes[lastIndex]!, table) : table
+  yield* cache !== undefined && last.cache ? cache.keep(last, hashes.get(last.name)!, converted) : converted
 }

@@ -2,6 +2,7 @@ import type { Command } from 'commander'
 import type { ResolvedConfig, ResolvedPipeline } from '../../config/types.js'
 import { printable } from '../../printable.js'
 import { redact } from '../../secrets.js'
+import { declaredFrom, describeFrom } from '../../stages/resolve.js'
 import { configFor, type ConfigOption } from '../context.js'
 import { print, printJson, type CliIo } from '../io.js'
 
@@ -39,7 +40,7 @@ function described(config: ResolvedConfig) {
         table: pipeline.table,
         writeMode: { value: writeModeOf(pipeline), from: at('writeMode') },
         columns: pipeline.columns.map((column) => ({ ...column, from: at(`columns.${column.name}`) })),
-        stages: pipeline.stages.map((stage) => ({ name: stage.name, from: stage.from, columns: stage.declared ? stage.columns.map((column) => column.name) : 'as received' })),
+        stages: pipeline.stages.map((stage) => ({ name: stage.name, from: declaredFrom(stage), parents: stage.from, columns: stage.declared ? stage.columns.map((column) => column.name) : 'as received' })),
         unknownColumns: { value: pipeline.unknownColumns, from: at('unknownColumns') },
         retry: { ...pipeline.retry, from: at('retry') },
         batchSize: { value: pipeline.batchSize, from: at('batchSize') },
@@ -84,7 +85,7 @@ export function registerConfig(program: Command, io: CliIo): void {
           const renamed = column.source === column.name ? '' : ` ← field "${column.source}"`
           field(`  ${column.name}`, `${column.type}${column.required ? ' required' : ''}${renamed}`, column.from)
         }
-        for (const stage of pipeline.stages) field(`stage ${printable(stage.name)}`, `from ${stage.from ?? 'the parsed rows'} → ${Array.isArray(stage.columns) ? stage.columns.join(', ') : stage.columns}`)
+        for (const stage of pipeline.stages) field(`stage ${printable(stage.name)}`, `from ${describeFrom(stage.parents)} → ${Array.isArray(stage.columns) ? stage.columns.join(', ') : stage.columns}`)
         field('unknown', `${pipeline.unknownColumns.value} (unknownColumns)`, pipeline.unknownColumns.from)
         field('retry', `${pipeline.retry.attempts} attempts, ${pipeline.retry.lapses} lapses`, pipeline.retry.from)
         field('batchSize', String(pipeline.batchSize.value), pipeline.batchSize.from)

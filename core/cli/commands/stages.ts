@@ -5,6 +5,7 @@ import { notFound, usageError } from '../../errors.js'
 import { printable } from '../../printable.js'
 import { workerId } from '../../runner/worker.js'
 import { pipelineCode, staleFiles, whyStale, type StageVersion } from '../../stages/code.js'
+import { declaredFrom, describeFrom } from '../../stages/resolve.js'
 import { configFor, withLedger, type ConfigOption } from '../context.js'
 import { print, printJson, table, type CliIo } from '../io.js'
 import { REPORTERS, type ReporterName } from '../../reporters/names.js'
@@ -26,7 +27,7 @@ export function registerStages(program: Command, io: CliIo, exit: (code: number)
     .description("each pipeline's stages with their hashes, how many committed files are stale, and why")
     .option('-c, --config <path>', 'config file')
     .option('-p, --pipeline <name...>', 'only these pipelines')
-    .option('--why <stage>', "what changed in a stage (or before it) since the stale files' rows were produced")
+    .option('--why <stage>', "what changed in a stage (or in the stages it reads from) since the stale files' rows were produced")
     .option('--json', 'machine-readable output')
     .addHelpText('after', '\nExamples:\n  $ filedge stages\n  $ filedge stages --why enrich\n  $ filedge stages --json | jq ".pipelines[].stale"')
     .action(async (flags: StagesFlags) => {
@@ -56,7 +57,15 @@ export function registerStages(program: Command, io: CliIo, exit: (code: number)
             return {
               pipeline: pipeline.name,
               code: now.code,
-              stages: pipeline.stages.map((stage, index) => ({ name: stage.name, from: stage.from, hash: now.stages[index]!.hash, cache: stage.cache, columns: stage.columns.map((column) => column.name) })),
+              // `from` as declared (a name, null for the parsed rows, or an array), as before stages could read several; `parents` always a list.
+              stages: pipeline.stages.map((stage, index) => ({
+                name: stage.name,
+                from: declaredFrom(stage),
+                parents: stage.from,
+                hash: now.stages[index]!.hash,
+                cache: stage.cache,
+                columns: stage.columns.map((column) => column.name),
+              })),
               stale: files.length,
               ...(why === undefined ? {} : { why }),
             }
@@ -67,11 +76,11 @@ export function registerStages(program: Command, io: CliIo, exit: (code: number)
       if (report.length === 0) return print(io.stdout, 'no pipeline has stages')
       for (const pipeline of report) {
         print(io.stdout, `${pipeline.pipeline}: code ${pipeline.code.slice(0, 12)}, ${pipeline.stale} stale ${pipeline.stale === 1 ? 'file' : 'files'}`)
-        print(io.stdout, table(pipeline.stages.map((stage) => ['  ' + stage.name, stage.hash.slice(0, 12), stage.cache ? 'cached' : '', `from ${stage.from ?? 'the parsed rows'}`, `→ ${stage.columns.join(', ')}`])))
+        print(io.stdout, table(pipeline.stages.map((stage) => ['  ' + stage.name, stage.hash.slice(0, 12), stage.cache ? 'cached' : '', `from ${describeFrom(stage.parents)}`, `→ ${stage.columns.join(', ')}`])))
         for (const group of pipeline.why ?? []) {
           const label = group.code === null ? 'loaded without stages' : `loaded under code ${group.code.slice(0, 12)}`
           print(io.stdout, `  ${group.files} ${group.files === 1 ? 'file' : 'files'} ${label}; for stage "${flags.why}":`)
-          for (const change of group.changes.length === 0 ? [`nothing changed in "${flags.why}" or before it (a stage after it changed)`] : group.changes) print(io.stdout, `    - ${printable(change)}`)
+          for (const change of group.changes.length === 0 ? [`nothing changed in "${flags.why}" or before it (a stage it does not read from changed)`] : group.changes) print(io.stdout, `    - ${printable(change)}`)
         }
       }
     })

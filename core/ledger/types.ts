@@ -342,5 +342,15 @@ export interface LedgerStore {
   pondOutcomes(): Promise<PondEvent[]>
   /** The latest pond:succeeded or pond:passed of a pond: its inputVersion and dataVersion are what a new run compares with. */
   lastPondSuccess(pond: string): Promise<PondEvent | undefined>
+  /**
+   * A lease on running a pond: a fresh token when the pond is free or its
+   * lease expired (by the store's clock, as file leases), undefined while
+   * another live lease holds it, whoever's it is. Race-free between processes.
+   */
+  takePondLease(pond: string, worker: string, ttlMs: number): Promise<string | undefined>
+  /** Extends the lease to now + ttl; false if the token is no longer current. */
+  renewPondLease(pond: string, token: string, ttlMs: number): Promise<boolean>
+  /** Frees the pond, only if the token is current (a newer holder's lease is left alone). */
+  releasePondLease(pond: string, token: string): Promise<void>
   close(): Promise<void>
 }

@@ -4,6 +4,8 @@
  * its current state, plus an append-only history of events.
  */
 
+import { FiledgeError } from '../errors.js'
+
 export const FILE_STATES = ['PENDING', 'PROCESSING', 'COMMITTED', 'FAILED'] as const
 export type FileState = (typeof FILE_STATES)[number]
 
@@ -184,6 +186,108 @@ export interface RequeueResult {
   readonly refused: readonly { readonly file: LedgerFile; readonly reason: string }[]
 }
 
+/**
+ * Ponds (plugins/pond) record their runs here too, in a history of their own
+ * that is never rewritten: `pond:*` events for a run of a pond, `ripple:*`
+ * for each ripple (a table the pond builds) within it.
+ */
+export type PondEventName = 'pond:started' | 'pond:succeeded' | 'pond:passed' | 'pond:failed' | 'pond:blocked' | 'ripple:succeeded' | 'ripple:failed'
+export type PondTrigger = 'pulse' | 'wave' | 'tide'
+
+export interface PondEventInput {
+  /** 'daily_revenue@1': the pond's name and major. */
+  readonly pond: string
+  /** Full semver of the deployed pond, '1.2.0'. */
+  readonly version: string
+  /** One id per pond run (uuid). */
+  readonly runId: string
+  readonly event: PondEventName
+  /** For ripple:* events. */
+  readonly ripple?: string
+  /** The outlet whose demand caused the run. */
+  readonly outlet: string
+  readonly trigger: PondTrigger
+  /** The run's F, ISO-8601 UTC with ms; stored and read back as ISO-8601 UTC with ms whatever offset it is given in. */
+  readonly freshness: string
+  /** Hash of what the run read (code + sources' data versions). */
+  readonly inputVersion?: string
+  /** The pond's output version after a success or pass. */
+  readonly dataVersion?: string
+  readonly error?: string
+  /** Whole milliseconds: a fraction is rounded, so both stores keep the same number. */
+  readonly durationMs?: number
+  /** For ripple:succeeded: rows in the built table. */
+  readonly rows?: number
+  readonly worker: string
+}
+
+/** A pond event as read back; absent optionals are null. */
+export interface PondEvent {
+  readonly id: number
+  /** ISO, written by the store's clock. */
+  readonly at: string
+  readonly pond: string
+  readonly version: string
+  readonly runId: string
+  readonly event: PondEventName
+  readonly ripple: string | null
+  readonly outlet: string
+  readonly trigger: PondTrigger
+  readonly freshness: string
+  readonly inputVersion: string | null
+  readonly dataVersion: string | null
+  readonly error: string | null
+  readonly durationMs: number | null
+  readonly rows: number | null
+  readonly worker: string
+}
+
+export interface PondEventFilter {
+  readonly pond?: string
+  readonly runId?: string
+  /** The newest `limit` events (still returned oldest first). */
+  readonly limit?: number
+}
+
+/**
+ * What both stores write for a pond event, in one shape: absent optionals
+ * null, `freshness` normalised to ISO-8601 UTC with ms, `durationMs` whole.
+ * Checked here, once, so a bad value fails the same way in both stores
+ * instead of being kept by SQLite and refused by Postgres.
+ */
+export function pondEventValues(input: PondEventInput) {
+  const fail = (what: string) => new FiledgeError('INTERNAL', `pond ${input.pond} event ${input.event}: ${what}`)
+  const freshness = Date.parse(input.freshness)
+  if (Number.isNaN(freshness)) throw fail(`freshness must be an ISO-8601 time; got ${JSON.stringify(input.freshness)}`)
+  const durationMs = input.durationMs === undefined ? null : Math.round(input.durationMs)
+  if (durationMs !== null && !Number.isSafeInteger(durationMs)) throw fail(`durationMs must be a number of milliseconds; got ${input.durationMs}`)
+  const rows = input.rows ?? null
+  if (rows !== null && !(Number.isSafeInteger(rows) && rows >= 0)) throw fail(`rows must be a whole number ≥ 0; got ${rows}`)
+  return {
+    pond: input.pond,
+    version: input.version,
+    runId: input.runId,
+    event: input.event,
+    ripple: input.ripple ?? null,
+    outlet: input.outlet,
+    trigger: input.trigger,
+    freshness: new Date(freshness).toISOString(),
+    inputVersion: input.inputVersion ?? null,
+    dataVersion: input.dataVersion ?? null,
+    error: input.error ?? null,
+    durationMs,
+    rows,
+    worker: input.worker,
+  }
+}
+
+/** `pondEvents`' limit, checked the same way for both stores (SQLite reads -1 as no limit, Postgres refuses it). */
+export function pondEventLimit(filter: PondEventFilter): number | null {
+  const limit = filter.limit ?? null
+  if (limit !== null && !(Number.isSafeInteger(limit) && limit >= 0)) throw new FiledgeError('INTERNAL', `pondEvents: limit must be a whole number ≥ 0; got ${limit}`)
+  return limit
+}
+
 export interface LedgerStore {
   readonly kind: 'sqlite' | 'postgres'
   /** Where the ledger lives, safe to print. */
@@ -230,5 +334,23 @@ export interface LedgerStore {
   committed(pipelines?: readonly string[]): Promise<LedgerFile[]>
   /** Back to PENDING with attempts reset. `failed`: every FAILED file (of `pipelines`, if given). */
   requeue(target: { readonly files: readonly { readonly pipeline: string; readonly hash: string }[] } | { readonly failed: true; readonly pipelines?: readonly string[] }, worker: string): Promise<RequeueResult>
+  /** Appends one pond event (never updates or deletes one) and returns it as stored. */
+  recordPond(event: PondEventInput): Promise<PondEvent>
+  /** Pond events (of a pond, of a run), oldest first; with `limit`, the newest `limit` of them. */
+  pondEvents(filter?: PondEventFilter): Promise<PondEvent[]>
+  /** Per pond (name@major), by pond: its latest pond:started, pond:succeeded, pond:passed, pond:failed or pond:blocked. */
+  pondOutcomes(): Promise<PondEvent[]>
+  /** The latest pond:succeeded or pond:passed of a pond: its inputVersion and dataVersion are what a new run compares with. */
+  lastPondSuccess(pond: string): Promise<PondEvent | undefined>
+  /**
+   * A lease on running a pond: a fresh token when the pond is free or its
+   * lease expired (by the store's clock, as file leases), undefined while
+   * another live lease holds it, whoever's it is. Race-free between processes.
+   */
+  takePondLease(pond: string, worker: string, ttlMs: number): Promise<string | undefined>
+  /** Extends the lease to now + ttl; false if the token is no longer current. */
+  renewPondLease(pond: string, token: string, ttlMs: number): Promise<boolean>
+  /** Frees the pond, only if the token is current (a newer holder's lease is left alone). */
+  releasePondLease(pond: string, token: string): Promise<void>
   close(): Promise<void>
 }

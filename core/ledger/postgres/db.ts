@@ -14,12 +14,14 @@ export interface Tables {
   readonly events: string
   readonly stats: string
   readonly codes: string
+  readonly pondEvents: string
+  readonly pondLeases: string
   readonly migrations: string
 }
 
 export function tablesIn(schema: string): Tables {
   const s = quoteIdentifier(schema)
-  return { schema: s, files: `${s}.files`, paths: `${s}.file_paths`, events: `${s}.events`, stats: `${s}.file_stats`, codes: `${s}.codes`, migrations: `${s}.filedge_migrations` }
+  return { schema: s, files: `${s}.files`, paths: `${s}.file_paths`, events: `${s}.events`, stats: `${s}.file_stats`, codes: `${s}.codes`, pondEvents: `${s}.pond_events`, pondLeases: `${s}.pond_leases`, migrations: `${s}.filedge_migrations` }
 }
 
 /**

@@ -129,4 +129,48 @@ export const POSTGRES_MIGRATIONS: readonly { readonly version: number; readonly 
       );
     `,
   },
+  {
+    version: 6,
+    sql: `
+      -- As the SQLite ledger's migration 7: pond and ripple runs, append-only,
+      -- and one lease per pond.
+      CREATE TABLE pond_events (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at timestamptz NOT NULL,
+        pond text NOT NULL,
+        version text NOT NULL,
+        run_id text NOT NULL,
+        event text NOT NULL,
+        ripple text,
+        outlet text NOT NULL,
+        trigger text NOT NULL,
+        freshness timestamptz NOT NULL,
+        input_version text,
+        data_version text,
+        error text,
+        duration_ms bigint,
+        rows bigint,
+        worker text NOT NULL
+      );
+      CREATE INDEX pond_events_pond ON pond_events (pond, id);
+      CREATE INDEX pond_events_run ON pond_events (run_id);
+
+      -- As migration 1 for the file events, with a function that names the
+      -- table it guards (events_append_only says "the events table").
+      CREATE FUNCTION append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        RAISE EXCEPTION 'the % table is append-only (% refused)', TG_TABLE_NAME, TG_OP;
+      END
+      $$;
+      CREATE TRIGGER pond_events_no_update_delete BEFORE UPDATE OR DELETE ON pond_events FOR EACH ROW EXECUTE FUNCTION append_only();
+      CREATE TRIGGER pond_events_no_truncate BEFORE TRUNCATE ON pond_events FOR EACH STATEMENT EXECUTE FUNCTION append_only();
+
+      CREATE TABLE pond_leases (
+        pond text PRIMARY KEY,
+        token text NOT NULL,
+        worker text NOT NULL,
+        expires_at timestamptz NOT NULL
+      );
+    `,
+  },
 ]

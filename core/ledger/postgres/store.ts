@@ -12,6 +12,8 @@ import { complete } from './sql/complete.js'
 import { fail } from './sql/fail.js'
 import { committedFiles, eventsOf, failedFiles, findFiles } from './sql/find.js'
 import { heartbeat, holds } from './sql/heartbeat.js'
+import { lastPondSuccess, pondEvents, pondOutcomes, recordPond } from './sql/pond.js'
+import { releasePondLease, renewPondLease, takePondLease } from './sql/pond-lease.js'
 import { release } from './sql/release.js'
 import { settledStats } from './sql/stats.js'
 import { requeue } from './sql/requeue.js'
@@ -43,6 +45,13 @@ const POOL_SIZE = 4
  * every statement waited for its WAL flush: a third of the ledger's time in a
  * 2-worker run went to WALWrite and WALSync waits; claims are two of a file's
  * four ledger commits and heartbeats the rest.
+ *
+ * Ponds commit synchronously too, but for releasing a pond's lease: a pond
+ * writes a handful of records a run, not a file's four, and nothing fences a
+ * pond run the way a destination fences a file, so a lost take or renewal
+ * would let a second worker run the pond while the first still does, and a
+ * lost event would drop a run from the history. A lost release only keeps
+ * the pond leased until the lease expires.
  */
 const SESSION_OPTIONS = '-c synchronous_commit=off'
 /** How outcomes begin: their COMMIT waits for the WAL flush whatever the session's setting. */
@@ -179,6 +188,13 @@ export async function openPostgresLedger(url: string, options: PostgresLedgerOpt
         }),
       )
     },
+    recordPond: (event) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => recordPond(tx, t, event, at())),
+    pondEvents: (filter = {}) => pondEvents(pool, t, filter),
+    pondOutcomes: () => pondOutcomes(pool, t),
+    lastPondSuccess: (pond) => lastPondSuccess(pool, t, pond),
+    takePondLease: (pond, worker, ttlMs) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => takePondLease(tx, t, pond, worker, ttlMs, at())),
+    renewPondLease: (pond, token, ttlMs) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => renewPondLease(tx, t, pond, token, ttlMs, at())),
+    releasePondLease: (pond, token) => releasePondLease(pool, t, pond, token),
     async requeue(target, worker) {
       const files = 'failed' in target ? await failedFiles(pool, t, target.pipelines) : target.files
       const result = await transaction(pool, (tx) => requeue(tx, t, files, worker, at()))

@@ -135,4 +135,49 @@ export const SQLITE_MIGRATIONS: readonly { readonly version: number; readonly sq
       );
     `,
   },
+  {
+    version: 7,
+    sql: `
+      -- Ponds (sql/pond.ts): every run of a pond and of each of its ripples,
+      -- append-only like the file events, in a table of their own (their
+      -- fields are not a file's). No CHECK on event or trigger names: a new
+      -- one would need the table rebuilt, and the types already hold them.
+      CREATE TABLE pond_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        pond TEXT NOT NULL,
+        version TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        ripple TEXT,
+        outlet TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        freshness TEXT NOT NULL,
+        input_version TEXT,
+        data_version TEXT,
+        error TEXT,
+        duration_ms INTEGER,
+        rows INTEGER,
+        worker TEXT NOT NULL
+      );
+      CREATE INDEX pond_events_pond ON pond_events (pond, id);
+      CREATE INDEX pond_events_run ON pond_events (run_id);
+      -- As migrations 1 and 3 for the file events.
+      CREATE TRIGGER pond_events_no_update BEFORE UPDATE ON pond_events BEGIN SELECT RAISE(ABORT, 'the pond_events table is append-only'); END;
+      CREATE TRIGGER pond_events_no_delete BEFORE DELETE ON pond_events BEGIN SELECT RAISE(ABORT, 'the pond_events table is append-only'); END;
+      CREATE TRIGGER pond_events_no_replace BEFORE INSERT ON pond_events WHEN NEW.id IN (SELECT id FROM pond_events)
+      BEGIN SELECT RAISE(ABORT, 'the pond_events table is append-only'); END;
+
+      -- Who may run a pond now (sql/pond-lease.ts): one row per pond that was
+      -- ever leased and not released, its holder's token and when it expires
+      -- (ms since the epoch, as files.lease_expires_at). The only pond table
+      -- that is updated.
+      CREATE TABLE pond_leases (
+        pond TEXT PRIMARY KEY,
+        token TEXT NOT NULL,
+        worker TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+      );
+    `,
+  },
 ]

@@ -3,9 +3,12 @@
 // Copy it as a starting point for your own.
 import { defineConfig } from 'filedge'
 import { duckdb } from 'filedge/plugins/duckdb'
+import { revenue, weekly } from './examples/ponds/revenue.js'
 
 export default defineConfig({
   ledger: 'sqlite:.filedge/ledger.db',
+  // Ponds downstream of the orders table: `npx filedge pond pulse weekly` (docs/ponds.md).
+  plugins: [revenue, weekly],
   pipelines: [
     {
       name: 'orders',

@@ -7,6 +7,7 @@ import { duckdbBulk, postgresBulk, postgresWorkers } from './destinations.js'
 import { s3Source } from './s3.js'
 import { cacheSuite } from './cache.js'
 import { stagesSuite } from './stages.js'
+import { pondsSuite } from './ponds.js'
 import { hashing, largeFile, sqliteBulk, sqliteSmallFiles, watchLatency, type BenchOptions, type Row } from './suites.js'
 
 /**
@@ -23,6 +24,7 @@ const SUITES: Record<string, { run: (options: BenchOptions) => Promise<Row[]>; a
   s3: { run: s3Source, about: 'S3 (s3rver on loopback): no-op rerun over --s3-files objects; --rows orders from S3 vs local disk' },
   cache: { run: cacheSuite, about: 'retry of a --rows file whose destination failed, with and without the cache; cache set/get vs fs' },
   stages: { run: stagesSuite, about: '--rows orders → SQLite through three trivial stages vs without stages' },
+  ponds: { run: pondsSuite, about: '50 files into a standing wave (--watch) two ponds downstream: last write → outlet table, beyond the settle window' },
   hash: { run: hashing, about: 'SHA-256 of the --rows CSV vs a Node crypto stream' },
   large: { run: largeFile, about: 'peak RSS loading a ~1 GB CSV (only with --large)' },
   watch: { run: watchLatency, about: 'watch mode, last write → committed' },

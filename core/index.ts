@@ -55,6 +55,8 @@ export {
   fileGone,
   pluginError,
   describeError,
+  configInvalid,
+  usageError,
   type ErrorCode,
   type ErrorDetails,
 } from './errors.js'
@@ -113,7 +115,7 @@ export {
   type SqlStatement,
 } from './write-modes/cdc.js'
 export { alreadyApplied, emptyTruncate, truncateLogTable, TRUNCATE_LOG_COLUMNS, type TruncateLoad } from './write-modes/truncate.js'
-export type { Logger, LogEntry, LogLevel } from './logger.js'
+export { createLogger, type Logger, type LogEntry, type LogLevel } from './logger.js'
 export { run, createFiledge, type RunOptions, type Filedge } from './runner/run.js'
 export { tableSpec } from './runner/file.js'
 export { openLedger } from './ledger/open.js'

@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander'
 import { isFiledgeError } from '../errors.js'
 import { redact } from '../secrets.js'
 import { registerCache } from './commands/cache.js'
+import { registerPond } from './commands/pond.js'
 import { registerConfig } from './commands/config.js'
 import { registerStages } from './commands/stages.js'
 import { registerHistory } from './commands/history.js'
@@ -43,6 +44,9 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
   registerConfig(program, io)
   registerCache(program, io)
   registerStages(program, io, (exit) => {
+    code = exit
+  })
+  registerPond(program, io, (exit) => {
     code = exit
   })
   try {

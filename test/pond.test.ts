@@ -1,7 +1,8 @@
 import { once } from 'node:events'
-import { existsSync } from 'node:fs'
+import { existsSync, readdirSync, statSync } from 'node:fs'
 import { afterEach, describe, expect, it } from 'vitest'
 import { readDuckdb } from './helpers/duckdb.js'
+import { describePostgres, freshSchema, PG_URL, pgQuery } from './helpers/postgres.js'
 import { workspace, type Workspace } from './helpers/workspace.js'
 
 /**
@@ -25,18 +26,25 @@ interface Options {
   /** right's run ripple body (it gets db, ctx). */
   readonly right?: string
   readonly lease?: string
+  /** The ledger setting, as code. */
+  readonly ledger?: string
+  /** Options of base's ripple besides its SQL, as code (parquet: …). */
+  readonly baseOptions?: string
+  /** base's attempts. */
+  readonly attempts?: number
 }
 
 const BASE = "sql`SELECT day, sum(amount) AS total, count(*) AS orders FROM orders GROUP BY day`"
 
 function config(options: Options = {}): string {
-  return `import { defineConfig } from 'filedge'
+  return `import { defineConfig, env } from 'filedge'
 import { duckdb } from 'filedge/plugins/duckdb'
 import { pond, sql } from 'filedge/plugins/pond'
-import { writeFileSync } from 'node:fs'
+import { existsSync, writeFileSync } from 'node:fs'
 
 export default defineConfig({
   ${options.lease === undefined ? '' : `lease: { ttl: '${options.lease}' },`}
+  ${options.ledger === undefined ? '' : `ledger: ${options.ledger},`}
   pipelines: [{
     name: 'orders',
     source: { dir: 'incoming' },
@@ -45,7 +53,7 @@ export default defineConfig({
     columns: { day: 'date', amount: 'float' },
   }],
   plugins: [
-    pond({ name: 'base', version: '1.0.0', sources: { orders: '^1' }, ripples: { daily: ${options.base ?? BASE} } }),
+    pond({ name: 'base', version: '1.0.0', ${options.attempts === undefined ? '' : `attempts: ${options.attempts},`} sources: { orders: '^1' }, ripples: { daily: ${options.baseOptions === undefined ? options.base ?? BASE : `{ sql: ${options.base ?? BASE}, ${options.baseOptions} }`} } }),
     pond({ name: 'left', version: '1.0.0', sources: { base: '^1' }, ripples: { busy: sql\`SELECT day, total FROM base.daily WHERE orders > 1\` } }),
     pond({ name: 'right', version: '1.0.0', sources: { base: '^1' }, ripples: { big: { run: async (db, ctx) => { ${options.right ?? ''} return 'SELECT day, total FROM base.daily WHERE total >= 10' } } } }),
     pond({ name: 'top', version: '1.0.0', sources: { left: '^1', right: '^1' }, ripples: {
@@ -365,5 +373,134 @@ describe('pond triggers', () => {
     const bad = await ws.cli(['pond', 'tide', 'base', '--cron', 'every tuesday'])
     expect(bad.code).toBe(2)
     expect(bad.stderr).toContain('--cron "every tuesday"')
+  })
+})
+
+describe('pond outputs and budgets', () => {
+  it('a ripple with parquet is also written there, aside then renamed, and only when it changed', async () => {
+    const ws = project({ baseOptions: "parquet: 'out/daily.parquet'" })
+    await load(ws)
+    expect((await pulse(ws, 'base')).code).toBe(0)
+    const read = () => readDuckdb(':memory:', `SELECT day::VARCHAR AS day, total, orders FROM read_parquet('${ws.file('out/daily.parquet')}') ORDER BY day`)
+    expect(await read()).toEqual([
+      { day: '2024-01-01', total: 15, orders: 2n },
+      { day: '2024-01-02', total: 7, orders: 1n },
+      { day: '2024-01-03', total: 20, orders: 1n },
+    ])
+    const { mtimeMs } = statSync(ws.file('out/daily.parquet'))
+    expect((await pulse(ws, 'base')).ponds[0]!.outcome).toBe('passed')
+    expect(statSync(ws.file('out/daily.parquet')).mtimeMs).toBe(mtimeMs)
+    ws.write('incoming/b.csv', 'day,amount\n2024-01-04,1\n')
+    await load(ws)
+    expect((await pulse(ws, 'base')).ponds[0]!.outcome).toBe('succeeded')
+    expect((await read()).map((row) => row.day)).toEqual(['2024-01-01', '2024-01-02', '2024-01-03', '2024-01-04'])
+    expect(readdirSync(ws.file('out'))).toEqual(['daily.parquet'])
+  })
+
+  it("a pond's attempts: a flaky ripple that fails once succeeds on the second attempt of the same run", async () => {
+    const flaky = "{ run: () => { if (!existsSync('tried')) { writeFileSync('tried', ''); throw new Error('flaky warehouse') } return 'SELECT count(*) AS n FROM orders' } }"
+    const once = project({ base: flaky, attempts: 2 })
+    await load(once)
+    const demand = await pulse(once, 'base')
+    expect(demand.code, JSON.stringify(demand)).toBe(0)
+    expect((await history(once, 'base')).map((event) => event.event)).toEqual(['pond:started', 'ripple:succeeded', 'pond:succeeded'])
+    const strict = project({ base: flaky })
+    await load(strict)
+    const failed = await pulse(strict, 'base')
+    expect(failed.code).toBe(1)
+    expect(failed.ponds[0]!.error).toBe('ripple daily: flaky warehouse')
+  })
+
+  it('reads a pipeline as of the demand: files committed after F are not seen', async () => {
+    const ws = project()
+    await load(ws)
+    const { loadConfig } = await import('../core/index.js')
+    const { openPonds } = await import('../plugins/pond/index.js')
+    const { config } = await loadConfig({ cwd: ws.dir })
+    const ponds = await openPonds(config, { worker: 'test' })
+    try {
+      // F before the first commit: the table exists, and base sees none of its rows.
+      const early = await ponds.pulse('base', { now: () => Date.parse('2001-01-01T00:00:00Z') })
+      expect(early.ponds.map((pond) => pond.outcome)).toEqual(['succeeded'])
+      expect(early.ponds[0]!.ripples).toEqual([{ name: 'daily', rows: 0 }])
+      const now = await ponds.pulse('base')
+      expect(now.ponds[0]!.ripples).toEqual([{ name: 'daily', rows: 3 }])
+    } finally {
+      await ponds.close()
+    }
+  })
+})
+
+describePostgres('ponds with a Postgres ledger', () => {
+  it('two processes pulsing at once run each pond once; status and history read it back', async () => {
+    const schema = freshSchema('filedge_pond')
+    const ws = project({ ledger: "env('FILEDGE_LEDGER_URL')", right: 'await new Promise((resolve) => setTimeout(resolve, 300));' })
+    const env = { FILEDGE_LEDGER_URL: `${PG_URL}?schema=${schema}` }
+    try {
+      expect((await ws.cli(['--reporter', 'json'], { env })).code).toBe(0)
+      const both = await Promise.all([ws.cli(['pond', 'pulse', 'top', '--json'], { env }), ws.cli(['pond', 'pulse', 'top', '--json'], { env })])
+      for (const result of both) expect(result.code, result.stderr).toBe(0)
+      const seen = both.flatMap((result) => (JSON.parse(result.stdout) as { ponds: { pond: string; outcome: string }[] }).ponds)
+      for (const pond of ['base@1', 'left@1', 'right@1', 'top@1']) {
+        expect(seen.filter((result) => result.pond === pond).map((result) => result.outcome).sort(), pond).toEqual(['passed', 'succeeded'])
+      }
+      const history = await ws.cli(['pond', 'history', 'top', '--json'], { env })
+      expect((JSON.parse(history.stdout) as { event: string }[]).map((event) => event.event)).toEqual(['pond:started', 'ripple:succeeded', 'ripple:succeeded', 'pond:succeeded', 'pond:passed'])
+      const status = await ws.cli(['pond', 'status', '--json'], { env })
+      expect(status.code).toBe(0)
+      expect((JSON.parse(status.stdout) as { status: string }[]).map((row) => row.status)).toEqual(['idle', 'idle', 'idle', 'idle', 'idle'])
+    } finally {
+      await pgQuery(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
+    }
+  })
+})
+
+describe('tide on a simulated clock', () => {
+  it('pulses at each tick with F the tick, and skips ticks a slow pulse overran rather than queueing them', async () => {
+    const ws = project()
+    await load(ws)
+    const { loadConfig } = await import('../core/index.js')
+    const { openPonds } = await import('../plugins/pond/index.js')
+    const { config } = await loadConfig({ cwd: ws.dir })
+    const ponds = await openPonds(config, { worker: 'test' })
+    // The simulated clock: a sleep moves it on at once. Files committed now are far in its past.
+    let clock = Date.parse('2030-01-01T00:07:00Z')
+    const seen: { freshness: string; outcome: string }[] = []
+    try {
+      for (const [schedule, ticks] of [
+        [{ every: '15m' as const }, 4],
+        [{ cron: '0 * * * *' }, 3],
+      ] as const) {
+        seen.length = 0
+        const local = new AbortController()
+        await ponds.tide('base', {
+          ...schedule,
+          signal: local.signal,
+          now: () => clock,
+          sleep: async (ms) => {
+            clock += ms
+          },
+          onDemand: (demand) => {
+            seen.push({ freshness: demand.freshness, outcome: demand.ponds[0]!.outcome })
+            // The second pulse takes 40 simulated minutes.
+            if (seen.length === 2) clock += 40 * 60_000
+            if (seen.length === ticks) local.abort()
+          },
+        })
+        if ('every' in schedule) {
+          expect(seen).toEqual([
+            { freshness: '2030-01-01T00:07:00.000Z', outcome: 'succeeded' },
+            { freshness: '2030-01-01T00:22:00.000Z', outcome: 'passed' },
+            // 00:37 and 00:52 were overrun by the 40-minute pulse: the next tick ahead is 01:07.
+            { freshness: '2030-01-01T01:07:00.000Z', outcome: 'passed' },
+            { freshness: '2030-01-01T01:22:00.000Z', outcome: 'passed' },
+          ])
+        } else {
+          expect(seen.map((tick) => tick.freshness)).toEqual(['2030-01-01T02:00:00.000Z', '2030-01-01T03:00:00.000Z', '2030-01-01T04:00:00.000Z'])
+        }
+      }
+    } finally {
+      await ponds.close()
+    }
   })
 })

@@ -330,6 +330,8 @@ export interface LedgerStore {
   /** Files matching a hash (or a unique prefix of at least 6 hex digits) or a path they were seen at. */
   find(ref: string): Promise<LedgerFile[]>
   events(pipeline: string, hash: string): Promise<LedgerEvent[]>
+  /** The hash and commit time of every COMMITTED file of `pipelines`, without their paths: what a pond reads to version a pipeline's table. */
+  committedHashes(pipelines: readonly string[]): Promise<{ readonly pipeline: string; readonly hash: string; readonly committedAt: string }[]>
   /** Every COMMITTED file (of `pipelines`, if given), oldest commit first: what a pipeline's table is made of. */
   committed(pipelines?: readonly string[]): Promise<LedgerFile[]>
   /** Back to PENDING with attempts reset. `failed`: every FAILED file (of `pipelines`, if given). */

@@ -55,7 +55,17 @@ export interface Ponds {
   /** Pulses whenever a pipeline the outlet reads (through its ancestors) commits a file; runs until `signal`. */
   wave(outlet: string, options: PulseOptions & { readonly signal: AbortSignal; readonly pollMs?: number; readonly onDemand?: (result: DemandResult) => void }): Promise<void>
   /** Pulses on a schedule (`every` or a cron expression) until `signal`. */
-  tide(outlet: string, options: PulseOptions & { readonly signal: AbortSignal; readonly every?: Duration; readonly cron?: string; readonly onDemand?: (result: DemandResult) => void }): Promise<void>
+  tide(
+    outlet: string,
+    options: PulseOptions & {
+      readonly signal: AbortSignal
+      readonly every?: Duration
+      readonly cron?: string
+      readonly onDemand?: (result: DemandResult) => void
+      /** Waits until the next tick (default: a timer); with `now`, a test's simulated clock. */
+      readonly sleep?: (ms: number, signal: AbortSignal) => Promise<void>
+    },
+  ): Promise<void>
   /** A plugin for a watch session: each commit of a file the outlet reads sets off a pulse (one at a time, coalesced). */
   wavePlugin(outlet: string, onDemand?: (result: DemandResult) => void): Plugin
   status(): Promise<PondStatus[]>
@@ -96,11 +106,11 @@ export async function openPonds(config: ResolvedConfig, options: { readonly ledg
     if (key === undefined) throw usageError(`pond: no pond is named "${name}" (ponds: ${[...catchment.ponds.keys()].join(', ')})`)
     return key
   }
-  const pulseWith = (outlet: string, pulse: PulseOptions, external?: Destination) =>
+  const pulseWith = (outlet: string, pulse: PulseOptions, external?: { readonly catchment: Catchment; readonly database: Destination | undefined }) =>
     demand({
-      catchment,
+      catchment: external?.catchment ?? catchment,
       ledger,
-      session: (task) => session(task, external),
+      session: (task) => session(task, external?.database),
       outlet: resolve(outlet),
       trigger: pulse.trigger ?? 'pulse',
       worker: options.worker,
@@ -114,7 +124,7 @@ export async function openPonds(config: ResolvedConfig, options: { readonly ledg
   /** The pipelines an outlet reads, through its ancestors. */
   const inletsOf = (outlet: string) => new Set(ancestors(catchment, outlet).flatMap((key) => catchment.ponds.get(key)!.sources.flatMap((source) => (source.kind === 'pipeline' ? [source.pipeline.name] : []))))
   /** What the inlets hold: their committed files, as one string that changes when any commits. */
-  const inletState = async (inlets: ReadonlySet<string>) => (await ledger.committed([...inlets])).map((file) => `${file.pipeline}:${file.hash}`).sort().join(',')
+  const inletState = async (inlets: ReadonlySet<string>) => (await ledger.committedHashes([...inlets])).map((file) => `${file.pipeline}:${file.hash}`).sort().join(',')
 
   return {
     catchment,
@@ -147,7 +157,7 @@ export async function openPonds(config: ResolvedConfig, options: { readonly ledg
       const now = tide.now ?? Date.now
       let next = schedule === undefined ? now() : schedule.nextRun(new Date(now()))!.getTime()
       while (!tide.signal.aborted) {
-        await pause(Math.max(0, next - now()), tide.signal)
+        await (tide.sleep ?? pause)(Math.max(0, next - now()), tide.signal)
         if (tide.signal.aborted) break
         tide.onDemand?.(await pulseWith(outlet, { ...tide, trigger: 'tide' }))
         // Ticks missed while a pulse ran are not made up one by one: the next is the first one still ahead.
@@ -158,13 +168,15 @@ export async function openPonds(config: ResolvedConfig, options: { readonly ledg
     },
 
     wavePlugin(outlet, onDemand) {
-      const key = resolve(outlet)
-      const inlets = inletsOf(key)
+      resolve(outlet)
       return {
         name: 'filedge:pond-wave',
         apply({ hooks, config: current, logger: log }) {
-          // Each watch session (a config reload starts one) pulses with its own config's database, which the session opened.
+          // Each watch session (a config reload starts one) pulses with its own config's ponds, in the database the session opened.
           const here = catchmentOf(current)
+          const key = findPond(here, outlet)
+          if (key === undefined) throw usageError(`pond wave: the config no longer has a pond "${outlet}" (ponds: ${[...here.ponds.keys()].join(', ')})`)
+          const inlets = new Set(ancestors(here, key).flatMap((pond) => here.ponds.get(pond)!.sources.flatMap((source) => (source.kind === 'pipeline' ? [source.pipeline.name] : []))))
           let running: Promise<void> | undefined
           let again = false
           const kick = () => {
@@ -173,7 +185,7 @@ export async function openPonds(config: ResolvedConfig, options: { readonly ledg
               while (again) {
                 again = false
                 try {
-                  const result = await pulseWith(key, { trigger: 'wave' }, here.database)
+                  const result = await pulseWith(key, { trigger: 'wave' }, { catchment: here, database: here.database })
                   onDemand?.(result)
                 } catch (error) {
                   log.error(`wave on ${key}: ${error instanceof Error ? error.message : String(error)}`)

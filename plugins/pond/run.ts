@@ -72,9 +72,9 @@ interface Inlet {
 }
 
 async function inletAt(ledger: LedgerStore, pipeline: ResolvedPipeline, freshness: string): Promise<Inlet> {
-  const files = (await ledger.committed([pipeline.name])).filter((file) => file.committedAt !== null && file.committedAt <= freshness)
+  const files = (await ledger.committedHashes([pipeline.name])).filter((file) => file.committedAt <= freshness)
   const hashes = files.map((file) => file.hash).sort()
-  const latest = files.reduce<string | null>((max, file) => (max === null || file.committedAt! > max ? file.committedAt : max), null)
+  const latest = files.reduce<string | null>((max, file) => (max === null || file.committedAt > max ? file.committedAt : max), null)
   return { version: sha256({ pipeline: pipeline.name, table: pipeline.table, hashes }), hashes, freshness: latest }
 }
 
@@ -146,7 +146,9 @@ export async function demand(options: DemandOptions): Promise<DemandResult> {
         failure = undefined
         const attemptStarted = performance.now()
         try {
-          const built = await options.session((db) => build(db, pond, catchment, freshness, inlet))
+          // Fenced like a file's commit: the transaction commits only while this process still holds the pond's lease.
+          const fence = () => ledger.renewPondLease(key, token, leaseMs)
+          const built = await options.session((db) => build(db, pond, catchment, freshness, inlet, fence))
           for (const ripple of built) await record(pond, runId, { event: 'ripple:succeeded', ripple: ripple.name, rows: ripple.rows, durationMs: ripple.durationMs, inputVersion })
           await publish(options, pond, built)
           const durationMs = Math.round(performance.now() - attemptStarted)
@@ -226,7 +228,14 @@ function incompatible(before: readonly Column[], after: readonly Column[]): stri
  * Builds the pond's ripples in one transaction, in order, each reading its
  * sources and the ripples built before it; the tables swap in at COMMIT.
  */
-async function build(db: SqlSession, pond: ResolvedPond, catchment: Catchment, freshness: string, inlet: (pipeline: ResolvedPipeline) => Promise<Inlet>): Promise<Built[]> {
+async function build(
+  db: SqlSession,
+  pond: ResolvedPond,
+  catchment: Catchment,
+  freshness: string,
+  inlet: (pipeline: ResolvedPipeline) => Promise<Inlet>,
+  fence: () => Promise<boolean>,
+): Promise<Built[]> {
   const [{ catalog, search }] = (await db.all("SELECT current_database() AS catalog, current_setting('search_path') AS search")) as [{ catalog: string; search: string }]
   const database = quoteIdentifier(catalog)
   const schema = `${database}.${quoteIdentifier(pond.key)}`
@@ -264,6 +273,7 @@ async function build(db: SqlSession, pond: ResolvedPond, catchment: Catchment, f
     await db.run('BEGIN TRANSACTION')
     try {
       for (const ripple of pond.ripples) built.push(await buildRipple(db, pond, ripple, catalog, schema, freshness, present))
+      if (!(await fence())) throw new Error(`${pond.key} lost its lease while it ran (another process may run it now); nothing it built was kept`)
       await db.run('COMMIT')
     } catch (error) {
       await db.run('ROLLBACK').catch(() => undefined)

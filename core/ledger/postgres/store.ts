@@ -168,6 +168,14 @@ export async function openPostgresLedger(url: string, options: PostgresLedgerOpt
     async find(ref) {
       return (await findFiles(pool, t, ref)).map(toFile)
     },
+    async committedHashes(pipelines) {
+      const result = await pool.query<{ pipeline: string; hash: string; committed_at: Date }>(
+        `SELECT pipeline, hash, committed_at FROM ${t.files} WHERE state = 'COMMITTED' AND pipeline = ANY($1)`,
+        [[...pipelines]],
+      )
+      return result.rows.map((row) => ({ pipeline: row.pipeline, hash: row.hash, committedAt: iso(row.committed_at)! }))
+    },
+
     async committed(pipelines) {
       return (await committedFiles(pool, t, pipelines)).map(toFile)
     },

@@ -152,6 +152,11 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
     async find(ref) {
       return findFiles(ledger, ref).map((row) => toFile(ledger, row))
     },
+    async committedHashes(pipelines) {
+      const select = ledger.statement(`SELECT hash, committed_at FROM files WHERE pipeline = ? AND state = 'COMMITTED'`)
+      return pipelines.flatMap((pipeline) => (select.all(pipeline) as { hash: string; committed_at: string }[]).map((row) => ({ pipeline, hash: row.hash, committedAt: row.committed_at })))
+    },
+
     async committed(pipelines) {
       return committedFiles(ledger, pipelines).map((row) => toFile(ledger, row))
     },

@@ -261,9 +261,4 @@ function pause(ms: number, signal?: AbortSignal): Promise<void> {
   })
 }
 
-/** The pond plugins' API for a config, found by the CLI without importing this module's types. */
-export function isPond(plugin: Plugin): plugin is PondPlugin {
-  return (plugin as PondPlugin)[POND_BRAND] !== undefined
-}
-
 export default pond

@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto'
 import { rename, rm, mkdir } from 'node:fs/promises'
 import path from 'node:path'
-import { describeError, quoteIdentifier, type LedgerStore, type PondEvent, type PondEventInput, type PondTrigger, type ResolvedPipeline, type SqlSession } from '../../core/index.js'
+import { describeError, quoteIdentifier, type LedgerStore, type PondEventInput, type PondTrigger, type ResolvedPipeline, type SqlSession } from '../../core/index.js'
 import { ancestors, type Catchment, type ResolvedPond, type ResolvedRipple } from './catchment.js'
 
 /**
@@ -333,4 +333,3 @@ async function publish(options: DemandOptions, pond: ResolvedPond, built: readon
   }
 }
 
-export type { PondEvent }

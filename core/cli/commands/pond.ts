@@ -7,6 +7,7 @@ import { printable } from '../../printable.js'
 import { workerId } from '../../runner/worker.js'
 import { configFor, type ConfigOption } from '../context.js'
 import { print, printJson, table, type CliIo } from '../io.js'
+import { untilStopped } from '../signals.js'
 
 /**
  * `filedge pond`: pulse, wave and tide an outlet; the status and history of
@@ -64,25 +65,6 @@ function describe(result: PondResultLike): string {
 /** Exit 1 when a pond of the demand failed or was blocked. */
 function failed(demand: DemandLike): boolean {
   return demand.ponds.some((pond) => pond.outcome === 'failed' || pond.outcome === 'blocked')
-}
-
-const EXIT_ON_SIGNAL = { SIGINT: 130, SIGTERM: 143 } as const
-
-/** Runs a standing command until Ctrl-C (a second one exits at once). */
-async function untilStopped(task: (signal: AbortSignal) => Promise<void>): Promise<void> {
-  const controller = new AbortController()
-  const stop = (signal: NodeJS.Signals) => {
-    if (controller.signal.aborted) process.exit(EXIT_ON_SIGNAL[signal as keyof typeof EXIT_ON_SIGNAL] ?? 1)
-    controller.abort()
-  }
-  process.on('SIGINT', stop)
-  process.on('SIGTERM', stop)
-  try {
-    await task(controller.signal)
-  } finally {
-    process.off('SIGINT', stop)
-    process.off('SIGTERM', stop)
-  }
 }
 
 export function registerPond(program: Command, io: CliIo, exit: (code: number) => void): void {

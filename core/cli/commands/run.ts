@@ -3,6 +3,7 @@ import { usageError } from '../../errors.js'
 import { REPORTERS, type ReporterName } from '../../reporters/names.js'
 import { configFor, type ConfigOption } from '../context.js'
 import type { CliIo } from '../io.js'
+import { untilStopped } from '../signals.js'
 
 interface RunFlags extends ConfigOption {
   readonly pipeline?: string[]
@@ -11,8 +12,6 @@ interface RunFlags extends ConfigOption {
   readonly json?: boolean
   readonly watch?: boolean
 }
-
-const EXIT_ON_SIGNAL = { SIGINT: 130, SIGTERM: 143 } as const
 
 export function registerRun(program: Command, io: CliIo, exit: (code: number) => void): void {
   program
@@ -36,20 +35,12 @@ export function registerRun(program: Command, io: CliIo, exit: (code: number) =>
       // The runner and reporters load only once a run is really going to happen: `--help` and usage errors stay fast.
       const [config, { createReporter }, { run }] = await Promise.all([configFor(flags, io), import('../../reporters/index.js'), import('../../runner/run.js')])
       const watching = flags.watch === true || config.watch.enabled
-      const controller = new AbortController()
-      // First signal: stop gracefully. Second: exit now, leases expire and are reclaimed.
-      const stop = (signal: NodeJS.Signals) => {
-        if (controller.signal.aborted) process.exit(EXIT_ON_SIGNAL[signal as keyof typeof EXIT_ON_SIGNAL] ?? 1)
-        controller.abort()
-      }
-      process.on('SIGINT', stop)
-      process.on('SIGTERM', stop)
-      try {
+      await untilStopped(async (signal) => {
         const options = {
           config,
           pipelines: flags.pipeline,
           concurrency,
-          signal: controller.signal,
+          signal,
           plugins: [createReporter(reporter, io)],
         }
         if (watching) {
@@ -61,9 +52,6 @@ export function registerRun(program: Command, io: CliIo, exit: (code: number) =>
           const summary = await run(options)
           exit(summary.aborted || summary.failed > 0 || summary.sourceErrors > 0 ? 1 : 0)
         }
-      } finally {
-        process.off('SIGINT', stop)
-        process.off('SIGTERM', stop)
-      }
+      })
     })
 }

@@ -2,6 +2,7 @@ import type { Command } from 'commander'
 import { selectPipelines } from '../../config/pipelines.js'
 import type { ResolvedConfig, ResolvedPipeline } from '../../config/types.js'
 import { notFound, usageError } from '../../errors.js'
+import { untilStopped } from '../signals.js'
 import { printable } from '../../printable.js'
 import { workerId } from '../../runner/worker.js'
 import { pipelineCode, staleFiles, whyStale, type StageVersion } from '../../stages/code.js'
@@ -117,18 +118,13 @@ export function registerStages(program: Command, io: CliIo, exit: (code: number)
       }
       const [{ createReporter }, { run }] = await Promise.all([import('../../reporters/index.js'), import('../../runner/run.js')])
       // Ctrl-C (or SIGTERM) stops as a run does: files in flight roll back to their old rows; a second signal exits at once.
-      const controller = new AbortController()
-      const stop = () => (controller.signal.aborted ? process.exit(130) : controller.abort())
-      process.on('SIGINT', stop)
-      process.on('SIGTERM', stop)
-      let summary
-      try {
-        summary = await run({ config, pipelines: [...new Set([...stale.map((file) => file.pipeline), ...unfinished])], signal: controller.signal, plugins: [createReporter(reporter, io)] })
-      } finally {
-        process.off('SIGINT', stop)
-        process.off('SIGTERM', stop)
-      }
-      if (controller.signal.aborted) {
+      let stopped = false
+      const summary = await untilStopped(async (signal) => {
+        const result = await run({ config, pipelines: [...new Set([...stale.map((file) => file.pipeline), ...unfinished])], signal, plugins: [createReporter(reporter, io)] })
+        stopped = signal.aborted
+        return result
+      })
+      if (stopped) {
         print(io.stderr, '[filedge] reload stopped: files in flight kept their old rows; `filedge reload --stale` finishes the rest')
         return exit(summary.failed > 0 ? 1 : 0)
       }

@@ -61,8 +61,8 @@ const sqliteBackend = (): Backend => {
         db.close()
       }
     },
-    // 1: files, paths, events; 2: the stat cache; 3: no REPLACE into events; 7: ponds.
-    migrationVersions: [1, 2, 3, 4, 5, 6, 7],
+    // 1: files, paths, events; 2: the stat cache; 3: no REPLACE into events; 7: ponds; 8: named leases and cursors.
+    migrationVersions: [1, 2, 3, 4, 5, 6, 7, 8],
     async migrations() {
       const db = new Database(path.join(dir, 'ledger.db'), { readonly: true })
       try {
@@ -96,8 +96,8 @@ const postgresBackend = (): Backend => {
         await attempt(upsert),
       ]
     },
-    // 1: files, paths, events; 2: the stat cache; 6: ponds.
-    migrationVersions: [1, 2, 3, 4, 5, 6],
+    // 1: files, paths, events; 2: the stat cache; 6: ponds; 7: named leases and cursors.
+    migrationVersions: [1, 2, 3, 4, 5, 6, 7],
     async migrations() {
       return (await pgQuery<{ version: number }>(`SELECT version FROM "${schema}".filedge_migrations ORDER BY version`)).map((row) => row.version)
     },

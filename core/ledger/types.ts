@@ -288,6 +288,73 @@ export function pondEventLimit(filter: PondEventFilter): number | null {
   return limit
 }
 
+/**
+ * Cursors of sources that pull their files from somewhere that has no files
+ * (an HTTP API: plugins/fetch), in a history that is never rewritten: every
+ * advance is one `cursor:advanced` event, and a source's cursor is its
+ * newest event's `to`. A cursor is the source's own text (JSON for the fetch
+ * source), opaque to the ledger and never a secret.
+ */
+export type CursorEventName = 'cursor:advanced'
+
+export interface CursorAdvanceInput {
+  /** The source's id (the fetch source's `name`, else its pipeline's). */
+  readonly source: string
+  /** The named lease that fences the advance (`fetch:<source>`), and its token. */
+  readonly lease: string
+  readonly token: string
+  /** The cursor the advance starts from: it must still be the current one (null: the source has none yet). */
+  readonly from: string | null
+  readonly to: string
+  readonly worker: string
+  /** The file the records between `from` and `to` were promoted into (its entry path), and its SHA-256; absent when there were none. */
+  readonly file?: string
+  readonly hash?: string
+  readonly records: number
+  readonly pages: number
+}
+
+export interface CursorEvent {
+  readonly id: number
+  /** ISO, written by the store's clock. */
+  readonly at: string
+  readonly source: string
+  readonly event: CursorEventName
+  readonly from: string | null
+  readonly to: string
+  readonly file: string | null
+  readonly hash: string | null
+  readonly records: number
+  readonly pages: number
+  readonly worker: string
+}
+
+/**
+ * What `advanceCursor` did: appended the event, or nothing because the lease
+ * token is no longer current (`lost`: another process took the source over)
+ * or the cursor is no longer `from` (`moved`: someone advanced it meanwhile).
+ */
+export type CursorAdvance =
+  | { readonly status: 'advanced'; readonly event: CursorEvent }
+  | { readonly status: 'lost' }
+  | { readonly status: 'moved'; readonly current: string | null }
+
+/** `advanceCursor`'s input checked once for both stores: counts whole and ≥ 0, the file and its hash together. */
+export function cursorAdvanceValues(input: CursorAdvanceInput) {
+  const fail = (what: string) => new FiledgeError('INTERNAL', `cursor of ${input.source}: ${what}`)
+  for (const key of ['records', 'pages'] as const) {
+    if (!(Number.isSafeInteger(input[key]) && input[key] >= 0)) throw fail(`${key} must be a whole number ≥ 0; got ${input[key]}`)
+  }
+  if ((input.file === undefined) !== (input.hash === undefined)) throw fail('a file and its hash go together')
+  return { ...input, file: input.file ?? null, hash: input.hash ?? null }
+}
+
+/** `cursorEvents`' limit, checked the same way for both stores (as pondEventLimit). */
+export function cursorEventLimit(limit: number | undefined): number | null {
+  if (limit !== undefined && !(Number.isSafeInteger(limit) && limit >= 0)) throw new FiledgeError('INTERNAL', `cursorEvents: limit must be a whole number ≥ 0; got ${limit}`)
+  return limit ?? null
+}
+
 export interface LedgerStore {
   readonly kind: 'sqlite' | 'postgres'
   /** Where the ledger lives, safe to print. */
@@ -345,14 +412,34 @@ export interface LedgerStore {
   /** The latest pond:succeeded or pond:passed of a pond: its inputVersion and dataVersion are what a new run compares with. */
   lastPondSuccess(pond: string): Promise<PondEvent | undefined>
   /**
-   * A lease on running a pond: a fresh token when the pond is free or its
-   * lease expired (by the store's clock, as file leases), undefined while
-   * another live lease holds it, whoever's it is. Race-free between processes.
+   * A named lease: one holder at a time for work only one process may do
+   * (`pond:<pond>` runs a pond, `fetch:<source>` fetches a source). A fresh
+   * token when the name is free or its lease expired (by the store's clock,
+   * as file leases), undefined while another live lease holds it, whoever's
+   * it is. Race-free between processes.
    */
-  takePondLease(pond: string, worker: string, ttlMs: number): Promise<string | undefined>
+  takeLease(name: string, worker: string, ttlMs: number): Promise<string | undefined>
   /** Extends the lease to now + ttl; false if the token is no longer current. */
+  renewLease(name: string, token: string, ttlMs: number): Promise<boolean>
+  /** Frees the name, only if the token is current (a newer holder's lease is left alone). */
+  releaseLease(name: string, token: string): Promise<void>
+  /** The named lease `pond:<pond>`: who may run a pond now. */
+  takePondLease(pond: string, worker: string, ttlMs: number): Promise<string | undefined>
   renewPondLease(pond: string, token: string, ttlMs: number): Promise<boolean>
-  /** Frees the pond, only if the token is current (a newer holder's lease is left alone). */
   releasePondLease(pond: string, token: string): Promise<void>
+  /** A source's newest cursor event (its cursor is the event's `to`), or undefined before its first advance. */
+  cursorOf(source: string): Promise<CursorEvent | undefined>
+  /** A source's cursor events, oldest first; with `limit`, the newest `limit` of them. */
+  cursorEvents(source: string, limit?: number): Promise<CursorEvent[]>
+  /**
+   * Appends `cursor:advanced` from `input.from` to `input.to`, only while
+   * `input.token` is the current token of the lease `input.lease` and the
+   * source's cursor is still `input.from`: a process that lost its lease, or
+   * raced another, cannot move the cursor. An advance a crash loses (SQLite
+   * commits it with synchronous=NORMAL) leaves the cursor behind what was
+   * promoted, never ahead: the source heals it (the fetch source from its
+   * manifests).
+   */
+  advanceCursor(input: CursorAdvanceInput): Promise<CursorAdvance>
   close(): Promise<void>
 }

@@ -15,13 +15,14 @@ export interface Tables {
   readonly stats: string
   readonly codes: string
   readonly pondEvents: string
-  readonly pondLeases: string
+  readonly leases: string
+  readonly cursorEvents: string
   readonly migrations: string
 }
 
 export function tablesIn(schema: string): Tables {
   const s = quoteIdentifier(schema)
-  return { schema: s, files: `${s}.files`, paths: `${s}.file_paths`, events: `${s}.events`, stats: `${s}.file_stats`, codes: `${s}.codes`, pondEvents: `${s}.pond_events`, pondLeases: `${s}.pond_leases`, migrations: `${s}.filedge_migrations` }
+  return { schema: s, files: `${s}.files`, paths: `${s}.file_paths`, events: `${s}.events`, stats: `${s}.file_stats`, codes: `${s}.codes`, pondEvents: `${s}.pond_events`, leases: `${s}.leases`, cursorEvents: `${s}.cursor_events`, migrations: `${s}.filedge_migrations` }
 }
 
 /**

@@ -173,4 +173,37 @@ export const POSTGRES_MIGRATIONS: readonly { readonly version: number; readonly 
       );
     `,
   },
+  {
+    version: 7,
+    sql: `
+      -- As the SQLite ledger's migration 8: named leases ('pond:<pond>',
+      -- 'fetch:<source>'), pond leases moved into them live ones included,
+      -- and the append-only history of source cursors.
+      CREATE TABLE leases (
+        name text PRIMARY KEY,
+        token text NOT NULL,
+        worker text NOT NULL,
+        expires_at timestamptz NOT NULL
+      );
+      INSERT INTO leases (name, token, worker, expires_at) SELECT 'pond:' || pond, token, worker, expires_at FROM pond_leases;
+      DROP TABLE pond_leases;
+
+      CREATE TABLE cursor_events (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at timestamptz NOT NULL,
+        source text NOT NULL,
+        event text NOT NULL,
+        from_cursor text,
+        to_cursor text NOT NULL,
+        file text,
+        hash text,
+        records bigint NOT NULL,
+        pages integer NOT NULL,
+        worker text NOT NULL
+      );
+      CREATE INDEX cursor_events_source ON cursor_events (source, id);
+      CREATE TRIGGER cursor_events_no_update_delete BEFORE UPDATE OR DELETE ON cursor_events FOR EACH ROW EXECUTE FUNCTION append_only();
+      CREATE TRIGGER cursor_events_no_truncate BEFORE TRUNCATE ON cursor_events FOR EACH STATEMENT EXECUTE FUNCTION append_only();
+    `,
+  },
 ]

@@ -13,7 +13,8 @@ import { fail } from './sql/fail.js'
 import { committedFiles, eventsOf, failedFiles, findFiles } from './sql/find.js'
 import { heartbeat, holds } from './sql/heartbeat.js'
 import { lastPondSuccess, pondEvents, pondOutcomes, recordPond } from './sql/pond.js'
-import { releasePondLease, renewPondLease, takePondLease } from './sql/pond-lease.js'
+import { advanceCursor, cursorEvents, cursorOf } from './sql/cursor.js'
+import { releaseLease, renewLease, takeLease } from './sql/lease.js'
 import { release } from './sql/release.js'
 import { settledStats } from './sql/stats.js'
 import { requeue } from './sql/requeue.js'
@@ -46,7 +47,8 @@ const POOL_SIZE = 4
  * 2-worker run went to WALWrite and WALSync waits; claims are two of a file's
  * four ledger commits and heartbeats the rest.
  *
- * Ponds commit synchronously too, but for releasing a pond's lease: a pond
+ * Named leases (ponds, fetch sources) and cursor advances commit
+ * synchronously too, but for releasing a lease. For ponds: a pond
  * writes a handful of records a run, not a file's four, and nothing fences a
  * pond run the way a destination fences a file, so a lost take or renewal
  * would let a second worker run the pond while the first still does, and a
@@ -200,9 +202,15 @@ export async function openPostgresLedger(url: string, options: PostgresLedgerOpt
     pondEvents: (filter = {}) => pondEvents(pool, t, filter),
     pondOutcomes: () => pondOutcomes(pool, t),
     lastPondSuccess: (pond) => lastPondSuccess(pool, t, pond),
-    takePondLease: (pond, worker, ttlMs) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => takePondLease(tx, t, pond, worker, ttlMs, at())),
-    renewPondLease: (pond, token, ttlMs) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => renewPondLease(tx, t, pond, token, ttlMs, at())),
-    releasePondLease: (pond, token) => releasePondLease(pool, t, pond, token),
+    takeLease: (name, worker, ttlMs) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => takeLease(tx, t, name, worker, ttlMs, at())),
+    renewLease: (name, token, ttlMs) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => renewLease(tx, t, name, token, ttlMs, at())),
+    releaseLease: (name, token) => releaseLease(pool, t, name, token),
+    takePondLease: (pond, worker, ttlMs) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => takeLease(tx, t, `pond:${pond}`, worker, ttlMs, at())),
+    renewPondLease: (pond, token, ttlMs) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => renewLease(tx, t, `pond:${pond}`, token, ttlMs, at())),
+    releasePondLease: (pond, token) => releaseLease(pool, t, `pond:${pond}`, token),
+    cursorOf: (source) => cursorOf(pool, t, source),
+    cursorEvents: (source, limit) => cursorEvents(pool, t, source, limit),
+    advanceCursor: (input) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => advanceCursor(tx, t, input, at())),
     async requeue(target, worker) {
       const files = 'failed' in target ? await failedFiles(pool, t, target.pipelines) : target.files
       const result = await transaction(pool, (tx) => requeue(tx, t, files, worker, at()))

@@ -180,4 +180,45 @@ export const SQLITE_MIGRATIONS: readonly { readonly version: number; readonly sq
       );
     `,
   },
+  {
+    version: 8,
+    sql: `
+      -- Named leases (sql/lease.ts): one holder at a time for work only one
+      -- process may do, by name: 'pond:<pond>' runs a pond, 'fetch:<source>'
+      -- fetches a source. Pond leases move here from pond_leases, live ones
+      -- included, so a pond running across the upgrade keeps its lease.
+      CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        token TEXT NOT NULL,
+        worker TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+      );
+      INSERT INTO leases (name, token, worker, expires_at) SELECT 'pond:' || pond, token, worker, expires_at FROM pond_leases;
+      DROP TABLE pond_leases;
+
+      -- Cursors of sources that pull (sql/cursor.ts): every advance of a
+      -- source's cursor, append-only like the file events; a source's cursor
+      -- is its newest event's to_cursor. No table of current cursors: the
+      -- (source, id) index finds the newest event in one seek.
+      CREATE TABLE cursor_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        source TEXT NOT NULL,
+        event TEXT NOT NULL,
+        from_cursor TEXT,
+        to_cursor TEXT NOT NULL,
+        file TEXT,
+        hash TEXT,
+        records INTEGER NOT NULL,
+        pages INTEGER NOT NULL,
+        worker TEXT NOT NULL
+      );
+      CREATE INDEX cursor_events_source ON cursor_events (source, id);
+      -- As migrations 1 and 3 for the file events.
+      CREATE TRIGGER cursor_events_no_update BEFORE UPDATE ON cursor_events BEGIN SELECT RAISE(ABORT, 'the cursor_events table is append-only'); END;
+      CREATE TRIGGER cursor_events_no_delete BEFORE DELETE ON cursor_events BEGIN SELECT RAISE(ABORT, 'the cursor_events table is append-only'); END;
+      CREATE TRIGGER cursor_events_no_replace BEFORE INSERT ON cursor_events WHEN NEW.id IN (SELECT id FROM cursor_events)
+      BEGIN SELECT RAISE(ABORT, 'the cursor_events table is append-only'); END;
+    `,
+  },
 ]

@@ -11,7 +11,8 @@ import { fail } from './sql/fail.js'
 import { committedFiles, eventsOf, failedFiles, findFiles, pathsOf } from './sql/find.js'
 import { heartbeat, holds } from './sql/heartbeat.js'
 import { lastPondSuccess, pondEvents, pondOutcomes, recordPond } from './sql/pond.js'
-import { releasePondLease, renewPondLease, takePondLease } from './sql/pond-lease.js'
+import { advanceCursor, cursorEvents, cursorOf } from './sql/cursor.js'
+import { releaseLease, renewLease, takeLease } from './sql/lease.js'
 import { release } from './sql/release.js'
 import { settledStats } from './sql/stats.js'
 import { requeue } from './sql/requeue.js'
@@ -115,6 +116,7 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
   const releaseTx = immediate(release)
   const requeueTx = immediate(requeue)
   const archivedTx = immediate(archived)
+  const advanceCursorTx = immediate(advanceCursor)
 
   return {
     kind: 'sqlite',
@@ -181,9 +183,15 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
     pondEvents: async (filter = {}) => pondEvents(ledger, filter),
     pondOutcomes: async () => pondOutcomes(ledger),
     lastPondSuccess: async (pond) => lastPondSuccess(ledger, pond),
-    takePondLease: async (pond, worker, ttlMs) => takePondLease(ledger, pond, worker, ttlMs, now()),
-    renewPondLease: async (pond, token, ttlMs) => renewPondLease(ledger, pond, token, ttlMs, now()),
-    releasePondLease: async (pond, token) => releasePondLease(ledger, pond, token),
+    takeLease: async (name, worker, ttlMs) => takeLease(ledger, name, worker, ttlMs, now()),
+    renewLease: async (name, token, ttlMs) => renewLease(ledger, name, token, ttlMs, now()),
+    releaseLease: async (name, token) => releaseLease(ledger, name, token),
+    takePondLease: async (pond, worker, ttlMs) => takeLease(ledger, `pond:${pond}`, worker, ttlMs, now()),
+    renewPondLease: async (pond, token, ttlMs) => renewLease(ledger, `pond:${pond}`, token, ttlMs, now()),
+    releasePondLease: async (pond, token) => releaseLease(ledger, `pond:${pond}`, token),
+    cursorOf: async (source) => cursorOf(ledger, source),
+    cursorEvents: async (source, limit) => cursorEvents(ledger, source, limit),
+    advanceCursor: async (input) => advanceCursorTx(ledger, input, now()),
     async requeue(target, worker) {
       const files = 'failed' in target ? failedFiles(ledger, target.pipelines) : target.files
       const result = requeueTx(ledger, files, worker, now())

@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream'
 import type { ResolvedConfig } from './config/types.js'
+import type { LedgerStore } from './ledger/types.js'
 import type { Logger } from './logger.js'
 
 /**
@@ -47,6 +48,28 @@ export interface SourceContext {
    * when the pipeline detects it per file). Match with `sourceMatcher`.
    */
   readonly defaultInclude: readonly string[]
+  /** The names of the pipelines this source serves (one, unless a source object is shared). Set by runs. */
+  readonly pipelines?: readonly string[]
+  /**
+   * The run's ledger and this process's worker id, for a source that keeps
+   * state of its own there: the fetch source's cursor and the lease that
+   * lets one process fetch at a time. A source must not touch file records.
+   * Set by runs and `filedge fetch`; a source that needs them says so when
+   * they are missing.
+   */
+  readonly ledger?: LedgerStore
+  readonly worker?: string
+}
+
+/**
+ * Where a file came from before it was a file, as `filedge lineage` shows it:
+ * the fetch source names the API pages behind each file it wrote.
+ */
+export interface FileOrigin {
+  /** One line, safe to print: `GET https://api.example.com/v1/orders · pages 1–3 · 250 records`. */
+  readonly summary: string
+  /** The same for machines (`filedge lineage --json`): what the source recorded, secrets left out. */
+  readonly details: Readonly<Record<string, unknown>>
 }
 
 export interface ListOptions {
@@ -101,6 +124,9 @@ export type ArchiveAction = { readonly kind: 'delete' } | { readonly kind: 'move
  *   It acts only if the path still holds `entry.version` (never removes
  *   bytes that arrived since), is idempotent (a file already gone is done),
  *   and returns what it did, for the ledger's event.
+ * - `describeFile` (optional) says where a listed file came from, for
+ *   `filedge lineage`; it is called without `connect`, so it reads only what
+ *   the source keeps locally (under `root`, the project root).
  * Errors never carry secrets: name the source with `describe()`.
  */
 export interface Source {
@@ -121,6 +147,7 @@ export interface Source {
   read(entry: SourceEntry, options: ReadOptions): Promise<Readable>
   localPath?(path: string): string | undefined
   archive?(entry: SourceEntry, action: ArchiveAction): Promise<string>
+  describeFile?(path: string, context: { readonly root: string }): Promise<FileOrigin | undefined>
   close?(): Promise<void>
 }
 

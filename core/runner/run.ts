@@ -76,7 +76,7 @@ export async function createFiledge(options: RunOptions): Promise<Filedge> {
   const ledger = options.ledger ?? (await openLedger(config))
   const hooks = createHooks()
   const worker = workerId()
-  const builtins = [...sourcePlugins(pipelines), statCachePlugin(ledger), ledgerPlugin(ledger, config), csvFormat(), jsonFormats(), parquetFormat(), stagesPlugin(), ...destinationPlugins(pipelines)].filter(
+  const builtins = [...sourcePlugins(pipelines, ledger), statCachePlugin(ledger), ledgerPlugin(ledger, config), csvFormat(), jsonFormats(), parquetFormat(), stagesPlugin(), ...destinationPlugins(pipelines)].filter(
     (plugin) => !config.disabledBuiltins.includes(plugin.name),
   )
   const plugins = [...orderPlugins(config.plugins, builtins), ...(options.plugins ?? [])]
@@ -132,8 +132,9 @@ export async function run(options: RunOptions): Promise<RunSummary> {
     const ingest = createIngest({ context: await fileRunContext(filedge, options.config, signal), tally, concurrency: options.concurrency })
     await Promise.all(
       filedge.pipelines.map(async (pipeline) => {
-        if (await listInto(filedge, pipeline, signal, (entry) => ingest.submit(pipeline, entry))) await ingest.idle(pipeline.name)
-        else tally.sourceErrors++
+        if (!(await listInto(filedge, pipeline, signal, (entry) => ingest.submit(pipeline, entry)))) tally.sourceErrors++
+        // Files listed before a listing failed are loading: they finish before the run ends.
+        await ingest.idle(pipeline.name)
       }),
     )
     const result = summary()
@@ -191,12 +192,16 @@ async function sweepSpool(spoolDir: string): Promise<void> {
  * Hands a pipeline's listing to `submit` (the ingest loop); false (the error
  * logged, naming the pipeline and its source) when the source cannot list.
  * Append files stream in as the source pages through its store; truncate and
- * cdc files are applied in path order, so their listing is sorted first.
+ * cdc files are applied in path order, so their listing is sorted first, and
+ * none of a listing that fails is applied (its order would be a guess). A
+ * failing listing's append files listed before the error still load (the
+ * fetch source lists what it promoted, then says the API failed).
  */
 export async function listInto(filedge: Filedge, pipeline: ResolvedPipeline, signal: AbortSignal, submit: (entry: SourceEntry) => void): Promise<boolean> {
   const { hooks } = filedge
   // A source's warnings name the path they are about (a link out of the folder), or the source.
   const warn = (message: string) => hooks.log.call({ level: 'warn', message })
+  let submitted = 0
   try {
     const listing = await hooks.list.promise({ pipeline, signal, warn })
     if (listing === undefined) throw new FiledgeError('PLUGIN_ERROR', `no source lists pipeline "${pipeline.name}"`)
@@ -205,14 +210,18 @@ export async function listInto(filedge: Filedge, pipeline: ResolvedPipeline, sig
     for await (const entry of listing) {
       if (signal.aborted) break
       if (ordered) entries.push(entry)
-      else submit(entry)
+      else {
+        submit(entry)
+        submitted++
+      }
     }
     entries.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)).forEach(submit)
     return true
   } catch (error) {
     const where = pipeline.source.describe()
     const reason = describeError(error)
-    hooks.log.call({ level: 'error', message: `pipeline "${pipeline.name}": cannot list ${reason.includes(where) ? reason : `${where}: ${reason}`}; its files were not loaded` })
+    const loaded = submitted === 0 ? 'its files were not loaded' : submitted === 1 ? 'the file listed before the error is loaded' : `the ${submitted} files listed before the error are loaded`
+    hooks.log.call({ level: 'error', message: `pipeline "${pipeline.name}": cannot list ${reason.includes(where) ? reason : `${where}: ${reason}`}; ${loaded}` })
     return false
   }
 }

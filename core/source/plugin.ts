@@ -1,4 +1,5 @@
 import type { ResolvedPipeline } from '../config/types.js'
+import type { LedgerStore } from '../ledger/types.js'
 import { servedBy, type Plugin } from '../plugin.js'
 
 /**
@@ -13,16 +14,17 @@ import { servedBy, type Plugin } from '../plugin.js'
  * run. A failed connect is tried again on the next use (a watcher's next
  * poll).
  */
-export function sourcePlugins(pipelines: readonly ResolvedPipeline[]): Plugin[] {
+export function sourcePlugins(pipelines: readonly ResolvedPipeline[], ledger: LedgerStore): Plugin[] {
   return servedBy(pipelines, (pipeline) => pipeline.source).map(({ server: source, pipelines: owned, name: own }) => {
     const name = `source:${own}`
     const mine = new Set(owned.map((pipeline) => pipeline.name))
     const ours = (request: { readonly pipeline: ResolvedPipeline }) => mine.has(request.pipeline.name)
     return {
       name,
-      apply({ hooks, config, logger }) {
+      apply({ hooks, config, logger, worker }) {
         let connecting: Promise<void> | undefined
-        const connect = () => (connecting ??= Promise.resolve().then(() => source.connect?.({ config, logger, defaultInclude: owned[0].defaultInclude })))
+        const context = { config, logger, defaultInclude: owned[0].defaultInclude, pipelines: owned.map((pipeline) => pipeline.name), ledger, worker }
+        const connect = () => (connecting ??= Promise.resolve().then(() => source.connect?.(context)))
         /** Connected, or the error of the connect that failed (once: the next use connects again). */
         const connected = async () => {
           const attempt = connect()

@@ -1,6 +1,8 @@
 import type { Command } from 'commander'
 import { selectPipelines } from '../../config/pipelines.js'
+import { describeError } from '../../errors.js'
 import { printable } from '../../printable.js'
+import type { FileOrigin } from '../../source.js'
 import { count } from '../../reporters/format.js'
 import { configFor, withLedger, type ConfigOption } from '../context.js'
 import { print, printJson, table, type CliIo } from '../io.js'
@@ -9,7 +11,9 @@ import { print, printJson, table, type CliIo } from '../io.js'
  * `filedge lineage`: what each pipeline's table is made of — every committed
  * file with its hash, rows, commit time and the names it arrived under. Every
  * row in the table carries its file's hash in `_source_file_hash`, so a row
- * leads back to its file, and a file here leads to its rows.
+ * leads back to its file, and a file here leads to its rows. A source that
+ * knows where its files came from (`describeFile`: the fetch source's API
+ * pages) adds that under each file.
  */
 export function registerLineage(program: Command, io: CliIo): void {
   program
@@ -26,17 +30,29 @@ export function registerLineage(program: Command, io: CliIo): void {
       const config = await configFor(flags, io)
       const chosen = selectPipelines(config, flags.pipeline)
       const files = await withLedger(config, async (ledger) => (ledger ? ledger.committed(chosen.map((pipeline) => pipeline.name)) : []))
-      const lineage = chosen.map((pipeline) => {
-        const mine = files.filter((file) => file.pipeline === pipeline.name)
-        return {
-          pipeline: pipeline.name,
-          destination: pipeline.destination.describe(),
-          table: pipeline.table,
-          writeMode: pipeline.writeMode.kind,
-          files: mine.map(({ hash, path, paths, rows, size, committedAt }) => ({ hash, path, paths, rows, size, committedAt })),
-          rows: mine.reduce((sum, file) => sum + (file.rows ?? 0), 0),
-        }
-      })
+      const lineage = await Promise.all(
+        chosen.map(async (pipeline) => {
+          const mine = files.filter((file) => file.pipeline === pipeline.name)
+          const originOf = async (file: string): Promise<FileOrigin | undefined> => {
+            const { source } = pipeline
+            if (source.describeFile === undefined) return undefined
+            return source.describeFile(file, { root: config.root }).catch((error: unknown) => ({ summary: `origin unknown: ${describeError(error)}`, details: {} }))
+          }
+          return {
+            pipeline: pipeline.name,
+            destination: pipeline.destination.describe(),
+            table: pipeline.table,
+            writeMode: pipeline.writeMode.kind,
+            files: await Promise.all(
+              mine.map(async ({ hash, path, paths, rows, size, committedAt }) => {
+                const origin = await originOf(path)
+                return { hash, path, paths, rows, size, committedAt, ...(origin === undefined ? {} : { origin }) }
+              }),
+            ),
+            rows: mine.reduce((sum, file) => sum + (file.rows ?? 0), 0),
+          }
+        }),
+      )
       if (flags.json) {
         printJson(io.stdout, { pipelines: lineage })
         return
@@ -56,7 +72,13 @@ export function registerLineage(program: Command, io: CliIo): void {
           const shown = printable(file.path)
           rows.push([file.committedAt ?? '', file.hash.slice(0, 12), count(file.rows ?? 0), aliases.length > 0 ? `${shown} (also ${aliases.map((alias) => printable(alias)).join(', ')})` : shown])
         }
-        print(io.stdout, table(rows).replace(/^/gm, '  '))
+        // Each file's origin, when its source knows it, on the line under the file's.
+        const lines = table(rows).split('\n')
+        const withOrigins = lines.flatMap((line, index) => {
+          const origin = index === 0 ? undefined : entry.files[index - 1].origin
+          return origin === undefined ? [line] : [line, `  ↳ ${printable(origin.summary)}`]
+        })
+        print(io.stdout, withOrigins.join('\n').replace(/^/gm, '  '))
         print(io.stdout, `  ${count(entry.files.length)} file${entry.files.length === 1 ? '' : 's'} · ${count(entry.rows)} rows`)
       }
     })

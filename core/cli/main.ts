@@ -4,6 +4,7 @@ import { redact } from '../secrets.js'
 import { registerCache } from './commands/cache.js'
 import { registerPond } from './commands/pond.js'
 import { registerConfig } from './commands/config.js'
+import { registerFetch } from './commands/fetch.js'
 import { registerStages } from './commands/stages.js'
 import { registerHistory } from './commands/history.js'
 import { registerLineage } from './commands/lineage.js'
@@ -47,6 +48,9 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     code = exit
   })
   registerPond(program, io, (exit) => {
+    code = exit
+  })
+  registerFetch(program, io, (exit) => {
     code = exit
   })
   try {

@@ -5,8 +5,8 @@ import path from 'node:path'
 import { gunzipSync } from 'node:zlib'
 import { afterEach, describe, expect, it } from 'vitest'
 import { readDuckdb } from './helpers/duckdb.js'
-import { makeRecords, startApi, type Api, type ApiRequest } from './helpers/paginated-api.js'
-import { exited, waitFor, workspace, type CliResult, type Workspace } from './helpers/workspace.js'
+import { makeRecords, startApi, type Api, type ApiRecord, type ApiRequest } from './helpers/paginated-api.js'
+import { exited, REPO_ROOT, waitFor, workspace, type CliResult, type Workspace } from './helpers/workspace.js'
 
 /**
  * The fetch source through the real CLI: a loopback API (started here, per
@@ -330,6 +330,27 @@ describe('filedge with a fetch source', () => {
     child.kill('SIGTERM')
     expect((await exited(child)).code).toBe(0)
     expect(p.rows().map((row) => row.id)).toEqual(ids(5))
+  })
+
+  it("docs/fetch.md's example, as written, loads a cursor-paged API", async () => {
+    const docs = readFileSync(path.join(REPO_ROOT, 'docs/fetch.md'), 'utf8')
+    const example = /```ts\n\/\/ filedge\.config\.ts\n([\s\S]*?)```/.exec(docs)?.[1]
+    expect(example).toBeDefined()
+    const orders = Array.from({ length: 5 }, (_, i) => ({ id: `r${i + 1}`, amount: 12.5 + i, status: 'paid', created_at: `2026-05-0${i + 1}T08:00:00Z`, customer: { id: 7, name: 'Ada' } }))
+    const api = await startApi(orders as unknown as ApiRecord[])
+    const ws = workspace({ 'filedge.config.ts': example!.replace('https://api.partner.example/v2/orders', `${api.origin}/cursor`) })
+    try {
+      const result = await ws.cli(['--reporter', 'simple'], { env: { PARTNER_API_KEY: api.key, PARTNER_TOKEN: api.token } })
+      expect(result.code, result.stderr).toBe(0)
+      const rows = await readDuckdb(ws.file('.filedge/warehouse.duckdb'), 'SELECT id, CAST(amount AS VARCHAR) AS amount, customer FROM orders ORDER BY id')
+      expect(rows.map((row) => row.id)).toEqual(ids(5))
+      expect(rows[1]).toMatchObject({ amount: '13.50' })
+      expect(String(rows[0].customer)).toContain('Ada')
+      expect(api.requests[0].query.toString()).toBe(`api_key=${api.key}&status=all&limit=100`)
+    } finally {
+      await api.close()
+      ws.remove()
+    }
   })
 
   it('filedge fetch names what it needs: a config without a fetch source is a usage error', async () => {

@@ -65,6 +65,8 @@ export interface FetcherContext {
   /** Query parameters and headers with their secrets read. */
   readonly query: readonly (readonly [string, string])[]
   readonly headers: readonly (readonly [string, string])[]
+  /** The values read through env(): never written anywhere, and refused in a cursor. */
+  readonly secrets: readonly string[]
 }
 
 const REDACTED = '***'
@@ -89,7 +91,7 @@ export function showPosition(position: Position | null): string {
 export function createFetcher(ctx: FetcherContext) {
   const { settings, folder, ledger, id } = ctx
   const lease = `fetch:${id}`
-  const secretValues = [...ctx.query.filter(([key]) => settings.secretParams.has(key)).map(([, value]) => value), ...ctx.headers.map(([, value]) => value)].filter((value) => value.length >= 4)
+  const secretValues = ctx.secrets.filter((value) => value.length >= 4)
   const hideSecrets = (text: string) => secretValues.reduce((out, secret) => out.split(secret).join(REDACTED), text)
   /** A URL safe to write anywhere: secret parameters shown as ***, any secret value that slipped in blanked. */
   const display = (url: URL): string => {
@@ -167,7 +169,6 @@ export function createFetcher(ctx: FetcherContext) {
     const first = current
     const files: FetchedFile[] = []
     let pageCount = 0
-    let recordCount = 0
     let position: Position = decode(current)
     let batch: { from: string | null; startedAt: string; records: string[]; pages: PageRecord[] } = { from: current, startedAt: new Date().toISOString(), records: [], pages: [] }
     const seen = new Set<string | null>([position.at])
@@ -184,7 +185,8 @@ export function createFetcher(ctx: FetcherContext) {
         current = to
         return
       }
-      const prepared = await folder.batch(records, {
+      // A dry run writes nothing, so its would-be files are numbered on from the folder's.
+      const prepared = await folder.batch(dryRun ? files.length : 0, records, {
         format: 'filedge-fetch/1',
         source: id,
         url: firstUrl,
@@ -238,7 +240,6 @@ export function createFetcher(ctx: FetcherContext) {
         if (secretValues.some((secret) => step.next.at?.includes(secret))) throw bad('the next page carries a secret of this source under another parameter; it would be kept in the ledger, so the fetch stops')
         seen.add(step.next.at)
         pageCount++
-        recordCount += fresh.length
         batch.records.push(...fresh)
         batch.pages.push({ page: pageCount, url: display(url), records: records.length, taken: fresh.length })
         position = step.next
@@ -248,7 +249,11 @@ export function createFetcher(ctx: FetcherContext) {
       await flush()
     } catch (error) {
       const stopped = signal.aborted && !isFiledgeError(error)
-      const reason = stopped ? failure('stopped before the fetch finished; nothing more is promoted') : isFiledgeError(error) ? error : failure(describeError(error), error)
+      const reason = stopped
+        ? new FiledgeError('STOPPED', `fetch ${id}: stopped before the fetch finished; what was promoted stays, the rest is fetched next time`, { plugin: 'fetch' })
+        : isFiledgeError(error)
+          ? error
+          : failure(describeError(error), error)
       return report(dryRun, 'failed', first, current, pageCount, files, reason)
     }
     return report(dryRun, files.length > 0 ? 'fetched' : 'unchanged', first, current, pageCount, files)

@@ -103,7 +103,12 @@ export function createFolder(dir: string, gzip: boolean) {
   }
 
   async function readManifest(name: string): Promise<Manifest> {
-    return JSON.parse(await readFile(path.join(dir, name + MANIFEST), 'utf8')) as Manifest
+    const file = path.join(dir, name + MANIFEST)
+    try {
+      return JSON.parse(await readFile(file, 'utf8')) as Manifest
+    } catch (error) {
+      throw new Error(`${file}: not a readable manifest (${(error as Error).message}); the fetch source cannot tell what it promoted`, { cause: error })
+    }
   }
 
   return {
@@ -158,10 +163,10 @@ export function createFolder(dir: string, gzip: boolean) {
       await mkdir(staging, { recursive: true })
     },
 
-    /** The next batch's name and bytes. `sequence` follows the highest in the folder. */
-    async batch(records: readonly string[], manifest: Omit<Manifest, 'file' | 'bytes' | 'sha256'>): Promise<Batch> {
+    /** The next batch's name and bytes: its sequence number follows the highest in the folder (and `ahead` more, for files not written). */
+    async batch(ahead: number, records: readonly string[], manifest: Omit<Manifest, 'file' | 'bytes' | 'sha256'>): Promise<Batch> {
       const { data, manifests } = await names()
-      const last = [...data, ...manifests].map((name) => Number(NAME.exec(name)![1])).reduce((a, b) => Math.max(a, b), 0)
+      const last = [...data, ...manifests].map((name) => Number(NAME.exec(name)![1])).reduce((a, b) => Math.max(a, b), 0) + ahead
       const text = Buffer.from(`${records.join('\n')}\n`)
       const bytes = gzip ? gzipSync(text) : text
       const sha256 = createHash('sha256').update(bytes).digest('hex')

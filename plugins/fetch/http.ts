@@ -65,7 +65,8 @@ function describeNetworkError(error: unknown): string {
 
 export function createHttp(settings: HttpSettings) {
   let nextStart = 0
-  const headers = new Headers([['accept', 'application/json'], ...settings.headers.map(([key, value]) => [key, value] as [string, string])])
+  const headers = new Headers({ accept: 'application/json' })
+  for (const [key, value] of settings.headers) headers.set(key, value)
 
   /** Waits for the rate limit's next slot. */
   const slot = async (signal: AbortSignal) => {

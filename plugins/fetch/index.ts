@@ -101,7 +101,9 @@ export function fetch(options: FetchOptions): FetchSource {
       if (id === undefined) {
         throw new FiledgeError('CONFIG_INVALID', `${where()}: serves pipelines ${pipelines.join(', ') || '(none)'}; give it a name (fetch({ name: '…' })), which keys its cursor and its folder`, { plugin: 'fetch' })
       }
-      const dir = path.resolve(config.root, settings.dir ?? path.join('.filedge', 'fetch', id.replace(/[^A-Za-z0-9._-]/g, '_')))
+      // The id as a folder name: nothing that could climb out of .filedge/fetch (`..`) or hide (a leading dot).
+      const folderName = id.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^\./, '_')
+      const dir = path.resolve(config.root, settings.dir ?? path.join('.filedge', 'fetch', folderName))
       const folder = createFolder(dir, settings.gzip)
       await folder.prepare()
       const secrets = readSecrets(settings, where())
@@ -117,6 +119,7 @@ export function fetch(options: FetchOptions): FetchSource {
         logger: context.logger,
         query: secrets.query,
         headers: secrets.headers,
+        secrets: secrets.secrets,
       })
       described = `fetch ${id} (GET ${fetcher.firstUrl})`
       const files = localSource({ dir, root: config.root, include: ['*.ndjson', '*.ndjson.gz'], exclude: [], followSymlinks: 'inside' })
@@ -130,6 +133,8 @@ export function fetch(options: FetchOptions): FetchSource {
      */
     async *list(listOptions: ListOptions) {
       const report = await fetchNow({ signal: listOptions.signal })
+      // A run that is stopping ends its listing quietly, as other sources do.
+      if (listOptions.signal.aborted) return
       yield* promoted(listOptions)
       if (report.error !== undefined) throw report.error
     },
@@ -152,7 +157,7 @@ export function fetch(options: FetchOptions): FetchSource {
           await sleep(everyMs, both)
           if (both.aborted) break
           const report = await fetchNow({ signal: both })
-          if (report.error !== undefined && !both.aborted) warn(report.error.message)
+          if (report.error !== undefined && report.error.code !== 'STOPPED') warn(report.error.message)
           for await (const entry of promoted({ signal: both, warn })) {
             if (seen.has(key(entry))) continue
             seen.add(key(entry))

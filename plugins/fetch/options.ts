@@ -266,13 +266,15 @@ export function checkOptions(options: FetchOptions): Settings {
 }
 
 /** Reads the env() references of query values and headers; an unset variable is a config error naming it (never a value). */
-export function readSecrets(settings: Settings, where: string): { query: [string, string][]; headers: [string, string][] } {
+export function readSecrets(settings: Settings, where: string): { query: [string, string][]; headers: [string, string][]; secrets: string[] } {
+  const secrets: string[] = []
   const read = (kind: string, [key, value]: readonly [string, MaybeEnv]): [string, string] => {
     const resolved = readEnv(value)
     if (resolved === undefined) throw new FiledgeError('CONFIG_INVALID', `${where}: environment variable ${isEnvRef(value) ? value.name : '?'} (${kind}) is not set`, { plugin: 'fetch' })
+    if (isEnvRef(value)) secrets.push(resolved)
     return [key, resolved]
   }
   const headers = settings.headers.map((entry) => read(`header ${entry[0]}`, entry))
   if (settings.bearer !== undefined) headers.push(['authorization', `Bearer ${read('bearer', ['authorization', settings.bearer])[1]}`])
-  return { query: settings.query.map((entry) => read(`query parameter ${entry[0]}`, entry)), headers }
+  return { query: settings.query.map((entry) => read(`query parameter ${entry[0]}`, entry)), headers, secrets }
 }

@@ -104,7 +104,8 @@ export function registerFetch(program: Command, io: CliIo, exit: (code: number) 
       } finally {
         await ledger.close()
       }
-      const failed = results.some(({ report }) => report.status === 'failed')
+      // Stopped by Ctrl-C (or SIGTERM): what was promoted stays, and stopping is not a failure (as for a run).
+      const failed = results.some(({ report }) => report.status === 'failed' && (report.error as { code?: string } | undefined)?.code !== 'STOPPED')
       if (flags.json) {
         printJson(io.stdout, {
           dryRun: flags.dryRun === true,

@@ -235,6 +235,25 @@ describe('pagination', () => {
     }
   })
 
+  it('refuses answers that would loop: a page that repeats the one before, a cursor that comes back, a next link to another origin', async () => {
+    const p = await project(6, (api) => ({ ...cursorOptions(api), url: `${api.origin}/pages`, pagination: { type: 'page' }, records: 'results' }))
+    // The API ignores the page parameter: every page is the first.
+    p.api.fault = () => ({ body: JSON.stringify({ results: p.api.records.slice(0, 2) }) })
+    const repeated = await (await p.source()).fetchNow({ signal: signal() })
+    expect(repeated.error?.message).toMatch(/^GET [^ ]*&page=2 \(page 2\): the same records as the page before it: the API does not advance/)
+
+    const q = await project(8)
+    q.api.nextCursor = (request, computed) => (request.query.get('cursor') === 'c4' ? 'c2' : computed)
+    const cycle = await (await q.source({ pagesPerFile: 10 })).fetchNow({ signal: signal() })
+    expect(cycle.error?.message).toMatch(/^GET [^ ]*&cursor=c4 \(page 3\): the next page \("c2"\) was already fetched in this run: the API would loop forever$/)
+    expect(q.dataFiles()).toEqual([])
+
+    const r = await project(2, (api) => ({ ...cursorOptions(api), url: `${api.origin}/link`, pagination: { type: 'link' }, records: '$' }))
+    r.api.fault = () => ({ status: 200, headers: { link: '<http://elsewhere.example/link?page=2>; rel="next"' }, body: '[{"id":"r1","n":1}]' })
+    const away = await (await r.source()).fetchNow({ signal: signal() })
+    expect(away.error?.message).toMatch(/^GET [^ ]* \(page 1\): the Link header's next page is on another origin \(http:\/\/elsewhere\.example\)/)
+  })
+
   it('writes records as the API sent them: digits, key order and escapes kept, whitespace between tokens gone', async () => {
     const p = await project(0)
     const raw = '{ "id": "big",\n  "n": 12345678901234567890, "amount": 3.10, "z": 1, "a": "caf\\u00e9 \\" x" }'
@@ -253,7 +272,7 @@ describe('HTTP', () => {
     const report = await (await p.source({ timeout: '150ms', retry: { attempts: 2, minDelay: '5ms', maxDelay: '5ms' } })).fetchNow({ signal: signal() })
     expect(Date.now() - started).toBeLessThan(5_000)
     expect(report.status).toBe('failed')
-    expect(report.error?.message).toMatch(/^page 1 \(GET http:\/\/127\.0\.0\.1:\d+\/cursor\?api_key=\*\*\*&limit=2\): no answer within 150 ms \(gave up after 2 tries\)$/)
+    expect(report.error?.message).toMatch(/^GET http:\/\/127\.0\.0\.1:\d+\/cursor\?api_key=\*\*\*&limit=2 \(page 1\): no answer within 150 ms \(gave up after 2 tries\)$/)
     expect(p.api.requests).toHaveLength(2)
   })
 
@@ -261,7 +280,7 @@ describe('HTTP', () => {
     const p = await project(2)
     p.api.fault = () => ({ status: 429, headers: { 'retry-after': new Date(Date.now() + 3_600_000).toUTCString() } })
     const report = await (await p.source({ maxTime: '2s' })).fetchNow({ signal: signal() })
-    expect(report.error?.message).toMatch(/^page 1 \(GET [^)]*\): 429 Too Many Requests: "\{\\"error\\":\\"injected\\"\}"; the 3600 s the server asked to wait \(Retry-After\) would run past maxTime \(2 s left\)$/)
+    expect(report.error?.message).toMatch(/^GET [^ ]* \(page 1\): 429 Too Many Requests: "\{\\"error\\":\\"injected\\"\}"; the 3600 s the server asked to wait \(Retry-After\) would run past maxTime \(2 s left\)$/)
     expect(p.api.requests).toHaveLength(1)
   })
 
@@ -272,8 +291,11 @@ describe('HTTP', () => {
     const report = await (await p.source({ url: `${p.api.origin}/old/pages`, records: 'results', pagination: { type: 'page' } })).fetchNow({ signal: signal() })
     expect(report).toMatchObject({ status: 'fetched', records: 2 })
     p.api.fault = () => ({ status: 301, headers: { location: 'http://elsewhere.example/steal' } })
-    const refused = await (await p.source()).fetchNow({ signal: signal() })
-    expect(refused.error?.message).toMatch(/301 redirect to another origin \(http:\/\/elsewhere\.example\); not followed/)
+    // Without a page size the secret is the URL's last parameter: the message still reads whole (redact() blanks up to a space).
+    const refused = await (await p.source({ name: 'elsewhere', pageSize: undefined })).fetchNow({ signal: signal() })
+    expect(refused.error?.message).toBe(
+      `GET ${p.api.origin}/cursor?api_key=*** (page 1): 301 redirect to another origin (http://elsewhere.example); not followed, its requests would carry the headers meant for ${p.api.origin}`,
+    )
   })
 
   it('reads Retry-After as seconds or an HTTP date, and Link headers as RFC 8288 writes them', () => {

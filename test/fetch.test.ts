@@ -259,7 +259,7 @@ describe('filedge with a fetch source', () => {
     expect(cursor).toHaveLength(1)
     // The next fetch reads c2 (seen), c4 (new records), c6 (the broken page).
     p.api.records.push(...makeRecords(4, 5))
-    const page3 = `page 3 (GET ${p.api.origin}/cursor?api_key=***&limit=2&cursor=c6)`
+    const page3 = `GET ${p.api.origin}/cursor?api_key=***&limit=2&cursor=c6 (page 3)`
     const outputs: CliResult[] = [setup]
     const expectStopped = (result: CliResult, message: RegExp) => {
       outputs.push(result)
@@ -275,7 +275,7 @@ describe('filedge with a fetch source', () => {
     const run = await p.cli(['--reporter', 'simple'])
     expectStopped(
       run,
-      new RegExp(`pipeline "orders": cannot list fetch orders \\(GET ${escaped(p.api.origin)}/cursor\\?api_key=\\*\\*\\*&limit=2\\): ${escaped(page3)}: the answer is not JSON \\(text/html, 32 characters\\): .*; the file listed before the error is loaded`),
+      new RegExp(`pipeline "orders": cannot list fetch orders \\(GET ${escaped(p.api.origin)}/cursor\\): ${escaped(page3)}: the answer is not JSON \\(text/html, 32 characters\\): .*; the file listed before the error is loaded`),
     )
     expect(p.rows().map((row) => row.id)).toEqual(ids(4))
 
@@ -294,7 +294,7 @@ describe('filedge with a fetch source', () => {
     const before = p.api.requests.length
     expectStopped(
       await p.cli(['fetch'], { PARTNER_TOKEN: wrong }),
-      new RegExp(`page 1 \\(GET ${escaped(p.api.origin)}/cursor\\?api_key=\\*\\*\\*&limit=2&cursor=c2\\): 401 Unauthorized: the API refused the credentials .*; not retried`),
+      new RegExp(`GET ${escaped(p.api.origin)}/cursor\\?api_key=\\*\\*\\*&limit=2&cursor=c2 \\(page 1\\): 401 Unauthorized: the API refused the credentials .*; not retried`),
     )
     expect(p.api.requests.length - before).toBe(1)
 

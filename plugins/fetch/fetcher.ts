@@ -211,7 +211,8 @@ export function createFetcher(ctx: FetcherContext) {
         if (settings.maxPages !== undefined && pageCount >= settings.maxPages) break
         signal.throwIfAborted()
         const url = pages.urlFor(position, base())
-        const label = `page ${pageCount + 1} (GET ${display(url)})`
+        // The URL ends in a space: core's redact() blanks a secret-looking value (`api_key=***`) up to the next whitespace.
+        const label = `GET ${display(url)} (page ${pageCount + 1})`
         const answer = await http.get({ url, label, deadline, signal })
         const bad = (problem: string) => httpError(label, problem)
         let records: readonly string[]

@@ -25,7 +25,7 @@ export interface HttpSettings {
 
 export interface Request {
   readonly url: URL
-  /** `page 3 (GET https://api…/orders?cursor=c2&api_key=***)`: what every message about this request starts with. */
+  /** `GET https://api…/orders?cursor=c2&api_key=*** (page 3)`: what every message about this request starts with. */
   readonly label: string
   /** When the whole fetch must be over, in ms since the epoch (`maxTime`). */
   readonly deadline: number

@@ -121,7 +121,8 @@ export function fetch(options: FetchOptions): FetchSource {
         headers: secrets.headers,
         secrets: secrets.secrets,
       })
-      described = `fetch ${id} (GET ${fetcher.firstUrl})`
+      // Origin and path only: the query (secrets as ***) is in each page's messages and the manifests.
+      described = `fetch ${id} (GET ${settings.url.origin}${settings.url.pathname})`
       const files = localSource({ dir, root: config.root, include: ['*.ndjson', '*.ndjson.gz'], exclude: [], followSymlinks: 'inside' })
       connected = { fetcher, folder, files, context }
     },

@@ -305,6 +305,10 @@ describe('ponds', () => {
     await expect.poll(() => ws.exists('hanging'), { timeout: 30_000, interval: 50 }).toBe(true)
     child.kill('SIGKILL')
     await exited
+    // While the killed run's lease lives, right@1 is running; once it lapses, the run was interrupted.
+    const statusOf = async () => (JSON.parse((await ws.cli(['pond', 'status', '--json'])).stdout) as { pond: string; status: string; error: string | null }[]).find((row) => row.pond === 'right@1')!
+    await expect.poll(async () => (await statusOf()).status, { timeout: 30_000, interval: 200 }).toBe('failed')
+    expect((await statusOf()).error).toBe('interrupted: its last run stopped before it finished (its process ended); the next pulse runs it again')
     expect(await table(ws, 'SELECT day::VARCHAR AS day FROM "right@1".big ORDER BY day')).toEqual([{ day: '2024-01-01' }, { day: '2024-01-03' }])
     expect(await table(ws, "SELECT count(*) AS n FROM information_schema.tables WHERE table_name LIKE '%building%'")).toEqual([{ n: 0n }])
     const next = await pulse(ws, 'top')

@@ -354,5 +354,7 @@ export interface LedgerStore {
   renewPondLease(pond: string, token: string, ttlMs: number): Promise<boolean>
   /** Frees the pond, only if the token is current (a newer holder's lease is left alone). */
   releasePondLease(pond: string, token: string): Promise<void>
+  /** Whether a live lease holds the pond now (a run in progress somewhere), by the store's clock. */
+  pondLeaseHeld(pond: string): Promise<boolean>
   close(): Promise<void>
 }

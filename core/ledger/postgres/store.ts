@@ -13,7 +13,7 @@ import { fail } from './sql/fail.js'
 import { committedFiles, eventsOf, failedFiles, findFiles } from './sql/find.js'
 import { heartbeat, holds } from './sql/heartbeat.js'
 import { lastPondSuccess, pondEvents, pondOutcomes, recordPond } from './sql/pond.js'
-import { releasePondLease, renewPondLease, takePondLease } from './sql/pond-lease.js'
+import { pondLeaseHeld, releasePondLease, renewPondLease, takePondLease } from './sql/pond-lease.js'
 import { release } from './sql/release.js'
 import { settledStats } from './sql/stats.js'
 import { requeue } from './sql/requeue.js'
@@ -203,6 +203,7 @@ export async function openPostgresLedger(url: string, options: PostgresLedgerOpt
     takePondLease: (pond, worker, ttlMs) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => takePondLease(tx, t, pond, worker, ttlMs, at())),
     renewPondLease: (pond, token, ttlMs) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => renewPondLease(tx, t, pond, token, ttlMs, at())),
     releasePondLease: (pond, token) => releasePondLease(pool, t, pond, token),
+    pondLeaseHeld: (pond) => pondLeaseHeld(pool, t, pond, at()),
     async requeue(target, worker) {
       const files = 'failed' in target ? await failedFiles(pool, t, target.pipelines) : target.files
       const result = await transaction(pool, (tx) => requeue(tx, t, files, worker, at()))

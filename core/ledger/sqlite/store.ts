@@ -11,7 +11,7 @@ import { fail } from './sql/fail.js'
 import { committedFiles, eventsOf, failedFiles, findFiles, pathsOf } from './sql/find.js'
 import { heartbeat, holds } from './sql/heartbeat.js'
 import { lastPondSuccess, pondEvents, pondOutcomes, recordPond } from './sql/pond.js'
-import { releasePondLease, renewPondLease, takePondLease } from './sql/pond-lease.js'
+import { pondLeaseHeld, releasePondLease, renewPondLease, takePondLease } from './sql/pond-lease.js'
 import { release } from './sql/release.js'
 import { settledStats } from './sql/stats.js'
 import { requeue } from './sql/requeue.js'
@@ -184,6 +184,7 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
     takePondLease: async (pond, worker, ttlMs) => takePondLease(ledger, pond, worker, ttlMs, now()),
     renewPondLease: async (pond, token, ttlMs) => renewPondLease(ledger, pond, token, ttlMs, now()),
     releasePondLease: async (pond, token) => releasePondLease(ledger, pond, token),
+    pondLeaseHeld: async (pond) => pondLeaseHeld(ledger, pond, now()),
     async requeue(target, worker) {
       const files = 'failed' in target ? failedFiles(ledger, target.pipelines) : target.files
       const result = requeueTx(ledger, files, worker, now())

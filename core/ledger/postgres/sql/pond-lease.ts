@@ -49,3 +49,9 @@ export async function renewPondLease(db: Queryable, t: Tables, pond: string, tok
 export async function releasePondLease(db: Queryable, t: Tables, pond: string, token: string): Promise<void> {
   await db.query(`DELETE FROM ${t.pondLeases} WHERE pond = $1 AND token = $2`, [pond, token])
 }
+
+/** pondLeaseHeld: a lease on the pond that has not expired, by the database's clock. */
+export async function pondLeaseHeld(db: Queryable, t: Tables, pond: string, at: string | null): Promise<boolean> {
+  const result = await db.query(`SELECT 1 FROM ${t.pondLeases} WHERE pond = $2 AND expires_at >= ${nowSql('$1')}`, [at, pond])
+  return (result.rowCount ?? 0) > 0
+}

@@ -43,3 +43,8 @@ export function renewPondLease(ledger: LedgerDb, pond: string, token: string, tt
 export function releasePondLease(ledger: LedgerDb, pond: string, token: string): void {
   ledger.statement('DELETE FROM pond_leases WHERE pond = ? AND token = ?').run(pond, token)
 }
+
+/** pondLeaseHeld: a lease on the pond that has not expired. */
+export function pondLeaseHeld(ledger: LedgerDb, pond: string, now: number): boolean {
+  return ledger.statement('SELECT 1 FROM pond_leases WHERE pond = ? AND expires_at >= ?').get(pond, now) !== undefined
+}

@@ -1,4 +1,5 @@
 import { Readable } from 'node:stream'
+import { serialize } from 'node:v8'
 import { describe, expect, it } from 'vitest'
 import type { RowBatch, Value } from '../core/index.js'
 import { batchEncoder, decodeBatches, headerFrame } from '../plugins/cache/batches.js'
@@ -61,5 +62,29 @@ describe('cached rows', () => {
       for await (const _ of decodeBatches(Readable.from([bytes.subarray(0, bytes.length - 3)]))) void _
     }
     await expect(read()).rejects.toThrow(/end inside a frame/)
+  })
+
+  it('refuses rows written on a machine of the other byte order, and a batch whose bytes do not add up, rather than misread them', async () => {
+    const rows: Value[][] = [['a', 1.5], ['b', 2.5]]
+    const drain = async (chunks: Buffer[]) => {
+      for await (const _ of decodeBatches(Readable.from(chunks))) void _
+    }
+    const encode = batchEncoder()
+    const body = Buffer.concat(encode(batch(['id', 'x'], rows)))
+    // The header as a big-endian machine would write it.
+    const other = serialize({ format: 5, endianness: 'BE', columns: ['id', 'x'] })
+    const length = Buffer.alloc(4)
+    length.writeUInt32LE(other.length)
+    await expect(drain([length, other, body])).rejects.toThrow('the cached rows were written on a BE machine')
+    // A batch frame one byte longer than what its columns hold: its length prefix says so, its contents do not.
+    const header = Buffer.concat(headerFrame(['id', 'x']))
+    const padded = Buffer.concat([body.subarray(4), Buffer.of(0)])
+    const prefix = Buffer.alloc(4)
+    prefix.writeUInt32LE(padded.length)
+    await expect(drain([header, prefix, padded])).rejects.toThrow('a cached batch has 1 bytes too many')
+    // A column of a kind no version wrote.
+    const unknown = Buffer.from(body.subarray(4))
+    unknown[4 + 4 + 9 + 9] = 9
+    await expect(drain([header, body.subarray(0, 4), unknown])).rejects.toThrow('a cached batch has a column of unknown kind 9')
   })
 })

@@ -174,6 +174,8 @@ function suite(make: () => Backend): void {
       const stale = (await a.takeLease(LEASE, 'A', 1))!
       const fresh = await takeOnceExpired(() => b.takeLease(LEASE, 'B', 60_000))
       expect(fresh).not.toBe(stale)
+      expect(await a.leaseHeld(LEASE)).toBe(true)
+      expect(await a.leaseHeld('fetch:nobody')).toBe(false)
       expect(await a.renewLease(LEASE, stale, 60_000)).toBe(false)
       // Releasing with a stale token leaves the new holder's lease alone.
       await a.releaseLease(LEASE, stale)
@@ -185,8 +187,10 @@ function suite(make: () => Backend): void {
       await backend.createWithPondLease()
       const ledger = await open()
       expect(await ledger.takePondLease('p@1', 'new-worker', 60_000)).toBeUndefined()
+      expect(await ledger.pondLeaseHeld('p@1')).toBe(true)
       expect(await ledger.renewPondLease('p@1', 't-old', 60_000)).toBe(true)
       await ledger.releasePondLease('p@1', 't-old')
+      expect(await ledger.pondLeaseHeld('p@1')).toBe(false)
       expect(await ledger.takePondLease('p@1', 'new-worker', 60_000)).toEqual(expect.any(String))
     })
   })

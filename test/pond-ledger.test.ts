@@ -402,8 +402,11 @@ function pondLedger(backend: Backend): void {
     it('keeps a pond to its holder while the lease lives, and takes one pond at a time', async () => {
       const a = await open()
       const b = await open()
+      expect(await b.pondLeaseHeld('p@1')).toBe(false)
       const token = await a.takePondLease('p@1', 'A', 60_000)
       expect(token).toEqual(expect.any(String))
+      // Another process sees the pond held (what `pond status` calls running).
+      expect(await b.pondLeaseHeld('p@1')).toBe(true)
       expect(await b.takePondLease('p@1', 'B', 60_000)).toBeUndefined()
       // A token holds the pond, not a worker: the same worker asking again is refused too.
       expect(await a.takePondLease('p@1', 'A', 60_000)).toBeUndefined()
@@ -421,6 +424,8 @@ function pondLedger(backend: Backend): void {
       const b = await open()
       const stale = (await a.takePondLease('p@1', 'A', 1))!
       expect(stale).toEqual(expect.any(String))
+      // Lapsed: no longer held, though its row is still there until someone takes it.
+      await expect.poll(() => b.pondLeaseHeld('p@1'), { timeout: 10_000, interval: 5 }).toBe(false)
       const fresh = await takeOnceExpired(() => b.takePondLease('p@1', 'B', 60_000))
       expect(fresh).not.toBe(stale)
 

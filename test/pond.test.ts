@@ -32,6 +32,8 @@ interface Options {
   readonly baseOptions?: string
   /** base's attempts. */
   readonly attempts?: number
+  /** base's version. */
+  readonly baseVersion?: string
 }
 
 const BASE = "sql`SELECT day, sum(amount) AS total, count(*) AS orders FROM orders GROUP BY day`"
@@ -53,7 +55,7 @@ export default defineConfig({
     columns: { day: 'date', amount: 'float' },
   }],
   plugins: [
-    pond({ name: 'base', version: '1.0.0', ${options.attempts === undefined ? '' : `attempts: ${options.attempts},`} sources: { orders: '^1' }, ripples: { daily: ${options.baseOptions === undefined ? options.base ?? BASE : `{ sql: ${options.base ?? BASE}, ${options.baseOptions} }`} } }),
+    pond({ name: 'base', version: '${options.baseVersion ?? '1.0.0'}', ${options.attempts === undefined ? '' : `attempts: ${options.attempts},`} sources: { orders: '^1' }, ripples: { daily: ${options.baseOptions === undefined ? options.base ?? BASE : `{ sql: ${options.base ?? BASE}, ${options.baseOptions} }`} } }),
     pond({ name: 'left', version: '1.0.0', sources: { base: '^1' }, ripples: { busy: sql\`SELECT day, total FROM base.daily WHERE orders > 1\` } }),
     pond({ name: 'right', version: '1.0.0', sources: { base: '^1' }, ripples: { big: { run: async (db, ctx) => { ${options.right ?? ''} return 'SELECT day, total FROM base.daily WHERE total >= 10' } } } }),
     pond({ name: 'top', version: '1.0.0', sources: { left: '^1', right: '^1' }, ripples: {
@@ -253,6 +255,19 @@ describe('ponds', () => {
     }
   })
 
+  it('a redeployed version runs again and keeps the history of the one before', async () => {
+    const ws = project()
+    await load(ws)
+    expect((await pulse(ws, 'base')).code).toBe(0)
+    ws.write('filedge.config.ts', config({ baseVersion: '1.1.0' }))
+    const redeployed = await pulse(ws, 'base')
+    expect(redeployed.ponds.map((pond) => [pond.pond, pond.outcome])).toEqual([['base@1', 'succeeded']])
+    const events = (await history(ws, 'base')) as unknown as { version: string; event: string }[]
+    expect(events.filter((event) => event.event === 'pond:succeeded').map((event) => event.version)).toEqual(['1.0.0', '1.1.0'])
+    const status = JSON.parse((await ws.cli(['pond', 'status', '--json'])).stdout) as { pond: string; version: string }[]
+    expect(status.find((row) => row.pond === 'base@1')!.version).toBe('1.1.0')
+  })
+
   it('two majors live side by side, and a source reads the one its range pins', async () => {
     const ws = project({
       extra: `pond({ name: 'base', version: '2.1.0', sources: { orders: '^1' }, ripples: { daily: sql\`SELECT day, sum(amount) * 100 AS cents FROM orders GROUP BY day\` } }),
@@ -290,6 +305,10 @@ describe('ponds', () => {
     await expect.poll(() => ws.exists('hanging'), { timeout: 30_000, interval: 50 }).toBe(true)
     child.kill('SIGKILL')
     await exited
+    // While the killed run's lease lives, right@1 is running; once it lapses, the run was interrupted.
+    const statusOf = async () => (JSON.parse((await ws.cli(['pond', 'status', '--json'])).stdout) as { pond: string; status: string; error: string | null }[]).find((row) => row.pond === 'right@1')!
+    await expect.poll(async () => (await statusOf()).status, { timeout: 30_000, interval: 200 }).toBe('failed')
+    expect((await statusOf()).error).toBe('interrupted: its last run stopped before it finished (its process ended); the next pulse runs it again')
     expect(await table(ws, 'SELECT day::VARCHAR AS day FROM "right@1".big ORDER BY day')).toEqual([{ day: '2024-01-01' }, { day: '2024-01-03' }])
     expect(await table(ws, "SELECT count(*) AS n FROM information_schema.tables WHERE table_name LIKE '%building%'")).toEqual([{ n: 0n }])
     const next = await pulse(ws, 'top')

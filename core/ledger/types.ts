@@ -427,6 +427,10 @@ export interface LedgerStore {
   takePondLease(pond: string, worker: string, ttlMs: number): Promise<string | undefined>
   renewPondLease(pond: string, token: string, ttlMs: number): Promise<boolean>
   releasePondLease(pond: string, token: string): Promise<void>
+  /** Whether a live lease holds the name now (by the store's clock): `leaseHeld('pond:<pond>')` is a pond run in progress somewhere. */
+  leaseHeld(name: string): Promise<boolean>
+  /** Whether a live lease holds the pond now (a run in progress somewhere), by the store's clock. */
+  pondLeaseHeld(pond: string): Promise<boolean>
   /** A source's newest cursor event (its cursor is the event's `to`), or undefined before its first advance. */
   cursorOf(source: string): Promise<CursorEvent | undefined>
   /** A source's cursor events, oldest first; with `limit`, the newest `limit` of them. */

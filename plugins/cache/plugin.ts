@@ -154,8 +154,23 @@ export function cache(options: CachePluginOptions = {}): CachePlugin {
         try {
           const bytes = await store.getStream(key, { verify: true })
           if (bytes === undefined) return undefined
+          // The header and the first batch are read here: rows kept in a format this filedge cannot read are a miss too.
+          const batches = decodeBatches(bytes)
+          const first = await batches.next().catch(async (error: unknown) => {
+            bytes.destroy()
+            await store.delete(key).catch(() => undefined)
+            throw error
+          })
           logger.info(`${file.path}: ${what} read from the cache`)
-          return decodeBatches(bytes)
+          return (async function* () {
+            try {
+              if (first.done !== true) yield first.value
+              yield* batches
+            } finally {
+              // Left unread (a stage's kept output that was not needed): the cache's file is closed.
+              await batches.return(undefined)
+            }
+          })()
         } catch (error) {
           warn(`${file.path}: ${what} could not be read from the cache`, error)
           return undefined

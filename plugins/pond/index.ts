@@ -218,15 +218,17 @@ export async function openPonds(config: ResolvedConfig, options: { readonly ledg
         const pond = catchment.ponds.get(key)!
         const event = latest.get(key)
         const success = await ledger.lastPondSuccess(key)
-        const status = event === undefined ? 'idle' : event.event === 'pond:failed' ? 'failed' : event.event === 'pond:blocked' ? 'blocked' : event.event === 'pond:started' ? 'running' : 'idle'
+        // A run started and never finished is running only while its lease lives: a process killed mid-run left it interrupted.
+        const interrupted = event?.event === 'pond:started' && !(await ledger.pondLeaseHeld(key))
+        const status = event === undefined ? 'idle' : event.event === 'pond:failed' || interrupted ? 'failed' : event.event === 'pond:blocked' ? 'blocked' : event.event === 'pond:started' ? 'running' : 'idle'
         rows.push({
           pond: key,
           version: pond.versionText,
           status,
           lastRun: event?.at ?? null,
-          lastOutcome: event?.event.slice('pond:'.length) ?? null,
+          lastOutcome: interrupted ? 'interrupted' : (event?.event.slice('pond:'.length) ?? null),
           freshness: success?.freshness ?? null,
-          error: event?.error ?? null,
+          error: interrupted ? 'interrupted: its last run stopped before it finished (its process ended); the next pulse runs it again' : (event?.error ?? null),
         })
       }
       return rows

@@ -14,7 +14,7 @@ import { committedFiles, eventsOf, failedFiles, findFiles } from './sql/find.js'
 import { heartbeat, holds } from './sql/heartbeat.js'
 import { lastPondSuccess, pondEvents, pondOutcomes, recordPond } from './sql/pond.js'
 import { advanceCursor, cursorEvents, cursorOf } from './sql/cursor.js'
-import { releaseLease, renewLease, takeLease } from './sql/lease.js'
+import { leaseHeld, releaseLease, renewLease, takeLease } from './sql/lease.js'
 import { release } from './sql/release.js'
 import { settledStats } from './sql/stats.js'
 import { requeue } from './sql/requeue.js'
@@ -208,6 +208,8 @@ export async function openPostgresLedger(url: string, options: PostgresLedgerOpt
     takePondLease: (pond, worker, ttlMs) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => takeLease(tx, t, `pond:${pond}`, worker, ttlMs, at())),
     renewPondLease: (pond, token, ttlMs) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => renewLease(tx, t, `pond:${pond}`, token, ttlMs, at())),
     releasePondLease: (pond, token) => releaseLease(pool, t, `pond:${pond}`, token),
+    leaseHeld: (name) => leaseHeld(pool, t, name, at()),
+    pondLeaseHeld: (pond) => leaseHeld(pool, t, `pond:${pond}`, at()),
     cursorOf: (source) => cursorOf(pool, t, source),
     cursorEvents: (source, limit) => cursorEvents(pool, t, source, limit),
     advanceCursor: (input) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => advanceCursor(tx, t, input, at())),

@@ -12,7 +12,7 @@ import { committedFiles, eventsOf, failedFiles, findFiles, pathsOf } from './sql
 import { heartbeat, holds } from './sql/heartbeat.js'
 import { lastPondSuccess, pondEvents, pondOutcomes, recordPond } from './sql/pond.js'
 import { advanceCursor, cursorEvents, cursorOf } from './sql/cursor.js'
-import { releaseLease, renewLease, takeLease } from './sql/lease.js'
+import { leaseHeld, releaseLease, renewLease, takeLease } from './sql/lease.js'
 import { release } from './sql/release.js'
 import { settledStats } from './sql/stats.js'
 import { requeue } from './sql/requeue.js'
@@ -189,6 +189,8 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
     takePondLease: async (pond, worker, ttlMs) => takeLease(ledger, `pond:${pond}`, worker, ttlMs, now()),
     renewPondLease: async (pond, token, ttlMs) => renewLease(ledger, `pond:${pond}`, token, ttlMs, now()),
     releasePondLease: async (pond, token) => releaseLease(ledger, `pond:${pond}`, token),
+    leaseHeld: async (name) => leaseHeld(ledger, name, now()),
+    pondLeaseHeld: async (pond) => leaseHeld(ledger, `pond:${pond}`, now()),
     cursorOf: async (source) => cursorOf(ledger, source),
     cursorEvents: async (source, limit) => cursorEvents(ledger, source, limit),
     advanceCursor: async (input) => advanceCursorTx(ledger, input, now()),

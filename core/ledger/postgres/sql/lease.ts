@@ -50,6 +50,12 @@ export async function releaseLease(db: Queryable, t: Tables, name: string, token
   await db.query(`DELETE FROM ${t.leases} WHERE name = $1 AND token = $2`, [name, token])
 }
 
+/** leaseHeld: a lease on the name that has not expired, by the database's clock. */
+export async function leaseHeld(db: Queryable, t: Tables, name: string, at: string | null): Promise<boolean> {
+  const result = await db.query(`SELECT 1 FROM ${t.leases} WHERE name = $2 AND expires_at >= ${nowSql('$1')}`, [at, name])
+  return (result.rowCount ?? 0) > 0
+}
+
 /**
  * lockLease: true while `token` is the lease's current token, and then the
  * row stays locked until the caller's transaction ends, so no taker can

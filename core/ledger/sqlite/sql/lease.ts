@@ -46,6 +46,11 @@ export function releaseLease(ledger: LedgerDb, name: string, token: string): voi
   ledger.statement('DELETE FROM leases WHERE name = ? AND token = ?').run(name, token)
 }
 
+/** leaseHeld: a lease on the name that has not expired. */
+export function leaseHeld(ledger: LedgerDb, name: string, now: number): boolean {
+  return ledger.statement('SELECT 1 FROM leases WHERE name = ? AND expires_at >= ?').get(name, now) !== undefined
+}
+
 /** True while `token` is the current token of the lease `name` (expired or not: fencing is by token, see renewLease). */
 export function holdsLease(ledger: LedgerDb, name: string, token: string): boolean {
   return ledger.statement('SELECT 1 FROM leases WHERE name = ? AND token = ?').get(name, token) !== undefined

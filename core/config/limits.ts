@@ -79,6 +79,14 @@ export function formatBytes(bytes: number): string {
   return `${formatCount(bytes)} bytes`
 }
 
+/** A size measured, not configured: `1.2 GiB`, `517 bytes`. */
+export function formatApprox(bytes: number): string {
+  for (const [unit, size] of [['GiB', GI], ['MiB', MI], ['KiB', KI]] as const) {
+    if (bytes >= size) return `${(bytes / size).toFixed(1)} ${unit}`
+  }
+  return `${bytes} bytes`
+}
+
 /** `67108864` → `67,108,864`. */
 export function formatCount(count: number): string {
   return count.toLocaleString('en-US')

@@ -13,7 +13,7 @@ import { orderPlugins } from '../plugin.js'
 import { toRelative } from '../source/local.js'
 import { hashFile } from '../source/hash.js'
 import { openLocalFile } from '../source/open.js'
-import { NumberText, type RawRows } from '../rows.js'
+import { NumberText, UnreadableValue, type RawRows } from '../rows.js'
 import { runStages } from '../stages/run.js'
 import { cdcRowCheck } from '../write-modes/cdc.js'
 import { workerId } from './worker.js'
@@ -57,8 +57,8 @@ export async function formatHooks(config: ResolvedConfig): Promise<Hooks> {
 }
 
 function failureOf(error: FiledgeError): ValidationFailure {
-  // A number kept as written (JSON, Parquet) is reported as written.
-  const value = error.value instanceof NumberText ? error.value.text : error.value
+  // A number kept as written (JSON, Parquet) is reported as written, an Excel error cell as it shows (#N/A).
+  const value = error.value instanceof NumberText || error.value instanceof UnreadableValue ? error.value.text : error.value
   return { code: error.code, message: capMessage(error.message), line: error.line, column: error.column, value }
 }
 
@@ -82,6 +82,7 @@ export async function validateFile(hooks: Hooks, config: ResolvedConfig, pipelin
     else failures.push(failureOf(error))
   }
   const format: ResolvedFormat | undefined = pipeline.format ?? detectFormat(relative)
+  let release: (() => void) | undefined
   try {
     if (format === undefined) throw fileInvalid(relative, "cannot tell the format from the file's extension; set `format` on the pipeline")
     const { hash, size } = await hashFile(absPath)
@@ -90,6 +91,7 @@ export async function validateFile(hooks: Hooks, config: ResolvedConfig, pipelin
     const raw = await hooks.load.promise({ pipeline, file, format, open: () => openLocalFile(absPath, file, { limits: pipeline.limits }), signal: new AbortController().signal, validating: true })
     if (raw === undefined) throw fileInvalid(relative, `no plugin loads "${format.type}" files`)
     if ('replayed' in raw) throw new FiledgeError('INTERNAL', `${relative}: a plugin replayed rows for validate, which must read the file`)
+    release = () => raw.close?.()
     const counted: RawRows = {
       ...raw,
       batches: (async function* () {
@@ -122,6 +124,8 @@ export async function validateFile(hooks: Hooks, config: ResolvedConfig, pipelin
   } catch (error) {
     stopped = true
     add(isFiledgeError(error) ? error : new FiledgeError('FILE_INVALID', `${relative}: ${describeError(error)}`, { file: relative, cause: error }))
+  } finally {
+    release?.()
   }
   return { path: relative, pipeline: pipeline.name, format: format?.type, rows: records, failedRows: records - good, failures, more, stopped }
 }

@@ -43,12 +43,21 @@ export const csvFormatSchema = z.strictObject({
 export const jsonFormatSchema = z.strictObject({ type: z.enum(['ndjson', 'json']) })
 export const parquetFormatSchema = z.strictObject({ type: z.literal('parquet') })
 
+const position = (what: string) => z.number().int(`expected a whole number of ${what}`).min(1, `expected 1 or more ${what}`)
+
+export const xlsxFormatSchema = z.strictObject({
+  type: z.literal('xlsx'),
+  sheet: z.union([z.string().min(1, 'expected a sheet name or its 1-based position'), position('tabs (the first tab is 1)')]).optional(),
+  header: position('rows (the first row is 1)').optional(),
+})
+
 /** Option schemas of the built-in formats, by type. */
 export const BUILTIN_FORMAT_SCHEMAS = {
   csv: csvFormatSchema,
   ndjson: jsonFormatSchema,
   json: jsonFormatSchema,
   parquet: parquetFormatSchema,
+  xlsx: xlsxFormatSchema,
 } as const
 
 const format = z.union([
@@ -107,6 +116,7 @@ export const limitsSchema = z.strictObject({
   gzipRatioGraceBytes: size.optional(),
   parquetMaxFileBytes: size.optional(),
   parquetMaxRowGroupBytes: size.optional(),
+  xlsxMaxSharedStringsBytes: size.optional(),
 })
 const unknownColumns = z.enum(['error', 'ignore'])
 const batchSize = z.number().int().min(1).max(1_000_000)

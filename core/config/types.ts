@@ -50,6 +50,8 @@ export interface LimitsConfig {
   parquetMaxFileBytes?: Size
   /** One Parquet row group once decoded, estimated from its page headers before decoding. Default `'2GiB'`. */
   parquetMaxRowGroupBytes?: Size
+  /** An Excel workbook's shared strings (`xl/sharedStrings.xml`, uncompressed), held in memory while a sheet loads. Default `'256MiB'`. */
+  xlsxMaxSharedStringsBytes?: Size
 }
 
 export interface ResolvedLimits {
@@ -60,6 +62,7 @@ export interface ResolvedLimits {
   readonly gzipRatioGraceBytes: number
   readonly parquetMaxFileBytes: number
   readonly parquetMaxRowGroupBytes: number
+  readonly xlsxMaxSharedStringsBytes: number
 }
 
 export interface CsvFormatOptions {
@@ -78,7 +81,16 @@ export interface CsvFormatOptions {
   nullValues?: string[]
 }
 
-export type FormatOptions = CsvFormatOptions | ({ type: string } & Record<string, unknown>)
+/** An Excel workbook (`.xlsx`): one sheet of it, read as a table under a header row. */
+export interface XlsxFormatOptions {
+  type: 'xlsx'
+  /** The sheet's name, or its 1-based position among the workbook's tabs (hidden ones count). Default 1: the first tab. */
+  sheet?: string | number
+  /** The 1-based row that names the fields; rows above it are skipped. Default 1. */
+  header?: number
+}
+
+export type FormatOptions = CsvFormatOptions | XlsxFormatOptions | ({ type: string } & Record<string, unknown>)
 export type FormatInput = string | FormatOptions
 
 export interface SourceConfig {

@@ -14,6 +14,7 @@ export const BUILTIN_FORMATS: Readonly<Record<string, FormatInfo>> = Object.free
   ndjson: { extensions: ['.ndjson', '.jsonl'] },
   json: { extensions: ['.json'] },
   parquet: { extensions: ['.parquet'] },
+  xlsx: { extensions: ['.xlsx'] },
 })
 
 /** Named shorthands: `format: 'tsv'` is CSV with a tab delimiter. */

@@ -8,6 +8,7 @@ import { FiledgeError, configInvalid, describeError, isFiledgeError } from '../e
 import { csvFormat } from '../formats/csv.js'
 import { jsonFormats } from '../formats/json.js'
 import { parquetFormat } from '../formats/parquet.js'
+import { xlsxFormat } from '../formats/xlsx.js'
 import { createHooks, type Hooks, type RunSummary } from '../hooks.js'
 import { ledgerPlugin } from '../ledger/plugin.js'
 import { openLedger } from '../ledger/open.js'
@@ -76,7 +77,7 @@ export async function createFiledge(options: RunOptions): Promise<Filedge> {
   const ledger = options.ledger ?? (await openLedger(config))
   const hooks = createHooks()
   const worker = workerId()
-  const builtins = [...sourcePlugins(pipelines), statCachePlugin(ledger), ledgerPlugin(ledger, config), csvFormat(), jsonFormats(), parquetFormat(), stagesPlugin(), ...destinationPlugins(pipelines)].filter(
+  const builtins = [...sourcePlugins(pipelines), statCachePlugin(ledger), ledgerPlugin(ledger, config), csvFormat(), jsonFormats(), parquetFormat(), xlsxFormat(), stagesPlugin(), ...destinationPlugins(pipelines)].filter(
     (plugin) => !config.disabledBuiltins.includes(plugin.name),
   )
   const plugins = [...orderPlugins(config.plugins, builtins), ...(options.plugins ?? [])]

@@ -6,6 +6,7 @@ import { FiledgeError, capMessage, describeError, fileInvalid, isFiledgeError } 
 import { csvFormat } from '../formats/csv.js'
 import { jsonFormats } from '../formats/json.js'
 import { parquetFormat } from '../formats/parquet.js'
+import { xlsxFormat } from '../formats/xlsx.js'
 import { detectFormat } from '../formats/registry.js'
 import { createHooks, type Hooks } from '../hooks.js'
 import { createLogger } from '../logger.js'
@@ -50,7 +51,7 @@ export interface FileValidation {
 export async function formatHooks(config: ResolvedConfig): Promise<Hooks> {
   const hooks = createHooks()
   const worker = workerId()
-  for (const plugin of orderPlugins(config.plugins, [csvFormat(), jsonFormats(), parquetFormat()])) {
+  for (const plugin of orderPlugins(config.plugins, [csvFormat(), jsonFormats(), parquetFormat(), xlsxFormat()])) {
     await plugin.apply({ hooks, config, worker, logger: createLogger((entry) => hooks.log.call(entry), plugin.name) })
   }
   return hooks

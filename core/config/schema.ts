@@ -51,6 +51,38 @@ export const xlsxFormatSchema = z.strictObject({
   header: position('rows (the first row is 1)').optional(),
 })
 
+function isEncoding(label: string): boolean {
+  try {
+    new TextDecoder(label)
+    return true
+  } catch {
+    return false
+  }
+}
+
+export const fixedFieldSchema = z.strictObject({
+  name: z.string().min(1),
+  start: position('characters (the first character of a line is 1)'),
+  width: position('characters'),
+})
+
+export const fixedFormatSchema = z
+  .strictObject({
+    type: z.literal('fixed'),
+    layout: z.array(fixedFieldSchema).min(1, 'expected at least one field: [{ name, start, width }]'),
+    // Checked here, not when the first file arrives: a typo in the label is a config error.
+    encoding: z.string().refine(isEncoding, 'expected an encoding label: utf-8, latin1 (= windows-1252), utf-16le, …').optional(),
+    header: z.boolean().optional(),
+  })
+  .superRefine((format, ctx) => {
+    const seen = new Map<string, number>()
+    format.layout.forEach((field, index) => {
+      const first = seen.get(field.name)
+      if (first !== undefined) ctx.addIssue({ code: 'custom', path: ['layout', index, 'name'], message: `"${field.name}" is already the name of layout[${first}]; names must be unique` })
+      else seen.set(field.name, index)
+    })
+  })
+
 /** Option schemas of the built-in formats, by type. */
 export const BUILTIN_FORMAT_SCHEMAS = {
   csv: csvFormatSchema,
@@ -58,6 +90,7 @@ export const BUILTIN_FORMAT_SCHEMAS = {
   json: jsonFormatSchema,
   parquet: parquetFormatSchema,
   xlsx: xlsxFormatSchema,
+  fixed: fixedFormatSchema,
 } as const
 
 const format = z.union([

@@ -90,7 +90,27 @@ export interface XlsxFormatOptions {
   header?: number
 }
 
-export type FormatOptions = CsvFormatOptions | XlsxFormatOptions | ({ type: string } & Record<string, unknown>)
+/** One field of a fixed-width line. */
+export interface FixedField {
+  /** The field's name, as a column's `source` refers to it. */
+  name: string
+  /** 1-based position of its first character, as layouts print it (`31` for a field in columns 31–40). */
+  start: number
+  /** Characters it spans (Unicode code points, not bytes). */
+  width: number
+}
+
+/** Fixed-width text: every line holds its fields at the same character positions. */
+export interface FixedFormatOptions {
+  type: 'fixed'
+  layout: FixedField[]
+  /** Any WHATWG encoding label: `utf-8` (default), `latin1`, `utf-16le`… */
+  encoding?: string
+  /** `true`: the first line is a header (not read as data; the layout names the fields). Default false. */
+  header?: boolean
+}
+
+export type FormatOptions = CsvFormatOptions | XlsxFormatOptions | FixedFormatOptions | ({ type: string } & Record<string, unknown>)
 export type FormatInput = string | FormatOptions
 
 export interface SourceConfig {

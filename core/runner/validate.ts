@@ -4,6 +4,7 @@ import type { ResolvedConfig, ResolvedFormat, ResolvedPipeline } from '../config
 import type { FileRef } from '../destination.js'
 import { FiledgeError, capMessage, describeError, fileInvalid, isFiledgeError } from '../errors.js'
 import { csvFormat } from '../formats/csv.js'
+import { fixedFormat } from '../formats/fixed.js'
 import { jsonFormats } from '../formats/json.js'
 import { parquetFormat } from '../formats/parquet.js'
 import { xlsxFormat } from '../formats/xlsx.js'
@@ -51,7 +52,7 @@ export interface FileValidation {
 export async function formatHooks(config: ResolvedConfig): Promise<Hooks> {
   const hooks = createHooks()
   const worker = workerId()
-  for (const plugin of orderPlugins(config.plugins, [csvFormat(), jsonFormats(), parquetFormat(), xlsxFormat()])) {
+  for (const plugin of orderPlugins(config.plugins, [csvFormat(), fixedFormat(), jsonFormats(), parquetFormat(), xlsxFormat()])) {
     await plugin.apply({ hooks, config, worker, logger: createLogger((entry) => hooks.log.call(entry), plugin.name) })
   }
   return hooks

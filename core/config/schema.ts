@@ -43,7 +43,7 @@ export const csvFormatSchema = z.strictObject({
 export const jsonFormatSchema = z.strictObject({ type: z.enum(['ndjson', 'json']) })
 export const parquetFormatSchema = z.strictObject({ type: z.literal('parquet') })
 
-const position = (what: string) => z.number().int(`expected a whole number of ${what}`).min(1, `expected 1 or more ${what}`)
+const position = (what: string) => z.number().refine(Number.isInteger, `expected a whole number of ${what}`).min(1, `expected 1 or more ${what}`)
 
 export const xlsxFormatSchema = z.strictObject({
   type: z.literal('xlsx'),

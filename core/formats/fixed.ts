@@ -76,8 +76,8 @@ export function readFixed(request: LoadRequest): RawRows {
   async function* batches(): AsyncGenerator<RawBatch> {
     const decoder = new TextDecoder(encoding, { fatal: true })
     let line = 0
-    let records: unknown[][] = []
-    let lines: number[] = []
+    const records: unknown[][] = []
+    const lines: number[] = []
     // The current chunk holds characters outside the BMP (surrogate pairs) or NULs: its lines need the slow checks.
     let wide = false
     let nul = false
@@ -157,20 +157,16 @@ export function readFixed(request: LoadRequest): RawRows {
       try {
         for await (const chunk of stream as AsyncIterable<Buffer>) {
           feed(decode(chunk))
-          if (records.length >= batchSize) {
-            yield* slices(records, lines, batchSize)
-            records = []
-            lines = []
-          }
+          while (records.length >= batchSize) yield { records: records.splice(0, batchSize), lines: lines.splice(0, batchSize) }
         }
         feed(decode(undefined))
         if (!pending.empty) take(pending.take(''), true)
       } catch (error) {
         // The lines before a bad one are good: hand them on first (validate checks them too), then fail.
-        yield* slices(records, lines, batchSize)
+        while (records.length > 0) yield { records: records.splice(0, batchSize), lines: lines.splice(0, batchSize) }
         throw error
       }
-      yield* slices(records, lines, batchSize)
+      while (records.length > 0) yield { records: records.splice(0, batchSize), lines: lines.splice(0, batchSize) }
     } catch (error) {
       if (isFiledgeError(error)) throw error
       throw new FiledgeError('FILE_INVALID', `${file}: ${(error as Error).message}`, { file, cause: error })
@@ -181,16 +177,6 @@ export function readFixed(request: LoadRequest): RawRows {
 
   // The layout names the fields; a header line, if any, is skipped, not read.
   return { fields: layout.map((field) => field.name), batches: batches() }
-}
-
-function* slices(records: unknown[][], lines: number[], size: number): Generator<RawBatch> {
-  if (records.length <= size) {
-    if (records.length > 0) yield { records, lines }
-    return
-  }
-  for (let start = 0; start < records.length; start += size) {
-    yield { records: records.slice(start, start + size), lines: lines.slice(start, start + size) }
-  }
 }
 
 /** The built-in fixed-width format. */

@@ -87,7 +87,7 @@ export async function openPackage(bytes: Readable | string, file: string, limits
   } catch (error) {
     await release()
     if (isFiledgeError(error)) throw error
-    throw fileInvalid(file, `not a readable .xlsx workbook: ${(error as Error).message} (a truncated or damaged file?)`)
+    throw fileInvalid(file, `not a readable .xlsx workbook (${(error as Error).message})`)
   }
   const close = () => {
     zip.close()
@@ -101,7 +101,7 @@ export async function openPackage(bytes: Readable | string, file: string, limits
   } catch (error) {
     close()
     if (isFiledgeError(error)) throw error
-    throw fileInvalid(file, `not a readable .xlsx workbook: ${(error as Error).message} (a truncated or damaged file?)`)
+    throw fileInvalid(file, `not a readable .xlsx workbook (${(error as Error).message})`)
   }
   const entry = (name: string) => {
     const found = parts.get(name.toLowerCase())

@@ -8,6 +8,7 @@ import { builtinKind, DATE, DATE_TIME, formatKind, NUMBER, serialToText, TIME, t
 import { nativeCsvUnsupported } from '../plugins/duckdb/native-csv.js'
 import type { WriteJob } from '../core/index.js'
 import { readDuckdb } from './helpers/duckdb.js'
+import { workbook, zip } from './helpers/xlsx-zip.mjs'
 import { workspace, type Workspace } from './helpers/workspace.js'
 
 let ws: Workspace | undefined
@@ -124,6 +125,8 @@ describe('Excel workbooks', () => {
     await writeBook(ws.file('incoming/shared.xlsx'), (book) => orders(book))
     await writeBook(ws.file('incoming/1904.xlsx'), (book) => orders(book), true)
     await streamBook(ws.file('incoming/inline.xlsx'), (book) => orders(book))
+    // The owner file Excel writes beside a workbook it has open: not a workbook, never listed.
+    ws.write('incoming/~$shared.xlsx', Buffer.concat([Buffer.from([5]), Buffer.from('Ann Owner'), Buffer.alloc(150)]))
     // The 1904 system is the workbook's, and its serials are 1,462 days smaller: the same dates come out.
     expect(await part(ws.file('incoming/1904.xlsx'), 'xl/workbook.xml')).toContain('date1904="1"')
     expect(await part(ws.file('incoming/1904.xlsx'), 'xl/worksheets/sheet2.xml')).toContain('<v>43951</v>')
@@ -208,6 +211,28 @@ describe('Excel workbooks', () => {
       { id: 1, name: 'a', row: 1 },
       { id: 2, name: 'b', row: 2 },
     ])
+  })
+
+  it('reads what other writers write: namespace prefixes, text runs and phonetic guides, _xHHHH_ escapes, cells without references, gaps between rows', async () => {
+    const main = 'http://schemas.openxmlformats.org/spreadsheetml/2006/main'
+    const text = (value: string) => `<x:c t="inlineStr"><x:is>${value}</x:is></x:c>`
+    const sheet = `<?xml version="1.0" encoding="UTF-8"?><x:worksheet xmlns:x="${main}"><x:sheetData>
+<x:row r="1">${text('<x:t>id</x:t>')}${text('<x:r><x:t>na</x:t></x:r><x:r><x:rPr><x:b/></x:rPr><x:t>me</x:t></x:r>')}</x:row>
+<x:row><x:c><x:v>1</x:v></x:c>${text('<x:t>東京</x:t><x:rPh sb="0" eb="2"><x:t>トウキョウ</x:t></x:rPh>')}</x:row>
+<x:row r="7"><x:c r="A7"><x:v>2</x:v></x:c>${text('<x:t xml:space="preserve"> a_x000D_b _x005F_x000D_ </x:t>')}</x:row>
+</x:sheetData></x:worksheet>`
+    ws = workspace({ 'filedge.config.ts': config("source: 'incoming', columns: { id: 'integer', name: 'string' },") })
+    ws.write('incoming/other.xlsx', zip(workbook({ text: sheet })))
+    const result = await ws.cli(['--reporter', 'simple'])
+    expect(result.stderr).toBe('')
+    expect(result.code).toBe(0)
+    expect(ws.query('warehouse.db', 'SELECT id, name, _source_row_number AS row FROM orders ORDER BY row')).toEqual([
+      { id: 1, name: '東京', row: 1 },
+      { id: 2, name: ' a\rb _x000D_ ', row: 2 },
+    ])
+    // Row 7 is line 7: the gap is kept in messages.
+    ws.write('incoming/other.xlsx', zip(workbook({ text: sheet.replace('<x:v>2</x:v>', '<x:v>2.5</x:v>') })))
+    expect((await ws.cli(['validate', 'incoming/other.xlsx'])).stdout).toContain('incoming/other.xlsx:7 column id: 2.5 is not an integer')
   })
 
   it('inspect proposes columns for a sheet, and notes error cells instead of typing their column as string', async () => {

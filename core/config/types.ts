@@ -118,7 +118,7 @@ export interface SourceConfig {
   dir: string
   /** Glob patterns relative to `dir`. Default: every file of a format filedge knows. */
   include?: string[]
-  /** Glob patterns to skip, on top of the defaults (dotfiles, `*.tmp`, `*.part`, `*.crdownload`). */
+  /** Glob patterns to skip, on top of the defaults (dotfiles, `*.tmp`, `*.part`, `*.crdownload`, Office's `~$` owner files). */
   exclude?: string[]
   /**
    * For producers that signal completion with a marker file: a data file is

@@ -1,15 +1,20 @@
 import { randomBytes } from 'node:crypto'
-import { mkdirSync, readFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync } from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
+import { Readable } from 'node:stream'
 import ExcelJS from 'exceljs'
 import { afterEach, describe, expect, it } from 'vitest'
 import yauzl from 'yauzl'
+import { DEFAULT_LIMITS } from '../core/config/limits.js'
+import { loadXlsx } from '../core/formats/xlsx.js'
 import { builtinKind, DATE, DATE_TIME, formatKind, NUMBER, serialToText, TIME, type NumberKind } from '../core/formats/xlsx-dates.js'
 import { nativeCsvUnsupported } from '../plugins/duckdb/native-csv.js'
+import type { LoadRequest } from '../core/hooks.js'
 import type { WriteJob } from '../core/index.js'
 import { readDuckdb } from './helpers/duckdb.js'
 import { workbook, zip } from './helpers/xlsx-zip.mjs'
-import { workspace, type Workspace } from './helpers/workspace.js'
+import { waitFor, workspace, type Workspace } from './helpers/workspace.js'
 
 let ws: Workspace | undefined
 afterEach(() => ws?.remove())
@@ -329,6 +334,28 @@ columns: {
     expect(result.stderr).toBe('')
     expect(result.code).toBe(0)
     expect(ws.query('warehouse.db', 'SELECT count(*) AS n, max(id) AS last FROM orders')).toEqual([{ n: 30_000, last: 30_000 }])
+  })
+
+  it.skipIf(process.platform !== 'linux')('lets go of a large workbook when its rows are never read: its temporary copy is gone at once, its descriptors once closed', async () => {
+    const descriptors = () => readdirSync('/proc/self/fd').length
+    const copies = () => readdirSync(os.tmpdir()).filter((name) => name.startsWith(`filedge-xlsx-${process.pid}-`))
+    // Incompressible bytes in a part of their own put the workbook over the 8 MiB kept in memory.
+    const bytes = zip([...workbook({ text: '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData><row><c t="inlineStr"><is><t>id</t></is></c></row></sheetData></worksheet>' }), { name: 'xl/media/noise.txt', text: randomBytes(9 * 2 ** 20).toString('base64') }])
+    expect(bytes.length).toBeGreaterThan(8 * 2 ** 20)
+    const before = descriptors()
+    const request = {
+      pipeline: { batchSize: 100, limits: DEFAULT_LIMITS, unknownColumns: 'error' },
+      file: { path: 'big.xlsx' },
+      format: { type: 'xlsx', options: {} },
+      open: () => Readable.from([bytes]),
+    } as unknown as LoadRequest
+    const raw = await loadXlsx(request)
+    expect(raw.fields).toEqual(['id'])
+    expect(copies()).toEqual([])
+    expect(descriptors()).toBeGreaterThan(before)
+    // A header that fails coercion leaves the batches unread: the core calls close.
+    raw.close!()
+    await waitFor(() => descriptors() === before, 5_000, 'the workbook to be closed')
   })
 
   it('takes the JS path into DuckDB, never the native CSV reader, for Excel and fixed-width files', async () => {

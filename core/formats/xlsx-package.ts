@@ -2,10 +2,10 @@ import { randomUUID } from 'node:crypto'
 import { open as openFile, unlink, type FileHandle } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import type { Readable } from 'node:stream'
+import { Readable } from 'node:stream'
 import type { TextDecoder as Decoder } from 'node:util'
 import type { SaxesParser } from 'saxes'
-import type { Entry, ZipFile } from 'yauzl'
+import type { Entry, RandomAccessReader, ZipFile } from 'yauzl'
 import { formatApprox, formatCount, overLimit } from '../config/limits.js'
 import type { ResolvedLimits } from '../config/types.js'
 import { fileInvalid, isFiledgeError } from '../errors.js'
@@ -81,7 +81,7 @@ export async function openPackage(bytes: Readable | string, file: string, limits
         zip = await yauzl.fromBufferPromise(kept)
       } else {
         release = kept.release
-        zip = await yauzl.fromFdPromise(kept.handle.fd, { autoClose: false })
+        zip = await yauzl.fromRandomAccessReaderPromise(handleReader(yauzl, kept.handle), kept.size, { autoClose: false })
       }
     }
   } catch (error) {
@@ -130,14 +130,55 @@ export async function openPackage(bytes: Readable | string, file: string, limits
 
 interface Spooled {
   readonly handle: FileHandle
+  readonly size: number
   release(): Promise<void>
+}
+
+/**
+ * The spooled file as yauzl reads it, through our handle, which only
+ * `release` closes. Not yauzl's fromFd: its reader closes the descriptor
+ * when the zip closes, and the handle would then close it a second time, by
+ * then perhaps another file's. Nor the handle's createReadStream: destroying
+ * one (yauzl does, for a part read no further) closes the handle, whatever
+ * autoClose says.
+ */
+function handleReader(yauzl: typeof import('yauzl'), handle: FileHandle): RandomAccessReader {
+  class HandleReader extends yauzl.RandomAccessReader {
+    override _readStreamForRange(start: number, end: number): Readable {
+      let position = start
+      return new Readable({
+        highWaterMark: 64 * 1024,
+        read(size) {
+          const length = Math.min(size, end - position)
+          if (length <= 0) return void this.push(null)
+          handle.read(Buffer.allocUnsafe(length), 0, length, position).then(
+            ({ bytesRead, buffer }) => {
+              if (bytesRead === 0) return this.destroy(new Error('unexpected end of the file'))
+              position += bytesRead
+              this.push(buffer.subarray(0, bytesRead))
+            },
+            (error: Error) => this.destroy(error),
+          )
+        },
+      })
+    }
+
+    override read(buffer: Buffer, offset: number, length: number, position: number, callback: (error: Error | null, bytesRead?: number) => void): void {
+      handle.read(buffer, offset, length, position).then(({ bytesRead }) => callback(null, bytesRead), callback)
+    }
+
+    override close(callback: (error: Error | null) => void): void {
+      callback(null)
+    }
+  }
+  return new HandleReader()
 }
 
 /** The stream's bytes: in memory while small, else in a private temporary file. */
 async function keep(stream: Readable, file: string): Promise<Buffer | Spooled | undefined> {
   const chunks: Buffer[] = []
   let size = 0
-  let spooled: Spooled | undefined
+  let spooled: Omit<Spooled, 'size'> | undefined
   try {
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       if (size === 0 && chunk.length >= OLE2.length && chunk.subarray(0, OLE2.length).equals(OLE2)) {
@@ -159,12 +200,12 @@ async function keep(stream: Readable, file: string): Promise<Buffer | Spooled | 
     await spooled?.release()
     throw error
   }
-  if (spooled !== undefined) return spooled
+  if (spooled !== undefined) return { ...spooled, size }
   return size === 0 ? undefined : Buffer.concat(chunks)
 }
 
 /** A file only this process can open, gone from the directory at once where the system allows it (the descriptor keeps it). */
-async function temporaryFile(): Promise<Spooled> {
+async function temporaryFile(): Promise<Omit<Spooled, 'size'>> {
   const at = path.join(os.tmpdir(), `filedge-xlsx-${process.pid}-${randomUUID()}`)
   const handle = await openFile(at, 'wx+', 0o600)
   const unlinked = await unlink(at).then(

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream'
 import { formatCount, overLimit } from '../config/limits.js'
-import { fileInvalid, showValue } from '../errors.js'
+import { fileInvalid, showName, showValue } from '../errors.js'
 import { UnreadableValue } from '../rows.js'
 import { NUMBER, serialToText, type NumberKind } from './xlsx-dates.js'
 import { unescapeText, XmlPart } from './xlsx-package.js'
@@ -167,7 +167,7 @@ export class SheetReader {
   private openRow(reference: string | undefined): void {
     const row = reference === undefined ? this.row + 1 : Number(reference)
     if (!Number.isSafeInteger(row) || row <= this.row) {
-      this.fail(`${this.options.part}: row ${showValue(reference ?? String(row))} comes after row ${this.row} (a damaged sheet?)`)
+      this.fail(`${this.options.part}: row ${showName(reference ?? String(row))} comes after row ${this.row} (a damaged sheet?)`)
     }
     if (!this.headerDone && row > this.options.headerRow) this.finishHeader()
     this.row = row
@@ -189,9 +189,9 @@ export class SheetReader {
       column--
     }
     if (column >= this.options.maxColumns) {
-      this.fail(overLimit(`cell ${showValue(reference ?? cellName(column, this.row))} is past column ${formatCount(this.options.maxColumns)}`, 'maxColumns'))
+      this.fail(overLimit(`cell ${showName(reference ?? cellName(column, this.row))} is past column ${formatCount(this.options.maxColumns)}`, 'maxColumns'))
     }
-    if (column <= this.column) this.fail(`${this.options.part}: cell ${showValue(reference ?? '')} comes after ${cellName(this.column, this.row)} (a damaged sheet?)`)
+    if (column <= this.column) this.fail(`${this.options.part}: cell ${showName(reference ?? '')} comes after ${cellName(this.column, this.row)} (a damaged sheet?)`)
     this.column = column
     this.type = attributes.t ?? 'n'
     this.style = attributes.s === undefined ? 0 : Number(attributes.s)

@@ -9,12 +9,16 @@ import { pickSheet, readSharedStrings, readStyles, readWorkbook } from './xlsx-w
 
 /**
  * Excel workbooks (`.xlsx`), one sheet per pipeline: `{ type: 'xlsx', sheet,
- * header }`. Read with yauzl (zip) and saxes (XML), both streaming and
- * maintained, with no dependencies of their own to speak of: a sheet of any
- * length is read in bounded memory, which the whole-workbook readers
- * (exceljs, SheetJS) do not offer for reading, and no native code is needed.
- * See xlsx-package.ts for how the file is opened, xlsx-sheet.ts for how
- * cells become values.
+ * header }`. Read with yauzl (zip, random access) and saxes (streaming XML),
+ * both maintained, pure JavaScript, with one small dependency each.
+ * Why not a spreadsheet library: SheetJS builds the whole workbook in memory
+ * (and its current releases are no longer on npm); exceljs's streaming
+ * reader unzips front to back, so when the shared strings come after the
+ * sheets (as Excel writes them) it copies every sheet to a temporary file
+ * first, finds sheets by conventional paths rather than relationships, and
+ * brings nine dependencies (it parses with saxes too). exceljs stays a dev
+ * dependency, to write the workbooks tests read. See xlsx-package.ts for
+ * how the file is opened, xlsx-sheet.ts for how cells become values.
  */
 export async function loadXlsx(request: LoadRequest): Promise<RawRows> {
   const file = request.file.path

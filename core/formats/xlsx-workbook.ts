@@ -77,8 +77,9 @@ export async function readWorkbook(pkg: XlsxPackage, file: string, limits: Resol
       })
     },
   })
-  const related = (kind: string) => [...parts.values()].find((relationship) => typeIs(relationship, kind))?.target
-  return { sheets, date1904, styles: related('styles'), sharedStrings: related('sharedStrings') }
+  // Some writers leave these two out of the relationships; their conventional paths are tried then.
+  const related = (kind: string, usual: string) => [...parts.values()].find((relationship) => typeIs(relationship, kind))?.target ?? (pkg.has(usual) ? usual : undefined)
+  return { sheets, date1904, styles: related('styles', 'xl/styles.xml'), sharedStrings: related('sharedStrings', 'xl/sharedStrings.xml') }
 }
 
 /**

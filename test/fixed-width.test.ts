@@ -82,7 +82,7 @@ describe('fixed-width files', () => {
 
   it('counts characters, not bytes, in Latin-1 and UTF-16 files alike', async () => {
     ws = workspace({
-      'filedge.config.ts': config([pipeline('latin', 'latin', ", encoding: 'latin1'"), pipeline('wide', 'wide', ", encoding: 'utf-16le'")]),
+      'filedge.config.ts': config([pipeline('latin', 'latin', ", encoding: 'latin1'"), pipeline('wide', 'wide', ", encoding: 'utf16le'")]),
       'latin/a.txt': Buffer.from(lines('Zoë').slice(1).join('\n'), 'latin1'),
       'wide/a.txt': Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(lines('Zoë🎉').slice(1).join('\n'), 'utf16le')]),
     })

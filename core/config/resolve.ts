@@ -97,6 +97,9 @@ function resolveFormat(input: PipelineConfig['format'], at: string, knownFormats
       problems.push(...formatIssues(parsed.error.issues, knownKeys, at.split('.').flatMap(splitPathSegment)))
       return undefined
     }
+    // As parsed: a schema may spell a value the way the format reads it (a fixed-width encoding's label).
+    const { type: _type, ...options } = parsed.data
+    return { type, options }
   }
   const { type: _type, ...options } = input
   return { type, options }

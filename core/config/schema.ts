@@ -51,6 +51,9 @@ export const xlsxFormatSchema = z.strictObject({
   header: position('rows (the first row is 1)').optional(),
 })
 
+/** Node's names for UTF-16LE (Buffer's `'utf16le'`), which TextDecoder does not know. */
+const NODE_ENCODINGS: Readonly<Record<string, string>> = { utf16le: 'utf-16le', ucs2: 'utf-16le', 'ucs-2': 'utf-16le' }
+
 function isEncoding(label: string): boolean {
   try {
     new TextDecoder(label)
@@ -71,7 +74,11 @@ export const fixedFormatSchema = z
     type: z.literal('fixed'),
     layout: z.array(fixedFieldSchema).min(1, 'expected at least one field: [{ name, start, width }]'),
     // Checked here, not when the first file arrives: a typo in the label is a config error.
-    encoding: z.string().refine(isEncoding, 'expected an encoding label: utf-8, latin1 (= windows-1252), utf-16le, …').optional(),
+    encoding: z
+      .string()
+      .transform((label) => NODE_ENCODINGS[label.toLowerCase()] ?? label)
+      .refine(isEncoding, 'expected an encoding label: utf-8, latin1 (= windows-1252), utf-16le, …')
+      .optional(),
     header: z.boolean().optional(),
   })
   .superRefine((format, ctx) => {

@@ -104,7 +104,7 @@ export interface FixedField {
 export interface FixedFormatOptions {
   type: 'fixed'
   layout: FixedField[]
-  /** Any WHATWG encoding label: `utf-8` (default), `latin1`, `utf-16le`… */
+  /** Any WHATWG encoding label: `utf-8` (default), `latin1` (= windows-1252), `utf-16le` (Node's `utf16le` too)… */
   encoding?: string
   /** `true`: the first line is a header (not read as data; the layout names the fields). Default false. */
   header?: boolean

@@ -136,6 +136,15 @@ export interface LoadRequest {
    * claimed, so a file rewritten after hashing is never committed.
    */
   open(): Readable
+  /**
+   * The claimed bytes in a private file on local disk, when the core has
+   * one: a remote file spooled while it was hashed (never gunzipped).
+   * Nobody else writes it and it holds exactly the claimed bytes, so a
+   * format that needs random access (a zip keeps its index at its end) may
+   * open it instead of copying `open()`. Never the local source's own file:
+   * that one may be rewritten after hashing, which only `open()` catches.
+   */
+  readonly localCopy?: string
   readonly signal: AbortSignal
   /** `filedge validate`: the file itself must be read (no replay). */
   readonly validating?: true

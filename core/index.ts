@@ -11,6 +11,8 @@ export type {
   ColumnType,
   CsvFormatOptions,
   Duration,
+  FixedField,
+  FixedFormatOptions,
   FormatInput,
   FormatOptions,
   LeaseConfig,
@@ -34,6 +36,7 @@ export type {
   UserConfig,
   WriteMode,
   WriteModeName,
+  XlsxFormatOptions,
   TruncateOptions,
   CdcOptions,
   ResolvedWriteMode,
@@ -94,7 +97,7 @@ export type {
 } from './hooks.js'
 export type { Destination, DestinationCapabilities, DestinationContext, FileRef, LoadMarker, LoadQuery, SourceLayout, SqlSession, WriteJob, WriteResult } from './destination.js'
 export { LOAD_MARKER_ADDED_COLUMNS, LOAD_MARKER_COLUMNS, LOAD_MARKER_TABLE, markerValues, truncateMarker } from './load-marker.js'
-export { NumberText, PROVENANCE_COLUMNS, type RawBatch, type RawRows, type RowBatch, type TableColumn, type TableSpec, type Value } from './rows.js'
+export { NumberText, PROVENANCE_COLUMNS, UnreadableValue, type RawBatch, type RawRows, type RowBatch, type TableColumn, type TableSpec, type Value } from './rows.js'
 export { assertNoDrift, diffColumns, type ActualColumn, type DriftCheck } from './drift.js'
 export { createSchemaIfMissing, inTransaction, quoteIdentifier, type SchemaClient, type TransactionClient } from './sql.js'
 export { readClaimedBytes, type ClaimedBytes } from './source/verify.js'

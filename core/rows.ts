@@ -41,6 +41,20 @@ export class NumberText {
   constructor(readonly text: string) {}
 }
 
+/**
+ * A value a format found in the file but cannot hand on as data: an Excel
+ * cell holding an error (`#N/A`), a formula that was never calculated. Every
+ * column type rejects it with `reason`, so it fails its file as
+ * `file:line column name: reason` like any bad value, and `validate` lists
+ * each one. `text` is what the file holds, shown as the failing value.
+ */
+export class UnreadableValue {
+  constructor(
+    readonly text: string,
+    readonly reason: string,
+  ) {}
+}
+
 /** What a format yields: raw field values (strings from CSV, JSON values from JSON formats), not yet coerced. */
 export interface RawBatch {
   readonly records: unknown[][]
@@ -53,6 +67,13 @@ export interface RawRows {
   /** Line of the header, if the format has one (for messages about fields). */
   readonly headerLine?: number
   readonly batches: AsyncIterable<RawBatch>
+  /**
+   * Releases what the format holds for the file beyond its stream (an open
+   * zip, a spooled copy), whether or not `batches` was read to its end: a
+   * generator never started never runs its `finally`. Whoever asked for the
+   * rows calls it once the file is done; calling it twice is harmless.
+   */
+  close?(): void
 }
 
 export interface TableColumn {

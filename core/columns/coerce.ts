@@ -1,7 +1,7 @@
 import type { ColumnType, ResolvedColumn } from '../config/types.js'
 import { FiledgeError, fileInvalid, rowInvalid, showList, showName, showValue } from '../errors.js'
 import { parseJson, stringifyJson } from '../formats/json-value.js'
-import { NumberText, type RawBatch, type RawRows, type RowBatch, type Value } from '../rows.js'
+import { NumberText, UnreadableValue, type RawBatch, type RawRows, type RowBatch, type Value } from '../rows.js'
 
 /**
  * Coercion: raw field values (text from CSV, JSON values from JSON formats)
@@ -101,16 +101,21 @@ function typeOfRaw(raw: unknown): string {
   return `a ${typeof raw}`
 }
 
+/** A value a format could not read (an Excel error cell) fails every type, for the reason the format gave. */
+function refuse(raw: unknown, type: ColumnType, hint = ''): Reject {
+  return raw instanceof UnreadableValue ? new Reject(raw.reason) : new Reject(`cannot coerce ${typeOfRaw(raw)} to ${type}${hint}`)
+}
+
 function expectText(raw: unknown, type: ColumnType): string {
   if (typeof raw === 'string') return raw.trim()
-  throw new Reject(`cannot coerce ${typeOfRaw(raw)} to ${type}`)
+  throw refuse(raw, type)
 }
 
 function coerceString(raw: unknown): Value {
   if (typeof raw === 'string') return raw
   if (typeof raw === 'number' || typeof raw === 'boolean' || typeof raw === 'bigint') return String(raw)
   if (raw instanceof NumberText) return raw.text
-  throw new Reject(`cannot coerce ${typeOfRaw(raw)} to string (declare the column as json)`)
+  throw refuse(raw, 'string', ' (declare the column as json)')
 }
 
 function coerceInteger(raw: unknown): Value {
@@ -231,6 +236,7 @@ function coerceTimestamp(raw: unknown): Value {
 
 function coerceJson(raw: unknown): Value {
   if (raw instanceof NumberText) return raw.text
+  if (raw instanceof UnreadableValue) throw refuse(raw, 'json')
   if (typeof raw !== 'string') return stringifyJson(raw)
   try {
     return stringifyJson(parseJson(raw))

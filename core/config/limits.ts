@@ -38,6 +38,11 @@ export const DEFAULT_LIMITS: ResolvedLimits = Object.freeze({
   // columns is 1.4 GiB by the estimate; a group at the limit decodes in under 2 GiB of heap, so one fits Node's default
   // 4 GB heap with room for the rest of the worker. A smaller heap wants about half of it here.
   parquetMaxRowGroupBytes: 2 * GI,
+  // Shared strings are read whole before a sheet (cells refer to them by number). Held as strings they take 1.6–2.2 bytes
+  // of heap per byte of their XML (measured: see xlsx-workbook.ts), so a table at the limit holds under 600 MB, and one
+  // fits Node's default 4 GB heap beside the rest of the worker; a 1M-row sheet with five columns of distinct
+  // 20-character text has about 170 MiB of them.
+  xlsxMaxSharedStringsBytes: 256 * MI,
 })
 
 export const LIMIT_KEYS = Object.keys(DEFAULT_LIMITS) as (keyof ResolvedLimits)[]
@@ -77,6 +82,14 @@ export function formatBytes(bytes: number): string {
     if (bytes >= UNITS[unit] && bytes % UNITS[unit] === 0) return `${bytes / UNITS[unit]} ${unit}`
   }
   return `${formatCount(bytes)} bytes`
+}
+
+/** A size measured, not configured: `1.2 GiB`, `517 bytes`. */
+export function formatApprox(bytes: number): string {
+  for (const [unit, size] of [['GiB', GI], ['MiB', MI], ['KiB', KI]] as const) {
+    if (bytes >= size) return `${(bytes / size).toFixed(1)} ${unit}`
+  }
+  return `${bytes} bytes`
 }
 
 /** `67108864` → `67,108,864`. */

@@ -8,13 +8,14 @@ import { toMs } from './duration.js'
 import { formatIssues, formatPath } from './issues.js'
 import { resolveLimits } from './limits.js'
 import { applyPresets, flattenPlugins } from './presets.js'
-import { BUILTIN_FORMAT_SCHEMAS, cdcSchema, configSchema, csvFormatSchema, limitsSchema, truncateSchema } from './schema.js'
+import { BUILTIN_FORMAT_SCHEMAS, cdcSchema, configSchema, csvFormatSchema, fixedFieldSchema, limitsSchema, truncateSchema } from './schema.js'
 import { resolveWriteMode } from './write-mode.js'
 import { localSource } from '../source/local.js'
 import type { ArchiveAction, Source } from '../source.js'
 import { resolveStages } from '../stages/resolve.js'
 import type {
   ColumnInput,
+  FixedFormatOptions,
   PipelineConfig,
   PluginOption,
   ResolvedColumn,
@@ -91,12 +92,34 @@ function resolveFormat(input: PipelineConfig['format'], at: string, knownFormats
   if (schema !== undefined) {
     const parsed = schema.safeParse(input, { reportInput: true })
     if (!parsed.success) {
-      problems.push(...formatIssues(parsed.error.issues, () => Object.keys(schema.shape), at.split('.').flatMap(splitPathSegment)))
+      // A misspelt key inside a fixed-width layout's field is matched against a field's keys, not the format's.
+      const knownKeys = (path: readonly PropertyKey[]) => Object.keys(path.includes('layout') ? fixedFieldSchema.shape : schema.shape)
+      problems.push(...formatIssues(parsed.error.issues, knownKeys, at.split('.').flatMap(splitPathSegment)))
       return undefined
     }
+    // As parsed: a schema may spell a value the way the format reads it (a fixed-width encoding's label).
+    const { type: _type, ...options } = parsed.data
+    return { type, options }
   }
   const { type: _type, ...options } = input
   return { type, options }
+}
+
+/**
+ * A fixed-width layout names the file's fields, so what a CSV file's header
+ * would tell at load time is known here: a required column no field feeds,
+ * and (unless unknownColumns is 'ignore') a field no column takes.
+ */
+function checkLayout(format: Omit<FixedFormatOptions, 'type'>, columns: readonly ResolvedColumn[], unknownColumns: 'error' | 'ignore', at: string, problems: string[]): void {
+  const names = new Set(format.layout.map((field) => field.name))
+  for (const column of columns) {
+    if (column.required && !names.has(column.source)) problems.push(`${at}.columns${formatPath([column.name]).replace(/^(?!\[)/, '.')}: required, but the layout has no field "${column.source}"`)
+  }
+  if (unknownColumns === 'ignore') return
+  const sources = new Set(columns.map((column) => column.source))
+  format.layout.forEach((field, index) => {
+    if (!sources.has(field.name)) problems.push(`${at}.format.layout[${index}].name: "${field.name}" feeds no column; declare it in columns or set unknownColumns: 'ignore'`)
+  })
 }
 
 function splitPathSegment(segment: string): PropertyKey[] {
@@ -218,6 +241,7 @@ export function resolveConfig(raw: unknown, options: { configFile?: string; cwd?
     const mode = resolveWriteMode(pipeline, columns, at, problems)
     const staged = resolveStages(pipeline.stages ?? [], mode.columns, mode.writeMode.kind, at, problems, toColumn)
     const format = resolveFormat(pipeline.format, `${at}.format`, knownFormats, problems)
+    if (format?.type === 'fixed') checkLayout(format.options as Omit<FixedFormatOptions, 'type'>, columns, pipeline.unknownColumns ?? 'error', at, problems)
     const defaultInclude = Object.freeze(defaultIncludes(format ? [format.type] : Object.keys(BUILTIN_FORMATS)))
     const source = resolveSource(pipeline, root, defaultInclude, at, problems)
     const onCommitted = resolveOnCommitted(pipeline, root, at, problems)

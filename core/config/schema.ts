@@ -43,12 +43,61 @@ export const csvFormatSchema = z.strictObject({
 export const jsonFormatSchema = z.strictObject({ type: z.enum(['ndjson', 'json']) })
 export const parquetFormatSchema = z.strictObject({ type: z.literal('parquet') })
 
+const position = (what: string) => z.number().refine(Number.isInteger, `expected a whole number of ${what}`).min(1, `expected 1 or more ${what}`)
+
+export const xlsxFormatSchema = z.strictObject({
+  type: z.literal('xlsx'),
+  sheet: z.union([z.string().min(1, 'expected a sheet name or its 1-based position'), position('tabs (the first tab is 1)')]).optional(),
+  header: position('rows (the first row is 1)').optional(),
+})
+
+/** Node's names for UTF-16LE (Buffer's `'utf16le'`), which TextDecoder does not know. */
+const NODE_ENCODINGS: Readonly<Record<string, string>> = { utf16le: 'utf-16le', ucs2: 'utf-16le', 'ucs-2': 'utf-16le' }
+
+function isEncoding(label: string): boolean {
+  try {
+    new TextDecoder(label)
+    return true
+  } catch {
+    return false
+  }
+}
+
+export const fixedFieldSchema = z.strictObject({
+  name: z.string().min(1),
+  start: position('characters (the first character of a line is 1)'),
+  width: position('characters'),
+})
+
+export const fixedFormatSchema = z
+  .strictObject({
+    type: z.literal('fixed'),
+    layout: z.array(fixedFieldSchema).min(1, 'expected at least one field: [{ name, start, width }]'),
+    // Checked here, not when the first file arrives: a typo in the label is a config error.
+    encoding: z
+      .string()
+      .transform((label) => NODE_ENCODINGS[label.toLowerCase()] ?? label)
+      .refine(isEncoding, 'expected an encoding label: utf-8, latin1 (= windows-1252), utf-16le, …')
+      .optional(),
+    header: z.boolean().optional(),
+  })
+  .superRefine((format, ctx) => {
+    const seen = new Map<string, number>()
+    format.layout.forEach((field, index) => {
+      const first = seen.get(field.name)
+      if (first !== undefined) ctx.addIssue({ code: 'custom', path: ['layout', index, 'name'], message: `"${field.name}" is already the name of layout[${first}]; names must be unique` })
+      else seen.set(field.name, index)
+    })
+  })
+
 /** Option schemas of the built-in formats, by type. */
 export const BUILTIN_FORMAT_SCHEMAS = {
   csv: csvFormatSchema,
   ndjson: jsonFormatSchema,
   json: jsonFormatSchema,
   parquet: parquetFormatSchema,
+  xlsx: xlsxFormatSchema,
+  fixed: fixedFormatSchema,
 } as const
 
 const format = z.union([
@@ -107,6 +156,7 @@ export const limitsSchema = z.strictObject({
   gzipRatioGraceBytes: size.optional(),
   parquetMaxFileBytes: size.optional(),
   parquetMaxRowGroupBytes: size.optional(),
+  xlsxMaxSharedStringsBytes: size.optional(),
 })
 const unknownColumns = z.enum(['error', 'ignore'])
 const batchSize = z.number().int().min(1).max(1_000_000)

@@ -50,6 +50,8 @@ export interface LimitsConfig {
   parquetMaxFileBytes?: Size
   /** One Parquet row group once decoded, estimated from its page headers before decoding. Default `'2GiB'`. */
   parquetMaxRowGroupBytes?: Size
+  /** An Excel workbook's shared strings (`xl/sharedStrings.xml`, uncompressed), held in memory while a sheet loads. Default `'256MiB'`. */
+  xlsxMaxSharedStringsBytes?: Size
 }
 
 export interface ResolvedLimits {
@@ -60,6 +62,7 @@ export interface ResolvedLimits {
   readonly gzipRatioGraceBytes: number
   readonly parquetMaxFileBytes: number
   readonly parquetMaxRowGroupBytes: number
+  readonly xlsxMaxSharedStringsBytes: number
 }
 
 export interface CsvFormatOptions {
@@ -78,7 +81,36 @@ export interface CsvFormatOptions {
   nullValues?: string[]
 }
 
-export type FormatOptions = CsvFormatOptions | ({ type: string } & Record<string, unknown>)
+/** An Excel workbook (`.xlsx`): one sheet of it, read as a table under a header row. */
+export interface XlsxFormatOptions {
+  type: 'xlsx'
+  /** The sheet's name, or its 1-based position among the workbook's tabs (hidden ones count). Default 1: the first tab. */
+  sheet?: string | number
+  /** The 1-based row that names the fields; rows above it are skipped. Default 1. */
+  header?: number
+}
+
+/** One field of a fixed-width line. */
+export interface FixedField {
+  /** The field's name, as a column's `source` refers to it. */
+  name: string
+  /** 1-based position of its first character, as layouts print it (`31` for a field in columns 31–40). */
+  start: number
+  /** Characters it spans (Unicode code points, not bytes). */
+  width: number
+}
+
+/** Fixed-width text: every line holds its fields at the same character positions. */
+export interface FixedFormatOptions {
+  type: 'fixed'
+  layout: FixedField[]
+  /** Any WHATWG encoding label: `utf-8` (default), `latin1` (= windows-1252), `utf-16le` (Node's `utf16le` too)… */
+  encoding?: string
+  /** `true`: the first line is a header (not read as data; the layout names the fields). Default false. */
+  header?: boolean
+}
+
+export type FormatOptions = CsvFormatOptions | XlsxFormatOptions | FixedFormatOptions | ({ type: string } & Record<string, unknown>)
 export type FormatInput = string | FormatOptions
 
 export interface SourceConfig {
@@ -86,7 +118,7 @@ export interface SourceConfig {
   dir: string
   /** Glob patterns relative to `dir`. Default: every file of a format filedge knows. */
   include?: string[]
-  /** Glob patterns to skip, on top of the defaults (dotfiles, `*.tmp`, `*.part`, `*.crdownload`). */
+  /** Glob patterns to skip, on top of the defaults (dotfiles, `*.tmp`, `*.part`, `*.crdownload`, Office's `~$` owner files). */
   exclude?: string[]
   /**
    * For producers that signal completion with a marker file: a data file is

@@ -8,7 +8,7 @@ import type { RawBatch, RawRows } from '../rows.js'
 import { CsvParser, CsvSyntaxError } from './csv-parser.js'
 
 /** Where a buffer stops being valid UTF-8 (structurally), to name the line of the bad bytes. */
-function firstInvalidUtf8(bytes: Uint8Array): number {
+export function firstInvalidUtf8(bytes: Uint8Array): number {
   let i = 0
   while (i < bytes.length) {
     const b = bytes[i]

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream'
 import type { RowGroup } from 'hyparquet'
-import { DEFAULT_LIMITS, formatBytes, formatCount, overLimit } from '../config/limits.js'
+import { DEFAULT_LIMITS, formatApprox, formatBytes, formatCount, overLimit } from '../config/limits.js'
 import type { ResolvedLimits } from '../config/types.js'
 import { FiledgeError, fileInvalid, isFiledgeError } from '../errors.js'
 import type { LoadRequest } from '../hooks.js'
@@ -301,14 +301,6 @@ export async function openParquet(stream: Readable, file: string, limits: Resolv
     }
   }
   return { fields, rows, batches }
-}
-
-/** A size measured, not configured: `1.2 GiB`, `517 bytes`. */
-function formatApprox(bytes: number): string {
-  for (const [unit, size] of [['GiB', 2 ** 30], ['MiB', 2 ** 20], ['KiB', 2 ** 10]] as const) {
-    if (bytes >= size) return `${(bytes / size).toFixed(1)} ${unit}`
-  }
-  return `${bytes} bytes`
 }
 
 export async function loadParquet(request: LoadRequest): Promise<RawRows> {

@@ -14,6 +14,9 @@ export const BUILTIN_FORMATS: Readonly<Record<string, FormatInfo>> = Object.free
   ndjson: { extensions: ['.ndjson', '.jsonl'] },
   json: { extensions: ['.json'] },
   parquet: { extensions: ['.parquet'] },
+  xlsx: { extensions: ['.xlsx'] },
+  // None: `.txt` and `.dat` files are as often CSV or free text. A fixed-width pipeline names its format and lists its files.
+  fixed: { extensions: [] },
 })
 
 /** Named shorthands: `format: 'tsv'` is CSV with a tab delimiter. */

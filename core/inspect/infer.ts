@@ -1,6 +1,6 @@
 import { coercerFor } from '../columns/coerce.js'
 import type { ColumnType } from '../config/types.js'
-import { NumberText } from '../rows.js'
+import { NumberText, UnreadableValue } from '../rows.js'
 
 /**
  * Proposes a column type per field from sampled values, by the coercion rules
@@ -85,6 +85,13 @@ function isNested(value: unknown): boolean {
 }
 
 function guess(name: string, column: readonly unknown[]): ColumnGuess {
+  // Values the file holds but no type accepts (an Excel #N/A): the type is read from the others, and the note says these fail.
+  const unreadable = column.filter((value): value is UnreadableValue => value instanceof UnreadableValue)
+  if (unreadable.length > 0) {
+    const others = guess(name, column.filter((value) => !(value instanceof UnreadableValue)))
+    const note = `${count(unreadable.length)} of ${count(column.length)} values fail any type (${unreadable[0].reason})${others.note === undefined ? '' : `; ${others.note}`}`
+    return { ...others, rows: column.length, tier: 'ambiguous', note }
+  }
   const rows = column.length
   const values = column.filter((value) => value !== null && value !== undefined && value !== '')
   const nulls = rows - values.length

@@ -403,12 +403,15 @@ async function loadClaimed(
   const onStop = () => controller.abort(stopped(file.path))
   if (context.signal.aborted) onStop()
   else context.signal.addEventListener('abort', onStop, { once: true })
-  // A destination that reads the file itself never drains the format's stream; close every stream opened for this file once it is done.
+  // A destination that reads the file itself never drains the format's stream; close every stream opened for this file once it is done,
+  // and whatever else the format holds for it.
   const opened: Readable[] = []
+  let release: (() => void) | undefined
   const stop = () => {
     heartbeat()
     context.signal.removeEventListener('abort', onStop)
     for (const stream of opened) stream.destroy()
+    release?.()
   }
   // Set once the destination was handed the file: an error from then on may hide a COMMIT that happened.
   let committing = false
@@ -433,8 +436,11 @@ async function loadClaimed(
       return stream
     }
     const code = pipelineCode(pipeline)?.code
-    const raw = await hooks.load.promise({ pipeline, file, format, open, signal: controller.signal })
+    // A spool file is the claimed bytes, private to this run; gzipped, it is not what a format reads.
+    const localCopy = claimed.spooled === true && !isGzipPath(file.path) ? { localCopy: claimed.localPath } : {}
+    const raw = await hooks.load.promise({ pipeline, file, format, open, ...localCopy, signal: controller.signal })
     if (raw === undefined) throw fileInvalid(file.path, `no plugin loads "${format.type}" files; add a format plugin for it`)
+    if (!('replayed' in raw)) release = () => raw.close?.()
     // Replayed rows were coerced when they were parsed; parsed ones are coerced here, and observed as they pass.
     const typed =
       'replayed' in raw

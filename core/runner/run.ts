@@ -6,8 +6,10 @@ import type { ResolvedConfig, ResolvedPipeline } from '../config/types.js'
 import { selectPipelines } from '../config/pipelines.js'
 import { FiledgeError, configInvalid, describeError, isFiledgeError } from '../errors.js'
 import { csvFormat } from '../formats/csv.js'
+import { fixedFormat } from '../formats/fixed.js'
 import { jsonFormats } from '../formats/json.js'
 import { parquetFormat } from '../formats/parquet.js'
+import { xlsxFormat } from '../formats/xlsx.js'
 import { createHooks, type Hooks, type RunSummary } from '../hooks.js'
 import { ledgerPlugin } from '../ledger/plugin.js'
 import { openLedger } from '../ledger/open.js'
@@ -76,7 +78,7 @@ export async function createFiledge(options: RunOptions): Promise<Filedge> {
   const ledger = options.ledger ?? (await openLedger(config))
   const hooks = createHooks()
   const worker = workerId()
-  const builtins = [...sourcePlugins(pipelines, ledger), statCachePlugin(ledger), ledgerPlugin(ledger, config), csvFormat(), jsonFormats(), parquetFormat(), stagesPlugin(), ...destinationPlugins(pipelines)].filter(
+  const builtins = [...sourcePlugins(pipelines, ledger), statCachePlugin(ledger), ledgerPlugin(ledger, config), csvFormat(), fixedFormat(), jsonFormats(), parquetFormat(), xlsxFormat(), stagesPlugin(), ...destinationPlugins(pipelines)].filter(
     (plugin) => !config.disabledBuiltins.includes(plugin.name),
   )
   const plugins = [...orderPlugins(config.plugins, builtins), ...(options.plugins ?? [])]

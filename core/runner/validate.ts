@@ -4,8 +4,10 @@ import type { ResolvedConfig, ResolvedFormat, ResolvedPipeline } from '../config
 import type { FileRef } from '../destination.js'
 import { FiledgeError, capMessage, describeError, fileInvalid, isFiledgeError } from '../errors.js'
 import { csvFormat } from '../formats/csv.js'
+import { fixedFormat } from '../formats/fixed.js'
 import { jsonFormats } from '../formats/json.js'
 import { parquetFormat } from '../formats/parquet.js'
+import { xlsxFormat } from '../formats/xlsx.js'
 import { detectFormat } from '../formats/registry.js'
 import { createHooks, type Hooks } from '../hooks.js'
 import { createLogger } from '../logger.js'
@@ -13,7 +15,7 @@ import { orderPlugins } from '../plugin.js'
 import { toRelative } from '../source/local.js'
 import { hashFile } from '../source/hash.js'
 import { openLocalFile } from '../source/open.js'
-import { NumberText, type RawRows } from '../rows.js'
+import { NumberText, UnreadableValue, type RawRows } from '../rows.js'
 import { runStages } from '../stages/run.js'
 import { cdcRowCheck } from '../write-modes/cdc.js'
 import { workerId } from './worker.js'
@@ -50,15 +52,15 @@ export interface FileValidation {
 export async function formatHooks(config: ResolvedConfig): Promise<Hooks> {
   const hooks = createHooks()
   const worker = workerId()
-  for (const plugin of orderPlugins(config.plugins, [csvFormat(), jsonFormats(), parquetFormat()])) {
+  for (const plugin of orderPlugins(config.plugins, [csvFormat(), fixedFormat(), jsonFormats(), parquetFormat(), xlsxFormat()])) {
     await plugin.apply({ hooks, config, worker, logger: createLogger((entry) => hooks.log.call(entry), plugin.name) })
   }
   return hooks
 }
 
 function failureOf(error: FiledgeError): ValidationFailure {
-  // A number kept as written (JSON, Parquet) is reported as written.
-  const value = error.value instanceof NumberText ? error.value.text : error.value
+  // A number kept as written (JSON, Parquet) is reported as written, an Excel error cell as it shows (#N/A).
+  const value = error.value instanceof NumberText || error.value instanceof UnreadableValue ? error.value.text : error.value
   return { code: error.code, message: capMessage(error.message), line: error.line, column: error.column, value }
 }
 
@@ -82,6 +84,7 @@ export async function validateFile(hooks: Hooks, config: ResolvedConfig, pipelin
     else failures.push(failureOf(error))
   }
   const format: ResolvedFormat | undefined = pipeline.format ?? detectFormat(relative)
+  let release: (() => void) | undefined
   try {
     if (format === undefined) throw fileInvalid(relative, "cannot tell the format from the file's extension; set `format` on the pipeline")
     const { hash, size } = await hashFile(absPath)
@@ -90,6 +93,7 @@ export async function validateFile(hooks: Hooks, config: ResolvedConfig, pipelin
     const raw = await hooks.load.promise({ pipeline, file, format, open: () => openLocalFile(absPath, file, { limits: pipeline.limits }), signal: new AbortController().signal, validating: true })
     if (raw === undefined) throw fileInvalid(relative, `no plugin loads "${format.type}" files`)
     if ('replayed' in raw) throw new FiledgeError('INTERNAL', `${relative}: a plugin replayed rows for validate, which must read the file`)
+    release = () => raw.close?.()
     const counted: RawRows = {
       ...raw,
       batches: (async function* () {
@@ -122,6 +126,8 @@ export async function validateFile(hooks: Hooks, config: ResolvedConfig, pipelin
   } catch (error) {
     stopped = true
     add(isFiledgeError(error) ? error : new FiledgeError('FILE_INVALID', `${relative}: ${describeError(error)}`, { file: relative, cause: error }))
+  } finally {
+    release?.()
   }
   return { path: relative, pipeline: pipeline.name, format: format?.type, rows: records, failedRows: records - good, failures, more, stopped }
 }

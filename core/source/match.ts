@@ -2,10 +2,12 @@ import picomatch from 'picomatch'
 
 /**
  * Names that are never data: files a producer is still writing under a
- * temporary name. Dotfiles and dot-directories are skipped too. A source
- * adds its own with `exclude`.
+ * temporary name, and the owner file (`~$book.xlsx`, a few bytes naming
+ * who has it open) Excel keeps next to a workbook while it is open.
+ * Dotfiles and dot-directories are skipped too. A source adds its own with
+ * `exclude`.
  */
-export const DEFAULT_EXCLUDES = ['**/*.tmp', '**/*.part', '**/*.partial', '**/*.crdownload', '**/*.filepart', '**/*.swp']
+export const DEFAULT_EXCLUDES = ['**/*.tmp', '**/*.part', '**/*.partial', '**/*.crdownload', '**/*.filepart', '**/*.swp', '**/~$*']
 
 export interface MatchOptions {
   readonly include: readonly string[]

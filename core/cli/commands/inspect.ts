@@ -3,42 +3,68 @@ import path from 'node:path'
 import type { Command } from 'commander'
 import type { ResolvedFormat } from '../../config/types.js'
 import { usageError } from '../../errors.js'
-import { BUILTIN_FORMATS, formatAlias } from '../../formats/registry.js'
+import { BUILTIN_FORMATS, detectFormat, formatAlias } from '../../formats/registry.js'
 import { printable } from '../../printable.js'
 import { count } from '../../reporters/format.js'
+import { configFor, type ConfigOption } from '../context.js'
 import { print, printJson, type CliIo } from '../io.js'
 
-interface InspectFlags {
+interface InspectFlags extends ConfigOption {
   readonly rows: string
   readonly format?: string
   readonly delimiter?: string
+  readonly sheet?: string
+  readonly header?: string
+  readonly pipeline?: string
   readonly json?: boolean
 }
 
 export function registerInspect(program: Command, io: CliIo): void {
   program
     .command('inspect')
-    .argument('<file>', 'a data file (csv, tsv, ndjson, jsonl, json, parquet; gzipped too)')
+    .argument('<file>', 'a data file (csv, tsv, ndjson, jsonl, json, parquet, xlsx; gzipped too)')
     .description('sample a file and print a ready-to-paste `columns` block, with a confidence tier per column')
     .option('--rows <n>', 'records to sample', '1000')
-    .option('--format <type>', 'csv, tsv, ndjson, json or parquet (default: from the extension)')
+    .option('--format <type>', 'csv, tsv, ndjson, json, parquet or xlsx (default: from the extension)')
     .option('--delimiter <char>', 'CSV delimiter (default ,)')
+    .option('--sheet <name|n>', 'Excel: the sheet, by name or 1-based position (default: the first)')
+    .option('--header <n>', 'Excel: the 1-based row that names the columns (default 1)')
+    .option('-p, --pipeline <name>', "read the file with this pipeline's format and its options (a fixed-width layout)")
+    .option('-c, --config <path>', 'config file, for --pipeline')
     .option('--json', 'machine-readable output')
     .addHelpText(
       'after',
-      '\nTiers: high (every sampled value fits), low (fits, but nulls seen or values nested), ambiguous (more than one reading, or odd values).\n\nExamples:\n  $ filedge inspect incoming/orders-2024-05-01.csv\n  $ filedge inspect events.ndjson.gz --rows 10000 --json',
+      '\nTiers: high (every sampled value fits), low (fits, but nulls seen or values nested), ambiguous (more than one reading, or odd values).\n\nExamples:\n  $ filedge inspect incoming/orders-2024-05-01.csv\n  $ filedge inspect events.ndjson.gz --rows 10000 --json\n  $ filedge inspect export.xlsx --sheet Orders --header 3\n  $ filedge inspect drops/accounts.dat --pipeline accounts',
     )
     .action(async (file: string, flags: InspectFlags) => {
       const rows = Number(flags.rows)
       if (!Number.isInteger(rows) || rows < 1) throw usageError(`--rows: expected a positive integer; got "${flags.rows}"`)
       let format: ResolvedFormat | undefined
-      if (flags.format !== undefined) {
+      if (flags.pipeline !== undefined) {
+        const config = await configFor(flags, io)
+        const pipeline = config.pipelines.find((candidate) => candidate.name === flags.pipeline)
+        if (pipeline === undefined) throw usageError(`--pipeline: unknown pipeline "${flags.pipeline}"; the config has ${config.pipelines.map((candidate) => `"${candidate.name}"`).join(', ')}`)
+        format = pipeline.format
+      }
+      if (flags.format !== undefined && flags.format !== format?.type) {
+        // A fixed-width file has no fields without its layout, which lives in a pipeline's format.
+        if (flags.format === 'fixed') throw usageError("--format fixed: a fixed-width file is read by its layout; name the pipeline whose format holds it with --pipeline")
         format = formatAlias(flags.format) ?? (flags.format in BUILTIN_FORMATS ? { type: flags.format, options: {} } : undefined)
-        if (format === undefined) throw usageError(`--format: expected one of ${[...Object.keys(BUILTIN_FORMATS), 'tsv'].join(', ')}; got "${flags.format}"`)
+        if (format === undefined) throw usageError(`--format: expected one of ${[...Object.keys(BUILTIN_FORMATS).filter((type) => type !== 'fixed'), 'tsv'].join(', ')}; got "${flags.format}"`)
       }
       if (flags.delimiter !== undefined) {
         if (flags.delimiter.length !== 1) throw usageError('--delimiter: expected a single character')
         format = { type: 'csv', options: { ...(format?.options ?? {}), delimiter: flags.delimiter } }
+      }
+      if (flags.sheet !== undefined || flags.header !== undefined) {
+        const excel = (format ?? detectFormat(file))?.type === 'xlsx'
+        if (!excel) throw usageError(`${flags.sheet !== undefined ? '--sheet' : '--header'}: only Excel files have sheets and header rows; the file is not .xlsx (use --format xlsx if it is one)`)
+        const header = flags.header === undefined ? undefined : Number(flags.header)
+        if (header !== undefined && !(Number.isInteger(header) && header >= 1)) throw usageError(`--header: expected a row number, 1 or more; got "${flags.header}"`)
+        // Digits pick a sheet by position, as `sheet: 2` does in a config.
+        const sheet = flags.sheet === undefined ? undefined : /^\d+$/.test(flags.sheet) ? Number(flags.sheet) : flags.sheet
+        if (sheet === 0) throw usageError('--sheet: positions start at 1')
+        format = { type: 'xlsx', options: { ...(format?.options ?? {}), ...(sheet === undefined ? {} : { sheet }), ...(header === undefined ? {} : { header }) } }
       }
       const absPath = path.resolve(io.cwd, file)
       if (!existsSync(absPath)) throw usageError(`no such file: ${file}`)

@@ -5,6 +5,7 @@
  */
 
 import { FiledgeError } from '../errors.js'
+import type { LedgerSnapshot } from './export.js'
 
 export const FILE_STATES = ['PENDING', 'PROCESSING', 'COMMITTED', 'FAILED'] as const
 export type FileState = (typeof FILE_STATES)[number]
@@ -354,5 +355,12 @@ export interface LedgerStore {
   renewPondLease(pond: string, token: string, ttlMs: number): Promise<boolean>
   /** Frees the pond, only if the token is current (a newer holder's lease is left alone). */
   releasePondLease(pond: string, token: string): Promise<void>
+  /**
+   * A consistent, read-only view of the whole ledger for bulk reads
+   * (`filedge query`, the audit page): its tables in pages of columns,
+   * filtered by the store (export.ts). Close it when done: it holds a read
+   * transaction (and, for Postgres, a connection).
+   */
+  snapshot(): Promise<LedgerSnapshot>
   close(): Promise<void>
 }

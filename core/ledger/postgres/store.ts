@@ -16,6 +16,7 @@ import { lastPondSuccess, pondEvents, pondOutcomes, recordPond } from './sql/pon
 import { releasePondLease, renewPondLease, takePondLease } from './sql/pond-lease.js'
 import { release } from './sql/release.js'
 import { settledStats } from './sql/stats.js'
+import { postgresSnapshot } from './sql/export.js'
 import { requeue } from './sql/requeue.js'
 import { countStates, recentFailures } from './sql/status.js'
 
@@ -203,6 +204,7 @@ export async function openPostgresLedger(url: string, options: PostgresLedgerOpt
     takePondLease: (pond, worker, ttlMs) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => takePondLease(tx, t, pond, worker, ttlMs, at())),
     renewPondLease: (pond, token, ttlMs) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => renewPondLease(tx, t, pond, token, ttlMs, at())),
     releasePondLease: (pond, token) => releasePondLease(pool, t, pond, token),
+    snapshot: () => postgresSnapshot(pool, t, at()),
     async requeue(target, worker) {
       const files = 'failed' in target ? await failedFiles(pool, t, target.pipelines) : target.files
       const result = await transaction(pool, (tx) => requeue(tx, t, files, worker, at()))

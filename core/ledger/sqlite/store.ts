@@ -14,6 +14,7 @@ import { lastPondSuccess, pondEvents, pondOutcomes, recordPond } from './sql/pon
 import { releasePondLease, renewPondLease, takePondLease } from './sql/pond-lease.js'
 import { release } from './sql/release.js'
 import { settledStats } from './sql/stats.js'
+import { sqliteSnapshot } from './sql/export.js'
 import { requeue } from './sql/requeue.js'
 import { countStates, recentFailures } from './sql/status.js'
 
@@ -184,6 +185,7 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
     takePondLease: async (pond, worker, ttlMs) => takePondLease(ledger, pond, worker, ttlMs, now()),
     renewPondLease: async (pond, token, ttlMs) => renewPondLease(ledger, pond, token, ttlMs, now()),
     releasePondLease: async (pond, token) => releasePondLease(ledger, pond, token),
+    snapshot: async () => sqliteSnapshot(file, now()),
     async requeue(target, worker) {
       const files = 'failed' in target ? failedFiles(ledger, target.pipelines) : target.files
       const result = requeueTx(ledger, files, worker, now())

@@ -3,6 +3,7 @@ import { isFiledgeError } from '../errors.js'
 import { redact } from '../secrets.js'
 import { registerCache } from './commands/cache.js'
 import { registerPond } from './commands/pond.js'
+import { registerQuery } from './commands/query.js'
 import { registerConfig } from './commands/config.js'
 import { registerStages } from './commands/stages.js'
 import { registerHistory } from './commands/history.js'
@@ -35,6 +36,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
   registerStatus(program, io)
   registerHistory(program, io)
   registerLineage(program, io)
+  registerQuery(program, io)
   registerRequeue(program, io)
   registerValidate(program, io, (exit) => {
     code = exit

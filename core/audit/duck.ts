@@ -1,0 +1,178 @@
+import { DuckDBInstance, StatementType, type DuckDBConnection } from '@duckdb/node-api'
+import { describeError, FiledgeError, usageError } from '../errors.js'
+import { emptySnapshot, type ExportFilter, type LedgerSnapshot } from '../ledger/export.js'
+import type { LedgerStore } from '../ledger/types.js'
+import { loadTable } from './load.js'
+import { planQuery, type PendingFilter, type TableNeed } from './plan.js'
+import { createTableSql, QUERY_TABLES, QUERY_VIEWS } from './tables.js'
+
+/**
+ * An in-memory DuckDB database holding the ledger's tables (tables.ts): the
+ * read side of the ledger, as dkdc-state reads its SQLite state through
+ * DuckDB. Nothing else is opened: external access (files, URLs, extension
+ * downloads) is off before any SQL runs, and the configuration is locked
+ * once the tables are in place.
+ */
+export interface LedgerDuck {
+  readonly connection: DuckDBConnection
+  /** The snapshot's clock: what "now" means for leases. */
+  readonly now: number
+  /** Rows and columns loaded per table, for tests and `--verbose` readers. */
+  readonly loaded: readonly { readonly table: string; readonly rows: number; readonly columns: readonly string[]; readonly where: readonly ExportFilter[] }[]
+  close(): void
+}
+
+async function openDuck(): Promise<{ instance: DuckDBInstance; connection: DuckDBConnection; unpack: DuckDBConnection }> {
+  const instance = await DuckDBInstance.create(':memory:', {
+    enable_external_access: 'false',
+    autoinstall_known_extensions: 'false',
+    autoload_known_extensions: 'false',
+  })
+  const connection = await instance.connect()
+  // Times read and print in UTC, as the ledger writes them: `occurred_at::DATE` is the same day for everyone.
+  await connection.run("SET TimeZone = 'UTC'")
+  for (const table of QUERY_TABLES) await connection.run(createTableSql(table))
+  for (const view of QUERY_VIEWS) await connection.run(view.sql)
+  return { instance, connection, unpack: await instance.connect() }
+}
+
+/** Values of a condition's constants, evaluated by DuckDB as the column's type; undefined when they cannot be (left to the query). */
+async function evaluate(connection: DuckDBConnection, template: Record<string, unknown>, filter: PendingFilter): Promise<ExportFilter | undefined> {
+  const values: (string | number)[] = []
+  for (const expression of filter.expressions) {
+    const statement = structuredClone(template) as { statements: { node: { select_list: unknown[] } }[] }
+    statement.statements[0].node.select_list = [expression]
+    // Locations of nodes DuckDB made up are 2^64 - 1, which JSON.parse rounded: it would not read them back.
+    const json = JSON.stringify(statement, (key, value: unknown) => (key === 'query_location' ? 0 : value))
+    try {
+      const sql = (await connection.runAndReadAll('SELECT json_deserialize_sql($json::JSON) AS sql', { json })).getRowsJS()[0][0] as string
+      const type = filter.column.type
+      const cast = type === 'TIMESTAMP' ? `epoch_us(CAST((${sql}) AS TIMESTAMP))` : `CAST((${sql}) AS ${type})`
+      const value = (await connection.runAndReadAll(`SELECT ${cast}`)).getRowsJS()[0][0]
+      if (value === null || value === undefined) return undefined
+      if (type === 'VARCHAR') values.push(String(value))
+      else {
+        const number = Number(value)
+        if (!Number.isSafeInteger(number)) return undefined
+        values.push(type === 'TIMESTAMP' ? number / 1000 : number)
+      }
+    } catch {
+      // The query itself will say what is wrong with it.
+      return undefined
+    }
+  }
+  const column = filter.column.source
+  if (filter.kind === 'in') return { column, in: values }
+  return filter.kind === 'min' ? { column, min: values[0] as number } : { column, max: values[0] as number }
+}
+
+/** Loads what `needs` asks for from one snapshot of the store, with the conditions DuckDB can evaluate (`template`: see evaluate). */
+async function fill(duck: { connection: DuckDBConnection; unpack: DuckDBConnection }, snapshot: LedgerSnapshot, needs: readonly TableNeed[], pendingTemplate: Record<string, unknown> | undefined) {
+  const { connection } = duck
+  const loaded: { table: string; rows: number; columns: string[]; where: ExportFilter[] }[] = []
+  for (const need of needs) {
+    const where = [...need.fixed]
+    if (pendingTemplate !== undefined) {
+      for (const pending of need.pending) {
+        const filter = await evaluate(connection, pendingTemplate, pending)
+        if (filter !== undefined) where.push(filter)
+      }
+    }
+    const rows = await loadTable({ append: connection, unpack: duck.unpack }, snapshot, need.table, need.columns, where)
+    loaded.push({ table: need.table.name, rows, columns: need.columns.map((column) => column.name), where })
+  }
+  return loaded
+}
+
+/**
+ * The ledger as DuckDB tables, for a caller that runs its own queries (the
+ * audit page): every table, whole, unless `needs` narrows it. No ledger yet
+ * (a SQLite file no run has created): the tables are empty.
+ */
+export async function openLedgerDuck(ledger: LedgerStore | undefined, needs: readonly TableNeed[] = planQuery(undefined)): Promise<LedgerDuck> {
+  const duck = await openDuck()
+  try {
+    const snapshot = ledger === undefined ? emptySnapshot() : await ledger.snapshot()
+    let loaded
+    try {
+      loaded = await fill(duck, snapshot, needs, undefined)
+    } finally {
+      await snapshot.close()
+    }
+    await duck.connection.run('SET lock_configuration = true')
+    return { connection: duck.connection, now: snapshot.now, loaded, close: () => close(duck) }
+  } catch (error) {
+    close(duck)
+    throw error
+  }
+}
+
+function close(duck: { instance: DuckDBInstance; connection: DuckDBConnection; unpack: DuckDBConnection }): void {
+  duck.unpack.closeSync()
+  duck.connection.closeSync()
+  duck.instance.closeSync()
+}
+
+export interface QueryResult {
+  readonly columns: readonly { readonly name: string; readonly type: string }[]
+  /** DuckDB's values (see output.ts for how each is printed). */
+  readonly rows: readonly (readonly unknown[])[]
+  readonly loaded: LedgerDuck['loaded']
+}
+
+/** A statement DuckDB refused (parse, bind, run): the user's to fix, so a usage error. */
+function sqlError(error: unknown): FiledgeError {
+  return usageError(`query: ${describeError(error)}`)
+}
+
+/**
+ * `filedge query`: one read-only statement over the ledger.
+ *
+ * Refused unless it is exactly one statement that DuckDB's own parser and
+ * binder type as a SELECT (WITH … SELECT, FROM-first, VALUES, DESCRIBE and
+ * SUMMARIZE are SELECTs to it) or an EXPLAIN: the statement is prepared
+ * against the empty tables first, so a typo fails before a million files are
+ * read, and a statement that would write (INSERT, COPY, ATTACH, SET, PRAGMA
+ * with side effects, a second statement after a `;`) is refused before
+ * anything runs.
+ */
+export async function queryLedger(ledger: LedgerStore | undefined, sql: string): Promise<QueryResult> {
+  const duck = await openDuck()
+  const { connection } = duck
+  try {
+    let statement
+    try {
+      const extracted = await connection.extractStatements(sql)
+      if (extracted.count !== 1) throw usageError(`query: expected one statement, got ${extracted.count}`)
+      statement = await extracted.prepare(0)
+    } catch (error) {
+      throw error instanceof FiledgeError ? error : sqlError(error)
+    }
+    if (statement.statementType !== StatementType.SELECT && statement.statementType !== StatementType.EXPLAIN) {
+      throw usageError('query: only a read (SELECT, WITH … SELECT, EXPLAIN) can run over the ledger')
+    }
+    statement.destroySync()
+    const serialized = JSON.parse((await connection.runAndReadAll('SELECT json_serialize_sql($sql::VARCHAR) AS ast', { sql })).getRowsJS()[0][0] as string) as { error?: boolean; statements?: { node: unknown }[] }
+    const ast = serialized.error === true ? undefined : serialized.statements?.[0]?.node
+    const template = JSON.parse((await connection.runAndReadAll("SELECT json_serialize_sql('SELECT NULL') AS ast")).getRowsJS()[0][0] as string) as Record<string, unknown>
+    const snapshot = ledger === undefined ? emptySnapshot() : await ledger.snapshot()
+    let loaded
+    try {
+      loaded = await fill(duck, snapshot, planQuery(ast), template)
+    } finally {
+      await snapshot.close()
+    }
+    await connection.run('SET lock_configuration = true')
+    let reader
+    try {
+      reader = await connection.runAndReadAll(sql)
+    } catch (error) {
+      throw sqlError(error)
+    }
+    const names = reader.columnNames()
+    const types = reader.columnTypes().map(String)
+    return { columns: names.map((name, index) => ({ name, type: types[index] })), rows: reader.getRows(), loaded }
+  } finally {
+    close(duck)
+  }
+}

@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs'
 import Database from 'better-sqlite3'
 import pg from 'pg'
 import { openSqliteLedger } from '../core/ledger/sqlite/store.js'
@@ -75,8 +76,9 @@ function reasonText(dialect: 'sqlite' | 'postgres'): string {
   return `(CASE reason ${cases.join(' ')} END)`
 }
 
-/** A SQLite ledger at `file` (created and migrated if missing) holding `options.files` synthetic files. */
+/** A new SQLite ledger at `file` (whatever was there is removed) holding `options.files` synthetic files. */
 export function syntheticSqliteLedger(file: string, options: SyntheticLedgerOptions): void {
+  for (const suffix of ['', '-wal', '-shm']) rmSync(`${file}${suffix}`, { force: true })
   void openSqliteLedger(file).close()
   const now = options.now ?? Date.now()
   const spanMs = (options.spanDays ?? 30) * 86_400_000

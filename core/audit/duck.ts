@@ -4,25 +4,22 @@ import { emptySnapshot, type ExportFilter, type LedgerSnapshot } from '../ledger
 import type { LedgerStore } from '../ledger/types.js'
 import { loadTable } from './load.js'
 import { planQuery, type PendingFilter, type TableNeed } from './plan.js'
-import { createTableSql, QUERY_TABLES, QUERY_VIEWS } from './tables.js'
+import { createTableSql, QUERY_TABLES, QUERY_VIEWS, type QueryColumn, type QueryTable } from './tables.js'
 
 /**
  * An in-memory DuckDB database holding the ledger's tables (tables.ts): the
  * read side of the ledger, as dkdc-state reads its SQLite state through
  * DuckDB. Nothing else is opened: external access (files, URLs, extension
- * downloads) is off before any SQL runs, and the configuration is locked
- * once the tables are in place.
+ * downloads) is off before any SQL runs.
  */
-export interface LedgerDuck {
+interface Duck {
+  readonly instance: DuckDBInstance
   readonly connection: DuckDBConnection
-  /** The snapshot's clock: what "now" means for leases. */
-  readonly now: number
-  /** Rows and columns loaded per table, for tests and `--verbose` readers. */
-  readonly loaded: readonly { readonly table: string; readonly rows: number; readonly columns: readonly string[]; readonly where: readonly ExportFilter[] }[]
-  close(): void
+  /** A second connection: unpacks what the first appends (load.ts). */
+  readonly unpack: DuckDBConnection
 }
 
-async function openDuck(): Promise<{ instance: DuckDBInstance; connection: DuckDBConnection; unpack: DuckDBConnection }> {
+async function openDuck(): Promise<Duck> {
   const instance = await DuckDBInstance.create(':memory:', {
     enable_external_access: 'false',
     autoinstall_known_extensions: 'false',
@@ -34,6 +31,54 @@ async function openDuck(): Promise<{ instance: DuckDBInstance; connection: DuckD
   for (const table of QUERY_TABLES) await connection.run(createTableSql(table))
   for (const view of QUERY_VIEWS) await connection.run(view.sql)
   return { instance, connection, unpack: await instance.connect() }
+}
+
+function closeDuck(duck: Duck): void {
+  duck.unpack.closeSync()
+  duck.connection.closeSync()
+  duck.instance.closeSync()
+}
+
+/**
+ * The ledger in DuckDB for a caller that runs its own queries (the audit
+ * page): empty tables, filled by `load` from one snapshot of the store. No
+ * ledger yet (a SQLite file no run has created): the tables stay empty.
+ */
+export interface LedgerDuck {
+  readonly connection: DuckDBConnection
+  /** The snapshot's clock, ms since the epoch: what "now" means for leases. */
+  readonly now: number
+  /**
+   * (Re)creates `into` (default: the table's own name) with `columns` of the
+   * ledger table, read from the snapshot. Resolves once read, with the rows
+   * and `unpacked`, which settles once the table holds them (load.ts).
+   */
+  load(table: QueryTable, columns: readonly QueryColumn[], where?: readonly ExportFilter[], into?: string): Promise<{ readonly rows: number; readonly unpacked: Promise<void> }>
+  /** Ends the snapshot and closes the database. */
+  close(): Promise<void>
+}
+
+export async function openLedgerDuck(ledger: LedgerStore | undefined): Promise<LedgerDuck> {
+  const duck = await openDuck()
+  let snapshot: LedgerSnapshot
+  try {
+    snapshot = ledger === undefined ? emptySnapshot() : await ledger.snapshot()
+  } catch (error) {
+    closeDuck(duck)
+    throw error
+  }
+  return {
+    connection: duck.connection,
+    now: snapshot.now,
+    load: (table, columns, where = [], into = table.name) => loadTable({ append: duck.connection, unpack: duck.unpack }, snapshot, table, columns, where, into),
+    async close() {
+      try {
+        await snapshot.close()
+      } finally {
+        closeDuck(duck)
+      }
+    },
+  }
 }
 
 /** Values of a condition's constants, evaluated by DuckDB as the column's type; undefined when they cannot be (left to the query). */
@@ -67,57 +112,28 @@ async function evaluate(connection: DuckDBConnection, template: Record<string, u
 }
 
 /** Loads what `needs` asks for from one snapshot of the store, with the conditions DuckDB can evaluate (`template`: see evaluate). */
-async function fill(duck: { connection: DuckDBConnection; unpack: DuckDBConnection }, snapshot: LedgerSnapshot, needs: readonly TableNeed[], pendingTemplate: Record<string, unknown> | undefined) {
+async function fill(duck: Duck, snapshot: LedgerSnapshot, needs: readonly TableNeed[], pendingTemplate: Record<string, unknown>) {
   const { connection } = duck
   const loaded: { table: string; rows: number; columns: string[]; where: ExportFilter[] }[] = []
   for (const need of needs) {
     const where = [...need.fixed]
-    if (pendingTemplate !== undefined) {
-      for (const pending of need.pending) {
-        const filter = await evaluate(connection, pendingTemplate, pending)
-        if (filter !== undefined) where.push(filter)
-      }
+    for (const pending of need.pending) {
+      const filter = await evaluate(connection, pendingTemplate, pending)
+      if (filter !== undefined) where.push(filter)
     }
-    const rows = await loadTable({ append: connection, unpack: duck.unpack }, snapshot, need.table, need.columns, where)
+    const { rows, unpacked } = await loadTable({ append: connection, unpack: duck.unpack }, snapshot, need.table, need.columns, where)
+    await unpacked
     loaded.push({ table: need.table.name, rows, columns: need.columns.map((column) => column.name), where })
   }
   return loaded
-}
-
-/**
- * The ledger as DuckDB tables, for a caller that runs its own queries (the
- * audit page): every table, whole, unless `needs` narrows it. No ledger yet
- * (a SQLite file no run has created): the tables are empty.
- */
-export async function openLedgerDuck(ledger: LedgerStore | undefined, needs: readonly TableNeed[] = planQuery(undefined)): Promise<LedgerDuck> {
-  const duck = await openDuck()
-  try {
-    const snapshot = ledger === undefined ? emptySnapshot() : await ledger.snapshot()
-    let loaded
-    try {
-      loaded = await fill(duck, snapshot, needs, undefined)
-    } finally {
-      await snapshot.close()
-    }
-    await duck.connection.run('SET lock_configuration = true')
-    return { connection: duck.connection, now: snapshot.now, loaded, close: () => close(duck) }
-  } catch (error) {
-    close(duck)
-    throw error
-  }
-}
-
-function close(duck: { instance: DuckDBInstance; connection: DuckDBConnection; unpack: DuckDBConnection }): void {
-  duck.unpack.closeSync()
-  duck.connection.closeSync()
-  duck.instance.closeSync()
 }
 
 export interface QueryResult {
   readonly columns: readonly { readonly name: string; readonly type: string }[]
   /** DuckDB's values (see output.ts for how each is printed). */
   readonly rows: readonly (readonly unknown[])[]
-  readonly loaded: LedgerDuck['loaded']
+  /** What was read of the ledger, per table: rows, columns and the conditions the store applied. */
+  readonly loaded: readonly { readonly table: string; readonly rows: number; readonly columns: readonly string[]; readonly where: readonly ExportFilter[] }[]
 }
 
 /** A statement DuckDB refused (parse, bind, run): the user's to fix, so a usage error. */
@@ -173,6 +189,6 @@ export async function queryLedger(ledger: LedgerStore | undefined, sql: string):
     const types = reader.columnTypes().map(String)
     return { columns: names.map((name, index) => ({ name, type: types[index] })), rows: reader.getRows(), loaded }
   } finally {
-    close(duck)
+    closeDuck(duck)
   }
 }

@@ -35,9 +35,19 @@ function constant(column: QueryColumn, value: string | number): string {
  * themselves, but they are extensions downloaded at run time, which an
  * offline machine cannot rely on.
  *
- * Returns the rows loaded.
+ * Resolves once every page is read and staged, with the rows read and
+ * `unpacked`, which settles once DuckDB has them all in the table: a caller
+ * can read the next table meanwhile. `into` names the table made (default:
+ * the ledger table's name).
  */
-export async function loadTable(db: LoadConnections, snapshot: LedgerSnapshot, table: QueryTable, wanted: readonly QueryColumn[], where: readonly ExportFilter[] = []): Promise<number> {
+export async function loadTable(
+  db: LoadConnections,
+  snapshot: LedgerSnapshot,
+  table: QueryTable,
+  wanted: readonly QueryColumn[],
+  where: readonly ExportFilter[] = [],
+  into: string = table.name,
+): Promise<{ readonly rows: number; readonly unpacked: Promise<void> }> {
   // A column the store keeps to one value (`state = 'COMMITTED'`) is that value in every row: it is not read but
   // written as a constant, one column fewer to read over a million rows.
   const pinned = new Map<string, string | number>()
@@ -50,13 +60,13 @@ export async function loadTable(db: LoadConnections, snapshot: LedgerSnapshot, t
     if (index === -1) return `${constant(column, pinned.get(column.source)!)} AS ${quote(column.name)}`
     return `unnest(from_json(c${index}, '["${column.type}"]')) AS ${quote(column.name)}`
   })
-  await db.append.run(createTableSql(table, wanted))
+  await db.append.run(createTableSql(table, wanted, into))
 
   let unpacking: Promise<void> = Promise.resolve()
   let batch = 0
   let loaded = 0
   const stage = async (pages: readonly (readonly string[])[]) => {
-    const staging = `filedge_staging_${table.name}_${batch++}`
+    const staging = `filedge_staging_${into}_${batch++}`
     await db.append.run(`CREATE TABLE ${staging} (${columns.map((_, index) => `c${index} VARCHAR`).join(', ')})`)
     const appender = await db.append.createAppender(staging)
     try {
@@ -70,7 +80,7 @@ export async function loadTable(db: LoadConnections, snapshot: LedgerSnapshot, t
     }
     // In order, one batch at a time; a failure is kept for the await below.
     unpacking = unpacking.then(async () => {
-      await db.unpack.run(`INSERT INTO ${table.name} SELECT ${unpacked.join(', ')} FROM ${staging}`)
+      await db.unpack.run(`INSERT INTO ${into} SELECT ${unpacked.join(', ')} FROM ${staging}`)
       await db.unpack.run(`DROP TABLE ${staging}`)
     })
     unpacking.catch(() => undefined)
@@ -86,9 +96,10 @@ export async function loadTable(db: LoadConnections, snapshot: LedgerSnapshot, t
       }
     }
     if (pages.length > 0) await stage(pages)
-  } finally {
+  } catch (error) {
+    // Nothing is left running on the database when a read fails.
     await unpacking.catch(() => undefined)
+    throw error
   }
-  await unpacking
-  return loaded
+  return { rows: loaded, unpacked: unpacking }
 }

@@ -118,6 +118,6 @@ export function queryView(name: string): QueryView | undefined {
 
 const quote = (name: string) => `"${name}"`
 
-export function createTableSql(table: QueryTable, columns: readonly QueryColumn[] = table.columns): string {
-  return `CREATE OR REPLACE TABLE ${table.name} (${columns.map((column) => `${quote(column.name)} ${column.type}`).join(', ')})`
+export function createTableSql(table: QueryTable, columns: readonly QueryColumn[] = table.columns, name: string = table.name): string {
+  return `CREATE OR REPLACE TABLE ${name} (${columns.map((column) => `${quote(column.name)} ${column.type}`).join(', ')})`
 }

@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander'
 import { isFiledgeError } from '../errors.js'
 import { redact } from '../secrets.js'
+import { registerAudit } from './commands/audit.js'
 import { registerCache } from './commands/cache.js'
 import { registerPond } from './commands/pond.js'
 import { registerQuery } from './commands/query.js'
@@ -37,6 +38,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
   registerHistory(program, io)
   registerLineage(program, io)
   registerQuery(program, io)
+  registerAudit(program, io)
   registerRequeue(program, io)
   registerValidate(program, io, (exit) => {
     code = exit

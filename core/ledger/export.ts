@@ -80,12 +80,27 @@ export type ExportTable = keyof typeof EXPORT_TABLES
 /**
  * Rows to read: `in` keeps rows whose column holds one of the values; a
  * bound keeps rows whose integer or time column is within it (inclusive;
- * times as ms since the epoch). NULL matches nothing, as in SQL.
+ * times as ms since the epoch); `any` keeps rows that one of its filters
+ * keeps. NULL matches nothing, as in SQL.
  */
 export type ExportFilter =
   | { readonly column: string; readonly in: readonly (string | number)[] }
   | { readonly column: string; readonly min: number }
   | { readonly column: string; readonly max: number }
+  | { readonly any: readonly ExportFilter[] }
+
+/** A filter as SQL, for a store: `column` quotes a (checked) column, `value` adds a parameter and returns its placeholder. */
+export function filterSql(
+  table: ExportTable,
+  filter: ExportFilter,
+  sql: { column(column: ExportColumn): string; values(column: ExportColumn, values: readonly (string | number)[]): string; bound(column: ExportColumn, value: number, side: 'min' | 'max'): string },
+): string {
+  if ('any' in filter) return `(${filter.any.map((inner) => filterSql(table, inner, sql)).join(' OR ')})`
+  const column = exportColumn(table, filter.column)
+  if ('in' in filter) return `${sql.column(column)} ${sql.values(column, filter.in)}`
+  const side = 'min' in filter ? 'min' : 'max'
+  return `${sql.column(column)} ${side === 'min' ? '>=' : '<='} ${sql.bound(column, side === 'min' ? (filter as { min: number }).min : (filter as { max: number }).max, side)}`
+}
 
 export interface ExportRequest {
   readonly table: ExportTable
@@ -130,16 +145,19 @@ export function exportColumn(table: ExportTable, name: string): ExportColumn {
  * Checks a request against the tables above, once for both stores: the
  * names it holds are spliced into SQL, so only the known ones pass.
  */
-export function checkExport(request: ExportRequest): { columns: ExportColumn[]; filters: { column: ExportColumn; filter: ExportFilter }[] } {
+export function checkExport(request: ExportRequest): ExportColumn[] {
   if (!Object.hasOwn(EXPORT_TABLES, request.table)) throw new FiledgeError('INTERNAL', `ledger export: no table ${JSON.stringify(request.table)}`)
   if (request.columns.length === 0) throw new FiledgeError('INTERNAL', `ledger export: no columns asked of ${request.table}`)
-  const columns = request.columns.map((name) => exportColumn(request.table, name))
-  const filters = (request.where ?? []).map((filter) => {
+  const check = (filter: ExportFilter): void => {
+    if ('any' in filter) {
+      if (filter.any.length === 0) throw new FiledgeError('INTERNAL', `ledger export: an empty "any" filter on ${request.table}`)
+      return filter.any.forEach(check)
+    }
     const column = exportColumn(request.table, filter.column)
     if ('in' in filter ? filter.in.length === 0 : column.kind === 'text') throw new FiledgeError('INTERNAL', `ledger export: unusable filter on ${request.table}.${column.name}`)
-    return { column, filter }
-  })
-  return { columns, filters }
+  }
+  ;(request.where ?? []).forEach(check)
+  return request.columns.map((name) => exportColumn(request.table, name))
 }
 
 /** The snapshot of a ledger that does not exist yet (a SQLite file no run has created): every table empty. */

@@ -1,5 +1,5 @@
 import type pg from 'pg'
-import { checkExport, EXPORT_PAGE_ROWS, type ExportPage, type ExportRequest, type ExportTable, type LedgerSnapshot } from '../../export.js'
+import { checkExport, EXPORT_PAGE_ROWS, filterSql, type ExportPage, type ExportRequest, type ExportTable, type LedgerSnapshot } from '../../export.js'
 import type { Tables } from '../db.js'
 
 /**
@@ -51,20 +51,17 @@ const KEYS: Record<ExportTable, readonly string[]> = {
 }
 
 async function* pages(client: pg.PoolClient, t: Tables, request: ExportRequest): AsyncGenerator<ExportPage> {
-  const { columns, filters } = checkExport(request)
+  const columns = checkExport(request)
   const table = { files: t.files, file_paths: t.paths, events: t.events, pond_events: t.pondEvents }[request.table]
-  const where: string[] = []
   const values: unknown[] = []
   const param = (value: unknown) => `$${values.push(value)}`
-  for (const { column, filter } of filters) {
-    const name = `"${column.name}"`
-    if ('in' in filter) where.push(`${name} = ANY(${param(filter.in)}::${column.kind === 'text' ? 'text' : 'float8'}[])`)
-    else {
-      const bound = 'min' in filter ? filter.min : filter.max
-      const value = column.kind === 'time' ? `to_timestamp(${param(bound)}::float8 / 1000)` : `${param(bound)}::float8`
-      where.push(`${name} ${'min' in filter ? '>=' : '<='} ${value}`)
-    }
-  }
+  const where = (request.where ?? []).map((filter) =>
+    filterSql(request.table, filter, {
+      column: (column) => `"${column.name}"`,
+      values: (column, list) => `= ANY(${param(list)}::${column.kind === 'text' ? 'text' : 'float8'}[])`,
+      bound: (column, ms) => (column.kind === 'time' ? `to_timestamp(${param(ms)}::float8 / 1000)` : `${param(ms)}::float8`),
+    }),
+  )
   // Times go out as json_agg writes timestamptz: ISO 8601, in UTC (see the snapshot).
   const selected = columns.map((column, index) => `"${column.name}" AS v${index}`).join(', ')
   // As text: pg would parse json into JavaScript values, which is what pages avoid.

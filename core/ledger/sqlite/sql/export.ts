@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3'
-import { checkExport, EXPORT_PAGE_ROWS, type ExportColumn, type ExportPage, type ExportRequest, type LedgerSnapshot } from '../../export.js'
+import { checkExport, EXPORT_PAGE_ROWS, filterSql, type ExportColumn, type ExportPage, type ExportRequest, type LedgerSnapshot } from '../../export.js'
 
 /**
  * snapshot: a read-only view of the ledger for bulk reads (core/ledger/export.ts).
@@ -46,18 +46,21 @@ function boundOf(table: string, column: ExportColumn, ms: number, side: 'min' | 
 }
 
 async function* pages(db: Database.Database, request: ExportRequest): AsyncGenerator<ExportPage> {
-  const { columns, filters } = checkExport(request)
-  const where: string[] = []
+  const columns = checkExport(request)
   const values: unknown[] = []
-  for (const { column, filter } of filters) {
-    if ('in' in filter) {
-      where.push(`"${column.name}" IN (${filter.in.map(() => '?').join(', ')})`)
-      values.push(...filter.in)
-    } else {
-      where.push(`"${column.name}" ${'min' in filter ? '>=' : '<='} ?`)
-      values.push(boundOf(request.table, column, 'min' in filter ? filter.min : filter.max, 'min' in filter ? 'min' : 'max'))
-    }
-  }
+  const where = (request.where ?? []).map((filter) =>
+    filterSql(request.table, filter, {
+      column: (column) => `"${column.name}"`,
+      values: (_, list) => {
+        values.push(...list)
+        return `IN (${list.map(() => '?').join(', ')})`
+      },
+      bound: (column, ms, side) => {
+        values.push(boundOf(request.table, column, ms, side))
+        return '?'
+      },
+    }),
+  )
   const selected = columns.map((column, index) => `${valueOf(request.table, column)} AS v${index}`).join(', ')
   const aggregates = columns.map((_, index) => `json_group_array(v${index})`).join(', ')
   const statement = db

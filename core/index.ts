@@ -101,6 +101,7 @@ export { readClaimedBytes, type ClaimedBytes } from './source/verify.js'
 export { isGzipPath } from './formats/registry.js'
 export { canCheckCsvStructure, createCsvStructureCheck, type CsvStructureCheck, type CsvStructureOptions } from './formats/csv-structure.js'
 export { createMutex, sleep, type Mutex } from './concurrency.js'
+export { assertCreatable } from './health.js'
 export {
   cdcPlan,
   cdcStageSpec,

@@ -121,6 +121,13 @@ export interface Source {
   read(entry: SourceEntry, options: ReadOptions): Promise<Readable>
   localPath?(path: string): string | undefined
   archive?(entry: SourceEntry, action: ArchiveAction): Promise<string>
+  /**
+   * Whether the source answers, for `filedge healthcheck`: a cheap probe (a
+   * stat of the directory, a one-key listing, a stat over SFTP), connecting
+   * first if `connect` has not. It reads no file and changes nothing; what it
+   * opens, `close` ends. A failure throws saying what is wrong, never a secret.
+   */
+  healthcheck?(ctx: SourceContext): Promise<void>
   close?(): Promise<void>
 }
 

@@ -7,6 +7,7 @@ import { registerPond } from './commands/pond.js'
 import { registerQuery } from './commands/query.js'
 import { registerConfig } from './commands/config.js'
 import { registerStages } from './commands/stages.js'
+import { registerHealthcheck } from './commands/healthcheck.js'
 import { registerHistory } from './commands/history.js'
 import { registerLineage } from './commands/lineage.js'
 import { registerRequeue } from './commands/requeue.js'
@@ -39,6 +40,9 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
   registerLineage(program, io)
   registerQuery(program, io)
   registerAudit(program, io)
+  registerHealthcheck(program, io, (exit) => {
+    code = exit
+  })
   registerRequeue(program, io)
   registerValidate(program, io, (exit) => {
     code = exit

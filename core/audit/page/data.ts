@@ -146,14 +146,16 @@ export async function pageData(ledger: LedgerStore | undefined, config: Resolved
     const filesTable = queryTable('files')!
     const eventsTable = queryTable('events')!
     const pondTable = queryTable('pond_events')!
-    // Each table is read while DuckDB unpacks the one before.
-    const loads = [
-      await duck.load(filesTable, pick(filesTable, EVERY_FILE)),
-      await duck.load(eventsTable, pick(eventsTable, ['occurred_at', 'event', 'error']), [{ column: 'event', in: ['file:failed'] }]),
-      await duck.load(pondTable, pondTable.columns),
-    ]
-    await Promise.all(loads.map((load) => load.unpacked))
-    await loadListed(duck, filesTable, options.files)
+    await duck.loading(async () => {
+      // Each table is read while DuckDB unpacks the one before.
+      const loads = [
+        await duck.load(filesTable, pick(filesTable, EVERY_FILE)),
+        await duck.load(eventsTable, pick(eventsTable, ['occurred_at', 'event', 'error']), [{ column: 'event', in: ['file:failed'] }]),
+        await duck.load(pondTable, pondTable.columns),
+      ]
+      await Promise.all(loads.map((load) => load.unpacked))
+      await loadListed(duck, filesTable, options.files)
+    })
     const now = { now: duck.now * 1000 }
     const nowSql = 'make_timestamp(CAST($now AS BIGINT))'
     const configured = new Map(config.pipelines.map((pipeline) => [pipeline.name, pipeline]))

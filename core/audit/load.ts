@@ -58,6 +58,7 @@ export async function loadTable(
   const unpacked = wanted.map((column) => {
     const index = columns.indexOf(column)
     if (index === -1) return `${constant(column, pinned.get(column.source)!)} AS ${quote(column.name)}`
+    if (column.type === 'TIMESTAMP' && snapshot.times === 'us') return `make_timestamp(unnest(from_json(c${index}, '["BIGINT"]'))) AS ${quote(column.name)}`
     return `unnest(from_json(c${index}, '["${column.type}"]')) AS ${quote(column.name)}`
   })
   await db.append.run(createTableSql(table, wanted, into))

@@ -22,6 +22,7 @@ export function sqliteSnapshot(file: string, now: number): LedgerSnapshot {
   db.prepare('SELECT count(*) FROM sqlite_schema').get()
   return {
     now,
+    times: 'iso',
     read: (request) => pages(db, request),
     async close() {
       if (!db.open) return

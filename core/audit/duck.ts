@@ -1,4 +1,5 @@
-import { DuckDBInstance, StatementType, type DuckDBConnection } from '@duckdb/node-api'
+import type { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api'
+import { duckdb } from './duckdb.js'
 import { describeError, FiledgeError, usageError } from '../errors.js'
 import { emptySnapshot, type ExportFilter, type LedgerSnapshot } from '../ledger/export.js'
 import type { LedgerStore } from '../ledger/types.js'
@@ -20,7 +21,7 @@ interface Duck {
 }
 
 async function openDuck(): Promise<Duck> {
-  const instance = await DuckDBInstance.create(':memory:', {
+  const instance = await duckdb.DuckDBInstance.create(':memory:', {
     enable_external_access: 'false',
     autoinstall_known_extensions: 'false',
     autoload_known_extensions: 'false',
@@ -182,7 +183,7 @@ export async function queryLedger(ledger: LedgerStore | undefined, sql: string):
     } catch (error) {
       throw error instanceof FiledgeError ? error : sqlError(error)
     }
-    if (statement.statementType !== StatementType.SELECT && statement.statementType !== StatementType.EXPLAIN) {
+    if (statement.statementType !== duckdb.StatementType.SELECT && statement.statementType !== duckdb.StatementType.EXPLAIN) {
       throw usageError('query: only a read (SELECT, WITH … SELECT, EXPLAIN) can run over the ledger')
     }
     statement.destroySync()

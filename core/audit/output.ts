@@ -1,4 +1,5 @@
-import { DuckDBArrayValue, DuckDBDecimalValue, DuckDBListValue, DuckDBStructValue, DuckDBTimestampTZValue, DuckDBTimestampValue } from '@duckdb/node-api'
+import type { DuckDBTimestampTZValue, DuckDBTimestampValue } from '@duckdb/node-api'
+import { duckdb } from './duckdb.js'
 import type { QueryResult } from './duck.js'
 
 /**
@@ -25,10 +26,10 @@ export function jsonOf(value: unknown): unknown {
   if (value === null || value === undefined) return null
   if (typeof value === 'bigint') return Number.isSafeInteger(Number(value)) ? Number(value) : String(value)
   if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'string') return value
-  if (value instanceof DuckDBTimestampTZValue || value instanceof DuckDBTimestampValue) return isoOf(value)
-  if (value instanceof DuckDBDecimalValue) return Number(String(value))
-  if (value instanceof DuckDBListValue || value instanceof DuckDBArrayValue) return value.items.map(jsonOf)
-  if (value instanceof DuckDBStructValue) return Object.fromEntries(Object.entries(value.entries).map(([key, entry]) => [key, jsonOf(entry)]))
+  if (value instanceof duckdb.DuckDBTimestampTZValue || value instanceof duckdb.DuckDBTimestampValue) return isoOf(value)
+  if (value instanceof duckdb.DuckDBDecimalValue) return Number(String(value))
+  if (value instanceof duckdb.DuckDBListValue || value instanceof duckdb.DuckDBArrayValue) return value.items.map(jsonOf)
+  if (value instanceof duckdb.DuckDBStructValue) return Object.fromEntries(Object.entries(value.entries).map(([key, entry]) => [key, jsonOf(entry)]))
   return String(value)
 }
 

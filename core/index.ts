@@ -121,6 +121,7 @@ export { run, createFiledge, type RunOptions, type Filedge } from './runner/run.
 export { tableSpec } from './runner/file.js'
 export { openLedger } from './ledger/open.js'
 export type { LedgerStore, LedgerFile, LedgerEvent, FileState, StatusReport, PondEvent, PondEventFilter, PondEventInput, PondEventName, PondTrigger } from './ledger/types.js'
+export type { LedgerSnapshot, ExportRequest, ExportPage, ExportFilter, ExportTable } from './ledger/export.js'
 export { defineSource, type Source, type SourceEntry, type SourceCapabilities, type SourceContext, type ListOptions, type WatchOptions, type Watching, type ReadOptions, type ArchiveAction } from './source.js'
 export { sourceMatcher, DEFAULT_EXCLUDES, type MatchOptions } from './source/match.js'
 export { hashStage, normalizeCode, explainChange, STAGE_ABI, type StageHashInput, type StageHash } from './stages/hash.js'

@@ -84,6 +84,11 @@ function isConstant(node: unknown): boolean {
   return false
 }
 
+/** A text literal. */
+function isText(node: unknown): boolean {
+  return isNode(node) && node.class === 'CONSTANT' && (node.value as { type?: { id?: string } } | undefined)?.type?.id === 'VARCHAR'
+}
+
 interface Ref {
   readonly table: ExportTable
   readonly name: string
@@ -119,8 +124,9 @@ function pushable(condition: unknown, ref: Ref, table: QueryTable): PendingFilte
   const filter = (column: QueryColumn | undefined, kind: PendingFilter['kind'], expressions: unknown[]): PendingFilter[] => {
     if (column === undefined || !expressions.every(isConstant)) return []
     if (kind !== 'min' && expressions.some(readsClock)) return []
-    // Text compares equal or not alike everywhere; its order is a collation's, which differ between engines.
-    if (column.type === 'VARCHAR' && kind !== 'in') return []
+    // Text compares equal or not alike everywhere; its order is a collation's, which differ between engines. And only
+    // to text: against a number DuckDB casts the column instead (`pipeline = 123` matches '0123').
+    if (column.type === 'VARCHAR' && (kind !== 'in' || !expressions.every(isText))) return []
     if (column.type === 'TIMESTAMP' && kind === 'in') return expressions.length === 1 ? [{ column, kind: 'min', expressions }, { column, kind: 'max', expressions }] : []
     return [{ column, kind, expressions }]
   }

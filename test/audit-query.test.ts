@@ -36,7 +36,7 @@ const FILES = 3_000
 async function pages(snapshot: LedgerSnapshot, request: ExportRequest): Promise<unknown[][]> {
   const rows: unknown[][] = []
   for await (const page of snapshot.read(request) as AsyncIterable<ExportPage>) {
-    const columns = page.columns.map((json) => JSON.parse(json) as unknown[])
+    const columns = page.columns.map((json) => JSON.parse(typeof json === 'string' ? json : Buffer.from(json).toString('utf8')) as unknown[])
     for (const column of columns) expect(column).toHaveLength(page.rows)
     for (let i = 0; i < page.rows; i++) rows.push(columns.map((column) => column[i]))
   }

@@ -38,9 +38,12 @@ async function openDuck(): Promise<Duck> {
  * DuckDB unpacks with one thread while the ledger is read: reading a SQLite
  * ledger holds the JavaScript thread, and with DuckDB on every core the two
  * fought over them (960,000 files, five columns: 1.18 s with one thread,
- * 1.40 s with two, on two cores). Queries then run on them all.
+ * 1.40 s with two, on two cores). `task` reads; once it is done DuckDB gets
+ * every core back for what is left to unpack, and for the queries. So `task`
+ * returns what it loaded without waiting for it to be unpacked (`unpacked`),
+ * which the caller then awaits.
  */
-async function loading<T>(duck: Duck, task: () => Promise<T>): Promise<T> {
+async function reading<T>(duck: Duck, task: () => Promise<T>): Promise<T> {
   await duck.connection.run('SET threads = 1')
   try {
     return await task()
@@ -70,8 +73,8 @@ export interface LedgerDuck {
    * and `unpacked`, which settles once the table holds them (load.ts).
    */
   load(table: QueryTable, columns: readonly QueryColumn[], where?: readonly ExportFilter[], into?: string): Promise<{ readonly rows: number; readonly unpacked: Promise<void> }>
-  /** Runs `task` (its loads) with DuckDB on one thread, leaving the other cores to the store (see `loading`). */
-  loading<T>(task: () => Promise<T>): Promise<T>
+  /** Runs `task`, which reads (`load`s, not waiting for them to be unpacked), with DuckDB on one thread: see `reading`. */
+  reading<T>(task: () => Promise<T>): Promise<T>
   /** Ends the snapshot and closes the database. */
   close(): Promise<void>
 }
@@ -89,7 +92,7 @@ export async function openLedgerDuck(ledger: LedgerStore | undefined): Promise<L
     connection: duck.connection,
     now: snapshot.now,
     load: (table, columns, where = [], into = table.name) => loadTable({ append: duck.connection, unpack: duck.unpack }, snapshot, table, columns, where, into),
-    loading: (task) => loading(duck, task),
+    reading: (task) => reading(duck, task),
     async close() {
       try {
         await snapshot.close()
@@ -133,7 +136,7 @@ async function evaluate(connection: DuckDBConnection, template: Record<string, u
 /** Loads what `needs` asks for from one snapshot of the store, with the conditions DuckDB can evaluate (`template`: see evaluate). */
 async function fill(duck: Duck, snapshot: LedgerSnapshot, needs: readonly TableNeed[], pendingTemplate: Record<string, unknown>) {
   const { connection } = duck
-  const loaded: { table: string; rows: number; columns: string[]; where: ExportFilter[] }[] = []
+  const loaded: { table: string; rows: number; columns: string[]; where: ExportFilter[]; unpacked: Promise<void> }[] = []
   for (const need of needs) {
     const where = [...need.fixed]
     for (const pending of need.pending) {
@@ -141,8 +144,7 @@ async function fill(duck: Duck, snapshot: LedgerSnapshot, needs: readonly TableN
       if (filter !== undefined) where.push(filter)
     }
     const { rows, unpacked } = await loadTable({ append: connection, unpack: duck.unpack }, snapshot, need.table, need.columns, where)
-    await unpacked
-    loaded.push({ table: need.table.name, rows, columns: need.columns.map((column) => column.name), where })
+    loaded.push({ table: need.table.name, rows, columns: need.columns.map((column) => column.name), where, unpacked })
   }
   return loaded
 }
@@ -193,7 +195,8 @@ export async function queryLedger(ledger: LedgerStore | undefined, sql: string):
     const snapshot = ledger === undefined ? emptySnapshot() : await ledger.snapshot()
     let loaded
     try {
-      loaded = await loading(duck, () => fill(duck, snapshot, planQuery(ast), template))
+      loaded = await reading(duck, () => fill(duck, snapshot, planQuery(ast), template))
+      await Promise.all(loaded.map((table) => table.unpacked))
     } finally {
       await snapshot.close()
     }
@@ -206,7 +209,7 @@ export async function queryLedger(ledger: LedgerStore | undefined, sql: string):
     }
     const names = reader.columnNames()
     const types = reader.columnTypes().map(String)
-    return { columns: names.map((name, index) => ({ name, type: types[index] })), rows: reader.getRows(), loaded }
+    return { columns: names.map((name, index) => ({ name, type: types[index] })), rows: reader.getRows(), loaded: loaded.map(({ unpacked: _, ...table }) => table) }
   } finally {
     closeDuck(duck)
   }

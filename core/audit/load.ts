@@ -58,21 +58,29 @@ export async function loadTable(
   const unpacked = wanted.map((column) => {
     const index = columns.indexOf(column)
     if (index === -1) return `${constant(column, pinned.get(column.source)!)} AS ${quote(column.name)}`
-    if (column.type === 'TIMESTAMP' && snapshot.times === 'us') return `make_timestamp(unnest(from_json(c${index}, '["BIGINT"]'))) AS ${quote(column.name)}`
-    return `unnest(from_json(c${index}, '["${column.type}"]')) AS ${quote(column.name)}`
+    const json = `c${index}`
+    if (column.type === 'TIMESTAMP' && snapshot.times === 'us') return `make_timestamp(unnest(from_json(${json}, '["BIGINT"]'))) AS ${quote(column.name)}`
+    // ISO text read as text, then cast: DuckDB's own timestamp parser beat from_json's (0.14 s against 0.19 s a million).
+    if (column.type === 'TIMESTAMP') return `CAST(unnest(from_json(${json}, '["VARCHAR"]')) AS TIMESTAMP) AS ${quote(column.name)}`
+    return `unnest(from_json(${json}, '["${column.type}"]')) AS ${quote(column.name)}`
   })
   await db.append.run(createTableSql(table, wanted, into))
 
   let unpacking: Promise<void> = Promise.resolve()
   let batch = 0
   let loaded = 0
-  const stage = async (pages: readonly (readonly string[])[]) => {
+  const stage = async (pages: readonly (readonly (string | Uint8Array)[])[]) => {
     const staging = `filedge_staging_${into}_${batch++}`
-    await db.append.run(`CREATE TABLE ${staging} (${columns.map((_, index) => `c${index} VARCHAR`).join(', ')})`)
+    // Pages as bytes are staged as BLOBs and read as text by DuckDB (`decode` checks the UTF-8).
+    const bytes = typeof pages[0][0] !== 'string'
+    await db.append.run(`CREATE TABLE ${staging} (${columns.map((_, index) => `c${index} ${bytes ? 'BLOB' : 'VARCHAR'}`).join(', ')})`)
     const appender = await db.append.createAppender(staging)
     try {
       for (const page of pages) {
-        for (const json of page) appender.appendVarchar(json)
+        for (const json of page) {
+          if (typeof json === 'string') appender.appendVarchar(json)
+          else appender.appendBlob(json)
+        }
         appender.endRow()
       }
       appender.flushSync()
@@ -80,14 +88,13 @@ export async function loadTable(
       appender.closeSync()
     }
     // In order, one batch at a time; a failure is kept for the await below.
-    unpacking = unpacking.then(async () => {
-      await db.unpack.run(`INSERT INTO ${into} SELECT ${unpacked.join(', ')} FROM ${staging}`)
-      await db.unpack.run(`DROP TABLE ${staging}`)
-    })
+    const from = bytes ? `(SELECT ${columns.map((_, index) => `decode(c${index}) AS c${index}`).join(', ')} FROM ${staging})` : staging
+    // One call: each step of the chain waits for the JavaScript thread to hand it on (see the read loop).
+    unpacking = unpacking.then(async () => void (await db.unpack.run(`INSERT INTO ${into} SELECT ${unpacked.join(', ')} FROM ${from}; DROP TABLE ${staging}`)))
     unpacking.catch(() => undefined)
   }
   try {
-    let pages: (readonly string[])[] = []
+    let pages: (readonly (string | Uint8Array)[])[] = []
     for await (const page of snapshot.read({ table: table.name, columns: columns.map((column) => column.source), where })) {
       pages.push(page.columns)
       loaded += page.rows
@@ -95,6 +102,10 @@ export async function loadTable(
         await stage(pages)
         pages = []
       }
+      // A synchronous store (SQLite) reads page after page without the event loop turning, and DuckDB's finished
+      // unpacking is only handed the next batch when it does: a turn per page keeps it busy (on 960,000 files it had
+      // been left 0.7 s of unpacking after the last page).
+      await new Promise((resolve) => setImmediate(resolve))
     }
     if (pages.length > 0) await stage(pages)
   } catch (error) {

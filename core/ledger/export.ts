@@ -113,11 +113,13 @@ export interface ExportRequest {
 /**
  * `columns[i]` is the JSON text of an array of the request's `columns[i]`
  * values, one per row (`["orders","orders"]`, `[3,null]`), in no particular
- * order, the same for every column.
+ * order, the same for every column: as a string, or as its UTF-8 bytes
+ * (what SQLite hands over without decoding it into a JavaScript string, and
+ * DuckDB takes without encoding it back).
  */
 export interface ExportPage {
   readonly rows: number
-  readonly columns: readonly string[]
+  readonly columns: readonly (string | Uint8Array)[]
 }
 
 export interface LedgerSnapshot {

@@ -146,16 +146,14 @@ export async function pageData(ledger: LedgerStore | undefined, config: Resolved
     const filesTable = queryTable('files')!
     const eventsTable = queryTable('events')!
     const pondTable = queryTable('pond_events')!
-    await duck.loading(async () => {
-      // Each table is read while DuckDB unpacks the one before.
-      const loads = [
-        await duck.load(filesTable, pick(filesTable, EVERY_FILE)),
-        await duck.load(eventsTable, pick(eventsTable, ['occurred_at', 'event', 'error']), [{ column: 'event', in: ['file:failed'] }]),
-        await duck.load(pondTable, pondTable.columns),
-      ]
-      await Promise.all(loads.map((load) => load.unpacked))
-      await loadListed(duck, filesTable, options.files)
-    })
+    // Each table is read while DuckDB unpacks the one before.
+    const loads = await duck.reading(async () => [
+      await duck.load(filesTable, pick(filesTable, EVERY_FILE)),
+      await duck.load(eventsTable, pick(eventsTable, ['occurred_at', 'event', 'error']), [{ column: 'event', in: ['file:failed'] }]),
+      await duck.load(pondTable, pondTable.columns),
+    ])
+    await Promise.all(loads.map((load) => load.unpacked))
+    await loadListed(duck, filesTable, options.files)
     const now = { now: duck.now * 1000 }
     const nowSql = 'make_timestamp(CAST($now AS BIGINT))'
     const configured = new Map(config.pipelines.map((pipeline) => [pipeline.name, pipeline]))
@@ -280,7 +278,7 @@ async function loadListed(duck: LedgerDuck, files: QueryTable, limit: number): P
   })
   const problems = { column: 'state', in: PROBLEMS }
   const where = cutoff === undefined ? [] : [{ any: [problems, { column: 'updated_at', min: num(cutoff.at) }] }]
-  await (await duck.load(files, pick(files, LISTED), where, 'listed')).unpacked
+  await (await duck.reading(() => duck.load(files, pick(files, LISTED), where, 'listed'))).unpacked
 }
 
 const ALERT_ORDER: readonly Alert['kind'][] = ['failing', 'stuck', 'pond', 'late', 'backlog']

@@ -63,7 +63,9 @@ async function* pages(db: Database.Database, request: ExportRequest): AsyncGener
     }),
   )
   const selected = columns.map((column, index) => `${valueOf(request.table, column)} AS v${index}`).join(', ')
-  const aggregates = columns.map((_, index) => `json_group_array(v${index})`).join(', ')
+  // As bytes (a BLOB): the JSON goes from SQLite to DuckDB as UTF-8 all the way, never a JavaScript string (decoding
+  // and encoding it again took 0.1–0.2 s of 960,000 files' five columns).
+  const aggregates = columns.map((_, index) => `CAST(json_group_array(v${index}) AS BLOB)`).join(', ')
   const statement = db
     .prepare(`SELECT max(k), count(*), ${aggregates} FROM (SELECT rowid AS k, ${selected} FROM "${request.table}" WHERE ${['rowid > ?', ...where].join(' AND ')} ORDER BY rowid LIMIT ${EXPORT_PAGE_ROWS})`)
     .raw()
@@ -72,7 +74,7 @@ async function* pages(db: Database.Database, request: ExportRequest): AsyncGener
     const rows = row[1] as number
     if (rows === 0) return
     last = row[0] as number
-    yield { rows, columns: row.slice(2) as string[] }
+    yield { rows, columns: row.slice(2) as Uint8Array[] }
     if (rows < EXPORT_PAGE_ROWS) return
   }
 }

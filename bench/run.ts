@@ -8,6 +8,7 @@ import { s3Source } from './s3.js'
 import { cacheSuite } from './cache.js'
 import { stagesSuite } from './stages.js'
 import { pondsSuite } from './ponds.js'
+import { auditSuite, querySuite } from './audit.js'
 import { hashing, largeFile, sqliteBulk, sqliteSmallFiles, watchLatency, type BenchOptions, type Row } from './suites.js'
 
 /**
@@ -25,6 +26,8 @@ const SUITES: Record<string, { run: (options: BenchOptions) => Promise<Row[]>; a
   cache: { run: cacheSuite, about: 'retry of a --rows file whose destination failed, with and without the cache; cache set/get vs fs' },
   stages: { run: stagesSuite, about: '--rows orders → SQLite through three trivial stages vs without stages' },
   ponds: { run: pondsSuite, about: '50 files into a standing wave (--watch) two ponds downstream: last write → outlet table, beyond the settle window' },
+  query: { run: querySuite, about: "filedge query: the README's three questions over a --ledger-files ledger, SQLite and Postgres" },
+  audit: { run: auditSuite, about: 'filedge audit export of a --ledger-files SQLite ledger' },
   hash: { run: hashing, about: 'SHA-256 of the --rows CSV vs a Node crypto stream' },
   large: { run: largeFile, about: 'peak RSS loading a ~1 GB CSV (only with --large)' },
   watch: { run: watchLatency, about: 'watch mode, last write → committed' },
@@ -38,6 +41,7 @@ const { values } = parseArgs({
     's3-files': { type: 'string', default: '10000' },
     'worker-files': { type: 'string', default: '200' },
     'worker-rows-per-file': { type: 'string', default: '1000' },
+    'ledger-files': { type: 'string', default: '1000000' },
     reps: { type: 'string', default: '5' },
     large: { type: 'boolean', default: false },
     only: { type: 'string' },
@@ -46,7 +50,7 @@ const { values } = parseArgs({
 })
 
 if (values.help) {
-  console.log(`npm run bench -- [--rows N] [--files N] [--rows-per-file N] [--s3-files N] [--worker-files N] [--worker-rows-per-file N] [--reps N] [--large] [--only SUITE,…]
+  console.log(`npm run bench -- [--rows N] [--files N] [--rows-per-file N] [--s3-files N] [--worker-files N] [--worker-rows-per-file N] [--ledger-files N] [--reps N] [--large] [--only SUITE,…]
 
 Suites (all by default):
 ${Object.entries(SUITES)
@@ -68,6 +72,7 @@ const options: BenchOptions = {
   workerRowsPerFile: Number(values['worker-rows-per-file']),
   reps: Number(values.reps),
   large: values.large,
+  ledgerFiles: Number(values['ledger-files']),
   dataDir: path.join(REPO_ROOT, 'bench', '.data'),
 }
 const chosen = values.only ? values.only.split(',') : Object.keys(SUITES)

@@ -20,6 +20,8 @@ export interface BenchOptions {
   readonly workerRowsPerFile: number
   readonly reps: number
   readonly large: boolean
+  /** Files of the synthetic ledger the query and audit suites read. */
+  readonly ledgerFiles: number
   readonly dataDir: string
 }
 

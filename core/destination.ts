@@ -169,6 +169,16 @@ export interface Destination {
    * open), and is safe to call while other files are being written.
    */
   hasLoaded?(query: LoadQuery): Promise<LoadMarker | null>
+  /**
+   * Whether the destination answers, for `filedge healthcheck`: a cheap probe
+   * (`SELECT 1`, a look at the database file), with or without `open`, on a
+   * short-lived connection of its own unless one is open. It creates and
+   * changes nothing, and waits for no lock: a single-writer file held by
+   * another process throws DESTINATION_LOCKED (`destinationLocked`), which
+   * the healthcheck reports as busy, not down. Anything else it throws is
+   * the destination being down; say what, never a secret.
+   */
+  healthcheck?(ctx: DestinationContext): Promise<void>
   close?(): Promise<void>
   /**
    * SQL next to the tables, for plugins that build on them (ponds): `task`

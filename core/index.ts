@@ -104,6 +104,7 @@ export { readClaimedBytes, type ClaimedBytes } from './source/verify.js'
 export { isGzipPath } from './formats/registry.js'
 export { canCheckCsvStructure, createCsvStructureCheck, type CsvStructureCheck, type CsvStructureOptions } from './formats/csv-structure.js'
 export { createMutex, sleep, type Mutex } from './concurrency.js'
+export { assertCreatable } from './health.js'
 export {
   cdcPlan,
   cdcStageSpec,
@@ -125,5 +126,6 @@ export { openLedger } from './ledger/open.js'
 export type { LedgerStore, LedgerFile, LedgerEvent, FileState, StatusReport, PondEvent, PondEventFilter, PondEventInput, PondEventName, PondTrigger, CursorAdvance, CursorAdvanceInput, CursorEvent, CursorEventName } from './ledger/types.js'
 export { defineSource, type Source, type SourceEntry, type SourceCapabilities, type SourceContext, type ListOptions, type WatchOptions, type Watching, type ReadOptions, type ArchiveAction, type FileOrigin } from './source.js'
 export { localSource, type LocalSourceOptions } from './source/local.js'
+export type { LedgerSnapshot, ExportRequest, ExportPage, ExportFilter, ExportTable } from './ledger/export.js'
 export { sourceMatcher, DEFAULT_EXCLUDES, type MatchOptions } from './source/match.js'
 export { hashStage, normalizeCode, explainChange, STAGE_ABI, type StageHashInput, type StageHash } from './stages/hash.js'

@@ -148,6 +148,13 @@ export interface Source {
   localPath?(path: string): string | undefined
   archive?(entry: SourceEntry, action: ArchiveAction): Promise<string>
   describeFile?(path: string, context: { readonly root: string }): Promise<FileOrigin | undefined>
+  /**
+   * Whether the source answers, for `filedge healthcheck`: a cheap probe (a
+   * stat of the directory, a one-key listing, a stat over SFTP), connecting
+   * first if `connect` has not. It reads no file and changes nothing; what it
+   * opens, `close` ends. A failure throws saying what is wrong, never a secret.
+   */
+  healthcheck?(ctx: SourceContext): Promise<void>
   close?(): Promise<void>
 }
 

@@ -1,11 +1,14 @@
 import { Command, CommanderError } from 'commander'
 import { isFiledgeError } from '../errors.js'
 import { redact } from '../secrets.js'
+import { registerAudit } from './commands/audit.js'
 import { registerCache } from './commands/cache.js'
 import { registerPond } from './commands/pond.js'
+import { registerQuery } from './commands/query.js'
 import { registerConfig } from './commands/config.js'
 import { registerFetch } from './commands/fetch.js'
 import { registerStages } from './commands/stages.js'
+import { registerHealthcheck } from './commands/healthcheck.js'
 import { registerHistory } from './commands/history.js'
 import { registerLineage } from './commands/lineage.js'
 import { registerRequeue } from './commands/requeue.js'
@@ -36,6 +39,11 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
   registerStatus(program, io)
   registerHistory(program, io)
   registerLineage(program, io)
+  registerQuery(program, io)
+  registerAudit(program, io)
+  registerHealthcheck(program, io, (exit) => {
+    code = exit
+  })
   registerRequeue(program, io)
   registerValidate(program, io, (exit) => {
     code = exit

@@ -5,6 +5,7 @@
  */
 
 import { FiledgeError } from '../errors.js'
+import type { LedgerSnapshot } from './export.js'
 
 export const FILE_STATES = ['PENDING', 'PROCESSING', 'COMMITTED', 'FAILED'] as const
 export type FileState = (typeof FILE_STATES)[number]
@@ -445,5 +446,12 @@ export interface LedgerStore {
    * manifests).
    */
   advanceCursor(input: CursorAdvanceInput): Promise<CursorAdvance>
+  /**
+   * A consistent, read-only view of the whole ledger for bulk reads
+   * (`filedge query`, the audit page): its tables in pages of columns,
+   * filtered by the store (export.ts). Close it when done: it holds a read
+   * transaction (and, for Postgres, a connection).
+   */
+  snapshot(): Promise<LedgerSnapshot>
   close(): Promise<void>
 }

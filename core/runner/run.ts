@@ -20,6 +20,7 @@ import type { SourceEntry } from '../source.js'
 import { sourcePlugins } from '../source/plugin.js'
 import { statCachePlugin } from '../source/stat-cache.js'
 import { stagesPlugin } from '../stages/plugin.js'
+import { openTelemetryPlugin } from '../telemetry/opentelemetry.js'
 import { tableSpec, type FileRunContext } from './file.js'
 import { createIngest, newTally } from './ingest.js'
 import { workerId } from './worker.js'
@@ -78,7 +79,7 @@ export async function createFiledge(options: RunOptions): Promise<Filedge> {
   const ledger = options.ledger ?? (await openLedger(config))
   const hooks = createHooks()
   const worker = workerId()
-  const builtins = [...sourcePlugins(pipelines, ledger), statCachePlugin(ledger), ledgerPlugin(ledger, config), csvFormat(), fixedFormat(), jsonFormats(), parquetFormat(), xlsxFormat(), stagesPlugin(), ...destinationPlugins(pipelines)].filter(
+  const builtins = [...sourcePlugins(pipelines, ledger), statCachePlugin(ledger), ledgerPlugin(ledger, config), csvFormat(), fixedFormat(), jsonFormats(), parquetFormat(), xlsxFormat(), stagesPlugin(), ...destinationPlugins(pipelines), openTelemetryPlugin()].filter(
     (plugin) => !config.disabledBuiltins.includes(plugin.name),
   )
   const plugins = [...orderPlugins(config.plugins, builtins), ...(options.plugins ?? [])]

@@ -1,9 +1,10 @@
 import fs from 'node:fs'
-import { mkdir, open, rename, stat, unlink, copyFile, type FileHandle } from 'node:fs/promises'
+import { access, mkdir, open, rename, stat, unlink, copyFile, type FileHandle } from 'node:fs/promises'
+import { constants as fsConstants } from 'node:fs'
 import path from 'node:path'
 import { Readable } from 'node:stream'
 import type { SymlinkPolicy } from '../config/types.js'
-import { fileGone } from '../errors.js'
+import { FiledgeError, fileGone } from '../errors.js'
 import type { ArchiveAction, ListOptions, Source, SourceEntry, WatchOptions, Watching } from '../source.js'
 import { boundary, confirmInside, isInside, linkedOutside, resolvesInside } from './links.js'
 import { excludePatterns, sourceMatcher } from './match.js'
@@ -144,6 +145,17 @@ export function localSource(options: LocalSourceOptions): Source {
     },
 
     localPath: (file) => absOf(file),
+
+    async healthcheck() {
+      const where = `source directory ${toRelative(root, dir) || '.'}`
+      const found = await stat(dir).catch((error: NodeJS.ErrnoException) => {
+        throw new FiledgeError('PLUGIN_ERROR', error.code === 'ENOENT' ? `${where} does not exist` : `${where}: ${error.message}`)
+      })
+      if (!found.isDirectory()) throw new FiledgeError('PLUGIN_ERROR', `${where} is not a directory`)
+      await access(dir, fsConstants.R_OK | fsConstants.X_OK).catch(() => {
+        throw new FiledgeError('PLUGIN_ERROR', `${where} is not readable by this user`)
+      })
+    },
 
     async watch({ signal, settleMs, onEntry, warn }: WatchOptions): Promise<Watching> {
       const { watch } = await import('chokidar')

@@ -1,6 +1,7 @@
-import { mkdirSync } from 'node:fs'
+import { existsSync, mkdirSync } from 'node:fs'
 import path from 'node:path'
 import {
+  assertCreatable,
   assertNoDrift,
   cdcTombstoneSpec,
   createCsvStructureCheck,
@@ -303,6 +304,36 @@ export function duckdb(options: DuckDBDestinationOptions): Destination {
       const [setting] = await use(async (db) => (await db.runAndReadAll("SELECT current_setting('preserve_insertion_order') AS value")).getRowObjectsJS())
       ordered = setting?.value === true
       if (!ordered && options.native !== false) log.info(`${file}: preserve_insertion_order is off, so CSV files are read by filedge's parser, not DuckDB's`)
+    },
+
+    async healthcheck({ config }: DestinationContext) {
+      // This process has the file open (or was handed a connection): ask on it.
+      if (connection !== undefined) {
+        await use((db) => db.run('SELECT 1'))
+        return
+      }
+      const target = path.resolve(config.root, options.path)
+      if (!existsSync(target)) return assertCreatable(target, `duckdb ${target}`)
+      const { DuckDBInstance } = await import('@duckdb/node-api')
+      let probe: Awaited<ReturnType<typeof DuckDBInstance.create>>
+      try {
+        // Read-only, and never waiting: another process holding the file is busy, not down (a run would wait for it).
+        probe = await DuckDBInstance.create(target, { access_mode: 'READ_ONLY' })
+      } catch (error) {
+        const holder = lockHolder(error)
+        if (holder !== undefined) throw destinationLocked(`duckdb ${target}`, `${holder}; DuckDB allows one process per database file, and a run waits for it (lockWait)`)
+        throw new FiledgeError('PLUGIN_ERROR', `duckdb ${target}: ${firstLine(error)}`)
+      }
+      try {
+        const probing = await probe.connect()
+        try {
+          await probing.run('SELECT 1')
+        } finally {
+          probing.closeSync()
+        }
+      } finally {
+        probe.closeSync()
+      }
     },
 
     async prepare(table, writeMode) {

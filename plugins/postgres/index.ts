@@ -487,6 +487,20 @@ export function postgres(options: PostgresDestinationOptions): Destination {
     }
   }
 
+  /** The URL to connect to, or a config error saying what is missing. */
+  function urlOf(): string {
+    const url = readEnv(options.url)
+    if (url === undefined) {
+      throw new FiledgeError(
+        'CONFIG_INVALID',
+        isEnvRef(options.url)
+          ? `postgres destination: environment variable ${options.url.name} (url) is not set`
+          : "postgres destination: set url (e.g. url: env('DATABASE_URL')) or pass a pg.Pool as client",
+      )
+    }
+    return url
+  }
+
   return {
     name: 'postgres',
     capabilities: { transactions: true, writeModes: ['append', 'truncate', 'cdc'] },
@@ -496,15 +510,7 @@ export function postgres(options: PostgresDestinationOptions): Destination {
       logger = log
       copyFrom ??= (await import('pg-copy-streams')).from as (sql: string) => Writable
       if (pool !== undefined) return
-      const url = readEnv(options.url)
-      if (url === undefined) {
-        throw new FiledgeError(
-          'CONFIG_INVALID',
-          isEnvRef(options.url)
-            ? `postgres destination: environment variable ${options.url.name} (url) is not set`
-            : "postgres destination: set url (e.g. url: env('DATABASE_URL')) or pass a pg.Pool as client",
-        )
-      }
+      const url = urlOf()
       const { default: pg } = await import('pg')
       // Keepalives both ways: a worker whose host vanished (power, network) has its session ended by the server, and its locks released.
       const created = new pg.Pool({
@@ -601,6 +607,30 @@ export function postgres(options: PostgresDestinationOptions): Destination {
         return truncateMarker(marker, hash, loads, table.name)
       } finally {
         client.release()
+      }
+    },
+
+    async healthcheck() {
+      // The open pool (or the one handed in) when there is one; else a connection of its own, given up on after 10 s.
+      if (pool !== undefined) {
+        const client = await pool.connect()
+        try {
+          await client.query('SELECT 1')
+        } finally {
+          client.release()
+        }
+        return
+      }
+      const { default: pg } = await import('pg')
+      const client = new pg.Client({ connectionString: urlOf(), ssl: options.ssl, application_name: 'filedge healthcheck', connectionTimeoutMillis: 10_000 })
+      client.on('error', () => undefined)
+      try {
+        await client.connect()
+        await client.query('SELECT 1')
+      } catch (error) {
+        throw new FiledgeError('PLUGIN_ERROR', `postgres ${where}: ${describeError(error)}`)
+      } finally {
+        await client.end().catch(() => undefined)
       }
     },
 

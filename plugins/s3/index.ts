@@ -303,27 +303,32 @@ export function s3(options: S3SourceOptions): Source {
     return target
   }
 
+  /** What a run connects with, and the healthcheck's probe. */
+  async function connect({ defaultInclude }: SourceContext): Promise<void> {
+    const matches = sourceMatcher({ include: options.include ?? defaultInclude, exclude: options.exclude })
+    // The client outlives a failed check, so connecting again (the next run) reuses it; `close` ends it.
+    let s3 = connection?.s3
+    if (s3 === undefined) {
+      const sdk = await loadSdk()
+      s3 = s3Calls(sdk, options.client ?? (owned = await buildClient(sdk, options)))
+    }
+    connection = { s3, matches }
+    // One key's listing: a missing bucket, wrong credentials or an unreachable endpoint fail here, before any file is claimed.
+    try {
+      await s3.list({ Bucket: bucket, Prefix: prefix || undefined, MaxKeys: 1 })
+    } catch (error) {
+      throw s3Error(where, reach, error)
+    }
+  }
+
   return {
     name: 's3',
     capabilities: { exactVersions: true },
     describe: () => where,
 
-    async connect({ defaultInclude }: SourceContext) {
-      const matches = sourceMatcher({ include: options.include ?? defaultInclude, exclude: options.exclude })
-      // The client outlives a failed check, so connecting again (the next run) reuses it; `close` ends it.
-      let s3 = connection?.s3
-      if (s3 === undefined) {
-        const sdk = await loadSdk()
-        s3 = s3Calls(sdk, options.client ?? (owned = await buildClient(sdk, options)))
-      }
-      connection = { s3, matches }
-      // One key's listing: a missing bucket, wrong credentials or an unreachable endpoint fail here, before any file is claimed.
-      try {
-        await s3.list({ Bucket: bucket, Prefix: prefix || undefined, MaxKeys: 1 })
-      } catch (error) {
-        throw s3Error(where, reach, error)
-      }
-    },
+    connect,
+    // The one-key listing `connect` makes is the probe: a missing bucket, wrong credentials or an unreachable endpoint fail it.
+    healthcheck: connect,
 
     async *list({ signal, warn }: ListOptions) {
       const { s3, matches } = connected()

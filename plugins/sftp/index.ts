@@ -235,6 +235,28 @@ export function sftp(options: SftpSourceOptions): Source {
     }
   }
 
+  /** What a run connects with, and the healthcheck's probe. */
+  async function connect(ctx: SourceContext): Promise<void> {
+    logger = ctx.logger
+    match = sourceMatcher({ include: options.include ?? ctx.defaultInclude, exclude: options.exclude })
+    credentials = readCredentials(options, where)
+    open = true
+    const c = await connection().catch((error: unknown) => {
+      open = false
+      throw error
+    })
+    try {
+      root ??= options.path.startsWith('/')
+        ? posix.normalize(options.path).replace(/(.)\/$/, '$1')
+        : posix.join(await request<string>(c, (done) => c.session.realpath('.', done)), options.path).replace(/(.)\/$/, '$1')
+      const found = await request<RemoteStats>(c, (done) => c.session.stat(rootDir(), done))
+      if (!found.isDirectory()) throw new FiledgeError('PLUGIN_ERROR', `${where}: not a directory`, { plugin: 'sftp' })
+    } catch (error) {
+      await close()
+      throw rootError(error)
+    }
+  }
+
   return {
     name: 'sftp',
     // mtime:size names no single content: the core re-hashes files modified within 2 s (see above).
@@ -242,26 +264,9 @@ export function sftp(options: SftpSourceOptions): Source {
 
     describe: () => where,
 
-    async connect(ctx: SourceContext) {
-      logger = ctx.logger
-      match = sourceMatcher({ include: options.include ?? ctx.defaultInclude, exclude: options.exclude })
-      credentials = readCredentials(options, where)
-      open = true
-      const c = await connection().catch((error: unknown) => {
-        open = false
-        throw error
-      })
-      try {
-        root ??= options.path.startsWith('/')
-          ? posix.normalize(options.path).replace(/(.)\/$/, '$1')
-          : posix.join(await request<string>(c, (done) => c.session.realpath('.', done)), options.path).replace(/(.)\/$/, '$1')
-        const found = await request<RemoteStats>(c, (done) => c.session.stat(rootDir(), done))
-        if (!found.isDirectory()) throw new FiledgeError('PLUGIN_ERROR', `${where}: not a directory`, { plugin: 'sftp' })
-      } catch (error) {
-        await close()
-        throw rootError(error)
-      }
-    },
+    connect,
+    // Connecting is the probe: the handshake, the credentials, and a stat of the directory.
+    healthcheck: connect,
 
     list(listOptions: ListOptions) {
       return walk(rootDir(), '', listOptions)

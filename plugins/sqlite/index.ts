@@ -1,7 +1,8 @@
-import { mkdirSync } from 'node:fs'
+import { existsSync, mkdirSync } from 'node:fs'
 import path from 'node:path'
 import type { Database as SqliteDatabase, Statement } from 'better-sqlite3'
 import {
+  assertCreatable,
   assertNoDrift,
   cdcTombstoneSpec,
   createMutex,
@@ -153,6 +154,25 @@ export function sqlite(options: SqliteDestinationOptions): Destination {
       // Also on a client passed in: a connection opened on a WAL database starts at NORMAL (better-sqlite3
       // builds with SQLITE_DEFAULT_WAL_SYNCHRONOUS=1), which would silently void the durable default.
       db.pragma(`synchronous = ${options.durability === 'fast' ? 'NORMAL' : 'FULL'}`)
+    },
+
+    async healthcheck({ config }: DestinationContext) {
+      if (db !== undefined) {
+        db.prepare('SELECT 1').get()
+        return
+      }
+      const target = path.resolve(config.root, options.path)
+      if (!existsSync(target)) return assertCreatable(target, `sqlite ${target}`)
+      const { default: Database } = await import('better-sqlite3')
+      // Read-only, and the schema read: a file that is not a database (or is damaged) says so here.
+      const probe = new Database(target, { readonly: true, fileMustExist: true })
+      try {
+        probe.prepare('SELECT count(*) FROM sqlite_schema').get()
+      } catch (error) {
+        throw new FiledgeError('PLUGIN_ERROR', `sqlite ${target}: ${(error as Error).message}`)
+      } finally {
+        probe.close()
+      }
     },
 
     async prepare(table, writeMode) {

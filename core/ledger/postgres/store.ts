@@ -17,6 +17,7 @@ import { advanceCursor, cursorEvents, cursorOf } from './sql/cursor.js'
 import { leaseHeld, releaseLease, renewLease, takeLease } from './sql/lease.js'
 import { release } from './sql/release.js'
 import { settledStats } from './sql/stats.js'
+import { postgresSnapshot } from './sql/export.js'
 import { requeue } from './sql/requeue.js'
 import { countStates, recentFailures } from './sql/status.js'
 
@@ -213,6 +214,7 @@ export async function openPostgresLedger(url: string, options: PostgresLedgerOpt
     cursorOf: (source) => cursorOf(pool, t, source),
     cursorEvents: (source, limit) => cursorEvents(pool, t, source, limit),
     advanceCursor: (input) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => advanceCursor(tx, t, input, at())),
+    snapshot: () => postgresSnapshot(pool, t, at()),
     async requeue(target, worker) {
       const files = 'failed' in target ? await failedFiles(pool, t, target.pipelines) : target.files
       const result = await transaction(pool, (tx) => requeue(tx, t, files, worker, at()))

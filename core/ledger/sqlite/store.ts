@@ -15,6 +15,7 @@ import { advanceCursor, cursorEvents, cursorOf } from './sql/cursor.js'
 import { leaseHeld, releaseLease, renewLease, takeLease } from './sql/lease.js'
 import { release } from './sql/release.js'
 import { settledStats } from './sql/stats.js'
+import { sqliteSnapshot } from './sql/export.js'
 import { requeue } from './sql/requeue.js'
 import { countStates, recentFailures } from './sql/status.js'
 
@@ -194,6 +195,7 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
     cursorOf: async (source) => cursorOf(ledger, source),
     cursorEvents: async (source, limit) => cursorEvents(ledger, source, limit),
     advanceCursor: async (input) => advanceCursorTx(ledger, input, now()),
+    snapshot: async () => sqliteSnapshot(file, now()),
     async requeue(target, worker) {
       const files = 'failed' in target ? failedFiles(ledger, target.pipelines) : target.files
       const result = requeueTx(ledger, files, worker, now())

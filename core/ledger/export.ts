@@ -1,0 +1,182 @@
+/**
+ * Bulk, read-only reads of the ledger's tables, for what looks at the whole
+ * ledger at once (`filedge query`, the audit page) rather than at one file.
+ * Both stores implement them over their own tables, with no schema of their
+ * own: a snapshot is a consistent view (one read transaction) read in pages
+ * of columns, so a million files never sit in memory as a million objects.
+ *
+ * A page holds each column as the text of a JSON array. Both databases
+ * build that themselves (`json_group_array`, `json_agg`), and DuckDB reads
+ * it the same way (core/audit/load.ts), so no value is touched one by one
+ * in JavaScript on its way from the ledger to a query. Measured on 960,000
+ * committed files, five columns (path, pipeline, rows and two times): 2.2 s
+ * as JSON arrays, against 3.0–3.9 s parsed into JavaScript arrays and
+ * written into DuckDB's vectors value by value (each string a call into
+ * native code).
+ */
+
+import { FiledgeError } from '../errors.js'
+
+/** How a column's values arrive in a page: text as strings, integers as numbers, times as the snapshot's `times` says. */
+export type ExportKind = 'text' | 'integer' | 'time'
+
+export interface ExportColumn {
+  readonly name: string
+  readonly kind: ExportKind
+}
+
+const text = (name: string): ExportColumn => ({ name, kind: 'text' })
+const integer = (name: string): ExportColumn => ({ name, kind: 'integer' })
+const time = (name: string): ExportColumn => ({ name, kind: 'time' })
+
+/**
+ * The tables a snapshot reads and their columns, as the ledger names them
+ * (both stores have them all). Not exported: lease tokens (they fence
+ * writes and are nobody's business), the stat cache and the codes table.
+ */
+export const EXPORT_TABLES = {
+  files: [
+    text('pipeline'),
+    text('hash'),
+    text('path'),
+    integer('size'),
+    text('state'),
+    integer('attempts'),
+    integer('lapses'),
+    text('load_id'),
+    integer('rows'),
+    text('error'),
+    text('worker'),
+    time('lease_expires_at'),
+    time('created_at'),
+    time('updated_at'),
+    time('committed_at'),
+    text('code'),
+  ],
+  file_paths: [text('pipeline'), text('hash'), text('path'), time('first_seen_at'), text('version')],
+  events: [integer('id'), time('at'), text('pipeline'), text('hash'), text('event'), text('from_state'), text('to_state'), integer('attempt'), text('worker'), text('path'), text('error')],
+  pond_events: [
+    integer('id'),
+    time('at'),
+    text('pond'),
+    text('version'),
+    text('run_id'),
+    text('event'),
+    text('ripple'),
+    text('outlet'),
+    text('trigger'),
+    time('freshness'),
+    text('input_version'),
+    text('data_version'),
+    text('error'),
+    integer('duration_ms'),
+    integer('rows'),
+    text('worker'),
+  ],
+} as const satisfies Record<string, readonly ExportColumn[]>
+
+export type ExportTable = keyof typeof EXPORT_TABLES
+
+/**
+ * Rows to read: `in` keeps rows whose column holds one of the values; a
+ * bound keeps rows whose integer or time column is within it (inclusive;
+ * times as ms since the epoch); `any` keeps rows that one of its filters
+ * keeps. NULL matches nothing, as in SQL.
+ */
+export type ExportFilter =
+  | { readonly column: string; readonly in: readonly (string | number)[] }
+  | { readonly column: string; readonly min: number }
+  | { readonly column: string; readonly max: number }
+  | { readonly any: readonly ExportFilter[] }
+
+/** A filter as SQL, for a store: `column` quotes a (checked) column, `value` adds a parameter and returns its placeholder. */
+export function filterSql(
+  table: ExportTable,
+  filter: ExportFilter,
+  sql: { column(column: ExportColumn): string; values(column: ExportColumn, values: readonly (string | number)[]): string; bound(column: ExportColumn, value: number, side: 'min' | 'max'): string },
+): string {
+  if ('any' in filter) return `(${filter.any.map((inner) => filterSql(table, inner, sql)).join(' OR ')})`
+  const column = exportColumn(table, filter.column)
+  if ('in' in filter) return `${sql.column(column)} ${sql.values(column, filter.in)}`
+  const side = 'min' in filter ? 'min' : 'max'
+  return `${sql.column(column)} ${side === 'min' ? '>=' : '<='} ${sql.bound(column, side === 'min' ? (filter as { min: number }).min : (filter as { max: number }).max, side)}`
+}
+
+export interface ExportRequest {
+  readonly table: ExportTable
+  /** In the order the page's columns are wanted. */
+  readonly columns: readonly string[]
+  /** All must hold. */
+  readonly where?: readonly ExportFilter[]
+}
+
+/**
+ * `columns[i]` is the JSON text of an array of the request's `columns[i]`
+ * values, one per row (`["orders","orders"]`, `[3,null]`), in no particular
+ * order, the same for every column: as a string, or as its UTF-8 bytes
+ * (what SQLite hands over without decoding it into a JavaScript string, and
+ * DuckDB takes without encoding it back).
+ */
+export interface ExportPage {
+  readonly rows: number
+  readonly columns: readonly (string | Uint8Array)[]
+}
+
+export interface LedgerSnapshot {
+  /** The store's clock when the snapshot was taken, ms since the epoch (Postgres: the server's, as leases are judged). */
+  readonly now: number
+  /**
+   * How times are written in pages, whichever each database writes fastest:
+   * `iso`, ISO-8601 strings in UTC (SQLite stores them so); `us`, integers
+   * of µs since the epoch (Postgres: a number costs half of formatting a
+   * timestamptz as text, 0.21 s against 0.43 s per million).
+   */
+  readonly times: 'iso' | 'us'
+  read(request: ExportRequest): AsyncIterable<ExportPage>
+  /** Ends the read transaction. */
+  close(): Promise<void>
+}
+
+/**
+ * Rows per page: DuckDB's vector size. DuckDB unpacks a page's arrays
+ * fastest at that size (1M paths: 0.24 s in arrays of 2,048, 0.44 s in
+ * arrays of 65,536), and a query per page costs SQLite little.
+ */
+export const EXPORT_PAGE_ROWS = 2048
+
+export function exportColumn(table: ExportTable, name: string): ExportColumn {
+  const column = (EXPORT_TABLES[table] as readonly ExportColumn[]).find((candidate) => candidate.name === name)
+  if (column === undefined) throw new FiledgeError('INTERNAL', `ledger export: ${table} has no column ${JSON.stringify(name)}`)
+  return column
+}
+
+/**
+ * Checks a request against the tables above, once for both stores: the
+ * names it holds are spliced into SQL, so only the known ones pass.
+ */
+export function checkExport(request: ExportRequest): ExportColumn[] {
+  if (!Object.hasOwn(EXPORT_TABLES, request.table)) throw new FiledgeError('INTERNAL', `ledger export: no table ${JSON.stringify(request.table)}`)
+  if (request.columns.length === 0) throw new FiledgeError('INTERNAL', `ledger export: no columns asked of ${request.table}`)
+  const check = (filter: ExportFilter): void => {
+    if ('any' in filter) {
+      if (filter.any.length === 0) throw new FiledgeError('INTERNAL', `ledger export: an empty "any" filter on ${request.table}`)
+      return filter.any.forEach(check)
+    }
+    const column = exportColumn(request.table, filter.column)
+    if ('in' in filter ? filter.in.length === 0 : column.kind === 'text') throw new FiledgeError('INTERNAL', `ledger export: unusable filter on ${request.table}.${column.name}`)
+  }
+  ;(request.where ?? []).forEach(check)
+  return request.columns.map((name) => exportColumn(request.table, name))
+}
+
+/** The snapshot of a ledger that does not exist yet (a SQLite file no run has created): every table empty. */
+export function emptySnapshot(now = Date.now()): LedgerSnapshot {
+  return {
+    now,
+    times: 'iso',
+    async *read() {
+      return
+    },
+    async close() {},
+  }
+}

@@ -1,0 +1,172 @@
+import type pg from 'pg'
+import { checkExport, EXPORT_PAGE_ROWS, filterSql, type ExportPage, type ExportRequest, type ExportTable, type LedgerSnapshot } from '../../export.js'
+import type { Tables } from '../db.js'
+
+/**
+ * snapshot: a read-only view of the ledger for bulk reads (core/ledger/export.ts).
+ *
+ * One connection of the pool, in a REPEATABLE READ, READ ONLY transaction:
+ * every page of every table is read from the one snapshot its first
+ * statement took, while workers go on writing. `now` is the server's clock
+ * in that statement (leases are judged by it). Released by `close`.
+ *
+ * Pages are built by the server, one aggregate per column over the page's
+ * rows (read in one pass, so the arrays line up), so a page crosses the wire
+ * as a few values instead of rows of fields converted one by one. Pages are
+ * asked for ahead, so the server builds them while earlier ones are loaded,
+ * on two connections sharing the snapshot (`pg_export_snapshot`), so two
+ * server processes build them.
+ *
+ * A page is a range of the table's blocks (`ctid`), which Postgres 14 and
+ * later scan directly (TID Range Scan): no sort, no index, the table read
+ * once in its physical order. Measured on 1,000,000 files (pipeline and rows
+ * of the committed ones): 2,048-row pages in key order took 6.2 s, because
+ * every page walked the primary key into scattered heap pages and sorted
+ * its keys for the next one. Tuples this snapshot sees were all written
+ * before it began, within the blocks the table had then, so reading up to
+ * the table's size taken inside the snapshot (and a last open-ended range)
+ * reads them all. Before 14 the pages follow the primary key instead.
+ */
+export async function postgresSnapshot(pool: pg.Pool, t: Tables, at: string | null): Promise<LedgerSnapshot> {
+  const client = await pool.connect()
+  const helpers: pg.PoolClient[] = []
+  const lost = () => undefined
+  client.on('error', lost)
+  const release = async () => {
+    for (const helper of [client, ...helpers]) {
+      await helper.query('COMMIT').catch(() => undefined)
+      helper.off('error', lost)
+      helper.release()
+    }
+  }
+  try {
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY')
+    const { rows } = await client.query<{ now: number; version: number }>(
+      `SELECT extract(epoch FROM COALESCE($1::timestamptz, statement_timestamp())) * 1000 AS now, current_setting('server_version_num')::int AS version`,
+      [at],
+    )
+    const byBlocks = rows[0].version >= 140_000
+    // A second connection reads the same snapshot (exported, then set in its transaction): the server builds two pages at once.
+    const id = byBlocks ? (await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0].id : undefined
+    let joining: Promise<pg.PoolClient[]> | undefined
+    const readers = () =>
+      (joining ??= (async () => {
+        const helper = await pool.connect()
+        helper.on('error', lost)
+        helpers.push(helper)
+        await helper.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY')
+        await helper.query(`SET TRANSACTION SNAPSHOT '${id!.replace(/'/g, "''")}'`)
+        return [client, helper]
+      })())
+    return {
+      now: Number(rows[0].now),
+      times: 'us',
+      read: (request) => (byBlocks ? blockPages(readers, t, request) : keyPages(client, t, request)),
+      close: release,
+    }
+  } catch (error) {
+    await release().catch(() => undefined)
+    throw error
+  }
+}
+
+/** Blocks a page covers: at 30–40 ledger rows a block, about 8,000 rows. */
+const PAGE_BLOCKS = 256
+
+/** The key each table is read in order of (its primary key), before Postgres 14. */
+const KEYS: Record<ExportTable, readonly string[]> = {
+  files: ['pipeline', 'hash'],
+  file_paths: ['pipeline', 'hash', 'path'],
+  events: ['id'],
+  pond_events: ['id'],
+}
+
+/** The SQL parts a page query is made of: the table, its filters (with their values) and the aggregates. */
+function parts(t: Tables, request: ExportRequest) {
+  const columns = checkExport(request)
+  const table = { files: t.files, file_paths: t.paths, events: t.events, pond_events: t.pondEvents }[request.table]
+  const values: unknown[] = []
+  const param = (value: unknown) => `$${values.push(value)}`
+  const where = (request.where ?? []).map((filter) =>
+    filterSql(request.table, filter, {
+      column: (column) => `"${column.name}"`,
+      values: (column, list) => `= ANY(${param(list)}::${column.kind === 'text' ? 'text' : 'float8'}[])`,
+      bound: (column, ms) => (column.kind === 'time' ? `to_timestamp(${param(ms)}::float8 / 1000)` : `${param(ms)}::float8`),
+    }),
+  )
+  // Times as µs since the epoch: date_part is float8 seconds, within 0.25 µs of the time until 2100, so rounded it is
+  // the time exactly; extract is numeric, exact and half as fast again.
+  const selected = columns.map((column, index) => `${column.kind === 'time' ? `round(date_part('epoch', "${column.name}") * 1000000)::bigint` : `"${column.name}"`} AS v${index}`).join(', ')
+  // Text through json_agg, which escapes it; numbers need no escaping, and joined as text they cost half of json_agg
+  // (0.38 s against 0.44 s for a million integers). As text either way: pg would parse
+  // json into JavaScript values, which is what pages avoid.
+  const aggregated = columns
+    .map((column, index) => (column.kind === 'text' ? `json_agg(v${index})::text` : `'[' || coalesce(string_agg(coalesce(v${index}::text, 'null'), ','), '') || ']'`) + ` AS c${index}`)
+    .join(', ')
+  const page = (row: Record<string, unknown>): ExportPage => ({ rows: Number(row.n), columns: columns.map((_, index) => row[`c${index}`] as string) })
+  return { table, values, where, selected, aggregated, page }
+}
+
+/** Runs `query` for each page in turn, the next one sent as soon as one arrives; yields the pages with rows. */
+async function* pipelined(next: (previous: Record<string, unknown> | undefined) => Promise<pg.QueryResult<Record<string, unknown>>> | undefined, page: (row: Record<string, unknown>) => ExportPage): AsyncGenerator<ExportPage> {
+  let pending = next(undefined)
+  while (pending !== undefined) {
+    const row = (await pending).rows[0]
+    pending = next(row)
+    // Asked for before this page is handed on: its failure is seen when it is awaited.
+    pending?.catch(() => undefined)
+    if (Number(row.n) > 0) yield page(row)
+  }
+}
+
+async function* blockPages(readers: () => Promise<pg.PoolClient[]>, t: Tables, request: ExportRequest): AsyncGenerator<ExportPage> {
+  const { table, values, where, selected, aggregated, page } = parts(t, request)
+  const clients = await readers()
+  const { rows } = await clients[0].query<{ blocks: string }>(`SELECT pg_relation_size($1::regclass) / current_setting('block_size')::int AS blocks`, [table])
+  const blocks = Number(rows[0].blocks)
+  const from = `$${values.length + 1}::tid`
+  const to = `$${values.length + 2}::tid`
+  const bounded = `SELECT count(*) AS n, ${aggregated} FROM (SELECT ${selected} FROM ${table} WHERE ${['ctid >= ' + from, 'ctid < ' + to, ...where].join(' AND ')}) s`
+  // Past the blocks counted: nothing this snapshot sees can be there, but the read does not rely on it.
+  const rest = `SELECT count(*) AS n, ${aggregated} FROM (SELECT ${selected} FROM ${table} WHERE ${['ctid >= ' + from, ...where].join(' AND ')}) s`
+  const ranges: [number, number | undefined][] = []
+  for (let block = 0; block <= blocks; block += PAGE_BLOCKS) ranges.push([block, block + PAGE_BLOCKS > blocks ? undefined : block + PAGE_BLOCKS])
+  // Two pages in flight per connection, taken in turn; handed on in range order as they arrive.
+  const inFlight: Promise<pg.QueryResult<Record<string, unknown>>>[] = []
+  let next = 0
+  const launch = () => {
+    if (next >= ranges.length) return
+    const [start, end] = ranges[next]
+    const client = clients[next++ % clients.length]
+    const query = end === undefined ? client.query<Record<string, unknown>>(rest, [...values, `(${start},0)`]) : client.query<Record<string, unknown>>(bounded, [...values, `(${start},0)`, `(${end},0)`])
+    // Its failure is seen when it is awaited, below.
+    query.catch(() => undefined)
+    inFlight.push(query)
+  }
+  for (let i = 0; i < clients.length * 2; i++) launch()
+  while (inFlight.length > 0) {
+    const row = (await inFlight.shift()!).rows[0]
+    launch()
+    if (Number(row.n) > 0) yield page(row)
+  }
+}
+
+async function* keyPages(client: pg.PoolClient, t: Tables, request: ExportRequest): AsyncGenerator<ExportPage> {
+  const { table, values, where, selected, aggregated, page } = parts(t, request)
+  const keys = KEYS[request.table]
+  const keyList = keys.map((key) => `"${key}"`).join(', ')
+  const descending = keys.map((_, index) => `k${index} DESC`).join(', ')
+  const lastKeys = keys.map((_, index) => `(array_agg(k${index} ORDER BY ${descending}))[1] AS last${index}`).join(', ')
+  const keyed = keys.map((key, index) => `"${key}" AS k${index}`).join(', ')
+  yield* pipelined((previous) => {
+    if (previous !== undefined && Number(previous.n) < EXPORT_PAGE_ROWS) return undefined
+    const pageValues = [...values]
+    const after = previous === undefined ? [] : [`(${keyList}) > (${keys.map((_, index) => `$${pageValues.push(previous[`last${index}`])}`).join(', ')})`]
+    const condition = [...after, ...where]
+    return client.query<Record<string, unknown>>(
+      `SELECT count(*) AS n, ${lastKeys}, ${aggregated}
+       FROM (SELECT ${keyed}, ${selected} FROM ${table} ${condition.length > 0 ? `WHERE ${condition.join(' AND ')}` : ''} ORDER BY ${keyList} LIMIT ${EXPORT_PAGE_ROWS}) s`,
+      pageValues,
+    )
+  }, page)
+}

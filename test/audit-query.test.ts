@@ -1,0 +1,327 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import Database from 'better-sqlite3'
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { syntheticPostgresLedger, syntheticSqliteLedger } from '../bench/ledger-data.js'
+import { DuckDBInstance } from '@duckdb/node-api'
+import { queryLedger, type QueryResult } from '../core/audit/duck.js'
+import { planQuery } from '../core/audit/plan.js'
+import { toCsv, toJson } from '../core/audit/output.js'
+import type { ExportPage, ExportRequest, LedgerSnapshot } from '../core/ledger/export.js'
+import { openPostgresLedger } from '../core/ledger/postgres/store.js'
+import { openSqliteLedger } from '../core/ledger/sqlite/store.js'
+import type { LedgerStore } from '../core/ledger/types.js'
+import { describePostgres, dropSchema, freshSchema, PG_URL } from './helpers/postgres.js'
+import { target, type Target, type TargetName } from './helpers/targets.js'
+import { workspace, type Workspace } from './helpers/workspace.js'
+
+/**
+ * `filedge query` and the ledger snapshot under it, on both stores: the same
+ * synthetic ledger in SQLite and in Postgres answers every question the
+ * same, the questions read only what they need (what was loaded is part of
+ * the result), and anything but one read is refused before it runs.
+ */
+
+/** The README's three questions; the last with a tie-break, so both ledgers list the same ten. */
+const QUESTIONS = {
+  failuresPerDay: "SELECT occurred_at::DATE AS day, count(*) AS failures FROM events WHERE event = 'file:failed' GROUP BY day ORDER BY day",
+  rowsPerPipeline: "SELECT pipeline, count(*) AS files, sum(rows) AS rows FROM files WHERE state = 'COMMITTED' GROUP BY pipeline ORDER BY rows DESC",
+  slowestFiles: "SELECT pipeline, path, rows, committed_at - created_at AS took FROM files WHERE state = 'COMMITTED' ORDER BY took DESC, path LIMIT 10",
+}
+
+const NOW = Date.parse('2026-01-31T00:00:00Z')
+const FILES = 3_000
+
+async function pages(snapshot: LedgerSnapshot, request: ExportRequest): Promise<unknown[][]> {
+  const rows: unknown[][] = []
+  for await (const page of snapshot.read(request) as AsyncIterable<ExportPage>) {
+    const columns = page.columns.map((json) => JSON.parse(typeof json === 'string' ? json : Buffer.from(json).toString('utf8')) as unknown[])
+    for (const column of columns) expect(column).toHaveLength(page.rows)
+    for (let i = 0; i < page.rows; i++) rows.push(columns.map((column) => column[i]))
+  }
+  return rows
+}
+
+interface Store {
+  readonly name: string
+  open(): Promise<LedgerStore>
+  cleanup(): Promise<void>
+}
+
+function snapshotSuite(make: () => Store): void {
+  let store: Store
+  let ledger: LedgerStore
+  beforeEach(async () => {
+    store = make()
+    ledger = await store.open()
+  })
+  afterEach(async () => {
+    await ledger.close()
+    await store.cleanup()
+  })
+
+  it('reads every table in pages of columns that line up, filtered by the store', async () => {
+    const snapshot = await ledger.snapshot()
+    try {
+      expect(Math.abs(snapshot.now - NOW)).toBeLessThan(1000)
+      // Times as the snapshot says: ISO 8601 in UTC (SQLite), or µs since the epoch (Postgres).
+      const ms = (value: unknown) => (snapshot.times === 'iso' ? Date.parse(value as string) : (value as number) / 1000)
+      const files = await pages(snapshot, { table: 'files', columns: ['hash', 'state', 'rows', 'committed_at'] })
+      expect(files).toHaveLength(FILES)
+      for (const [hash, state, rows, committedAt] of files) {
+        expect(hash).toMatch(/^[0-9a-f]{64}$/)
+        if (state === 'COMMITTED') {
+          expect(rows).toBeGreaterThan(0)
+          if (snapshot.times === 'iso') expect(committedAt).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/)
+          else expect(Number.isSafeInteger(committedAt)).toBe(true)
+          expect(Math.abs(ms(committedAt) - NOW)).toBeLessThan(31 * 86_400_000)
+        } else expect(committedAt).toBeNull()
+      }
+      const failed = await pages(snapshot, { table: 'events', columns: ['event', 'error'], where: [{ column: 'event', in: ['file:failed'] }] })
+      expect(failed.length).toBeGreaterThan(0)
+      expect(failed.every(([event, error]) => event === 'file:failed' && typeof error === 'string')).toBe(true)
+      const cutoff = NOW - 86_400_000
+      const recentOrPending = await pages(snapshot, {
+        table: 'files',
+        columns: ['state', 'updated_at'],
+        where: [{ any: [{ column: 'state', in: ['PENDING'] }, { column: 'updated_at', min: cutoff }] }],
+      })
+      expect(recentOrPending.length).toBeGreaterThan(0)
+      expect(recentOrPending.length).toBeLessThan(FILES)
+      for (const [state, updatedAt] of recentOrPending) expect(state === 'PENDING' || ms(updatedAt) >= cutoff).toBe(true)
+      const bounded = await pages(snapshot, { table: 'files', columns: ['attempts'], where: [{ column: 'attempts', min: 2 }, { column: 'attempts', max: 2 }] })
+      expect(bounded.length).toBeGreaterThan(0)
+      expect(bounded.every(([attempts]) => attempts === 2)).toBe(true)
+    } finally {
+      await snapshot.close()
+    }
+  })
+
+  it('is one consistent view: what is written after it is taken is not in it', async () => {
+    const snapshot = await ledger.snapshot()
+    try {
+      await ledger.claim({ pipeline: 'orders', hash: 'f'.repeat(64), path: 'incoming/late.csv', size: 1, worker: 'w', maxAttempts: 3, maxLapses: 5, ttlMs: 60_000 })
+      expect(await pages(snapshot, { table: 'files', columns: ['hash'] })).toHaveLength(FILES)
+      expect((await pages(snapshot, { table: 'files', columns: ['hash'], where: [{ column: 'hash', in: ['f'.repeat(64)] }] })).length).toBe(0)
+    } finally {
+      await snapshot.close()
+    }
+    const after = await ledger.snapshot()
+    try {
+      expect(await pages(after, { table: 'files', columns: ['hash'] })).toHaveLength(FILES + 1)
+    } finally {
+      await after.close()
+    }
+  })
+}
+
+describe('ledger snapshot: SQLite', () =>
+  snapshotSuite(() => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'filedge-snapshot-'))
+    const file = path.join(dir, 'ledger.db')
+    return {
+      name: 'sqlite',
+      async open() {
+        syntheticSqliteLedger(file, { files: FILES, now: NOW })
+        return openSqliteLedger(file, { now: () => NOW })
+      },
+      cleanup: async () => rmSync(dir, { recursive: true, force: true }),
+    }
+  }))
+
+describePostgres('ledger snapshot: Postgres', () =>
+  snapshotSuite(() => {
+    const schema = freshSchema('filedge_snapshot')
+    return {
+      name: 'postgres',
+      async open() {
+        await syntheticPostgresLedger(PG_URL, schema, { files: FILES, now: NOW })
+        return openPostgresLedger(PG_URL, { schema, now: () => NOW })
+      },
+      cleanup: () => dropSchema(schema),
+    }
+  }))
+
+describe('filedge query over a synthetic ledger (SQLite)', () => {
+  let dir: string
+  let ledger: LedgerStore
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'filedge-query-'))
+    syntheticSqliteLedger(path.join(dir, 'ledger.db'), { files: FILES, now: NOW })
+    ledger = openSqliteLedger(path.join(dir, 'ledger.db'))
+  })
+  afterAll(async () => {
+    await ledger.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  const direct = <T>(sql: string) => {
+    const db = new Database(path.join(dir, 'ledger.db'), { readonly: true })
+    try {
+      return db.prepare(sql).all() as T[]
+    } finally {
+      db.close()
+    }
+  }
+
+  it('answers the three README questions as SQL on the ledger itself does, reading only what each needs', async () => {
+    const perDay = await queryLedger(ledger, QUESTIONS.failuresPerDay)
+    expect(toJson(perDay)).toEqual(
+      direct<{ day: string; failures: number }>("SELECT substr(at, 1, 10) AS day, count(*) AS failures FROM events WHERE event = 'file:failed' GROUP BY day ORDER BY day"),
+    )
+    // Only the failure events were read, and of them only their time: `event` is pinned by the condition.
+    expect(perDay.loaded).toEqual([{ table: 'events', rows: expect.any(Number), columns: ['occurred_at', 'event'], where: [{ column: 'event', in: ['file:failed'] }] }])
+    expect(perDay.loaded[0].rows).toBe(direct<{ n: number }>("SELECT count(*) AS n FROM events WHERE event = 'file:failed'")[0].n)
+
+    const perPipeline = await queryLedger(ledger, QUESTIONS.rowsPerPipeline)
+    expect(toJson(perPipeline)).toEqual(
+      direct("SELECT pipeline, count(*) AS files, sum(rows) AS rows FROM files WHERE state = 'COMMITTED' GROUP BY pipeline ORDER BY rows DESC"),
+    )
+    expect(perPipeline.loaded.map(({ table, columns, where }) => ({ table, columns, where }))).toEqual([
+      { table: 'files', columns: ['pipeline', 'state', 'rows'], where: [{ column: 'state', in: ['COMMITTED'] }] },
+    ])
+
+    const slowest = toJson(await queryLedger(ledger, QUESTIONS.slowestFiles)) as { path: string; took: string }[]
+    const expected = direct<{ path: string }>(
+      "SELECT path FROM files WHERE state = 'COMMITTED' ORDER BY round((julianday(committed_at) - julianday(created_at)) * 86400000) DESC, path LIMIT 10",
+    )
+    expect(slowest.map((row) => row.path)).toEqual(expected.map((row) => row.path))
+    expect(slowest[0].took).toMatch(/^00:00:\d\d\.\d+$/)
+  })
+
+  it('pushes a lower bound on now() to the store, but not an upper one (the clock moves on before the query runs)', async () => {
+    const recent = await queryLedger(ledger, 'SELECT count(*) AS n FROM files WHERE updated_at > now() - INTERVAL 3650 DAY AND created_at < now()')
+    expect(recent.loaded[0].where).toEqual([{ column: 'updated_at', min: expect.any(Number) }])
+    expect(toJson(recent)).toEqual([{ n: FILES }])
+    const literal = await queryLedger(ledger, "SELECT count(*) AS n FROM files WHERE created_at BETWEEN TIMESTAMP '2026-01-10' AND TIMESTAMP '2026-01-11'")
+    expect(literal.loaded[0].where).toEqual([
+      { column: 'created_at', min: Date.parse('2026-01-10T00:00:00Z') },
+      { column: 'created_at', max: Date.parse('2026-01-11T00:00:00Z') },
+    ])
+    expect(toJson(literal)).toEqual(direct("SELECT count(*) AS n FROM files WHERE created_at BETWEEN '2026-01-10T00:00:00.000Z' AND '2026-01-11T00:00:00.000Z'"))
+  })
+
+  it('loads more, never less, when a query reads a table twice, with a star or as a value', async () => {
+    const twice = await queryLedger(ledger, "SELECT count(*) AS n FROM files WHERE state = 'FAILED' AND attempts > (SELECT avg(attempts) FROM files)")
+    expect(twice.loaded[0].where).toEqual([])
+    expect(toJson(twice)).toEqual(direct("SELECT count(*) AS n FROM files WHERE state = 'FAILED' AND attempts > (SELECT avg(attempts) FROM files)"))
+    // Text against a number: DuckDB casts the column to the number, so '0123' would match 123; nothing is left to the store.
+    const instance = await DuckDBInstance.create(':memory:')
+    const connection = await instance.connect()
+    const parsed = (await connection.runAndReadAll("SELECT json_serialize_sql('SELECT count(*) FROM files WHERE pipeline = 123 AND state = ''FAILED''') AS ast")).getRowsJS()[0][0]
+    connection.closeSync()
+    instance.closeSync()
+    const [need] = planQuery((JSON.parse(String(parsed)) as { statements: { node: unknown }[] }).statements[0].node)
+    expect(need.pending.map((filter) => filter.column.name)).toEqual(['state'])
+    const star = await queryLedger(ledger, "SELECT * FROM files WHERE state = 'PENDING' ORDER BY hash LIMIT 1")
+    expect(star.columns.map((column) => column.name)).toEqual(['pipeline', 'hash', 'path', 'size', 'state', 'attempts', 'lapses', 'load_id', 'rows', 'error', 'worker', 'lease_expires_at', 'created_at', 'updated_at', 'committed_at', 'code'])
+    const struct = await queryLedger(ledger, 'SELECT f FROM files f LIMIT 1')
+    expect(struct.loaded[0].columns).toHaveLength(16)
+    const counted = await queryLedger(ledger, 'SELECT count(*) AS n FROM file_paths')
+    expect(counted.loaded[0].columns).toHaveLength(1)
+    expect(toJson(counted)).toEqual(direct('SELECT count(*) AS n FROM file_paths'))
+    // A view reads its table with its own condition: loads are the load events.
+    const loads = await queryLedger(ledger, "SELECT outcome, count(*) AS n FROM loads GROUP BY outcome ORDER BY outcome NULLS LAST")
+    expect(loads.loaded[0].where).toEqual([{ column: 'event', in: ['file:claimed', 'file:retried', 'file:reclaimed', 'file:reopened', 'file:committed', 'file:healed', 'file:failed', 'file:released'] }])
+    expect(toJson(loads)).toEqual([
+      { outcome: 'committed', n: direct<{ n: number }>("SELECT count(*) AS n FROM files WHERE state = 'COMMITTED'")[0].n },
+      { outcome: 'failed', n: direct<{ n: number }>("SELECT count(*) AS n FROM events WHERE event = 'file:failed'")[0].n },
+      { outcome: null, n: direct<{ n: number }>("SELECT count(*) AS n FROM files WHERE state = 'PROCESSING'")[0].n },
+    ])
+  })
+
+  it('refuses anything but one read, before loading anything', async () => {
+    const refused = async (sql: string) => (await queryLedger(ledger, sql).then(() => undefined, (error: unknown) => error)) as { code?: string; message: string } | undefined
+    for (const sql of ['DELETE FROM files', "COPY files TO 'out.csv'", "ATTACH 'x.db'", 'SET threads = 1', 'CREATE TABLE x AS SELECT 1', 'SELECT 1; SELECT 2']) {
+      const error = await refused(sql)
+      expect(error, sql).toMatchObject({ code: 'USAGE' })
+    }
+    expect((await refused('SELECT nope FROM files'))?.message).toContain('nope')
+    // Nothing but the in-memory database: no file, no URL, no extension download.
+    expect((await refused("SELECT * FROM read_text('/etc/hostname')"))?.message).toMatch(/disabled by configuration/)
+  })
+
+  it('prints JSON with numbers as numbers and big integers as strings, and RFC 4180 CSV', async () => {
+    const result: QueryResult = await queryLedger(ledger, "SELECT 1 AS a, 9007199254740993::BIGINT AS big, 'x,\"y\"' AS b, NULL AS c, TIMESTAMP '2026-01-02 03:04:05.123456' AS t, [1, 2] AS l")
+    expect(toJson(result)).toEqual([{ a: 1, big: '9007199254740993', b: 'x,"y"', c: null, t: '2026-01-02T03:04:05.123456Z', l: [1, 2] }])
+    expect(toCsv(result)).toBe('a,big,b,c,t,l\r\n1,9007199254740993,"x,""y""",,2026-01-02 03:04:05.123456,"[1, 2]"\r\n')
+  })
+})
+
+describePostgres('filedge query: both ledgers answer alike', () => {
+  let dir: string
+  let schema: string
+  let sqliteLedger: LedgerStore
+  let postgresLedger: LedgerStore
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'filedge-query-'))
+    schema = freshSchema('filedge_query')
+    syntheticSqliteLedger(path.join(dir, 'ledger.db'), { files: FILES, now: NOW })
+    await syntheticPostgresLedger(PG_URL, schema, { files: FILES, now: NOW })
+    sqliteLedger = openSqliteLedger(path.join(dir, 'ledger.db'))
+    postgresLedger = await openPostgresLedger(PG_URL, { schema })
+  })
+  afterAll(async () => {
+    await sqliteLedger?.close()
+    await postgresLedger?.close()
+    rmSync(dir, { recursive: true, force: true })
+    await dropSchema(schema)
+  })
+
+  for (const [name, sql] of Object.entries({
+    ...QUESTIONS,
+    everyFile: 'SELECT * FROM files ORDER BY pipeline, hash',
+    everyEvent: 'SELECT * EXCLUDE (id) FROM events ORDER BY pipeline, hash, id',
+    loads: 'SELECT * FROM loads ORDER BY pipeline, hash, started_at',
+    paths: 'SELECT * FROM file_paths ORDER BY pipeline, hash, path',
+  })) {
+    it(`${name}: the same answer from SQLite and Postgres`, async () => {
+      const [a, b] = [await queryLedger(sqliteLedger, sql), await queryLedger(postgresLedger, sql)]
+      expect(a.rows.length).toBeGreaterThan(0)
+      expect(toJson(b)).toEqual(toJson(a))
+    })
+  }
+})
+
+function cliSuite(name: TargetName) {
+  const wrap = name === 'postgres' ? describePostgres : describe
+  wrap(`filedge query on a real run: ${name} ledger`, () => {
+    let ws: Workspace | undefined
+    let t: Target | undefined
+    afterEach(async () => {
+      ws?.remove()
+      await t?.cleanup()
+    })
+
+    it('answers over what the run recorded, as a table, JSON or CSV; refuses writes with exit 2', async () => {
+      t = target(name)
+      ws = workspace({
+        'filedge.config.ts': t.config({ columns: "{ id: { type: 'string', required: true }, n: 'integer' }", writeMode: "'append'" }),
+        'incoming/a.csv': 'id,n\na1,1\na2,2\n',
+        'incoming/b.csv': 'id,n\nb1,3\n',
+        'incoming/bad.csv': 'id,n\nx,not-a-number\n',
+      })
+      expect((await ws.cli(['--reporter', 'silent'], { env: t.env })).code).toBe(1)
+
+      const json = await ws.cli(['query', QUESTIONS.rowsPerPipeline, '--json'], { env: t.env })
+      expect(json.code, json.stderr).toBe(0)
+      expect(JSON.parse(json.stdout)).toEqual([{ pipeline: 'changes', files: 2, rows: 3 }])
+
+      const failures = await ws.cli(['query', "SELECT path, error FROM files WHERE state = 'FAILED'", '--csv'], { env: t.env })
+      expect(failures.code).toBe(0)
+      expect(failures.stdout).toBe('path,error\r\nincoming/bad.csv,"incoming/bad.csv:2 column n: cannot coerce ""not-a-number"" to integer"\r\n')
+
+      const table = await ws.cli(['query', QUESTIONS.failuresPerDay], { env: t.env })
+      expect(table.code).toBe(0)
+      expect(table.stdout).toMatch(/^day\s+failures\n\d{4}-\d\d-\d\d\s+1\n\(1 row\)\n$/)
+
+      const write = await ws.cli(['query', "UPDATE files SET state = 'COMMITTED'"], { env: t.env })
+      expect(write.code).toBe(2)
+      expect(write.stderr).toContain('only a read')
+      expect((await ws.cli(['query', 'SELECT 1', '--json', '--csv'], { env: t.env })).code).toBe(2)
+    })
+  })
+}
+
+cliSuite('sqlite')
+cliSuite('postgres')

@@ -368,37 +368,52 @@ function fillValues(rows: Value[][], column: number, values: ArrayLike<Value>): 
 
 /** Splits a byte stream into its frames' payloads. */
 async function* frames(bytes: Readable): AsyncGenerator<Buffer> {
-  // Chunks not yet split, the first one possibly started: a frame within one chunk is a view of it, and only a frame
-  // across chunks is copied, alone (copying the rest of the chunk with it cost a copy of the whole value, measured).
-  const pending: Buffer[] = []
+  // Chunks not yet split, from `head` on, the first one possibly started: a frame within one chunk is a view of it, and
+  // only a frame across chunks is copied, alone (copying the rest of the chunk with it cost a copy of the whole value,
+  // measured). Chunks are dropped by moving `head`, not by shifting the array: a frame across thousands of small chunks
+  // would make that quadratic.
+  let pending: Buffer[] = []
+  let head = 0
   let buffered = 0
+  const drop = () => {
+    head++
+    if (head === pending.length) {
+      pending = []
+      head = 0
+    } else if (head >= 1024 && head * 2 >= pending.length) {
+      pending = pending.slice(head)
+      head = 0
+    }
+  }
   /** The first `count` bytes of the pending chunks, taken off them: a view when the first chunk holds them, else a copy. */
   const take = (count: number): Buffer => {
     buffered -= count
-    const first = pending[0]!
+    const first = pending[head]!
     if (first.length >= count) {
-      if (first.length === count) pending.shift()
-      else pending[0] = first.subarray(count)
+      if (first.length === count) drop()
+      else pending[head] = first.subarray(count)
       return first.subarray(0, count)
     }
     const out = Buffer.allocUnsafe(count)
     let filled = 0
     while (filled < count) {
-      const chunk = pending[0]!
+      const chunk = pending[head]!
       const used = Math.min(chunk.length, count - filled)
       chunk.copy(out, filled, 0, used)
       filled += used
-      if (used === chunk.length) pending.shift()
-      else pending[0] = chunk.subarray(used)
+      if (used === chunk.length) drop()
+      else pending[head] = chunk.subarray(used)
     }
     return out
   }
   /** The frame length at the front, without taking it. */
   const length = (): number => {
-    const first = pending[0]!
+    const first = pending[head]!
     if (first.length >= 4) return first.readUInt32LE(0)
-    const head = Buffer.concat(pending, 4)
-    return head.readUInt32LE(0)
+    const bytes = Buffer.alloc(4)
+    let filled = 0
+    for (let at = head; filled < 4; at++) filled += pending[at]!.copy(bytes, filled, 0, Math.min(pending[at]!.length, 4 - filled))
+    return bytes.readUInt32LE(0)
   }
   for await (const chunk of bytes as AsyncIterable<Buffer>) {
     if (chunk.length === 0) continue

@@ -10,6 +10,7 @@ import {
   rowInvalid,
   type ColumnType,
   type Destination,
+  type DestinationContext,
   type RowBatch,
   type TableColumn,
   type TableSpec,
@@ -157,13 +158,15 @@ export function testDestination(options: TestDestinationOptions): void {
     let dir: string
     let harness: DestinationHarness
     let destination: Destination
+    let context: DestinationContext
 
     beforeEach(async () => {
       dir = mkdtempSync(path.join(os.tmpdir(), 'filedge-conformance-'))
       harness = await options.make(dir)
       destination = harness.destination
       const config = resolveConfig({ pipelines: [{ name: 'conformance', source: 'in', destination, table: 't', columns: { id: 'string' } }] }, { cwd: dir })
-      await destination.open?.({ config, logger: { debug() {}, info() {}, warn() {}, error() {} } })
+      context = { config, logger: { debug() {}, info() {}, warn() {}, error() {} } }
+      await destination.open?.(context)
     })
     afterEach(async () => {
       await destination.close?.()
@@ -172,6 +175,18 @@ export function testDestination(options: TestDestinationOptions): void {
     })
 
     const read = async (table: TableSpec) => (await harness.rows(table.name)).sort((a, b) => String(a[table.columns[0].name]).localeCompare(String(b[table.columns[0].name])))
+
+    it('answers its healthcheck, open and with a table in it, and changes nothing', async (test: TestContext) => {
+      if (destination.healthcheck === undefined) {
+        test.skip(`${options.name} has no healthcheck: filedge healthcheck lists it as unchecked`)
+        return
+      }
+      await expect(destination.healthcheck(context)).resolves.toBeUndefined()
+      await destination.prepare(ALL_TYPES)
+      await destination.write(job({ table: ALL_TYPES, hash: fakeHash('health'), rows: TYPED_ROWS }))
+      await expect(destination.healthcheck(context)).resolves.toBeUndefined()
+      expect(await read(ALL_TYPES)).toHaveLength(3)
+    })
 
     it('creates the table and stores every column type, nulls included, with provenance', async () => {
       await destination.prepare(ALL_TYPES)

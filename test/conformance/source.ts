@@ -169,6 +169,18 @@ export function testSource(options: TestSourceOptions): void {
       if (source.stat !== undefined) expect(await source.stat(listed.path)).toBeUndefined()
     })
 
+    it('answers its healthcheck, reading nothing', async (context) => {
+      const { source, put } = await open()
+      if (source.healthcheck === undefined) {
+        context.skip(`${options.name} has no healthcheck: filedge healthcheck lists it as unchecked`)
+        return
+      }
+      await put('a.csv', 'id\n1\n')
+      const config = resolveConfig({ pipelines: [{ name: 'kit', source: '.', destination: none, table: 't', columns: { id: 'string' } }] })
+      await expect(source.healthcheck({ config, logger: { debug() {}, info() {}, warn() {}, error() {} }, defaultInclude: ['**/*.csv'] })).resolves.toBeUndefined()
+      expect((await listAll(source)).length).toBe(1)
+    })
+
     it('archives only the version that was listed, and is idempotent', async (context) => {
       const { source, put, exists, archived, pathOf } = await open()
       if (source.archive === undefined) {

@@ -102,8 +102,14 @@ export interface PageOptions {
   readonly files: number
 }
 
-/** What the counts and charts read of every file: no hash, path or error (over a million files, those are most of the bytes). */
-const EVERY_FILE = ['pipeline', 'state', 'attempts', 'rows', 'lease_expires_at', 'created_at', 'updated_at', 'committed_at']
+/**
+ * What the counts and charts read of every file: its state, rows and commit
+ * time. The rest is read of the listed files only, which hold every failing,
+ * pending and in-flight one: what the first screen says of them (attempts,
+ * lease expiries, since when) comes from there. Over a million files, the
+ * hashes, paths and other times are most of the bytes.
+ */
+const EVERY_FILE = ['pipeline', 'state', 'rows', 'committed_at']
 /** What the list shows of the files it lists. */
 const LISTED = ['pipeline', 'hash', 'path', 'size', 'state', 'attempts', 'rows', 'error', 'lease_expires_at', 'created_at', 'updated_at', 'committed_at']
 /** Files the first screen points at: listed first, whatever their age. */
@@ -159,23 +165,29 @@ export async function pageData(ledger: LedgerStore | undefined, config: Resolved
     const configured = new Map(config.pipelines.map((pipeline) => [pipeline.name, pipeline]))
     const cap = (name: string) => configured.get(name)?.retry.attempts ?? 3
 
-    const counts = await rows(
+    const totals = await rows(
       connection,
       `SELECT pipeline, count(*) AS files,
               count(*) FILTER (WHERE state = 'PENDING') AS pending,
               count(*) FILTER (WHERE state = 'PROCESSING') AS processing,
-              count(*) FILTER (WHERE state = 'PROCESSING' AND lease_expires_at < ${nowSql}) AS stuck,
               count(*) FILTER (WHERE state = 'COMMITTED') AS committed,
               count(*) FILTER (WHERE state = 'FAILED') AS failed,
               sum(rows) FILTER (WHERE state = 'COMMITTED') AS rows,
-              epoch_ms(max(committed_at)) AS last_commit,
+              epoch_ms(max(committed_at)) AS last_commit
+       FROM files GROUP BY pipeline ORDER BY pipeline`,
+    )
+    const problems = await rows(
+      connection,
+      `SELECT pipeline,
+              count(*) FILTER (WHERE state = 'PROCESSING' AND lease_expires_at < ${nowSql}) AS stuck,
               epoch_ms(min(updated_at) FILTER (WHERE state = 'FAILED')) AS failing_since,
               epoch_ms(min(lease_expires_at) FILTER (WHERE state = 'PROCESSING' AND lease_expires_at < ${nowSql})) AS stuck_since,
               epoch_ms(min(created_at) FILTER (WHERE state = 'PENDING')) AS pending_since
-       FROM files GROUP BY pipeline ORDER BY pipeline`,
+       FROM listed GROUP BY pipeline`,
       now,
     )
-    const failedByAttempts = await rows(connection, `SELECT pipeline, attempts, count(*) AS files FROM files WHERE state = 'FAILED' GROUP BY ALL`)
+    const counts = totals.map((row) => ({ ...row, ...problems.find((entry) => entry.pipeline === row.pipeline) }))
+    const failedByAttempts = await rows(connection, `SELECT pipeline, attempts, count(*) AS files FROM listed WHERE state = 'FAILED' GROUP BY ALL`)
     // What "usual" is: the gaps between a pipeline's commits over the 30 days before its last one.
     const gaps = await rows(
       connection,
@@ -268,16 +280,17 @@ export async function pageData(ledger: LedgerStore | undefined, config: Resolved
 /**
  * The files the list shows, with their hashes, paths and errors, read from
  * the store on their own, into `listed`: every failing, pending or in-flight
- * one, and the committed ones changed since the `limit`-th latest (one read,
- * the store applying both conditions). The list then takes the first
+ * one, and the committed ones committed since the `limit`-th latest (one
+ * read, the store applying both conditions). The list then takes the first
  * `limit` of them.
  */
 async function loadListed(duck: LedgerDuck, files: QueryTable, limit: number): Promise<void> {
-  const [cutoff] = await rows(duck.connection, `SELECT epoch_ms(updated_at) AS at FROM files WHERE state = 'COMMITTED' ORDER BY updated_at DESC LIMIT 1 OFFSET $skip`, {
+  // A committed file last changed when it committed.
+  const [cutoff] = await rows(duck.connection, `SELECT epoch_ms(committed_at) AS at FROM files WHERE state = 'COMMITTED' ORDER BY committed_at DESC LIMIT 1 OFFSET $skip`, {
     skip: Math.max(0, limit - 1),
   })
   const problems = { column: 'state', in: PROBLEMS }
-  const where = cutoff === undefined ? [] : [{ any: [problems, { column: 'updated_at', min: num(cutoff.at) }] }]
+  const where = cutoff === undefined ? [] : [{ any: [problems, { column: 'committed_at', min: num(cutoff.at) }] }]
   await (await duck.reading(() => duck.load(files, pick(files, LISTED), where, 'listed'))).unpacked
 }
 
@@ -348,7 +361,7 @@ async function listedFiles(connection: DuckDBConnection, limit: number, nowSql: 
 
 /** Files and rows committed, and failures, per day (per hour when the ledger spans less than three days), the last 60 buckets. */
 async function bucketsOf(connection: DuckDBConnection): Promise<PageData['buckets']> {
-  const [span] = await rows(connection, `SELECT date_diff('hour', min(created_at), max(updated_at)) AS hours FROM files`)
+  const [span] = await rows(connection, `SELECT date_diff('hour', min(committed_at), max(committed_at)) AS hours FROM files`)
   const unit = span.hours !== null && num(span.hours) < 72 ? 'hour' : 'day'
   const list = await rows(
     connection,

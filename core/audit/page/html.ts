@@ -47,6 +47,7 @@ function alertLink(alert: Alert, data: PageData): string {
 function firstScreen(data: PageData): string {
   if (data.alerts.length === 0) {
     const files = data.pipelines.reduce((sum, pipeline) => sum + pipeline.files, 0)
+    if (files === 0) return `<div class="all-clear" role="status"><strong>Nothing recorded yet.</strong> No file in the ledger; a run of <code>filedge</code> loads what the sources hold.</div>`
     return `<div class="all-clear" role="status"><strong>All clear.</strong> ${number(files)} files in ${data.pipelines.length} pipeline${data.pipelines.length === 1 ? '' : 's'}: nothing failing, stuck, backlogged or late.</div>`
   }
   const total = (kind: Alert['kind']) => data.alerts.filter((alert) => alert.kind === kind).reduce((sum, alert) => sum + alert.count, 0)

@@ -1,6 +1,8 @@
 import { once } from 'node:events'
 import { existsSync, readdirSync, statSync } from 'node:fs'
 import { afterEach, describe, expect, it } from 'vitest'
+import { loadConfig } from '../core/index.js'
+import { openPonds } from '../plugins/pond/index.js'
 import { readDuckdb } from './helpers/duckdb.js'
 import { describePostgres, freshSchema, PG_URL, pgQuery } from './helpers/postgres.js'
 import { workspace, type Workspace } from './helpers/workspace.js'
@@ -108,6 +110,12 @@ async function load(ws: Workspace): Promise<void> {
 async function pulse(ws: Workspace, outlet: string, env?: NodeJS.ProcessEnv): Promise<{ code: number | null; ponds: { pond: string; outcome: string; error?: string; ripples?: { name: string; rows: number }[] }[]; stderr: string }> {
   const result = await ws.cli(['pond', 'pulse', outlet, '--json'], env === undefined ? {} : { env })
   return { code: result.code, stderr: result.stderr, ...(result.stdout.trim() === '' ? { ponds: [] } : (JSON.parse(result.stdout) as { ponds: never[] })) }
+}
+
+/** The workspace's ponds in this process, as `filedge pond` opens them (for a clock of the test's own). */
+async function pondsOf(ws: Workspace) {
+  const { config } = await loadConfig({ cwd: ws.dir })
+  return openPonds(config, { worker: 'test' })
 }
 
 const table = (ws: Workspace, sql: string) => readDuckdb(ws.file('warehouse.duckdb'), sql)
@@ -433,10 +441,7 @@ describe('pond outputs and budgets', () => {
   it('reads a pipeline as of the demand: files committed after F are not seen', async () => {
     const ws = project()
     await load(ws)
-    const { loadConfig } = await import('../core/index.js')
-    const { openPonds } = await import('../plugins/pond/index.js')
-    const { config } = await loadConfig({ cwd: ws.dir })
-    const ponds = await openPonds(config, { worker: 'test' })
+    const ponds = await pondsOf(ws)
     try {
       // F before the first commit: the table exists, and base sees none of its rows.
       const early = await ponds.pulse('base', { now: () => Date.parse('2001-01-01T00:00:00Z') })
@@ -478,10 +483,7 @@ describe('tide on a simulated clock', () => {
   it('pulses at each tick with F the tick, and skips ticks a slow pulse overran rather than queueing them', async () => {
     const ws = project()
     await load(ws)
-    const { loadConfig } = await import('../core/index.js')
-    const { openPonds } = await import('../plugins/pond/index.js')
-    const { config } = await loadConfig({ cwd: ws.dir })
-    const ponds = await openPonds(config, { worker: 'test' })
+    const ponds = await pondsOf(ws)
     // The simulated clock: a sleep moves it on at once. Files committed now are far in its past.
     let clock = Date.parse('2030-01-01T00:07:00Z')
     const seen: { freshness: string; outcome: string }[] = []

@@ -121,8 +121,6 @@ export async function openPonds(config: ResolvedConfig, options: { readonly ledg
       ...(pulse.onPond === undefined ? {} : { onPond: pulse.onPond }),
       ...(pulse.signal === undefined ? {} : { signal: pulse.signal }),
     })
-  /** The pipelines an outlet reads, through its ancestors. */
-  const inletsOf = (outlet: string) => new Set(ancestors(catchment, outlet).flatMap((key) => catchment.ponds.get(key)!.sources.flatMap((source) => (source.kind === 'pipeline' ? [source.pipeline.name] : []))))
   /** What the inlets hold: their committed files, as one string that changes when any commits. */
   const inletState = async (inlets: ReadonlySet<string>) => (await ledger.committedHashes([...inlets])).map((file) => `${file.pipeline}:${file.hash}`).sort().join(',')
 
@@ -132,7 +130,7 @@ export async function openPonds(config: ResolvedConfig, options: { readonly ledg
     pulse: (outlet, pulse = {}) => pulseWith(outlet, pulse),
 
     async wave(outlet, wave) {
-      const inlets = inletsOf(resolve(outlet))
+      const inlets = inletsOf(catchment, resolve(outlet))
       let seen: string | undefined
       while (!wave.signal.aborted) {
         const state = await inletState(inlets)
@@ -176,7 +174,7 @@ export async function openPonds(config: ResolvedConfig, options: { readonly ledg
           const here = catchmentOf(current)
           const key = findPond(here, outlet)
           if (key === undefined) throw usageError(`pond wave: the config no longer has a pond "${outlet}" (ponds: ${[...here.ponds.keys()].join(', ')})`)
-          const inlets = new Set(ancestors(here, key).flatMap((pond) => here.ponds.get(pond)!.sources.flatMap((source) => (source.kind === 'pipeline' ? [source.pipeline.name] : []))))
+          const inlets = inletsOf(here, key)
           let running: Promise<void> | undefined
           let again = false
           const kick = () => {
@@ -242,6 +240,11 @@ export async function openPonds(config: ResolvedConfig, options: { readonly ledg
       if (options.ledger === undefined) await ledger.close()
     },
   }
+}
+
+/** The pipelines an outlet reads, through its ancestors. */
+function inletsOf(catchment: Catchment, outlet: string): Set<string> {
+  return new Set(ancestors(catchment, outlet).flatMap((key) => catchment.ponds.get(key)!.sources.flatMap((source) => (source.kind === 'pipeline' ? [source.pipeline.name] : []))))
 }
 
 async function ownDatabase(file: string): Promise<Destination> {

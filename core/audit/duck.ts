@@ -1,3 +1,7 @@
+import { rmSync } from 'node:fs'
+import { mkdtemp } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import type { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api'
 import { duckdb } from './duckdb.js'
 import { describeError, FiledgeError, usageError } from '../errors.js'
@@ -18,20 +22,39 @@ interface Duck {
   readonly connection: DuckDBConnection
   /** A second connection: unpacks what the first appends (load.ts). */
   readonly unpack: DuckDBConnection
+  /** The one folder DuckDB may read: where a store that writes CSV itself writes it (load.ts). */
+  readonly dir: string
 }
 
+/**
+ * External access is turned off by SQL before any other statement runs,
+ * with one folder allowed: a private temporary folder, where a store that
+ * writes its rows as CSV (Postgres) writes them and DuckDB reads them. The
+ * folder holds nothing but the ledger's own rows, each file removed once
+ * read, and a path out of it (`..`) is refused; DuckDB's instance settings
+ * take no list (allowed_directories), hence SQL.
+ */
 async function openDuck(): Promise<Duck> {
-  const instance = await duckdb.DuckDBInstance.create(':memory:', {
-    enable_external_access: 'false',
-    autoinstall_known_extensions: 'false',
-    autoload_known_extensions: 'false',
-  })
-  const connection = await instance.connect()
-  // Times read and print in UTC, as the ledger writes them: `occurred_at::DATE` is the same day for everyone.
-  await connection.run("SET TimeZone = 'UTC'")
-  for (const table of QUERY_TABLES) await connection.run(createTableSql(table))
-  for (const view of QUERY_VIEWS) await connection.run(view.sql)
-  return { instance, connection, unpack: await instance.connect() }
+  const dir = await mkdtemp(path.join(tmpdir(), 'filedge-ledger-'))
+  let instance: DuckDBInstance | undefined
+  try {
+    instance = await duckdb.DuckDBInstance.create(':memory:', {
+      autoinstall_known_extensions: 'false',
+      autoload_known_extensions: 'false',
+    })
+    const connection = await instance.connect()
+    await connection.run(`SET allowed_directories = ['${(dir + path.sep).replace(/'/g, "''")}']`)
+    await connection.run('SET enable_external_access = false')
+    // Times read and print in UTC, as the ledger writes them: `occurred_at::DATE` is the same day for everyone.
+    await connection.run("SET TimeZone = 'UTC'")
+    for (const table of QUERY_TABLES) await connection.run(createTableSql(table))
+    for (const view of QUERY_VIEWS) await connection.run(view.sql)
+    return { instance, connection, unpack: await instance.connect(), dir }
+  } catch (error) {
+    instance?.closeSync()
+    rmSync(dir, { recursive: true, force: true })
+    throw error
+  }
 }
 
 /**
@@ -56,6 +79,7 @@ function closeDuck(duck: Duck): void {
   duck.unpack.closeSync()
   duck.connection.closeSync()
   duck.instance.closeSync()
+  rmSync(duck.dir, { recursive: true, force: true })
 }
 
 /**
@@ -91,7 +115,7 @@ export async function openLedgerDuck(ledger: LedgerStore | undefined): Promise<L
   return {
     connection: duck.connection,
     now: snapshot.now,
-    load: (table, columns, where = [], into = table.name) => loadTable({ append: duck.connection, unpack: duck.unpack }, snapshot, table, columns, where, into),
+    load: (table, columns, where = [], into = table.name) => loadTable({ append: duck.connection, unpack: duck.unpack, dir: duck.dir }, snapshot, table, columns, where, into),
     reading: (task) => reading(duck, task),
     async close() {
       try {
@@ -143,7 +167,7 @@ async function fill(duck: Duck, snapshot: LedgerSnapshot, needs: readonly TableN
       const filter = await evaluate(connection, pendingTemplate, pending)
       if (filter !== undefined) where.push(filter)
     }
-    const { rows, unpacked } = await loadTable({ append: connection, unpack: duck.unpack }, snapshot, need.table, need.columns, where)
+    const { rows, unpacked } = await loadTable({ append: connection, unpack: duck.unpack, dir: duck.dir }, snapshot, need.table, need.columns, where)
     loaded.push({ table: need.table.name, rows, columns: need.columns.map((column) => column.name), where, unpacked })
   }
   return loaded

@@ -1,5 +1,7 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import path from 'node:path'
 import type { DuckDBConnection } from '@duckdb/node-api'
-import type { ExportFilter, LedgerSnapshot } from '../ledger/export.js'
+import type { ExportFilter, ExportRequest, LedgerSnapshot } from '../ledger/export.js'
 import { createTableSql, type QueryColumn, type QueryTable } from './tables.js'
 
 /** Pages staged before DuckDB unpacks them into the table (64k rows), while the next ones are read. */
@@ -11,6 +13,8 @@ const quote = (name: string) => `"${name}"`
 export interface LoadConnections {
   readonly append: DuckDBConnection
   readonly unpack: DuckDBConnection
+  /** A folder DuckDB may read, for a store that writes CSV (loadParts). */
+  readonly dir: string
 }
 
 /** A pinned value as SQL: text quoted (quotes doubled), numbers as they are, times from their ms. */
@@ -65,6 +69,8 @@ export async function loadTable(
     return `unnest(from_json(${json}, '["${column.type}"]')) AS ${quote(column.name)}`
   })
   await db.append.run(createTableSql(table, wanted, into))
+  const request: ExportRequest = { table: table.name, columns: columns.map((column) => column.source), where }
+  if (snapshot.copy !== undefined) return loadParts(db, snapshot, request, columns, wanted, pinned, into)
 
   let unpacking: Promise<void> = Promise.resolve()
   let batch = 0
@@ -95,7 +101,7 @@ export async function loadTable(
   }
   try {
     let pages: (readonly (string | Uint8Array)[])[] = []
-    for await (const page of snapshot.read({ table: table.name, columns: columns.map((column) => column.source), where })) {
+    for await (const page of snapshot.read(request)) {
       pages.push(page.columns)
       loaded += page.rows
       if (pages.length === BATCH_PAGES) {
@@ -114,4 +120,63 @@ export async function loadTable(
     throw error
   }
   return { rows: loaded, unpacked: unpacking }
+}
+
+/** Quoted as a SQL string literal. */
+const literal = (text: string) => `'${text.replace(/'/g, "''")}'`
+
+/**
+ * A ledger field of up to this many bytes is read (an error message is the
+ * longest field a ledger holds); DuckDB's default is 2 MB.
+ */
+const MAX_FIELD_BYTES = 16 * 1024 * 1024
+
+/**
+ * loadTable for a store that writes CSV itself (`snapshot.copy`): into a
+ * private temporary folder, each file read by DuckDB's `read_csv` (in
+ * parallel, on its own threads) on the unpacking connection as soon as it is
+ * whole, while the store writes the next, then removed.
+ */
+async function loadParts(
+  db: LoadConnections,
+  snapshot: LedgerSnapshot,
+  request: ExportRequest,
+  columns: readonly QueryColumn[],
+  wanted: readonly QueryColumn[],
+  pinned: ReadonlyMap<string, string | number>,
+  into: string,
+): Promise<{ readonly rows: number; readonly unpacked: Promise<void> }> {
+  const us = snapshot.times === 'us'
+  const csvType = (column: QueryColumn) => (column.type === 'VARCHAR' || (column.type === 'TIMESTAMP' && !us) ? 'VARCHAR' : 'BIGINT')
+  const csvColumns = `{${columns.map((column, index) => `'c${index}': '${csvType(column)}'`).join(', ')}}`
+  const selected = wanted.map((column) => {
+    const index = columns.indexOf(column)
+    if (index === -1) return `${constant(column, pinned.get(column.source)!)} AS ${quote(column.name)}`
+    if (column.type === 'TIMESTAMP' && us) return `make_timestamp(c${index}) AS ${quote(column.name)}`
+    return `CAST(c${index} AS ${column.type}) AS ${quote(column.name)}`
+  })
+  // NULL is an empty field, "" an empty string (allow_quoted_nulls); a field that breaks the format fails the read (strict_mode).
+  const options = `header = false, auto_detect = false, columns = ${csvColumns}, delim = ',', quote = '"', escape = '"', allow_quoted_nulls = false, strict_mode = true, max_line_size = ${MAX_FIELD_BYTES}`
+  // mkdtemp makes the folder readable by its owner alone: the ledger's rows are nobody else's.
+  const dir = await mkdtemp(path.join(db.dir, `${into}-`))
+  const removed = () => rm(dir, { recursive: true, force: true })
+  let unpacking: Promise<void> = Promise.resolve()
+  let loaded = 0
+  try {
+    for await (const part of snapshot.copy!(request, dir)) {
+      loaded += part.rows
+      unpacking = unpacking.then(async () => {
+        await db.unpack.run(`INSERT INTO ${into} SELECT ${selected.join(', ')} FROM read_csv(${literal(part.file)}, ${options})`)
+        await rm(part.file, { force: true })
+      })
+      unpacking.catch(() => undefined)
+    }
+  } catch (error) {
+    await unpacking.catch(() => undefined)
+    await removed()
+    throw error
+  }
+  const unpacked = unpacking.finally(removed)
+  unpacked.catch(() => undefined)
+  return { rows: loaded, unpacked }
 }

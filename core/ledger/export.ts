@@ -122,6 +122,12 @@ export interface ExportPage {
   readonly columns: readonly (string | Uint8Array)[]
 }
 
+/** A CSV file of a table's rows a store wrote (`LedgerSnapshot.copy`). */
+export interface ExportPart {
+  readonly file: string
+  readonly rows: number
+}
+
 export interface LedgerSnapshot {
   /** The store's clock when the snapshot was taken, ms since the epoch (Postgres: the server's, as leases are judged). */
   readonly now: number
@@ -133,6 +139,17 @@ export interface LedgerSnapshot {
    */
   readonly times: 'iso' | 'us'
   read(request: ExportRequest): AsyncIterable<ExportPage>
+  /**
+   * The same rows as `read`, written by the store itself as CSV files into
+   * `dir` (which the caller made and removes): yields each file once it is
+   * whole, with its row count. RFC 4180, UTF-8, no header, the request's
+   * columns in order, times as `times` says; NULL is an empty field
+   * unquoted, an empty string `""`. Only a store that can write CSV itself
+   * faster than it builds pages has it (Postgres 14 and later, by COPY):
+   * on 960,000 files, five columns, DuckDB read the CSV in about half the
+   * time the pages took.
+   */
+  readonly copy?: (request: ExportRequest, dir: string) => AsyncIterable<ExportPart>
   /** Ends the read transaction. */
   close(): Promise<void>
 }

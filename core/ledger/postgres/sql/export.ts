@@ -1,5 +1,8 @@
+import { createWriteStream } from 'node:fs'
+import path from 'node:path'
+import { pipeline } from 'node:stream/promises'
 import type pg from 'pg'
-import { checkExport, EXPORT_PAGE_ROWS, filterSql, type ExportPage, type ExportRequest, type ExportTable, type LedgerSnapshot } from '../../export.js'
+import { checkExport, EXPORT_PAGE_ROWS, filterSql, type ExportPage, type ExportPart, type ExportRequest, type ExportTable, type LedgerSnapshot } from '../../export.js'
 import type { Tables } from '../db.js'
 
 /**
@@ -62,6 +65,7 @@ export async function postgresSnapshot(pool: pg.Pool, t: Tables, at: string | nu
       now: Number(rows[0].now),
       times: 'us',
       read: (request) => (byBlocks ? blockPages(readers, t, request) : keyPages(client, t, request)),
+      ...(byBlocks ? { copy: (request: ExportRequest, dir: string) => copyParts(readers, t, request, dir) } : {}),
       close: release,
     }
   } catch (error) {
@@ -81,19 +85,41 @@ const KEYS: Record<ExportTable, readonly string[]> = {
   pond_events: ['id'],
 }
 
-/** The SQL parts a page query is made of: the table, its filters (with their values) and the aggregates. */
+/** A value a COPY reads from a setting of its transaction (COPY takes no parameters): set by `set_config`, itself a parameter. */
+interface Setting {
+  readonly name: string
+  readonly value: unknown
+  readonly type: 'text[]' | 'float8[]' | 'float8'
+}
+
+/**
+ * The SQL parts a page query is made of: the table, its filters (with their values) and the aggregates.
+ * `values` are the query's parameters; for a COPY, which takes none, the filters read `settings` instead.
+ */
 function parts(t: Tables, request: ExportRequest) {
   const columns = checkExport(request)
   const table = { files: t.files, file_paths: t.paths, events: t.events, pond_events: t.pondEvents }[request.table]
   const values: unknown[] = []
-  const param = (value: unknown) => `$${values.push(value)}`
-  const where = (request.where ?? []).map((filter) =>
-    filterSql(request.table, filter, {
-      column: (column) => `"${column.name}"`,
-      values: (column, list) => `= ANY(${param(list)}::${column.kind === 'text' ? 'text' : 'float8'}[])`,
-      bound: (column, ms) => (column.kind === 'time' ? `to_timestamp(${param(ms)}::float8 / 1000)` : `${param(ms)}::float8`),
-    }),
-  )
+  const settings: Setting[] = []
+  const placeholder = {
+    query: (value: unknown, type: Setting['type']) => `$${values.push(value)}::${type}`,
+    // A scalar subquery is evaluated once per statement (an InitPlan), not once per row; cast again outside it, or
+    // `= ANY((SELECT …))` reads it as ANY over the subquery's rows.
+    copy: (value: unknown, type: Setting['type']) => {
+      const name = `filedge.export_${settings.push({ name: `filedge.export_${settings.length + 1}`, value, type })}`
+      return `(SELECT current_setting('${name}')::${type})::${type}`
+    },
+  }
+  const conditions = (mode: keyof typeof placeholder) =>
+    (request.where ?? []).map((filter) =>
+      filterSql(request.table, filter, {
+        column: (column) => `"${column.name}"`,
+        values: (column, list) => `= ANY(${placeholder[mode](list, column.kind === 'text' ? 'text[]' : 'float8[]')})`,
+        bound: (column, ms) => (column.kind === 'time' ? `to_timestamp(${placeholder[mode](ms, 'float8')} / 1000)` : placeholder[mode](ms, 'float8')),
+      }),
+    )
+  const where = conditions('query')
+  const copyWhere = conditions('copy')
   // Times as µs since the epoch: date_part is float8 seconds, within 0.25 µs of the time until 2100, so rounded it is
   // the time exactly; extract is numeric, exact and half as fast again.
   const selected = columns.map((column, index) => `${column.kind === 'time' ? `round(date_part('epoch', "${column.name}") * 1000000)::bigint` : `"${column.name}"`} AS v${index}`).join(', ')
@@ -104,7 +130,7 @@ function parts(t: Tables, request: ExportRequest) {
     .map((column, index) => (column.kind === 'text' ? `json_agg(v${index})::text` : `'[' || coalesce(string_agg(coalesce(v${index}::text, 'null'), ','), '') || ']'`) + ` AS c${index}`)
     .join(', ')
   const page = (row: Record<string, unknown>): ExportPage => ({ rows: Number(row.n), columns: columns.map((_, index) => row[`c${index}`] as string) })
-  return { table, values, where, selected, aggregated, page }
+  return { table, values, where, copyWhere, settings, selected, aggregated, page }
 }
 
 /** Runs `query` for each page in turn, the next one sent as soon as one arrives; yields the pages with rows. */
@@ -169,4 +195,75 @@ async function* keyPages(client: pg.PoolClient, t: Tables, request: ExportReques
       pageValues,
     )
   }, page)
+}
+
+/**
+ * Blocks a CSV part covers (about 35,000 files): parts small enough that
+ * DuckDB reads one while the server writes the next, and that the last one,
+ * read after the server is done, is short.
+ */
+const PART_BLOCKS = 1024
+
+/**
+ * `snapshot.copy`: each range of blocks written by COPY … TO STDOUT as CSV
+ * into a file of `dir`, on the two connections sharing the snapshot, one
+ * range after the other on each. COPY is the server's cheapest way out for
+ * rows: on 960,000 files, five columns, it wrote them in about half the CPU
+ * that building the JSON pages took (json_agg escaping the paths), and DuckDB
+ * reads CSV in parallel. A COPY takes no parameters: the filters' values are
+ * settings of the transaction (`set_config`, whose value is a parameter),
+ * read once per statement.
+ */
+async function* copyParts(readers: () => Promise<pg.PoolClient[]>, t: Tables, request: ExportRequest, dir: string): AsyncGenerator<ExportPart> {
+  const { table, copyWhere, settings, selected } = parts(t, request)
+  const clients = await readers()
+  for (const client of clients) {
+    for (const setting of settings) await client.query(`SELECT set_config($1, $2::${setting.type}::text, true)`, [setting.name, setting.value])
+  }
+  const { to } = (await import('pg-copy-streams')) as { to: (sql: string) => NodeJS.ReadableStream & { rowCount: number } }
+  const { rows } = await clients[0].query<{ blocks: string }>(`SELECT pg_relation_size($1::regclass) / current_setting('block_size')::int AS blocks`, [table])
+  const blocks = Number(rows[0].blocks)
+  const ranges: [number, number | undefined][] = []
+  // Past the blocks counted: nothing this snapshot sees can be there, but the last range is open-ended all the same.
+  for (let block = 0; block <= blocks; block += PART_BLOCKS) ranges.push([block, block + PART_BLOCKS > blocks ? undefined : block + PART_BLOCKS])
+  const written = ranges.map(() => {
+    let resolve!: (part: ExportPart) => void
+    let reject!: (error: unknown) => void
+    const promise = new Promise<ExportPart>((yes, no) => ((resolve = yes), (reject = no)))
+    return { promise, resolve, reject }
+  })
+  for (const part of written) part.promise.catch(() => undefined)
+  let next = 0
+  let stopped = false
+  const writer = async (client: pg.PoolClient) => {
+    while (!stopped && next < ranges.length) {
+      const index = next++
+      const [start, end] = ranges[index]
+      const condition = [`ctid >= '(${start},0)'::tid`, ...(end === undefined ? [] : [`ctid < '(${end},0)'::tid`]), ...copyWhere]
+      const file = path.join(dir, `${request.table}-${index}.csv`)
+      try {
+        const stream = client.query(to(`COPY (SELECT ${selected} FROM ${table} WHERE ${condition.join(' AND ')}) TO STDOUT (FORMAT csv, ENCODING 'UTF8')`) as never) as unknown as NodeJS.ReadableStream & { rowCount: number }
+        await pipeline(stream, createWriteStream(file))
+        written[index].resolve({ file, rows: stream.rowCount })
+      } catch (error) {
+        stopped = true
+        written[index].reject(error)
+        // The ranges no writer will take fail with it.
+        for (let rest = next; rest < ranges.length; rest++) written[rest].reject(error)
+        next = ranges.length
+        return
+      }
+    }
+  }
+  const writers = Promise.all(clients.map(writer))
+  try {
+    for (const part of written) {
+      const done = await part.promise
+      if (done.rows > 0) yield done
+    }
+  } finally {
+    // Nothing writes into the folder once the caller is done with it.
+    stopped = true
+    await writers
+  }
 }

@@ -128,7 +128,7 @@ const ORDERS_FIELDS = 'order_id, customer_id, amount, order_date, status, note'
  * filedge's table and psql's tables), dropped between sides and at the end.
  * When Postgres or psql is not there, the reason the suites are skipped.
  */
-async function postgresBench(): Promise<{ db: pg.Client; schema: string; fresh(): Promise<void>; close(): Promise<void> } | { skipped: string }> {
+export async function postgresBench(): Promise<{ db: pg.Client; schema: string; fresh(): Promise<void>; close(): Promise<void> } | { skipped: string }> {
   try {
     await timed('psql', ['--version'])
   } catch {
@@ -160,7 +160,7 @@ async function postgresBench(): Promise<{ db: pg.Client; schema: string; fresh()
 }
 
 /** A project on the Postgres preset (ledger and destination), both in `schema`. */
-function postgresProject(sourceDir: string, include: string, schema: string): Project {
+export function postgresProject(sourceDir: string, include: string, schema: string, columns?: string): Project {
   const ledger = new URL(PG_URL)
   ledger.searchParams.set('schema', schema)
   return project({
@@ -169,6 +169,7 @@ function postgresProject(sourceDir: string, include: string, schema: string): Pr
     imports: "import { env } from 'filedge'\nimport { postgresPreset } from 'filedge/presets/postgres'",
     config: `presets: [postgresPreset({ url: env('FILEDGE_BENCH_PG_URL'), ledger: env('FILEDGE_BENCH_LEDGER_URL'), schema: '${schema}' })],`,
     env: { FILEDGE_BENCH_PG_URL: PG_URL, FILEDGE_BENCH_LEDGER_URL: ledger.toString() },
+    ...(columns === undefined ? {} : { columns }),
     state: [],
   })
 }

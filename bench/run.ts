@@ -4,6 +4,7 @@ import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { REPO_ROOT } from './project.js'
 import { duckdbBulk, postgresBulk, postgresWorkers } from './destinations.js'
+import { parquetSuite } from './parquet.js'
 import { s3Source } from './s3.js'
 import { cacheSuite } from './cache.js'
 import { stagesSuite } from './stages.js'
@@ -19,6 +20,7 @@ import { hashing, largeFile, sqliteBulk, sqliteSmallFiles, watchLatency, type Be
 const SUITES: Record<string, { run: (options: BenchOptions) => Promise<Row[]>; about: string }> = {
   sqlite: { run: sqliteBulk, about: '--rows orders → SQLite vs sqlite3 .import' },
   duckdb: { run: duckdbBulk, about: '--rows orders → DuckDB vs read_csv (and filedge with native: false)' },
+  parquet: { run: parquetSuite, about: 'a real Parquet file (3M flights, fetched once from npm) → DuckDB vs read_parquet; → SQLite and Postgres' },
   postgres: { run: postgresBulk, about: '--rows orders → Postgres vs psql \\copy (FILEDGE_BENCH_PG_URL)' },
   workers: { run: postgresWorkers, about: '1 vs 2 workers on a Postgres ledger, --worker-files × --worker-rows-per-file' },
   small: { run: sqliteSmallFiles, about: '--files × --rows-per-file → SQLite, files/s, then a no-op rerun' },

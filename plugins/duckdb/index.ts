@@ -32,6 +32,7 @@ import {
   type WriteResult,
 } from '../../core/index.js'
 import { nativeCsvInsert, nativeCsvUnsupported } from './native-csv.js'
+import { nativeParquetInsert, nativeParquetUnsupported, type ParquetField } from './native-parquet.js'
 import { markerDdl, modeWrite, readMarker, truncateLogDdl, writeMarker } from './write-modes.js'
 import { duckdbDriftCheck, duckdbType } from './types.js'
 
@@ -275,6 +276,40 @@ export function duckdb(options: DuckDBDestinationOptions): Destination {
     return records
   }
 
+  /**
+   * The native Parquet path (see native-parquet.ts), like loadNatively: the row count, or undefined when the file's
+   * types or values are not ones DuckDB reads as filedge does, and the JS path takes the file.
+   */
+  async function loadParquetNatively(db: DuckDBConnectionLike, job: WriteJob): Promise<number | undefined> {
+    const source = job.source!
+    const read = async (): Promise<number | string> => {
+      const params = { path: job.localPath! }
+      const described = (await db.runAndReadAll('DESCRIBE SELECT * FROM read_parquet($path)', params)).getRowObjectsJS()
+      const fields: ParquetField[] = described.map((row) => ({ name: String(row.column_name), type: String(row.column_type) }))
+      if (fields.length !== source.fields.length || fields.some((field, index) => field.name !== source.fields[index])) {
+        return `DuckDB reads the columns ${fields.map((field) => field.name).join(', ')}, filedge ${source.fields.join(', ')}`
+      }
+      // DuckDB shows INT96 (legacy) timestamps as TIMESTAMP; filedge's reader reads them its own way.
+      const [legacy] = (await db.runAndReadAll("SELECT count(*) AS n FROM parquet_schema($path) WHERE type = 'INT96'", params)).getRowObjectsJS()
+      if (Number(legacy?.n) > 0) return 'an INT96 timestamp'
+      const [count] = (await db.runAndReadAll('SELECT sum(row_group_num_rows) AS n FROM (SELECT DISTINCT row_group_id, row_group_num_rows FROM parquet_metadata($path))', params)).getRowObjectsJS()
+      const statement = nativeParquetInsert(job, fields)
+      if (typeof statement === 'string') return statement
+      const inserted = await db.run(statement.sql, statement.params)
+      const records = Number(count?.n ?? 0)
+      return inserted.rowsChanged === records ? records : `DuckDB inserted ${inserted.rowsChanged} of its ${records} rows (a value filedge's rules refuse)`
+    }
+    const [loaded, verified] = await Promise.allSettled([read(), readClaimedBytes(job.file, job.localPath!)])
+    if (verified.status === 'rejected') throw verified.reason
+    await verified.value.confirmUnchanged()
+    if (loaded.status === 'rejected' || typeof loaded.value === 'string') {
+      const why = loaded.status === 'rejected' ? firstLine(loaded.reason) : loaded.value
+      logger?.debug(`${job.file.path}: not loaded by DuckDB's Parquet reader (${why}); reading it with filedge's`)
+      return undefined
+    }
+    return loaded.value
+  }
+
   /** Creates `table` with the provenance columns unless it exists, then checks it for drift. */
   async function prepareTable(table: TableSpec): Promise<void> {
     const columns = [...table.columns, ...PROVENANCE_COLUMNS]
@@ -384,7 +419,8 @@ export function duckdb(options: DuckDBDestinationOptions): Destination {
             throw error
           }
         }
-        const result = native ? await attempt(() => loadNatively(db, loading), false) : undefined
+        const parquet = options.native !== false && nativeParquetUnsupported(job) === undefined
+        const result = native ? await attempt(() => loadNatively(db, loading), false) : parquet ? await attempt(() => loadParquetNatively(db, loading), false) : undefined
         if (result !== undefined) return result
         const loaded = await attempt(() => appendBatches(db, loading), true)
         if (loaded === undefined) throw new FiledgeError('INTERNAL', `${job.file.path}: the duckdb destination's JS path gave up on the file`)

@@ -63,7 +63,7 @@ export interface DuckDBDestinationOptions {
   /** Database file, relative to the config file. */
   path: string
   /**
-   * Let DuckDB read CSV files itself when a pipeline has no transform
+   * Let DuckDB read CSV and Parquet files itself when a pipeline has no transform
    * (default true). `false`: every file goes through filedge's parser and the
    * Appender. See "DuckDB destination" in the README for when the native path
    * applies.

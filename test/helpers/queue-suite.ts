@@ -230,7 +230,7 @@ export default defineConfig({
         // Half the rounds die between a promotion and its acks (the nth promotion of the process), half at a random instant.
         const atPromotion = round % 2 === 0
         const child = p.spawn(['--watch', '--reporter', 'silent'], atPromotion ? { FILEDGE_QUEUE_CRASH: String(1 + Math.floor(rng() * 3)) } : {})
-        const timer = setTimeout(() => child.kill('SIGKILL'), atPromotion ? 8_000 : 600 + rng() * 2_000)
+        const timer = setTimeout(() => child.kill('SIGKILL'), atPromotion ? 8_000 : 800 + rng() * 2_500)
         const exit = await exited(child)
         clearTimeout(timer)
         expect(exit.signal, `round ${round} (TEST_SEED=${seed}): ${child.output()}`).toBe('SIGKILL')
@@ -245,6 +245,7 @@ export default defineConfig({
       }
       await publishing
       expect(published).toBe(true)
+      const beforeDrain = { files: p.dataFiles().length, rows: p.rowCount() }
       // Drain what is left; a run waits for messages a killed consumer held to come back.
       const drain = await p.cli(['--reporter', 'simple'])
       expect(drain.code, drain.stderr).toBe(0)
@@ -255,7 +256,11 @@ export default defineConfig({
       expect(p.promoted()).toHaveLength(total)
       expect(p.deadLetters()).toEqual([])
       expect(await p.q.backlog()).toEqual({ ready: 0, unacknowledged: 0 })
+      console.log(`${broker} kill loop (TEST_SEED=${seed}): ${kills.promoted} kills between a promotion and its acks, ${kills.random} at random instants; before the last run ${beforeDrain.files} files and ${beforeDrain.rows} rows, after it ${p.dataFiles().length} files`)
       expect(kills.promoted, `kills at a promotion (TEST_SEED=${seed})`).toBeGreaterThanOrEqual(3)
+      // The watchers did work under the kills, not only the last run: each kill at a promotion left a promoted file.
+      expect(beforeDrain.files).toBeGreaterThanOrEqual(kills.promoted)
+      expect(beforeDrain.rows).toBeGreaterThan(0)
       const files = p.ws.query<{ state: string; count: number }>('.filedge/ledger.db', 'SELECT state, count(*) AS count FROM files GROUP BY state')
       expect(files).toEqual([{ state: 'COMMITTED', count: p.dataFiles().length }])
     })

@@ -34,8 +34,14 @@ export interface BrokerSession {
   next(until: number, signal: AbortSignal): Promise<Delivery | undefined>
   /** Acknowledges deliveries of this session (their messages are promoted, or were already). Resolves once the broker has been sent them. */
   ack(deliveries: readonly Delivery[]): Promise<void>
-  /** Hands deliveries back for redelivery at once (a batch abandoned on stop). Best effort: a lost session redelivers them anyway. */
-  release(deliveries: readonly Delivery[]): Promise<void>
+  /**
+   * Stops consuming, then hands these deliveries back for redelivery at once,
+   * with anything delivered and not yet taken (a batch abandoned on stop);
+   * only `close` follows. Best effort: a lost session's messages come back
+   * anyway, later. Stopping first matters: a message handed back while a pull
+   * is still open is delivered straight into it again, to a process on its way out.
+   */
+  abandon(deliveries: readonly Delivery[]): Promise<void>
   /**
    * Whether the broker holds nothing more for this consumer beyond `held`
    * messages delivered in this session and not yet acknowledged. `waiting`:

@@ -232,7 +232,7 @@ export function createConsumer(ctx: ConsumerContext) {
           const delivery = await session.next(Math.min(closeAt, Date.now() + (options.drain ? IDLE_MS : 1_000)), signal)
           if (signal.aborted) {
             // Stopping: the open batch goes back to the broker, unacknowledged; what was already promoted is acknowledged.
-            await session.release(batch.deliveries).catch(() => undefined)
+            await session.abandon(batch.deliveries).catch(() => undefined)
             await flushRedundant().catch(() => undefined)
             return 'stopped'
           }
@@ -278,19 +278,20 @@ export function createConsumer(ctx: ConsumerContext) {
         index.add(manifest)
         // Said before the acks go out: the crash tests stop a process here (promoted, not yet acknowledged).
         logger.debug(`${entryPath(manifest.name)}: batch ${manifest.batch} promoted (${manifest.records} records${manifest.deadLetters === null ? '' : `, ${manifest.deadLetters.count} dead letters`}); acknowledging ${batch.deliveries.length} deliveries`)
-        await session.ack(batch.deliveries)
         tally.batches++
         tally.records += manifest.records
-        if (manifest.deadLetters !== null) {
-          tally.deadLetters += manifest.deadLetters.count
-          const first = batch.dead[0].reason
-          logger.warn(`${where()}: ${manifest.deadLetters.count} message${manifest.deadLetters.count === 1 ? '' : 's'} dead-lettered into ${entryPath(manifest.deadLetters.file)} (${first}${manifest.deadLetters.count > 1 ? ', …' : ''})`)
-        }
+        // Listed before the acks: a file is promoted whatever becomes of them (a connection lost now redelivers its messages, which are recognised).
         if (manifest.file !== null) {
           const file = entryPath(manifest.file)
           tally.files.push(file)
           options.onPromoted(file)
         }
+        if (manifest.deadLetters !== null) {
+          tally.deadLetters += manifest.deadLetters.count
+          const count = manifest.deadLetters.count
+          logger.warn(`${where()}: ${count} message${count === 1 ? '' : 's'} dead-lettered into ${entryPath(manifest.deadLetters.file)} (${batch.dead[0].reason}${count > 1 ? ', …' : ''})`)
+        }
+        await session.ack(batch.deliveries)
       }
 
       function take(batch: Batch, delivery: Delivery, index: PromotedIndex, redundant: Delivery[]): void {

@@ -14,6 +14,9 @@ import type { JetStreamSettings } from './options.js'
  * by itself; acks sent while it does are buffered and sent once it is back,
  * and any the server never saw are recognised when their messages come again.
  */
+/** How long one pull request waits at the server (the client's minimum is 1 s). */
+const PULL_EXPIRES_MS = 2_000
+
 export function jetstreamBroker(settings: JetStreamSettings): Broker {
   const servers = settings.servers.map((server) => (/^[a-z]+:\/\//i.test(server) ? server : `nats://${server}`))
   const describe = () => `jetstream ${servers.join(',')} stream ${settings.stream} consumer ${settings.consumer}${settings.subject === undefined ? '' : ` subject ${settings.subject}`}`
@@ -84,7 +87,8 @@ export function jetstreamBroker(settings: JetStreamSettings): Broker {
         const maxAckPending = (info.config.max_ack_pending ?? 1_000) > 0 ? (info.config.max_ack_pending ?? 1_000) : Number.POSITIVE_INFINITY
         const consumer = await js.jetstream(nc).consumers.get(settings.stream, settings.consumer)
         const pull = Math.max(1, Math.min(settings.maxRecords, maxAckPending, 1_000))
-        const messages = await consumer.consume({ max_messages: pull })
+        // Pulls that expire soon: a pull a stopped process left open at the server takes what is delivered until it expires.
+        const messages = await consumer.consume({ max_messages: pull, expires: PULL_EXPIRES_MS })
         return session(nc, messages, jsm, ackWaitMs, maxAckPending)
       } catch (error) {
         await nc.close().catch(() => undefined)
@@ -156,12 +160,15 @@ export function jetstreamBroker(settings: JetStreamSettings): Broker {
         }
         if (deliveries.length > 0) await nc.flush()
       },
-      async release(deliveries) {
-        for (const d of deliveries) {
-          held.get(d)?.nak()
-          outstanding--
-        }
-        if (deliveries.length > 0) await nc.flush()
+      async abandon(deliveries) {
+        closed = true
+        await messages.close().catch(() => undefined)
+        // The server keeps the pull this session left open until it expires, and would deliver into it what is handed back
+        // now (NATS 2.9 does not check that anyone still listens): handed back to be delivered once that pull has expired.
+        for (const d of deliveries) held.get(d)?.nak(PULL_EXPIRES_MS + 500)
+        for (const message of queue.splice(0)) message.nak(PULL_EXPIRES_MS + 500)
+        outstanding = 0
+        await nc.flush()
       },
       async backlog() {
         const info = await jsm.consumers.info(settings.stream, settings.consumer)
@@ -170,9 +177,9 @@ export function jetstreamBroker(settings: JetStreamSettings): Broker {
       },
       async close() {
         closed = true
-        // What the client pulled and nobody took goes back at once rather than after the ack wait.
-        for (const message of queue.splice(0)) message.nak()
         await messages.close().catch(() => undefined)
+        // What the client pulled and nobody took goes back soon rather than after the ack wait (see abandon).
+        for (const message of queue.splice(0)) message.nak(PULL_EXPIRES_MS + 500)
         await nc.close().catch(() => undefined)
       },
     }

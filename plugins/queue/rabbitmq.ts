@@ -148,9 +148,9 @@ export function rabbitMqBroker(settings: RabbitMqSettings): Broker {
             if (broken !== undefined) throw broken
             for (const d of deliveries) channel.ack(held.get(d)!)
           },
-          async release(deliveries) {
-            if (broken !== undefined) return
-            for (const d of deliveries) channel.nack(held.get(d)!, false, true)
+          async abandon() {
+            // Closing the channel hands back every message it holds unacknowledged, in their places in the queue.
+            await channel.close().catch(() => undefined)
           },
           async backlog() {
             const { messageCount } = await checks.checkQueue(settings.queue)

@@ -106,15 +106,27 @@ export async function jetstreamQueue(options: { ackWait?: string } = {}): Promis
   await jsm.streams.add({ name, subjects: [`${name}.>`] })
   const js = jetstream(nc)
   const encoder = new TextEncoder()
+  let published = 0
   return {
     broker: 'jetstream',
     name,
     sourceOptions: `servers: '${NATS_SERVER}', stream: '${name}', consumer: '${consumer}', subject: '${name}.orders', ackWait: '${options.ackWait ?? '2s'}'`,
     env: {},
     async publish(messages) {
-      for (let i = 0; i < messages.length; i += 200) {
-        await Promise.all(messages.slice(i, i + 200).map((message) => js.publish(`${name}.orders`, typeof message.body === 'string' ? encoder.encode(message.body) : message.body, { timeout: 30_000 })))
+      // A publish sent while the client reconnects can lose its answer: it is sent again with the same Nats-Msg-Id, which the stream deduplicates.
+      const one = async (message: TestMessage, index: number) => {
+        const data = typeof message.body === 'string' ? encoder.encode(message.body) : message.body
+        for (let attempt = 1; ; attempt++) {
+          try {
+            return await js.publish(`${name}.orders`, data, { msgID: message.messageId ?? `${published + index}`, timeout: 5_000 })
+          } catch (error) {
+            if (attempt >= 10) throw error
+            await new Promise((resolve) => setTimeout(resolve, 200))
+          }
+        }
       }
+      for (let i = 0; i < messages.length; i += 200) await Promise.all(messages.slice(i, i + 200).map((message, j) => one(message, i + j)))
+      published += messages.length
     },
     async backlog() {
       const info = await jsm.consumers.info(name, consumer).catch(() => undefined)

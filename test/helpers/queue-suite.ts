@@ -290,6 +290,24 @@ export default defineConfig({
       expect(await p.q.backlog()).toEqual({ ready: 0, unacknowledged: 0 })
     })
 
+    it('one process consumes a source at a time: a run while a watcher holds it consumes nothing and lists what the watcher promoted', async () => {
+      const p = await project()
+      const child = p.spawn(['--watch', '--reporter', 'simple'])
+      await waitFor(() => child.output().includes('Ctrl-C to stop'), 20_000, 'the watcher to start')
+      await p.q.publish(orders(600))
+      await waitFor(() => p.rowCount() === 600, 20_000, 'the watcher to load what was published')
+      const run = await p.cli(['--reporter', 'simple'])
+      expect(run.code, run.stderr).toBe(0)
+      expect(run.stdout).toContain(': another process is consuming it; listing what is promoted')
+      expect(run.stdout).toMatch(/committed 0 · failed 0 · skipped 2 /)
+      // The watcher still consumes: what comes next is its to load.
+      await p.q.publish(orders(10, 601))
+      await waitFor(() => p.rowCount() === 610, 20_000, 'the watcher to load the next messages')
+      child.kill('SIGTERM')
+      expect((await exited(child)).code).toBe(0)
+      expect(new Set(p.rows().map((row) => row.id)).size).toBe(610)
+    })
+
     it('SIGTERM with a batch open: the batch is abandoned, nothing of it acknowledged or written; the next run loads it', async () => {
       const p = await project({ batch: "maxRecords: 1000, maxWait: '20s'", ackWait: '60s' })
       const child = p.spawn(['--watch', '--reporter', 'simple'])

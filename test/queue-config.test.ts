@@ -1,0 +1,38 @@
+import { describe, expect, it } from 'vitest'
+import { env, isFiledgeError } from '../core/index.js'
+import { jetstream, rabbitmq } from '../plugins/queue/index.js'
+
+/** The queue sources' options are checked when the config loads, before any connection: each mistake named with its fix. */
+
+function refused(make: () => unknown): string {
+  try {
+    make()
+  } catch (error) {
+    expect(isFiledgeError(error) && error.code).toBe('CONFIG_INVALID')
+    return (error as Error).message
+  }
+  throw new Error('expected the options to be refused')
+}
+
+const js = { servers: '127.0.0.1:4222', stream: 'ORDERS', consumer: 'filedge' }
+
+describe('queue source options', () => {
+  it('jetstream: unknown options, bad values, a credential in a URL or written into the config, and a batch that outlives the ack wait are refused', () => {
+    expect(refused(() => jetstream({ ...js, maxRecord: 10 } as never))).toMatch(/^jetstream\.maxRecord: unknown option \(expected one of maxRecords, /)
+    expect(refused(() => jetstream({ ...js, maxWait: 'soon' as never }))).toBe("jetstream.maxWait: expected a duration such as '1s' or '200ms'; got \"soon\"")
+    expect(refused(() => jetstream({ ...js, maxBytes: '16MB' as never }))).toBe("jetstream.maxBytes: expected a size such as '16MiB' or a number of bytes; got \"16MB\"")
+    expect(refused(() => jetstream({ ...js, servers: 'nats://me:secret@127.0.0.1:4222' }))).toMatch(/^jetstream\.servers: credentials in a server URL/)
+    expect(refused(() => jetstream({ ...js, pass: 'secret' as never }))).toBe("jetstream.pass: a credential is given with env('NAME'), never written into the config")
+    expect(refused(() => jetstream({ ...js, consumer: 'a.b' }))).toMatch(/^jetstream\.consumer: a durable name cannot hold/)
+    expect(refused(() => jetstream({ ...js, maxWait: '20s', ackWait: '30s' }))).toMatch(/^jetstream\.maxWait: a batch stays open up to maxWait \(20000 ms\) .* under half of ackWait \(30000 ms\)$/)
+    expect(jetstream({ ...js, pass: env('NATS_PASS'), user: 'filedge', maxWait: '200ms', maxRecords: 500 }).describe()).toBe('jetstream nats://127.0.0.1:4222 stream ORDERS consumer filedge')
+  })
+
+  it('rabbitmq: a password written into the URL is refused (env() instead), and so are unknown messageId kinds', () => {
+    expect(refused(() => rabbitmq({ url: 'amqp://guest:guest@127.0.0.1:5672', queue: 'orders' }))).toBe("rabbitmq.url: a password written into the config would end up in version control; give the URL with env('RABBITMQ_URL')")
+    expect(refused(() => rabbitmq({ url: 'http://127.0.0.1', queue: 'orders' }))).toMatch(/^rabbitmq\.url: expected env\('RABBITMQ_URL'\) or an amqp:\/\/ URL without a password/)
+    expect(refused(() => rabbitmq({ url: env('RABBITMQ_URL'), queue: 'orders', messageId: 'header' as never }))).toBe("rabbitmq.messageId: expected 'property', 'content' or { field: 'id' }; got \"header\"")
+    expect(refused(() => rabbitmq({ url: env('RABBITMQ_URL'), queue: '' }))).toBe('rabbitmq.queue: expected a non-empty name; got ""')
+    expect(rabbitmq({ url: env('RABBITMQ_URL'), queue: 'orders', messageId: { field: 'id' } }).describe()).toBe('rabbitmq env(RABBITMQ_URL) queue orders')
+  })
+})

@@ -1,6 +1,10 @@
 import { spawn } from 'node:child_process'
-import { readdirSync, readFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
+import { resolveConfig, type Destination } from '../core/index.js'
+import { openSqliteLedger } from '../core/ledger/sqlite/store.js'
+import { jetstream } from '../plugins/queue/index.js'
 import { alternate, median } from './measure.js'
 import { project, REPO_ROOT } from './project.js'
 import { format, perSecond, seconds, type BenchOptions, type Row } from './suites.js'
@@ -123,8 +127,29 @@ async function throughput(
       await nc.close()
     }
   }
+  /** The queue source alone, in this process: consume, promote and acknowledge, load nothing (where the time goes). */
+  const promoteOnly = async () => {
+    await jsm.consumers.delete(stream, 'promote_only').catch(() => undefined)
+    const root = mkdtempSync(path.join(os.tmpdir(), 'filedge-bench-queue-'))
+    const source = jetstream({ servers: SERVER, stream, consumer: 'promote_only', maxRecords: 10_000, maxWait: '1s' })
+    const none: Destination = { name: 'none', capabilities: { transactions: true, writeModes: ['append'] }, describe: () => 'nowhere', prepare: async () => {}, write: async () => ({ rows: 0 }) }
+    const config = resolveConfig({ pipelines: [{ name: 'orders', source, destination: none, table: 'orders', columns: { id: 'string' } }] }, { cwd: root })
+    const ledger = openSqliteLedger(path.join(root, '.filedge/ledger.db'))
+    const quiet = { debug() {}, info() {}, warn() {}, error() {} }
+    try {
+      const started = performance.now()
+      await source.connect!({ config, logger: quiet, defaultInclude: [], pipelines: ['orders'], ledger, worker: 'bench' })
+      const report = await source.consumeNow({ signal: new AbortController().signal })
+      if (report.records !== count) throw new Error(`the queue source promoted ${report.records} of ${count} messages: ${report.error?.message}`)
+      return performance.now() - started
+    } finally {
+      await ledger.close()
+      rmSync(root, { recursive: true, force: true })
+    }
+  }
   try {
     const runs = await alternate(options.reps, {
+      promoteOnly,
       filedge: async () => {
         filedge.reset()
         await jsm.consumers.delete(stream, 'filedge').catch(() => undefined)
@@ -137,6 +162,7 @@ async function throughput(
     const wall = median(runs.filedge.map((run) => run.ms))
     const inRun = median(runs.filedge.map((run) => run.summary.durationMs))
     const limit = median(runs.ackOnly)
+    const promoting = median(runs.promoteOnly)
     return [
       {
         work: `queue: ${format.format(count)} × 1 KB messages, JetStream → DuckDB (filedge run: consume, promote, ack, load)`,
@@ -145,6 +171,14 @@ async function throughput(
         ratio: wall / limit,
         target: 'informational',
         detail: { filedgeMs: runs.filedge.map((run) => Math.round(run.ms)), inRunMs: runs.filedge.map((run) => run.summary.durationMs), ackOnlyMs: runs.ackOnly.map(Math.round), peakRssMb: Math.max(...runs.filedge.map((run) => Math.round(run.maxRssMb))) },
+      },
+      {
+        work: `queue: the same messages consumed, promoted (gzip NDJSON, manifest, fsync, ledger cursor) and acked, nothing loaded`,
+        filedge: `${format.format(perSecond(count, promoting))} msg/s (${seconds(promoting)})`,
+        native: `${format.format(perSecond(count, limit))} msg/s: a consumer that only acks`,
+        ratio: promoting / limit,
+        target: 'informational',
+        detail: { promoteOnlyMs: runs.promoteOnly.map(Math.round) },
       },
     ]
   } finally {

@@ -33,6 +33,8 @@ describe('queue source options', () => {
     expect(refused(() => rabbitmq({ url: 'http://127.0.0.1', queue: 'orders' }))).toMatch(/^rabbitmq\.url: expected env\('RABBITMQ_URL'\) or an amqp:\/\/ URL without a password/)
     expect(refused(() => rabbitmq({ url: env('RABBITMQ_URL'), queue: 'orders', messageId: 'header' as never }))).toBe("rabbitmq.messageId: expected 'property', 'content' or { field: 'id' }; got \"header\"")
     expect(refused(() => rabbitmq({ url: env('RABBITMQ_URL'), queue: '' }))).toBe('rabbitmq.queue: expected a non-empty name; got ""')
-    expect(rabbitmq({ url: env('RABBITMQ_URL'), queue: 'orders', messageId: { field: 'id' } }).describe()).toBe('rabbitmq env(RABBITMQ_URL) queue orders')
+    expect(rabbitmq({ url: env('FILEDGE_TEST_UNSET_URL'), queue: 'orders', messageId: { field: 'id' } }).describe()).toBe('rabbitmq env(FILEDGE_TEST_UNSET_URL) queue orders')
+    process.env.FILEDGE_TEST_QUEUE_URL = 'amqp://filedge:s3cret-pw@mq.internal:5672/prod'
+    expect(rabbitmq({ url: env('FILEDGE_TEST_QUEUE_URL'), queue: 'orders' }).describe()).toBe('rabbitmq amqp://filedge:***@mq.internal:5672/prod queue orders')
   })
 })

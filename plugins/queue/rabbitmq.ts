@@ -20,11 +20,12 @@ import type { RabbitMqSettings } from './options.js'
  */
 export function rabbitMqBroker(settings: RabbitMqSettings): Broker {
   let url: string | undefined
-  /** The URL safe to print: the password as ***. Until the env() is read, its name. */
+  /** The URL safe to print: the password as ***. While its environment variable is unset, the variable's name. */
   const shownUrl = () => {
-    if (url === undefined) return String(settings.url)
+    const text = url ?? readEnv(settings.url)
+    if (text === undefined) return String(settings.url)
     try {
-      const parsed = new URL(url)
+      const parsed = new URL(text)
       if (parsed.password !== '') parsed.password = '***'
       return parsed.toString()
     } catch {

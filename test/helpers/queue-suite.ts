@@ -5,6 +5,7 @@ import path from 'node:path'
 import { gunzipSync } from 'node:zlib'
 import { afterAll, afterEach, expect, it } from 'vitest'
 import { describeBroker, ensureRunning, jetstreamQueue, orders, rabbitQueue, restartBroker, type BrokerName, type TestMessage, type TestQueue } from './brokers.js'
+import { readDuckdb } from './duckdb.js'
 import { random } from './invariants.js'
 import { exited, REPO_ROOT, waitFor, workspace, type CliResult, type Workspace } from './workspace.js'
 
@@ -306,6 +307,35 @@ export default defineConfig({
       child.kill('SIGTERM')
       expect((await exited(child)).code).toBe(0)
       expect(new Set(p.rows().map((row) => row.id)).size).toBe(610)
+    })
+
+    it(`docs/queues.md's ${broker} example, as written, loads the queue`, async () => {
+      const docs = readFileSync(path.join(REPO_ROOT, 'docs/queues.md'), 'utf8')
+      const title = broker === 'jetstream' ? 'NATS JetStream' : 'RabbitMQ'
+      const example = new RegExp(`\`\`\`ts\n// filedge\\.config\\.ts \\(${title}\\)\n([\\s\\S]*?)\`\`\``).exec(docs)?.[1]
+      expect(example).toBeDefined()
+      const q = broker === 'jetstream' ? await jetstreamQueue() : await rabbitQueue()
+      const config =
+        broker === 'jetstream'
+          ? example!.replace("stream: 'ORDERS'", `stream: '${q.name}'`).replace("subject: 'orders.created'", `subject: '${q.name}.orders'`)
+          : example!.replace("queue: 'payments'", `queue: '${q.name}'`)
+      expect(config).not.toBe(example)
+      const ws = workspace({ 'filedge.config.ts': config })
+      projects.push({ ws, q } as Project)
+      const records = Array.from({ length: 25 }, (_, i) =>
+        broker === 'jetstream'
+          ? { id: `o-${i + 1}`, amount: `${i + 1}.50`, customer: 'Ada', created_at: `2026-05-02T08:00:${String(i).padStart(2, '0')}Z` }
+          : { payment_id: `p-${i + 1}`, amount: `${i + 1}.50`, currency: 'EUR' },
+      )
+      await q.publish(records.map((record, i) => ({ body: JSON.stringify(record), messageId: `p-${i + 1}` })))
+      const result = await ws.cli(['--reporter', 'simple'], { env: { RABBITMQ_URL: q.env.TEST_RABBITMQ_URL } })
+      expect(result.code, result.stderr).toBe(0)
+      const rows =
+        broker === 'jetstream'
+          ? await readDuckdb(ws.file('.filedge/warehouse.duckdb'), 'SELECT id, CAST(amount AS VARCHAR) AS amount FROM orders ORDER BY created_at')
+          : ws.query<Record<string, unknown>>('warehouse.db', 'SELECT payment_id, amount FROM payments ORDER BY rowid')
+      expect(rows).toHaveLength(25)
+      expect(rows[1]).toEqual(broker === 'jetstream' ? { id: 'o-2', amount: '2.50' } : { payment_id: 'p-2', amount: '2.50' })
     })
 
     it('SIGTERM with a batch open: the batch is abandoned, nothing of it acknowledged or written; the next run loads it', async () => {

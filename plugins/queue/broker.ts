@@ -53,6 +53,13 @@ export interface BrokerSession {
   readonly maxHeld: number
   /** How long the broker waits before it delivers again what a stopped consumer held (JetStream's ack wait; 0 when it does at once). */
   readonly redeliverAfterMs: number
+  /**
+   * Which incarnation of the log the sequences count in (JetStream: when the
+   * stream was created). A stream deleted and created again under the same
+   * name numbers its messages from 1 again: sequences of another epoch are
+   * other messages, and must not be taken for promoted ones. Absent for ids.
+   */
+  readonly epoch?: string
   close(): Promise<void>
 }
 

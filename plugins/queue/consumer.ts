@@ -167,8 +167,22 @@ export function createConsumer(ctx: ConsumerContext) {
       let session: BrokerSession | undefined
       try {
         const state = await recover(token, options.onPromoted)
-        const index: PromotedIndex = broker.identity === 'sequence' ? sequenceIndex() : idIndex(REMEMBER_IDS)
-        for (const manifest of state.manifests) index.add(manifest)
+        // Built for the epoch of the first session, and again if a session finds another (the stream was created again).
+        let index: PromotedIndex | undefined
+        let epoch: string | undefined
+        const indexFor = (session: BrokerSession): PromotedIndex => {
+          if (index !== undefined && epoch === session.epoch) return index
+          epoch = session.epoch
+          index = broker.identity === 'sequence' ? sequenceIndex() : idIndex(REMEMBER_IDS)
+          const other = state.manifests.filter((manifest) => manifest.epoch !== session.epoch)
+          for (const manifest of state.manifests) if (manifest.epoch === session.epoch) index.add(manifest)
+          // Ids need no epoch: what is kept to build the index again is sequences' (a few ranges a manifest), not a million ids.
+          if (broker.identity === 'id') state.manifests.length = 0
+          if (other.length > 0) {
+            logger.info(`${where()}: the stream was created again since batch ${other[other.length - 1].batch} (created ${session.epoch}); sequences of the batches before count in the old stream and are not taken for promoted messages of this one`)
+          }
+          return index
+        }
         let failingSince: number | undefined
         let lastWarning = ''
         let backoff = 250
@@ -178,7 +192,7 @@ export function createConsumer(ctx: ConsumerContext) {
               session = await broker.open(logger)
               if (failingSince !== undefined) logger.info(`${where()}: connected again`)
             }
-            const outcome = await batchOnce(session, index, state, token, signal, options)
+            const outcome = await batchOnce(session, indexFor(session), state, token, signal, options)
             failingSince = undefined
             lastWarning = ''
             backoff = 250
@@ -213,7 +227,7 @@ export function createConsumer(ctx: ConsumerContext) {
       async function batchOnce(
         session: BrokerSession,
         index: PromotedIndex,
-        state: { cursor: string | null; batch: number },
+        state: { cursor: string | null; batch: number; manifests: Manifest[] },
         token: string,
         signal: AbortSignal,
         options: ConsumeOptions,
@@ -267,14 +281,15 @@ export function createConsumer(ctx: ConsumerContext) {
         return 'promoted'
       }
 
-      async function promote(batch: Batch, closedBy: string, session: BrokerSession, index: PromotedIndex, state: { cursor: string | null; batch: number }, token: string): Promise<void> {
-        const prepared = folder.build(batch, state.batch + 1, { source: ctx.id, broker: broker.kind, origin: broker.origin, identity: broker.identity, closedBy })
+      async function promote(batch: Batch, closedBy: string, session: BrokerSession, index: PromotedIndex, state: { cursor: string | null; batch: number; manifests: Manifest[] }, token: string): Promise<void> {
+        const prepared = folder.build(batch, state.batch + 1, { source: ctx.id, broker: broker.kind, origin: broker.origin, ...(session.epoch === undefined ? {} : { epoch: session.epoch }), identity: broker.identity, closedBy })
         const { manifest } = prepared
         await folder.stage(prepared)
         await advance(token, state.cursor, manifest)
         await folder.publish(manifest)
         state.cursor = cursorText(manifest)
         state.batch = manifest.batch
+        if (broker.identity === 'sequence') state.manifests.push(manifest)
         index.add(manifest)
         // Said before the acks go out: the crash tests stop a process here (promoted, not yet acknowledged).
         logger.debug(`${entryPath(manifest.name)}: batch ${manifest.batch} promoted (${manifest.records} records${manifest.deadLetters === null ? '' : `, ${manifest.deadLetters.count} dead letters`}); acknowledging ${batch.deliveries.length} deliveries`)

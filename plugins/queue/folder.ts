@@ -41,6 +41,8 @@ export interface Manifest {
   readonly broker: 'jetstream' | 'rabbitmq'
   /** Where the messages came from, no secret: servers, stream, consumer, subject; or url (password as ***), queue. */
   readonly origin: Readonly<Record<string, unknown>>
+  /** JetStream: when the stream was created; its sequences count from there (a stream created again starts at 1). */
+  readonly epoch?: string
   readonly batch: number
   readonly name: string
   /** The data file (null when every message was a dead letter), its size and SHA-256. */
@@ -171,7 +173,7 @@ export function createFolder(dir: string, gzip: boolean) {
     },
 
     /** The batch's files, its manifest and its bytes, decided by its messages and its number. */
-    build(batch: Batch, number: number, context: { source: string; broker: Manifest['broker']; origin: Manifest['origin']; identity: Identity; closedBy: string }): Prepared {
+    build(batch: Batch, number: number, context: { source: string; broker: Manifest['broker']; origin: Manifest['origin']; epoch?: string; identity: Identity; closedBy: string }): Prepared {
       const sequences = context.identity === 'sequence'
       const { records, keys } = sequences ? ordered(batch) : { records: batch.records, keys: batch.recordKeys }
       const text = records.length === 0 ? undefined : Buffer.from(`${records.join('\n')}\n`)
@@ -188,6 +190,7 @@ export function createFolder(dir: string, gzip: boolean) {
         source: context.source,
         broker: context.broker,
         origin: context.origin,
+        ...(context.epoch === undefined ? {} : { epoch: context.epoch }),
         batch: number,
         name,
         file: data === undefined ? null : dataName(name),

@@ -57,7 +57,7 @@ export function jetstreamBroker(settings: JetStreamSettings): Broker {
       })
       try {
         const jsm = await js.jetstreamManager(nc)
-        await jsm.streams.info(settings.stream).catch((error: Error) => {
+        const stream = await jsm.streams.info(settings.stream).catch((error: Error) => {
           throw failure(`the stream ${settings.stream} does not exist or cannot be read (${error.message}); create it first (nats stream add)`, error)
         })
         let info: ConsumerInfo | undefined = await jsm.consumers.info(settings.stream, settings.consumer).catch((error: Error) => {
@@ -89,7 +89,7 @@ export function jetstreamBroker(settings: JetStreamSettings): Broker {
         const pull = Math.max(1, Math.min(settings.maxRecords, maxAckPending, 1_000))
         // Pulls that expire soon: a pull a stopped process left open at the server takes what is delivered until it expires.
         const messages = await consumer.consume({ max_messages: pull, expires: PULL_EXPIRES_MS })
-        return session(nc, messages, jsm, ackWaitMs, maxAckPending)
+        return session(nc, messages, jsm, ackWaitMs, maxAckPending, stream.created)
       } catch (error) {
         await nc.close().catch(() => undefined)
         throw error
@@ -103,6 +103,7 @@ export function jetstreamBroker(settings: JetStreamSettings): Broker {
     jsm: { consumers: { info(stream: string, consumer: string): Promise<ConsumerInfo> } },
     ackWaitMs: number,
     maxHeld: number,
+    epoch: string,
   ): BrokerSession {
     const queue: JsMsg[] = []
     const held = new WeakMap<Delivery, JsMsg>()
@@ -133,6 +134,7 @@ export function jetstreamBroker(settings: JetStreamSettings): Broker {
     return {
       maxHeld,
       redeliverAfterMs: ackWaitMs,
+      epoch,
       async next(until, signal) {
         for (;;) {
           const message = queue.shift()

@@ -93,6 +93,8 @@ export interface TestQueue {
   publish(messages: readonly TestMessage[]): Promise<void>
   /** Messages the broker still holds for the consumer: not yet delivered, or delivered and not acknowledged. */
   backlog(): Promise<{ ready: number; unacknowledged: number }>
+  /** JetStream: deletes the stream and creates it again under the same name (its sequences start at 1 again). */
+  recreate?(): Promise<void>
   remove(): Promise<void>
 }
 
@@ -132,6 +134,11 @@ export async function jetstreamQueue(options: { ackWait?: string } = {}): Promis
       const info = await jsm.consumers.info(name, consumer).catch(() => undefined)
       if (info === undefined) return { ready: (await jsm.streams.info(name)).state.messages, unacknowledged: 0 }
       return { ready: info.num_pending, unacknowledged: info.num_ack_pending }
+    },
+    async recreate() {
+      await jsm.streams.delete(name)
+      await jsm.streams.add({ name, subjects: [`${name}.>`] })
+      published = 0
     },
     async remove() {
       await jsm.streams.delete(name).catch(() => undefined)

@@ -338,6 +338,24 @@ export default defineConfig({
       expect(rows[1]).toEqual(broker === 'jetstream' ? { id: 'o-2', amount: '2.50' } : { payment_id: 'p-2', amount: '2.50' })
     })
 
+    if (broker === 'jetstream') {
+      it('a stream deleted and created again numbers its messages from 1: they are new messages, loaded, not taken for the promoted ones', async () => {
+        const p = await project()
+        await p.q.publish(orders(300))
+        expect((await p.cli(['--reporter', 'simple'])).code).toBe(0)
+        await p.q.recreate!()
+        // The same sequences 1…200, other messages; the consumer filedge created went with the stream, and is created again.
+        await p.q.publish(orders(200, 301))
+        const run = await p.cli(['--reporter', 'simple'])
+        expect(run.code, run.stderr).toBe(0)
+        expect(run.stdout).toContain(': the stream was created again since batch 1 (created ')
+        expect(p.rows().map((row) => row.id)).toEqual(ids(orders(500)))
+        const [first, second] = p.manifests()
+        expect(first.epoch).not.toBe(second.epoch)
+        expect(second).toMatchObject({ first: 1, last: 200, records: 200 })
+      })
+    }
+
     it('SIGTERM with a batch open: the batch is abandoned, nothing of it acknowledged or written; the next run loads it', async () => {
       const p = await project({ batch: "maxRecords: 1000, maxWait: '20s'", ackWait: '60s' })
       const child = p.spawn(['--watch', '--reporter', 'simple'])

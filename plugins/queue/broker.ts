@@ -72,6 +72,8 @@ export interface Broker {
   readonly origin: Readonly<Record<string, unknown>>
   /** Connects (reading env() credentials) and starts consuming. */
   open(logger: Logger): Promise<BrokerSession>
+  /** Connects, checks that the stream (and consumer) or queue is there, and disconnects: consumes nothing, changes nothing (healthcheck). */
+  probe(): Promise<void>
   /** Blanks the source's secrets out of a broker's error message. */
   hide(text: string): string
 }

@@ -202,7 +202,9 @@ export function createConsumer(ctx: ConsumerContext) {
             await session?.close().catch(() => undefined)
             session = undefined
             failingSince ??= Date.now()
-            const message = broker.hide(describeError(error))
+            // The broker's own errors already start with where they are.
+            const text = broker.hide(describeError(error))
+            const message = text.startsWith(`${where()}: `) ? text.slice(where().length + 2) : text
             if (options.drain && Date.now() - failingSince >= settings.reconnectMs) {
               throw failure(`${message} (tried for ${Math.round(settings.reconnectMs / 1000)} s: reconnect)`, error)
             }

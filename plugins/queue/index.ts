@@ -218,6 +218,11 @@ export function queueSource(broker: Broker, settings: BatchSettings, classifier:
       }
     },
 
+    /** Connects to the broker and checks the stream (and consumer) or queue is there; consumes nothing. */
+    async healthcheck() {
+      await broker.probe()
+    },
+
     stat: (file) => use().files.stat!(file),
     read: (entry, readOptions) => use().files.read(entry, readOptions),
     localPath: (file) => use().files.localPath!(file),

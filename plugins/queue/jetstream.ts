@@ -31,6 +31,31 @@ export function jetstreamBroker(settings: JetStreamSettings): Broker {
     return resolved
   }
 
+  /** A connection (`reconnects`: -1 forever, as a consumer; 0 for a probe) and the JetStream module. */
+  async function connect(reconnects: number) {
+    const [nats, js] = await Promise.all([import('@nats-io/transport-node'), import('@nats-io/jetstream')]).catch((error: unknown) => {
+      throw failure('the NATS client is not installed: npm install @nats-io/transport-node @nats-io/jetstream', error)
+    })
+    const user = read('user', settings.user)
+    const pass = read('pass', settings.pass)
+    const token = read('token', settings.token)
+    const nc = await nats
+      .connect({
+        servers,
+        name: `filedge ${settings.consumer}`,
+        ...(user === undefined ? {} : { user }),
+        ...(pass === undefined ? {} : { pass }),
+        ...(token === undefined ? {} : { token }),
+        maxReconnectAttempts: reconnects,
+        reconnectTimeWait: 250,
+        timeout: 5_000,
+      })
+      .catch((error: Error) => {
+        throw failure(`cannot connect (${error.message})`, error)
+      })
+    return { nc, js }
+  }
+
   return {
     kind: 'jetstream',
     identity: 'sequence',
@@ -38,23 +63,24 @@ export function jetstreamBroker(settings: JetStreamSettings): Broker {
     hide,
     origin: { servers, stream: settings.stream, consumer: settings.consumer, ...(settings.subject === undefined ? {} : { subject: settings.subject }) },
 
+    async probe(): Promise<void> {
+      const { nc, js } = await connect(0)
+      try {
+        const jsm = await js.jetstreamManager(nc)
+        await jsm.streams.info(settings.stream).catch((error: Error) => {
+          throw failure(`the stream ${settings.stream} does not exist or cannot be read (${error.message})`, error)
+        })
+        await jsm.consumers.info(settings.stream, settings.consumer).catch((error: Error) => {
+          // A consumer filedge has not created yet is created on the first run: not a failure.
+          if (!/consumer not found/i.test(error.message)) throw failure(error.message, error)
+        })
+      } finally {
+        await nc.close().catch(() => undefined)
+      }
+    },
+
     async open(logger: Logger): Promise<BrokerSession> {
-      const [{ connect }, js] = await Promise.all([import('@nats-io/transport-node'), import('@nats-io/jetstream')]).catch((error: unknown) => {
-        throw failure('the NATS client is not installed: npm install @nats-io/transport-node @nats-io/jetstream', error)
-      })
-      const user = read('user', settings.user)
-      const pass = read('pass', settings.pass)
-      const token = read('token', settings.token)
-      const nc = await connect({
-        servers,
-        name: `filedge ${settings.consumer}`,
-        ...(user === undefined ? {} : { user }),
-        ...(pass === undefined ? {} : { pass }),
-        ...(token === undefined ? {} : { token }),
-        maxReconnectAttempts: -1,
-        reconnectTimeWait: 250,
-        timeout: 5_000,
-      })
+      const { nc, js } = await connect(-1)
       try {
         const jsm = await js.jetstreamManager(nc)
         const stream = await jsm.streams.info(settings.stream).catch((error: Error) => {

@@ -206,6 +206,8 @@ export function checkRabbitMq(options: RabbitMqOptions): RabbitMqSettings {
   if (!(messageId === 'property' || messageId === 'content' || (typeof messageId === 'object' && messageId !== null && typeof messageId.field === 'string' && messageId.field !== '' && Object.keys(messageId).length === 1))) {
     throw check.invalid(`messageId: expected 'property', 'content' or { field: 'id' }; got ${shown(messageId)}`)
   }
+  // AMQP's basic.qos counts in 16 bits.
+  if (options.prefetch !== undefined && (options.prefetch as number) > 65_535) throw check.invalid(`prefetch: at most 65535 (AMQP's limit); got ${shown(options.prefetch)}`)
   return {
     ...batch,
     url,

@@ -48,6 +48,30 @@ export function rabbitMqBroker(settings: RabbitMqSettings): Broker {
     return {}
   }
 
+  /** Reads the URL (once), loads amqplib and connects. */
+  async function connect() {
+    if (url === undefined) {
+      const resolved = readEnv(settings.url)
+      if (resolved === undefined) throw new FiledgeError('CONFIG_INVALID', `rabbitmq: environment variable ${String(settings.url).replace(/^env\((.*)\)$/, '$1')} (url) is not set`, { plugin: 'queue' })
+      url = resolved
+      const password = (() => {
+        try {
+          return decodeURIComponent(new URL(resolved).password)
+        } catch {
+          return ''
+        }
+      })()
+      if (password.length >= 4) secrets.push(password)
+      origin.url = shownUrl()
+    }
+    const amqp = await import('amqplib').catch((error: unknown) => {
+      throw failure('the RabbitMQ client is not installed: npm install amqplib', error)
+    })
+    return amqp.connect(url, { clientProperties: { connection_name: `filedge ${settings.queue}` } }).catch((error: Error) => {
+      throw failure(`cannot connect (${error.message})`, error)
+    })
+  }
+
   return {
     kind: 'rabbitmq',
     identity: 'id',
@@ -55,25 +79,21 @@ export function rabbitMqBroker(settings: RabbitMqSettings): Broker {
     hide,
     origin,
 
-    async open(logger: Logger): Promise<BrokerSession> {
-      if (url === undefined) {
-        const resolved = readEnv(settings.url)
-        if (resolved === undefined) throw new FiledgeError('CONFIG_INVALID', `rabbitmq: environment variable ${String(settings.url).replace(/^env\((.*)\)$/, '$1')} (url) is not set`, { plugin: 'queue' })
-        url = resolved
-        const password = (() => {
-          try {
-            return decodeURIComponent(new URL(resolved).password)
-          } catch {
-            return ''
-          }
-        })()
-        if (password.length >= 4) secrets.push(password)
-        origin.url = shownUrl()
+    async probe(): Promise<void> {
+      const connection = await connect()
+      try {
+        const channel = await connection.createChannel()
+        channel.on('error', () => undefined)
+        await channel.checkQueue(settings.queue).catch((error: Error) => {
+          throw failure(`the queue ${settings.queue} does not exist or cannot be read (${error.message})`, error)
+        })
+      } finally {
+        await connection.close().catch(() => undefined)
       }
-      const amqp = await import('amqplib').catch((error: unknown) => {
-        throw failure('the RabbitMQ client is not installed: npm install amqplib', error)
-      })
-      const connection = await amqp.connect(url, { clientProperties: { connection_name: `filedge ${settings.queue}` } })
+    },
+
+    async open(logger: Logger): Promise<BrokerSession> {
+      const connection = await connect()
       let broken: Error | undefined
       let wake: (() => void) | undefined
       const lost = (error?: Error) => {

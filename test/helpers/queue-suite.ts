@@ -356,6 +356,19 @@ export default defineConfig({
       })
     }
 
+    it('healthcheck: the source answers while its stream or queue is there, consuming nothing, and is down, saying why, when it is not', async () => {
+      const p = await project()
+      await p.q.publish(orders(3))
+      const up = await p.cli(['healthcheck'])
+      expect(up.code, up.stdout + up.stderr).toBe(0)
+      expect(up.stdout).toMatch(new RegExp(`source\\s+orders\\s+${source} .*${p.q.name}.*\\s+ok\\s`))
+      expect(await p.q.backlog()).toMatchObject({ ready: 3 })
+      await p.q.remove()
+      const down = await p.cli(['healthcheck'])
+      expect(down.code).toBe(1)
+      expect(down.stdout).toMatch(new RegExp(`down .*: the ${broker === 'jetstream' ? 'stream' : 'queue'} ${p.q.name} does not exist or cannot be read`))
+    })
+
     it('SIGTERM with a batch open: the batch is abandoned, nothing of it acknowledged or written; the next run loads it', async () => {
       const p = await project({ batch: "maxRecords: 1000, maxWait: '20s'", ackWait: '60s' })
       const child = p.spawn(['--watch', '--reporter', 'simple'])

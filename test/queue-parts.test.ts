@@ -1,8 +1,10 @@
 import { describe, expect, it } from 'vitest'
 import { env, isFiledgeError } from '../core/index.js'
 import { jetstream, rabbitmq } from '../plugins/queue/index.js'
+import type { Manifest } from '../plugins/queue/folder.js'
+import { idIndex, sequenceIndex } from '../plugins/queue/promoted.js'
 
-/** The queue sources' options are checked when the config loads, before any connection: each mistake named with its fix. */
+/** The queue sources' parts that need no broker: options checked when the config loads (each mistake named with its fix), and the index of promoted messages. */
 
 function refused(make: () => unknown): string {
   try {
@@ -37,4 +39,22 @@ describe('queue source options', () => {
     process.env.FILEDGE_TEST_QUEUE_URL = 'amqp://filedge:s3cret-pw@mq.internal:5672/prod'
     expect(rabbitmq({ url: env('FILEDGE_TEST_QUEUE_URL'), queue: 'orders' }).describe()).toBe('rabbitmq amqp://filedge:***@mq.internal:5672/prod queue orders')
   })
+})
+
+it('promoted sequences merge into ranges and ids leave the window a batch at a time', () => {
+  const manifest = (batch: number, extra: Partial<Manifest>) => ({ batch, deadLetters: null, ...extra }) as unknown as Manifest
+  const sequences = sequenceIndex()
+  sequences.add(manifest(1, { sequences: [[1, 10], [12, 20]], deadLetters: { file: 'd', count: 1, sha256: '', sequences: [[11, 11]] } }))
+  sequences.add(manifest(2, { sequences: [[30, 40]] }))
+  sequences.add(manifest(3, { sequences: [[21, 29]] }))
+  expect([0, 1, 11, 20, 25, 40, 41].map((seq) => sequences.has(seq))).toEqual([false, true, true, true, true, true, false])
+
+  const window = idIndex(4)
+  window.add(manifest(1, { ids: ['a', 'b'] }))
+  window.add(manifest(2, { ids: ['c', 'd'], deadLetters: { file: 'd', count: 1, sha256: '', ids: ['e'] } }))
+  // Five ids over a window of four: batch 1 leaves whole.
+  expect(['a', 'b', 'c', 'd', 'e'].map((id) => window.has(id))).toEqual([false, false, true, true, true])
+  window.add(manifest(3, { ids: Array.from({ length: 10 }, (_, i) => `x${i}`) }))
+  // A batch larger than the window stays: the newest batch is always remembered.
+  expect([window.has('c'), window.has('x0'), window.has('x9')]).toEqual([false, true, true])
 })

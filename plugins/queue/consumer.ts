@@ -198,7 +198,9 @@ export function createConsumer(ctx: ConsumerContext) {
             backoff = 250
             if (outcome === 'drained') break
           } catch (error) {
-            if (fatal.has(error as object) || signal.aborted) throw error
+            // Stopping (the signal, or the lease lost) is not a failure of the broker: the loop ends as it would have.
+            if (signal.aborted) break
+            if (fatal.has(error as object)) throw error
             await session?.close().catch(() => undefined)
             session = undefined
             failingSince ??= Date.now()

@@ -221,7 +221,8 @@ export default defineConfig({
       const publishing = (async () => {
         for (let i = 0; i < total; i += 500) {
           await p.q.publish(messages.slice(i, i + 500))
-          await new Promise((resolve) => setTimeout(resolve, 150 + rng() * 200))
+          // Paced over most of the kill rounds, so each round has messages to consume and batches to promote.
+          await new Promise((resolve) => setTimeout(resolve, 500 + rng() * 300))
         }
       })()
       let published = false
@@ -230,7 +231,7 @@ export default defineConfig({
       for (let round = 0; round < 10; round++) {
         // Half the rounds die between a promotion and its acks (the nth promotion of the process), half at a random instant.
         const atPromotion = round % 2 === 0
-        const child = p.spawn(['--watch', '--reporter', 'silent'], atPromotion ? { FILEDGE_QUEUE_CRASH: String(1 + Math.floor(rng() * 3)) } : {})
+        const child = p.spawn(['--watch', '--reporter', 'silent'], atPromotion ? { FILEDGE_QUEUE_CRASH: String(1 + Math.floor(rng() * 2)) } : {})
         const timer = setTimeout(() => child.kill('SIGKILL'), atPromotion ? 8_000 : 800 + rng() * 2_500)
         const exit = await exited(child)
         clearTimeout(timer)

@@ -27,7 +27,7 @@ export function jetstreamBroker(settings: JetStreamSettings): Broker {
     if (value === undefined) return undefined
     const resolved = readEnv(value)
     if (resolved === undefined) throw new FiledgeError('CONFIG_INVALID', `${describe()}: environment variable ${String(value).replace(/^env\((.*)\)$/, '$1')} (${key}) is not set`, { plugin: 'queue' })
-    if (key !== 'user' && resolved.length >= 4) secrets.push(resolved)
+    if (key !== 'user' && resolved.length >= 4 && !secrets.includes(resolved)) secrets.push(resolved)
     return resolved
   }
 

@@ -370,6 +370,17 @@ export default defineConfig({
       expect(down.stdout).toMatch(new RegExp(`down .*: the ${broker === 'jetstream' ? 'stream' : 'queue'} ${p.q.name} does not exist or cannot be read`))
     })
 
+    if (broker === 'rabbitmq') {
+      it('credentials the broker refuses: the run fails after reconnect, saying why, and the password is nowhere', async () => {
+        const p = await project({ batch: "maxRecords: 10, reconnect: '1s'" })
+        const password = 'wrong-s3cret-7d1f'
+        const run = await p.cli(['--reporter', 'simple'], { TEST_RABBITMQ_URL: `amqp://guest:${password}@127.0.0.1:5672` })
+        expect(run.code).toBe(1)
+        expect(run.stderr).toMatch(/pipeline "orders": cannot list rabbitmq amqp:\/\/guest:\*\*\*@127\.0\.0\.1:5672 queue \S+: cannot connect \(.*ACCESS.REFUSED.*\) \(tried for 1 s: reconnect\)/)
+        expect(run.stdout + run.stderr).not.toContain(password)
+      })
+    }
+
     it('SIGTERM with a batch open: the batch is abandoned, nothing of it acknowledged or written; the next run loads it', async () => {
       const p = await project({ batch: "maxRecords: 1000, maxWait: '20s'", ackWait: '60s' })
       const child = p.spawn(['--watch', '--reporter', 'simple'])

@@ -67,6 +67,8 @@ export interface ConsumeOptions {
 const REMEMBER_IDS = 1_000_000
 /** A run that finds no message for this long asks the broker whether anything is left. */
 const IDLE_MS = 100
+/** The longest a run waits for messages a stopped consumer held to be delivered again. */
+const MAX_REDELIVERY_WAIT_MS = 120_000
 /** Redundant deliveries (already promoted) acknowledged this many at a time. */
 const ACK_CHUNK = 1_000
 
@@ -264,11 +266,13 @@ export function createConsumer(ctx: ConsumerContext) {
             const backlog = await session.backlog(batch.deliveries.length)
             if (backlog.ready > 0) continue
             if (backlog.waiting > 0) {
+              // Bounded: a consumer configured with an ack wait of hours must not hold a run for hours; the next run has them.
+              const patience = Math.min(session.redeliverAfterMs + 2_000, MAX_REDELIVERY_WAIT_MS)
               if (waitingSince === undefined) {
                 waitingSince = Date.now()
-                logger.info(`${where()}: ${backlog.waiting} message${backlog.waiting === 1 ? ' was' : 's were'} delivered to a consumer that stopped; waiting up to ${Math.round(session.redeliverAfterMs / 1000)} s for the broker to deliver ${backlog.waiting === 1 ? 'it' : 'them'} again`)
+                logger.info(`${where()}: ${backlog.waiting} message${backlog.waiting === 1 ? ' was' : 's were'} delivered to a consumer that stopped; waiting up to ${Math.round(patience / 1000)} s for the broker to deliver ${backlog.waiting === 1 ? 'it' : 'them'} again`)
               }
-              if (Date.now() - waitingSince < session.redeliverAfterMs + 2_000) continue
+              if (Date.now() - waitingSince < patience) continue
             }
             if (batch.deliveries.length === 0) return 'drained'
             closedBy = 'drained'

@@ -2,6 +2,7 @@ import path from 'node:path'
 import {
   FiledgeError,
   createMutex,
+  describeError,
   localSource,
   sleep,
   type FileOrigin,
@@ -197,7 +198,10 @@ export function queueSource(broker: Broker, settings: BatchSettings, classifier:
       const loop = (async () => {
         let busy = false
         while (!both.aborted) {
-          const outcome = await consuming.run(() => use().consumer.consume({ signal: both, drain: false, onPromoted: (file) => void report(file).catch((error: Error) => warn(error.message)) }))
+          // A ledger that fails to answer (taking the lease) is said, and tried again next poll: the watcher goes on.
+          const outcome = await consuming
+            .run(() => use().consumer.consume({ signal: both, drain: false, onPromoted: (file) => void report(file).catch((error: Error) => warn(error.message)) }))
+            .catch((error: unknown): ConsumeReport => ({ status: 'failed', files: [], batches: 0, records: 0, deadLetters: 0, redelivered: 0, error: new FiledgeError('PLUGIN_ERROR', `${broker.describe()}: ${describeError(error)}`, { plugin: 'queue', cause: error }) }))
           if (both.aborted) break
           if (outcome.status === 'busy') {
             if (!busy) context.logger.info(`${broker.describe()}: another process is consuming it; loading what it promotes, and taking over if it stops`)

@@ -10,6 +10,7 @@ import { cacheSuite } from './cache.js'
 import { stagesSuite } from './stages.js'
 import { pondsSuite } from './ponds.js'
 import { auditSuite, querySuite } from './audit.js'
+import { queueSuite } from './queue.js'
 import { hashing, largeFile, sqliteBulk, sqliteSmallFiles, watchLatency, type BenchOptions, type Row } from './suites.js'
 
 /**
@@ -33,6 +34,7 @@ const SUITES: Record<string, { run: (options: BenchOptions) => Promise<Row[]>; a
   hash: { run: hashing, about: 'SHA-256 of the --rows CSV vs a Node crypto stream' },
   large: { run: largeFile, about: 'peak RSS loading a ~1 GB CSV (only with --large)' },
   watch: { run: watchLatency, about: 'watch mode, last write → committed' },
+  queue: { run: queueSuite, about: '--queue-messages × 1 KB from NATS JetStream → DuckDB vs a consumer that only acks; publish → committed row in watch mode (FILEDGE_BENCH_NATS)' },
 }
 
 const { values } = parseArgs({
@@ -44,6 +46,7 @@ const { values } = parseArgs({
     'worker-files': { type: 'string', default: '200' },
     'worker-rows-per-file': { type: 'string', default: '1000' },
     'ledger-files': { type: 'string', default: '1000000' },
+    'queue-messages': { type: 'string', default: '100000' },
     reps: { type: 'string', default: '5' },
     large: { type: 'boolean', default: false },
     only: { type: 'string' },
@@ -52,7 +55,7 @@ const { values } = parseArgs({
 })
 
 if (values.help) {
-  console.log(`npm run bench -- [--rows N] [--files N] [--rows-per-file N] [--s3-files N] [--worker-files N] [--worker-rows-per-file N] [--ledger-files N] [--reps N] [--large] [--only SUITE,…]
+  console.log(`npm run bench -- [--rows N] [--files N] [--rows-per-file N] [--s3-files N] [--worker-files N] [--worker-rows-per-file N] [--ledger-files N] [--queue-messages N] [--reps N] [--large] [--only SUITE,…]
 
 Suites (all by default):
 ${Object.entries(SUITES)
@@ -75,6 +78,7 @@ const options: BenchOptions = {
   reps: Number(values.reps),
   large: values.large,
   ledgerFiles: Number(values['ledger-files']),
+  queueMessages: Number(values['queue-messages']),
   dataDir: path.join(REPO_ROOT, 'bench', '.data'),
 }
 const chosen = values.only ? values.only.split(',') : Object.keys(SUITES)

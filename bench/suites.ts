@@ -22,6 +22,8 @@ export interface BenchOptions {
   readonly large: boolean
   /** Files of the synthetic ledger the query and audit suites read. */
   readonly ledgerFiles: number
+  /** Messages of the queue suite's throughput run. */
+  readonly queueMessages: number
   readonly dataDir: string
 }
 

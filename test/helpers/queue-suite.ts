@@ -133,7 +133,8 @@ export default defineConfig({
 
   describeBroker(broker, `queue source: ${broker}`, () => {
     it('a run consumes what is there into files and rows, each message once; poison goes to the dead-letter file; all acknowledged; a rerun finds nothing; lineage names the messages', async () => {
-      const p = await project()
+      // Every message is published before the run: the batches close by maxRecords, unless a busy machine stalls a pull past maxWait.
+      const p = await project({ batch: "maxRecords: 500, maxWait: '10s', maxMessageBytes: '4KiB', reconnect: '60s'", ackWait: '30s' })
       const messages: TestMessage[] = orders(1000)
       // Poison: not JSON (300), over maxMessageBytes (700), not UTF-8 (800).
       messages[299] = { body: 'not json {', messageId: 'm-300' }

@@ -19,7 +19,7 @@ import { registerInspect } from './commands/inspect.js'
 import { registerValidate } from './commands/validate.js'
 import { print, type CliIo } from './io.js'
 
-const USAGE_CODES = new Set(['CONFIG_INVALID', 'CONFIG_NOT_FOUND', 'USAGE'])
+const USAGE_CODES = new Set(['CONFIG_INVALID', 'CONFIG_NOT_FOUND', 'USAGE', 'KEY_INVALID'])
 
 /**
  * Runs the CLI and returns the exit code: 0 all good, 1 a file failed (or

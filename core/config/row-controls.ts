@@ -1,7 +1,7 @@
 import path from 'node:path'
 import { FiledgeError } from '../errors.js'
 import { parseKey, type ProtectKey } from '../protect/keys.js'
-import { readEnv, type EnvRef } from '../secrets.js'
+import { env, readEnv, type EnvRef } from '../secrets.js'
 import type {
   ColumnProtection,
   ColumnSpec,
@@ -150,4 +150,34 @@ export function requireKeys(pipelines: readonly ResolvedPipeline[]): Map<string,
     throw new FiledgeError('KEY_INVALID', problems.length === 1 ? `${problems[0]}; nothing was loaded` : `keys missing or invalid; nothing was loaded:\n  ${problems.join('\n  ')}`)
   }
   return keys
+}
+
+/**
+ * Keys named by environment variables (`--key-env PII_KEY`), for `decrypt`
+ * and `quarantine replay`: each must be set and hold a 32-byte key.
+ */
+export function keysFromEnv(names: readonly string[]): ProtectKey[] {
+  const problems: string[] = []
+  const keys: ProtectKey[] = []
+  for (const name of names) {
+    const read = readKey(env(name))
+    if ('key' in read) keys.push(read.key)
+    else problems.push('missing' in read ? `environment variable ${name} is not set` : read.problem)
+  }
+  if (problems.length > 0) throw new FiledgeError('KEY_INVALID', problems.join('; '))
+  return keys
+}
+
+/** Every encrypt and quarantine key the pipelines name whose variable is set, for reading what they sealed. */
+export function configKeys(pipelines: readonly ResolvedPipeline[]): ProtectKey[] {
+  const refs = pipelines.flatMap((pipeline) => [
+    ...pipeline.columns.filter((column) => column.protect?.kind === 'encrypt').map((column) => column.protect!.key),
+    ...(pipeline.quarantine?.key === undefined ? [] : [pipeline.quarantine.key]),
+  ])
+  const keys = new Map<string, ProtectKey>()
+  for (const ref of refs) {
+    const read = readKey(ref)
+    if ('key' in read) keys.set(read.key.id, read.key)
+  }
+  return [...keys.values()]
 }

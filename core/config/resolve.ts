@@ -327,7 +327,7 @@ function originsOf(own: Partial<UserConfig> | undefined, fromPresets: Record<str
   for (const plugin of flattenPlugins(Array.isArray(own.plugins) ? own.plugins : undefined)) origins[`plugins.${plugin.name}`] = 'config'
   ;(Array.isArray(own.pipelines) ? own.pipelines : []).forEach((pipeline, index) => {
     const at = `pipelines[${index}]`
-    for (const key of ['source', 'onCommitted', 'format', 'destination', 'table', 'writeMode', 'unknownColumns', 'retry', 'batchSize', 'limits'] as const) {
+    for (const key of ['source', 'onCommitted', 'format', 'destination', 'table', 'writeMode', 'unknownColumns', 'retry', 'batchSize', 'limits', 'quarantine'] as const) {
       const by = pipeline[key] !== undefined ? 'config' : fromPresets[`defaults.${key}`]
       if (by !== undefined) origins[`${at}.${key}`] = by
     }

@@ -1,10 +1,13 @@
-import { createDecipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto'
+import { createDecipheriv, createHmac } from 'node:crypto'
 import { FiledgeError } from '../errors.js'
-import { gcmSealBatch, NONCE_BYTES, TAG_BYTES, type GcmItem } from './gcm.js'
+import { INDEX_BYTES, nonceOf, TAG_BYTES } from './gcm.js'
 import { parseKey, type ProtectKey } from './keys.js'
+import { FRAME_VERSION, OVERHEAD, packTexts, SALT_BYTES, sealBytes, unpackValues, valueKey } from './seal.js'
+
+export { FRAME_VERSION }
 
 /**
- * Sealed values: `fe1:<key id>:<base64(salt ‖ nonce ‖ ciphertext ‖ tag)>`.
+ * Sealed values: `fe1:<key id>:<base64(salt ‖ index ‖ ciphertext ‖ tag)>`.
  *
  * - `fe1` is the frame's version: a later construction gets `fe2`, and
  *   readers keep reading `fe1`.
@@ -12,9 +15,14 @@ import { parseKey, type ProtectKey } from './keys.js'
  *   under several keys while they rotate.
  * - salt: 16 random bytes, one per batch of values. The value key is
  *   HKDF-SHA256(key, salt, "filedge fe1", 32 bytes).
- * - nonce: 12 bytes, the value's index in its batch (96-bit big-endian).
+ * - index: 4 bytes, the value's index in its batch (big-endian); the
+ *   96-bit GCM nonce is 8 zero bytes followed by it.
  * - ciphertext and a 16-byte tag: AES-256-GCM under the value key, no AAD,
  *   over the value's text in UTF-8.
+ *
+ * 36 bytes beside the ciphertext, 48 base64 characters: a frame is what a
+ * table stores in place of a value, so every byte is written and read a
+ * million times (the full 12-byte nonce cost 11 more characters a value).
  *
  * Nonce uniqueness: a value key seals one batch, and within it every value
  * has its own index, so no (key, nonce) pair repeats as long as two batches
@@ -29,68 +37,17 @@ import { parseKey, type ProtectKey } from './keys.js'
  * long as its text).
  *
  * Any AES-GCM implementation can open a frame: derive the value key with
- * HKDF-SHA256, then decrypt ciphertext ‖ tag with the nonce.
+ * HKDF-SHA256, then decrypt ciphertext ‖ tag with the nonce (8 zero bytes
+ * and the index).
  */
 
-export const FRAME_VERSION = 'fe1'
-const SALT_BYTES = 16
-const INFO = 'filedge fe1'
-/** salt ‖ nonce ‖ tag: what a frame holds besides the ciphertext. */
-const OVERHEAD = SALT_BYTES + NONCE_BYTES + TAG_BYTES
-
-function valueKey(key: ProtectKey, salt: Uint8Array): Buffer {
-  return Buffer.from(hkdfSync('sha256', key.bytes, salt, INFO, 32))
-}
-
 /**
- * Writes `text` as UTF-8 into `buffer` at `at`, growing it when it may not
- * fit; ASCII by char codes (a `Buffer.write` per short value cost as much as
- * sealing it). Returns the buffer (maybe a new one) and the bytes written.
- */
-function writeUtf8(buffer: Buffer, at: number, text: string): [Buffer, number] {
-  if (buffer.length - at < text.length * 3) {
-    const grown = Buffer.allocUnsafe(Math.max(buffer.length * 2, at + text.length * 3))
-    buffer.copy(grown, 0, 0, at)
-    buffer = grown
-  }
-  const n = text.length
-  for (let k = 0; k < n; k++) {
-    const c = text.charCodeAt(k)
-    if (c >= 0x80) return [buffer, buffer.write(text, at, 'utf8')]
-    buffer[at + k] = c
-  }
-  return [buffer, n]
-}
-
-/**
- * Seals the texts of one batch, each into its frame (same order). One salt
- * and one value key for the batch; AES and GHASH over all of it at once
- * (gcm.ts).
+ * Seals the texts of one batch, each into its frame (same order), on the
+ * calling thread: one salt and one value key for the batch, AES and GHASH
+ * over all of it at once (gcm.ts). Loads seal in the worker (pool.ts).
  */
 export function sealTexts(key: ProtectKey, texts: readonly string[]): string[] {
-  const salt = randomBytes(SALT_BYTES)
-  let plain: Buffer = Buffer.allocUnsafe(64 * texts.length + 64)
-  const items: GcmItem[] = new Array(texts.length)
-  let from = 0
-  let at = 0
-  for (let i = 0; i < texts.length; i++) {
-    let length: number
-    ;[plain, length] = writeUtf8(plain, from, texts[i])
-    // Each frame's bytes: salt, then nonce ‖ ciphertext ‖ tag, which gcmSealBatch writes at `at + SALT_BYTES`.
-    items[i] = { from, length, at: at + SALT_BYTES }
-    from += length
-    at += OVERHEAD + length
-  }
-  const out = Buffer.allocUnsafe(at)
-  for (const item of items) salt.copy(out, item.at - SALT_BYTES)
-  gcmSealBatch(valueKey(key, salt), plain, items, out)
-  const prefix = `${FRAME_VERSION}:${key.id}:`
-  const frames: string[] = new Array(texts.length)
-  for (let i = 0; i < items.length; i++) {
-    const item = items[i]
-    frames[i] = prefix + out.toString('base64', item.at - SALT_BYTES, item.at + NONCE_BYTES + item.length + TAG_BYTES)
-  }
-  return frames
+  return unpackValues(sealBytes({ id: 0, kind: 'encrypt', key: key.bytes, keyId: key.id, ...packTexts(texts) }))
 }
 
 /** Whether a value looks like a frame (not whether it opens). */
@@ -119,9 +76,9 @@ export function openFrame(frame: string, keys: readonly ProtectKey[]): string {
   const bytes = Buffer.from(frame.slice(FRAME_VERSION.length + 10), 'base64')
   if (bytes.length < OVERHEAD) throw decryptFailed(`the value is damaged (${bytes.length} bytes; a frame has at least ${OVERHEAD})`)
   const salt = bytes.subarray(0, SALT_BYTES)
-  const nonce = bytes.subarray(SALT_BYTES, SALT_BYTES + NONCE_BYTES)
-  const ciphertext = bytes.subarray(SALT_BYTES + NONCE_BYTES, bytes.length - TAG_BYTES)
-  const decipher = createDecipheriv('aes-256-gcm', valueKey(key, salt), nonce)
+  const nonce = nonceOf(bytes.subarray(SALT_BYTES, SALT_BYTES + INDEX_BYTES))
+  const ciphertext = bytes.subarray(SALT_BYTES + INDEX_BYTES, bytes.length - TAG_BYTES)
+  const decipher = createDecipheriv('aes-256-gcm', valueKey(key.bytes, salt), nonce)
   decipher.setAuthTag(bytes.subarray(bytes.length - TAG_BYTES))
   try {
     return Buffer.concat([decipher.update(ciphertext), decipher.final()]).toString('utf8')

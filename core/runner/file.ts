@@ -16,7 +16,7 @@ import { RACY_MS } from '../source/racy.js'
 import { decode } from '../source/open.js'
 import { pipelineCode } from '../stages/code.js'
 import type { RowBatch, TableSpec } from '../rows.js'
-import { batchProtector, type BatchProtector } from '../protect/columns.js'
+import { batchProtector, protectBatches } from '../protect/columns.js'
 import { sidecarOutcome, sidecarWriter, type QuarantineOutcome, type SidecarWriter } from '../quarantine/sidecar.js'
 import { cdcChangeCheck } from '../write-modes/cdc.js'
 
@@ -309,10 +309,6 @@ async function* settle(batches: AsyncIterable<RowBatch>, done: (rows: number) =>
   done(rows)
 }
 
-async function* protect(batches: AsyncIterable<RowBatch>, protector: BatchProtector): AsyncGenerator<RowBatch> {
-  for await (const batch of batches) yield protector(batch)
-}
-
 /** A bad row of a format whose records have no text (Parquet, Excel) in a quarantine pipeline: it fails its file, saying why it was not set aside. */
 function notQuarantined(error: FiledgeError, format: string): FiledgeError {
   return new FiledgeError(error.code, `${error.message} (not quarantined: ${format} records have no text of their own to keep and replay)`, {
@@ -530,7 +526,7 @@ async function loadClaimed(
             }),
       })
       const settled = writer === undefined ? coerced : settle(coerced, (kept) => (quarantined = writer.finish(kept + rejected)))
-      typed = hooks.parsedRows.call(protector === undefined ? settled : protect(settled, protector), { pipeline, file, format })
+      typed = hooks.parsedRows.call(protector === undefined ? settled : protectBatches(settled, protector), { pipeline, file, format })
     }
     const transformed = await hooks.transform.promise(typed, { pipeline, file })
     // No transform changed the stream (none is tapped, or each handed it on as it was), and no row control stands between the

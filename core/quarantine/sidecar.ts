@@ -1,4 +1,4 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs'
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs'
 import path from 'node:path'
 import { gunzipSync } from 'node:zlib'
 import type { RejectedRecord } from '../columns/coerce.js'
@@ -137,6 +137,10 @@ export function sidecarWriter(options: SidecarOptions): SidecarWriter {
 
   const open = (): number => {
     mkdirSync(path.dirname(target), { recursive: true })
+    // Temporary files of this file's earlier attempts whose process died: this attempt's sidecar replaces theirs.
+    for (const name of readdirSync(path.dirname(target))) {
+      if (name.startsWith(`.${options.hash}.`) && name.endsWith('.tmp') && name !== path.basename(temp)) rmSync(path.join(path.dirname(target), name), { force: true })
+    }
     const handle = openSync(temp, 'w', 0o600)
     const header: SidecarHeader = {
       filedge: 'quarantine',

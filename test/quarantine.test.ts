@@ -223,6 +223,10 @@ describe('quarantine: counts', () => {
     expect(history[0].events.find((event) => event.event === 'file:committed')).toMatchObject({ quarantined: 2 })
     expect((await ws.cli(['history', 'incoming/b.csv'])).stdout).toContain(`rows 2 · quarantined 2 → .filedge/quarantine/orders/${history[0].file.hash}.ndjson`)
 
+    const lineage = JSON.parse((await ws.cli(['lineage', '--json'])).stdout) as { pipelines: { files: { path: string; rows: number; quarantined?: number }[] }[] }
+    expect(Object.fromEntries(lineage.pipelines[0].files.map((file) => [file.path, [file.rows, file.quarantined]]))).toEqual({ 'incoming/a.csv': [5, 1], 'incoming/b.csv': [2, 2], 'incoming/c.csv': [3, undefined] })
+    expect((await ws.cli(['lineage'])).stdout).toMatch(/2 \(\+2 quarantined\)\s+incoming\/b\.csv/)
+
     const query = await ws.cli(['query', 'SELECT sum(quarantined) AS q FROM files', '--json'])
     expect(query.stderr).toBe('')
     expect(query.stdout).toContain('"q": 3')

@@ -1,8 +1,9 @@
 import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
-import { decrypt } from '../core/index.js'
-import { openFrame, pseudonym, sealTexts } from '../core/protect/frame.js'
+import { decrypt, pseudonym } from '../core/index.js'
+import { openFrame, sealTexts } from '../core/protect/frame.js'
 import { gcmSealBatch, type GcmItem } from '../core/protect/gcm.js'
+import { packTexts, pseudonymBytes, unpackValues } from '../core/protect/seal.js'
 import { parseKey, type ProtectKey } from '../core/protect/keys.js'
 
 const KEY_HEX = 'a1'.repeat(32)
@@ -111,8 +112,11 @@ describe('keys', () => {
 
 describe('pseudonyms', () => {
   it('are HMAC-SHA256 in hex: equal values join, other keys differ', () => {
-    expect(pseudonym(key, 'ann@example.com')).toBe(createHmac('sha256', key.bytes).update('ann@example.com').digest('hex'))
-    expect(pseudonym(key, 'ann@example.com')).toBe(pseudonym(key, 'ann@example.com'))
-    expect(pseudonym(parseKey('b2'.repeat(32)) as ProtectKey, 'ann@example.com')).not.toBe(pseudonym(key, 'ann@example.com'))
+    expect(pseudonym('ann@example.com', KEY_HEX)).toBe(createHmac('sha256', key.bytes).update('ann@example.com').digest('hex'))
+    expect(pseudonym('ann@example.com', KEY_HEX)).toBe(pseudonym('ann@example.com', key.bytes))
+    expect(pseudonym('ann@example.com', 'b2'.repeat(32))).not.toBe(pseudonym('ann@example.com', KEY_HEX))
+    expect(pseudonym(null, KEY_HEX)).toBeNull()
+    // What a load stores is the same value.
+    expect(unpackValues(pseudonymBytes({ id: 0, kind: 'hash', key: key.bytes, keyId: key.id, ...packTexts(['ann@example.com', 'Zoë']) }))).toEqual([pseudonym('ann@example.com', KEY_HEX), pseudonym('Zoë', KEY_HEX)])
   })
 })

@@ -88,18 +88,22 @@ export function openFrame(frame: string, keys: readonly ProtectKey[]): string {
 }
 
 /**
- * HMAC-SHA256 of a value's text (UTF-8) under `key`, as 64 lowercase hex
- * digits: the same value gives the same pseudonym under the same key, in
+ * What a `hash` column stores for a value's text: HMAC-SHA256 (UTF-8) under
+ * `key` (hex or base64, or bytes), as 64 lowercase hex digits, for looking a
+ * known value up (`WHERE email = pseudonym('ann@example.com', key)`). NULL
+ * stays null. The same value gives the same pseudonym under the same key, in
  * every table and every load, so pseudonyms join. That is the point, and
  * the limit: equal values show as equal, and anyone holding the key can
  * test a guess. Postgres computes the same: encode(hmac(value, key, 'sha256'), 'hex').
  *
- * `createHmac` per value (1.7–1.9 µs here): two `crypto.hash` calls over
- * key-padded buffers measured 1.6–2.3 µs, the Buffer handling eating what
- * the object creation saved.
+ * Loads hash on the worker (seal.ts), `createHmac` per value (1.7–1.9 µs
+ * here): two `crypto.hash` calls over key-padded buffers measured 1.6–2.3
+ * µs, the Buffer handling eating what the object creation saved.
  */
-export function pseudonym(key: ProtectKey, text: string): string {
-  return createHmac('sha256', key.bytes).update(text).digest('hex')
+export function pseudonym(value: string | null, key: string | Uint8Array): string | null {
+  if (value === null) return null
+  const [parsed] = toKeys([key])
+  return createHmac('sha256', parsed.bytes).update(value).digest('hex')
 }
 
 /** Keys given as text (hex or base64) or bytes, for `decrypt`; a bad one fails naming its position, never its value. */

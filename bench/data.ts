@@ -60,6 +60,27 @@ export async function ordersCsv(target: string, rows: number, seed = 1): Promise
   return { file: target, rows, bytes: statSync(target).size }
 }
 
+/**
+ * The `rows` orders of `ordersCsv`, but every `every`-th record's amount is
+ * `n/a` (a float column refuses it): 1% bad records with `every` 100, spread
+ * evenly, as a partner's export with a placeholder here and there. Reused
+ * when it exists.
+ */
+export async function ordersCsvWithBadRows(target: string, rows: number, every: number, seed = 1): Promise<{ file: string; rows: number; bad: number; bytes: number }> {
+  if (!existsSync(target)) {
+    await writeAtomically(target, async (write) => {
+      await write(`${ORDERS_HEADER}\n`)
+      const chunk = 20_000
+      for (let start = 0; start < rows; start += chunk) {
+        const count = Math.min(chunk, rows - start)
+        const lines = ordersLines(count, seed + start, start + 1).map((line, i) => ((start + i + 1) % every === 0 ? line.replace(/^([^,]*,[^,]*,)[^,]*/, '$1n/a') : line))
+        await write(`${lines.join('\n')}\n`)
+      }
+    })
+  }
+  return { file: target, rows, bad: Math.floor(rows / every), bytes: statSync(target).size }
+}
+
 /** `files` CSVs of `rowsPerFile` orders each, every file different. Reused when the folder is complete. */
 export async function smallFiles(dir: string, files: number, rowsPerFile: number): Promise<{ dir: string; files: number; rows: number }> {
   const done = path.join(dir, '.complete')

@@ -11,6 +11,7 @@ import { stagesSuite } from './stages.js'
 import { pondsSuite } from './ponds.js'
 import { auditSuite, querySuite } from './audit.js'
 import { queueSuite } from './queue.js'
+import { encryptSuite, quarantineSuite } from './row-controls.js'
 import { hashing, largeFile, sqliteBulk, sqliteSmallFiles, watchLatency, type BenchOptions, type Row } from './suites.js'
 
 /**
@@ -31,6 +32,8 @@ const SUITES: Record<string, { run: (options: BenchOptions) => Promise<Row[]>; a
   ponds: { run: pondsSuite, about: '50 files into a standing wave (--watch) two ponds downstream: last write → outlet table, beyond the settle window' },
   query: { run: querySuite, about: "filedge query: the README's three questions over a --ledger-files ledger, SQLite and Postgres" },
   audit: { run: auditSuite, about: 'filedge audit export of a --ledger-files SQLite ledger' },
+  encrypt: { run: encryptSuite, about: '--rows orders → SQLite with two encrypted columns vs plain' },
+  quarantine: { run: quarantineSuite, about: 'a --rows file with 1% bad records through a quarantine vs the clean file without one' },
   hash: { run: hashing, about: 'SHA-256 of the --rows CSV vs a Node crypto stream' },
   large: { run: largeFile, about: 'peak RSS loading a ~1 GB CSV (only with --large)' },
   watch: { run: watchLatency, about: 'watch mode, last write → committed' },

@@ -11,6 +11,12 @@ export type ErrorCode =
   | 'SCHEMA_DRIFT'
   | 'ROW_INVALID'
   | 'FILE_INVALID'
+  /** More bad rows than the pipeline's quarantine allows: the file failed whole. */
+  | 'QUARANTINE_LIMIT'
+  /** A protected column's or a quarantine's key is missing or not a 32-byte key. */
+  | 'KEY_INVALID'
+  /** An encrypted value that no key given opens, or that does not authenticate. */
+  | 'DECRYPT_FAILED'
   | 'FILE_CHANGED'
   | 'FILE_GONE'
   | 'CLAIM_LOST'

@@ -101,7 +101,7 @@ export interface Lease {
    * the rows were produced under (null: none recorded); default the
    * pipeline's current one.
    */
-  complete(rows: number, healed?: string, code?: string | null): Promise<void>
+  complete(rows: number, healed?: string, code?: string | null, quarantined?: { readonly rows: number; readonly sidecar: string }): Promise<void>
   /** `exhausted`: terminal whatever the attempts (the lease lapsed too often). */
   fail(error: Error, exhausted?: boolean): Promise<{ readonly terminal: boolean }>
   /** Gives the file back without counting the attempt (graceful stop). */
@@ -148,6 +148,12 @@ export interface LoadRequest {
   readonly signal: AbortSignal
   /** `filedge validate`: the file itself must be read (no replay). */
   readonly validating?: true
+  /**
+   * Keep each record's text (`RawBatch.texts`) and the header's
+   * (`RawRows.headerText`): the pipeline quarantines bad records. A format
+   * that cannot tell a record's text leaves them out.
+   */
+  readonly recordText?: true
 }
 
 /**
@@ -201,6 +207,9 @@ export interface CommittedFile {
   readonly durationMs: number
   /** Set when nothing was loaded: the destination already held this load (its worker died before the ledger heard), and how. */
   readonly healed?: string
+  /** Records the load set aside (quarantine), when there were any, and the sidecar holding them (absolute). */
+  readonly quarantined?: number
+  readonly sidecar?: string
 }
 
 export interface FailedFile {
@@ -257,6 +266,8 @@ export interface RunSummary {
   /** Files whose earlier attempt had failed. */
   readonly retried: number
   readonly rows: number
+  /** Records set aside by quarantines, in the committed files. */
+  readonly quarantined: number
   /** Files given back to the ledger unfinished: the run was stopping (a signal), or the destination stayed locked. */
   readonly released: number
   /** Committed files that needed no load: the destination already held them (counted in `committed` too). */

@@ -59,6 +59,13 @@ export class UnreadableValue {
 export interface RawBatch {
   readonly records: unknown[][]
   readonly lines: number[]
+  /**
+   * Each record as the file wrote it (a CSV record's line or lines without
+   * the line break, an NDJSON line, a JSON array's element), when the load
+   * asked for it (`LoadRequest.recordText`) and the format can tell: a
+   * quarantined record is kept as it was, so that a replay is faithful.
+   */
+  readonly texts?: string[]
 }
 
 export interface RawRows {
@@ -66,6 +73,13 @@ export interface RawRows {
   readonly fields: readonly string[]
   /** Line of the header, if the format has one (for messages about fields). */
   readonly headerLine?: number
+  /**
+   * The header as the file wrote it, with `recordText`, once the format has
+   * read it (a replay writes it back above the fixed records); undefined for
+   * a file without one. A function: a format may read its header only as
+   * its first batch is asked for.
+   */
+  readonly headerText?: () => string | undefined
   readonly batches: AsyncIterable<RawBatch>
   /**
    * Releases what the format holds for the file beyond its stream (an open

@@ -5,6 +5,7 @@ import { pathToFileURL } from 'node:url'
 import Database from 'better-sqlite3'
 import { describe, expect, it } from 'vitest'
 import { MAX_MESSAGE_CHARS } from '../core/errors.js'
+import { readSidecar } from '../core/quarantine/sidecar.js'
 import { historyProblems, readLedger, type LedgerFileRow, type LedgerSnapshot } from './helpers/invariants.js'
 import { REPO_ROOT, workspace, type Workspace } from './helpers/workspace.js'
 
@@ -33,8 +34,14 @@ interface CaseInput {
   readonly env?: Record<string, string>
 }
 
+/** What a quarantine set aside from a committed file: how many records, and (in file order) each one's place, problems and text. */
+interface QuarantineExpectation {
+  readonly rows: number
+  readonly entries?: readonly { readonly line: number; readonly row: number; readonly columns?: readonly string[]; readonly reason?: string; readonly record?: string }[]
+}
+
 type Expectation =
-  | { readonly state: 'COMMITTED'; readonly rows?: readonly Record<string, unknown>[]; readonly rowCount?: number }
+  | { readonly state: 'COMMITTED'; readonly rows?: readonly Record<string, unknown>[]; readonly rowCount?: number; readonly quarantine?: QuarantineExpectation }
   | { readonly state: 'FAILED'; readonly code: string; readonly line?: number; readonly column?: string; readonly reason: string }
   /** Hashed, then left alone before any claim (the ledger never hears of it). */
   | { readonly state: 'skipped'; readonly reason: string }
@@ -133,6 +140,39 @@ function recordAt(w: Workspace, ledger: LedgerSnapshot, relative: string): Ledge
   return records.find((record) => record.hash === current) ?? records.at(-1)
 }
 
+/**
+ * The ledger's quarantine record of a committed file and its sidecar match
+ * the case; a case that expects none has neither (bad input is never set
+ * aside silently). Returns the record numbers set aside.
+ */
+function checkQuarantine(w: Workspace, hash: string, want: QuarantineExpectation | undefined, where: string): number[] {
+  const db = new Database(w.file('.filedge/ledger.db'), { readonly: true })
+  let recorded: { quarantined: number | null; sidecar: string | null }
+  try {
+    recorded = db.prepare('SELECT quarantined, sidecar FROM files WHERE hash = ?').get(hash) as typeof recorded
+  } finally {
+    db.close()
+  }
+  const sidecar = `.filedge/quarantine/corpus/${hash}.ndjson`
+  if (want === undefined) {
+    expect(recorded, `${where}: nothing quarantined`).toEqual({ quarantined: null, sidecar: null })
+    expect(existsSync(w.file(sidecar)), `${where}: no sidecar`).toBe(false)
+    return []
+  }
+  expect(recorded, `${where}: quarantine in the ledger`).toEqual({ quarantined: want.rows, sidecar })
+  const { header, entries } = readSidecar(w.file(sidecar))
+  expect(header.hash, `${where}: sidecar header`).toBe(hash)
+  expect(entries.length, `${where}: records in the sidecar`).toBe(want.rows)
+  want.entries?.forEach((expected, index) => {
+    const entry = entries[index]
+    expect({ line: entry.line, row: entry.row }, `${where}: quarantined record ${index + 1}`).toEqual({ line: expected.line, row: expected.row })
+    if (expected.columns !== undefined) expect(entry.errors.map((error) => error.column), `${where}: columns of quarantined record ${index + 1}`).toEqual(expected.columns)
+    if (expected.reason !== undefined) expect(entry.errors.map((error) => error.reason).join('; '), `${where}: reason of quarantined record ${index + 1}`).toContain(expected.reason)
+    if (expected.record !== undefined) expect(entry.record, `${where}: text of quarantined record ${index + 1}`).toBe(expected.record)
+  })
+  return entries.map((entry) => entry.row)
+}
+
 async function runAndCheck(w: Workspace, input: CaseInput, expected: RunExpectation, table: string, label: string, first: boolean): Promise<void> {
   const result = await w.cli(['--json'], { env: input.env })
   const events = result.stdout.trim().split('\n').filter(Boolean).map((line) => JSON.parse(line) as JsonEvent)
@@ -185,7 +225,10 @@ async function runAndCheck(w: Workspace, input: CaseInput, expected: RunExpectat
     }
     committedRows += rows.length
     expect(record!.rows, `${where}: rows recorded in the ledger`).toBe(rows.length)
-    expect(rows.map((row) => row._source_row_number), `${where}: row numbers`).toEqual(rows.map((_, index) => index + 1))
+    // Rows keep their record numbers: 1..n, but for the records a quarantine set aside.
+    const aside = checkQuarantine(w, record!.hash, want.quarantine, where)
+    const numbers = Array.from({ length: rows.length + aside.length }, (_, index) => index + 1).filter((row) => !aside.includes(row))
+    expect(rows.map((row) => Number(row._source_row_number)), `${where}: row numbers`).toEqual(numbers)
     if (want.rowCount !== undefined) expect(rows.length, `${where}: row count`).toBe(want.rowCount)
     if (want.rows !== undefined) {
       const values = rows.map(({ _source_file_hash, _ingested_at, _source_row_number, ...row }) => row)

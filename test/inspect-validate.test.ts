@@ -223,3 +223,38 @@ export default defineConfig({
     expect((await ws.cli(['validate', 'elsewhere.csv', '--pipeline', 'events'])).code).toBe(0)
   })
 })
+
+describe('inspect and validate with row controls', () => {
+  const KEY = 'a1'.repeat(32)
+  const config = sqliteConfig({
+    columns: "{ id: { type: 'integer', required: true }, amount: 'float', ssn: { type: 'string', encrypt: { key: env('PII_KEY') } }, email: { type: 'string', hash: { key: env('PII_KEY') } } }",
+    imports: "import { env } from 'filedge'",
+    extra: "quarantine: { maxRows: 1, key: env('PII_KEY') },",
+  })
+
+  it('validate: bad records a quarantine would set aside are listed, and the file loads (exit 0); one too many and it fails whole (exit 1)', async () => {
+    ws = workspace({ 'filedge.config.ts': config, 'incoming/one.csv': 'id,amount,ssn,email\n1,1.5,111,a\nx,2.5,222,b\n', 'incoming/two.csv': 'id,amount,ssn,email\nx,1.5,111,a\ny,2.5,222,b\n3,3.5,333,c\n' })
+    // No key needed: validate writes nothing and shows no protected value.
+    const one = await ws.cli(['validate', 'incoming/one.csv'])
+    expect(one.stderr).toBe('')
+    expect(one.code).toBe(0)
+    expect(one.stdout).toBe('✓ incoming/one.csv (orders, csv): 1 failure, 1 of 2 rows\n  incoming/one.csv:3 column id: cannot coerce "x" to integer\n  quarantine: 1 record would be quarantined (maxRows 1); the file would load 1 row\n')
+    const two = await ws.cli(['validate', 'incoming/two.csv', '--json'])
+    expect(two.code).toBe(1)
+    const report = JSON.parse(two.stdout) as { ok: boolean; files: { quarantine: unknown; failedRows: number }[] }
+    expect(report.ok).toBe(false)
+    expect(report.files[0]).toMatchObject({ failedRows: 2, quarantine: { records: 2, maxRows: 1, loads: false } })
+    expect(ws.exists('.filedge')).toBe(false)
+  })
+
+  it("inspect --pipeline: keeps the pipeline's protection in the block, never shows a protected value, and says what its quarantine would set aside", async () => {
+    ws = workspace({ 'filedge.config.ts': config, 'incoming/a.csv': 'id,amount,ssn,email\n1,1.5,111-11-1111,a@x.com\n2,n/a,SECRET-222,b@x.com\nx,3.5,333-33-3333,c@x.com\n4,4.5,not-a-number,d@x.com\n' })
+    const result = await ws.cli(['inspect', 'incoming/a.csv', '--pipeline', 'orders'], { env: { PII_KEY: KEY } })
+    expect(result.stderr).toBe('')
+    expect(result.stdout).toContain('// quarantine: 2 of 4 sampled records would be set aside (maxRows 1 counts the whole file)')
+    expect(result.stdout).toContain("  ssn: { type: 'string', encrypt: { key: env('PII_KEY') } },")
+    expect(result.stdout).toContain("  email: { type: 'string', hash: { key: env('PII_KEY') } },")
+    expect(result.stdout).not.toContain('SECRET')
+    expect(result.stdout).not.toContain('not-a-number')
+  })
+})

@@ -62,7 +62,7 @@ const sqliteBackend = (): Backend => {
       }
     },
     // 1: files, paths, events; 2: the stat cache; 3: no REPLACE into events; 7: ponds; 8: named leases and cursors.
-    migrationVersions: [1, 2, 3, 4, 5, 6, 7, 8],
+    migrationVersions: [1, 2, 3, 4, 5, 6, 7, 8, 9],
     async migrations() {
       const db = new Database(path.join(dir, 'ledger.db'), { readonly: true })
       try {
@@ -97,7 +97,7 @@ const postgresBackend = (): Backend => {
       ]
     },
     // 1: files, paths, events; 2: the stat cache; 6: ponds; 7: named leases and cursors.
-    migrationVersions: [1, 2, 3, 4, 5, 6, 7],
+    migrationVersions: [1, 2, 3, 4, 5, 6, 7, 8],
     async migrations() {
       return (await pgQuery<{ version: number }>(`SELECT version FROM "${schema}".filedge_migrations ORDER BY version`)).map((row) => row.version)
     },
@@ -206,7 +206,7 @@ function ledgerSemantics(backend: Backend): void {
     }
     expect(await a.claim(input('A'))).toMatchObject({ status: 'skipped', reason: 'terminal' })
     const status = await a.status(() => 3)
-    expect(status.pipelines).toEqual([{ pipeline: 'orders', PENDING: 0, PROCESSING: 0, COMMITTED: 0, FAILED: 1, terminal: 1, expired: 0, rows: 0 }])
+    expect(status.pipelines).toEqual([{ pipeline: 'orders', PENDING: 0, PROCESSING: 0, COMMITTED: 0, FAILED: 1, terminal: 1, expired: 0, rows: 0, quarantined: 0 }])
     expect(status.recentFailures.map((file) => file.error)).toEqual(['boom 3'])
     const { requeued } = await a.requeue({ failed: true }, 'operator')
     expect(requeued).toHaveLength(1)

@@ -102,7 +102,7 @@ const sqliteBackend = (): Backend => {
         db.close()
       }
     },
-    migrationVersions: [1, 2, 3, 4, 5, 6, 7, 8],
+    migrationVersions: [1, 2, 3, 4, 5, 6, 7, 8, 9],
     async migrations() {
       const db = new Database(file(), { readonly: true })
       try {
@@ -153,7 +153,7 @@ const postgresBackend = (): Backend => {
       ]
       await pgQuery(['BEGIN', ...statements, 'COMMIT'].join(';\n'))
     },
-    migrationVersions: [1, 2, 3, 4, 5, 6, 7],
+    migrationVersions: [1, 2, 3, 4, 5, 6, 7, 8],
     async migrations() {
       return (await pgQuery<{ version: number }>(`SELECT version FROM "${schema}".filedge_migrations ORDER BY version`)).map((row) => row.version)
     },

@@ -17,9 +17,11 @@ import { registerStatus } from './commands/status.js'
 import { registerInit } from './commands/init.js'
 import { registerInspect } from './commands/inspect.js'
 import { registerValidate } from './commands/validate.js'
+import { registerQuarantine } from './commands/quarantine.js'
+import { registerDecrypt } from './commands/decrypt.js'
 import { print, type CliIo } from './io.js'
 
-const USAGE_CODES = new Set(['CONFIG_INVALID', 'CONFIG_NOT_FOUND', 'USAGE'])
+const USAGE_CODES = new Set(['CONFIG_INVALID', 'CONFIG_NOT_FOUND', 'USAGE', 'KEY_INVALID'])
 
 /**
  * Runs the CLI and returns the exit code: 0 all good, 1 a file failed (or
@@ -48,6 +50,8 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
   registerValidate(program, io, (exit) => {
     code = exit
   })
+  registerQuarantine(program, io)
+  registerDecrypt(program, io)
   registerInspect(program, io)
   registerInit(program, io)
   registerConfig(program, io)

@@ -312,6 +312,30 @@ export interface CoerceOptions {
    * Without it the first one is thrown, failing the file.
    */
   readonly onInvalid?: (error: FiledgeError) => void
+  /**
+   * Quarantine: called once per bad record (bad values, the wrong number of
+   * fields, or a problem `rowCheck` found) with every problem it has and its
+   * text, when the format kept it; the record is dropped and coercion goes
+   * on. Takes precedence over `onInvalid`. May throw to fail the file.
+   */
+  readonly onReject?: (record: RejectedRecord) => void
+  /** Problems of a row whose values all coerced (a cdc change with an unknown op), found while the record is at hand. */
+  readonly rowCheck?: (row: Value[], line: number) => readonly FiledgeError[] | undefined
+}
+
+/** A record coercion set aside. */
+export interface RejectedRecord {
+  readonly line: number
+  /** Its 1-based record number in the file. */
+  readonly record: number
+  readonly errors: readonly FiledgeError[]
+  /** The record as the file wrote it (RawBatch.texts), when the format keeps it. */
+  readonly text?: string
+}
+
+/** Why a protected column's value failed, without the value (the reasons of the coercers quote it). */
+function withheld(type: ColumnType): string {
+  return `not a valid ${type} (the value is not shown: the column is protected)`
 }
 
 export function coerceRows(raw: RawRows, columns: readonly ResolvedColumn[], options: CoerceOptions): AsyncGenerator<RowBatch> {
@@ -351,13 +375,24 @@ export function coerceRows(raw: RawRows, columns: readonly ResolvedColumn[], opt
   const names = columns.map((column) => column.name)
   const sourceNames = columns.map((column) => (column.source === column.name ? column.name : `${column.source} (→ ${column.name})`))
 
-  // validate: every bad value is reported and its row dropped, instead of the first one failing the file.
-  const report = options.onInvalid
+  const protectedColumn = columns.map((column) => column.protect !== undefined)
+  const types = columns.map((column) => column.type)
+  const { onReject, rowCheck } = options
+  // Quarantine: a bad record's problems are gathered, then it is handed over whole.
+  let problems: FiledgeError[] = []
+  // validate (every bad value reported, its row dropped) or quarantine, instead of the first bad value failing the file.
+  const report = onReject !== undefined ? (error: FiledgeError) => void problems.push(error) : options.onInvalid
+
+  const reject = (line: number, record: number, text: string | undefined) => {
+    const errors = problems
+    problems = []
+    onReject!({ line, record, errors, ...(text === undefined ? {} : { text }) })
+  }
 
   async function* generate(): AsyncGenerator<RowBatch> {
     let rowNumber = 0
     for await (const batch of raw.batches as AsyncIterable<RawBatch>) {
-      const { records, lines } = batch
+      const { records, lines, texts } = batch
       const count = records.length
       const rows: Value[][] = new Array(count)
       const rowNumbers: number[] = new Array(count)
@@ -370,6 +405,7 @@ export function coerceRows(raw: RawRows, columns: readonly ResolvedColumn[], opt
           const error = raggedRecord(file, lines[r], raw.fields, record.length)
           if (report === undefined) throw error
           report(error)
+          if (onReject !== undefined) reject(lines[r], rowNumber, texts?.[r])
           continue
         }
         const row: Value[] = new Array(width)
@@ -391,14 +427,26 @@ export function coerceRows(raw: RawRows, columns: readonly ResolvedColumn[], opt
             value = coercers[c](value)
           } catch (error) {
             if (!(error instanceof Reject)) throw error
-            const invalid = rowInvalid(file, lines[r], sourceNames[c], value, error.reason)
+            // A protected column's value stays out of the message, the ledger and validate's output.
+            const invalid = protectedColumn[c] ? rowInvalid(file, lines[r], sourceNames[c], undefined, withheld(types[c])) : rowInvalid(file, lines[r], sourceNames[c], value, error.reason)
             if (report === undefined) throw invalid
             report(invalid)
             bad = true
           }
           row[c] = value as Value
         }
-        if (bad) continue
+        if (!bad && rowCheck !== undefined) {
+          const found = rowCheck(row, lines[r])
+          if (found !== undefined && found.length > 0) {
+            if (report === undefined) throw found[0]
+            for (const error of found) report(error)
+            bad = true
+          }
+        }
+        if (bad) {
+          if (onReject !== undefined) reject(lines[r], rowNumber, texts?.[r])
+          continue
+        }
         rows[kept] = row
         rowNumbers[kept] = rowNumber
         if (report) keptLines[kept] = lines[r]

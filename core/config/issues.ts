@@ -98,7 +98,8 @@ export function formatIssues(
         else lines.push(`${formatPath(path)}: ${issue.message}`)
         break
       default:
-        lines.push(`${formatPath(path)}: ${issue.message}${issue.input === undefined || typeof issue.input === 'object' ? '' : `; got ${describeInput(issue.input)}`}`)
+        // A `key` written inline instead of env('NAME') is a secret: the message never repeats it.
+        lines.push(`${formatPath(path)}: ${issue.message}${issue.input === undefined || typeof issue.input === 'object' || path.at(-1) === 'key' ? '' : `; got ${describeInput(issue.input)}`}`)
     }
   }
   return lines

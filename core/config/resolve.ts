@@ -8,7 +8,8 @@ import { toMs } from './duration.js'
 import { formatIssues, formatPath } from './issues.js'
 import { resolveLimits } from './limits.js'
 import { applyPresets, flattenPlugins } from './presets.js'
-import { BUILTIN_FORMAT_SCHEMAS, cdcSchema, configSchema, csvFormatSchema, fixedFieldSchema, limitsSchema, truncateSchema } from './schema.js'
+import { BUILTIN_FORMAT_SCHEMAS, cdcSchema, configSchema, csvFormatSchema, fixedFieldSchema, limitsSchema, quarantineSchema, truncateSchema } from './schema.js'
+import { checkProtectedCdc, resolveProtection, resolveQuarantine, storedColumn } from './row-controls.js'
 import { resolveWriteMode } from './write-mode.js'
 import { localSource } from '../source/local.js'
 import type { ArchiveAction, Source } from '../source.js'
@@ -47,9 +48,12 @@ function knownKeysAt(at: readonly PropertyKey[]): readonly string[] {
     config: [...Object.keys(configSchema.shape), 'presets', 'disablePlugins'],
     lease: ['ttl', 'heartbeat'],
     watch: ['enabled', 'settle', 'poll'],
-    pipeline: ['name', 'source', 'onCommitted', 'format', 'destination', 'table', 'writeMode', 'columns', 'unknownColumns', 'retry', 'batchSize', 'limits', 'stages'],
+    pipeline: ['name', 'source', 'onCommitted', 'format', 'destination', 'table', 'writeMode', 'columns', 'unknownColumns', 'retry', 'batchSize', 'limits', 'quarantine', 'stages'],
     source: ['dir', 'include', 'exclude', 'readyMarker', 'followSymlinks'],
-    column: ['type', 'required', 'source', 'precision', 'scale'],
+    column: ['type', 'required', 'source', 'precision', 'scale', 'encrypt', 'hash'],
+    encrypt: ['key'],
+    hash: ['key'],
+    quarantine: Object.keys(quarantineSchema.shape),
     retry: ['attempts', 'lapses'],
     format: Object.keys(csvFormatSchema.shape),
     writeMode: ['truncate', 'cdc'],
@@ -211,13 +215,20 @@ export function resolveConfig(raw: unknown, options: { configFile?: string; cwd?
     ...[...(options.builtinPlugins ?? []), ...plugins].flatMap((plugin) => plugin.formats ?? []),
   ])
 
+  // Before the pipelines (a quarantine's sidecars go next to a SQLite ledger); its problems are said after theirs.
+  const ledgerProblems: string[] = []
+  const ledger = resolveLedger(config.ledger, root, ledgerProblems)
   const names = new Set<string>()
   const pipelines: ResolvedPipeline[] = config.pipelines.map((pipeline, index) => {
     const at = `pipelines[${index}]`
     if (names.has(pipeline.name)) problems.push(`${at}.name: "${pipeline.name}" is used by another pipeline; names must be unique`)
     names.add(pipeline.name)
 
-    const columns = Object.entries(pipeline.columns).map(([name, input]) => toColumn(name, input))
+    const columns = Object.entries(pipeline.columns).map(([name, input]) => {
+      const column = toColumn(name, input)
+      const protect = typeof input === 'object' ? resolveProtection(input, `${at}.columns${formatPath([name]).replace(/^(?!\[)/, '.')}`, problems) : undefined
+      return protect === undefined ? column : { ...column, protect }
+    })
     const sources = new Map<string, string>()
     for (const column of columns) {
       const columnAt = `${at}.columns${formatPath([column.name]).replace(/^(?!\[)/, '.')}`
@@ -239,8 +250,11 @@ export function resolveConfig(raw: unknown, options: { configFile?: string; cwd?
     }
 
     const mode = resolveWriteMode(pipeline, columns, at, problems)
-    const staged = resolveStages(pipeline.stages ?? [], mode.columns, mode.writeMode.kind, at, problems, toColumn)
+    checkProtectedCdc(mode.columns, mode.writeMode, at, problems)
+    // Stages and the table see protected columns as they are stored: text.
+    const staged = resolveStages(pipeline.stages ?? [], mode.columns.map(storedColumn), mode.writeMode.kind, at, problems, toColumn)
     const format = resolveFormat(pipeline.format, `${at}.format`, knownFormats, problems)
+    const quarantine = resolveQuarantine(pipeline, columns, format, root, ledger, at, problems)
     if (format?.type === 'fixed') checkLayout(format.options as Omit<FixedFormatOptions, 'type'>, columns, pipeline.unknownColumns ?? 'error', at, problems)
     const defaultInclude = Object.freeze(defaultIncludes(format ? [format.type] : Object.keys(BUILTIN_FORMATS)))
     const source = resolveSource(pipeline, root, defaultInclude, at, problems)
@@ -262,10 +276,10 @@ export function resolveConfig(raw: unknown, options: { configFile?: string; cwd?
       concurrency: config.concurrency ?? pipeline.destination?.capabilities?.concurrency ?? DEFAULT_CONCURRENCY,
       stages: Object.freeze(staged.stages),
       tableColumns: Object.freeze(staged.tableColumns.map((column) => Object.freeze(column))),
+      ...(quarantine === undefined ? {} : { quarantine }),
     })
   })
-
-  const ledger = resolveLedger(config.ledger, root, problems)
+  problems.push(...ledgerProblems)
   const ttlMs = config.lease?.ttl === undefined ? DEFAULT_TTL_MS : toMs(config.lease.ttl)
   const heartbeatMs = config.lease?.heartbeat === undefined ? Math.max(50, Math.floor(ttlMs / 3)) : toMs(config.lease.heartbeat)
   if (heartbeatMs >= ttlMs) problems.push(`lease.heartbeat: must be shorter than lease.ttl (${ttlMs} ms), or the lease lapses between heartbeats`)
@@ -313,7 +327,7 @@ function originsOf(own: Partial<UserConfig> | undefined, fromPresets: Record<str
   for (const plugin of flattenPlugins(Array.isArray(own.plugins) ? own.plugins : undefined)) origins[`plugins.${plugin.name}`] = 'config'
   ;(Array.isArray(own.pipelines) ? own.pipelines : []).forEach((pipeline, index) => {
     const at = `pipelines[${index}]`
-    for (const key of ['source', 'onCommitted', 'format', 'destination', 'table', 'writeMode', 'unknownColumns', 'retry', 'batchSize', 'limits'] as const) {
+    for (const key of ['source', 'onCommitted', 'format', 'destination', 'table', 'writeMode', 'unknownColumns', 'retry', 'batchSize', 'limits', 'quarantine'] as const) {
       const by = pipeline[key] !== undefined ? 'config' : fromPresets[`defaults.${key}`]
       if (by !== undefined) origins[`${at}.${key}`] = by
     }

@@ -16,6 +16,10 @@ const duration = z.union([
 
 const maybeEnvString = z.union([z.string().min(1), z.custom((value) => isEnvRef(value), 'expected a string or env("NAME")')])
 
+/** A key is a reference to the environment: its value is never written in a config (which is committed, printed, shared). */
+const secretKey = z.custom((value) => isEnvRef(value), 'expected env("NAME"): a key is read from the environment, never written in the config')
+export const protectSchema = z.strictObject({ key: secretKey })
+
 const column = z.preprocess(
   (value) => (typeof value === 'string' ? { type: value } : value),
   z.strictObject({
@@ -24,6 +28,8 @@ const column = z.preprocess(
     source: z.string().min(1).optional(),
     precision: z.number().int().min(1).max(38).optional(),
     scale: z.number().int().min(0).max(38).optional(),
+    encrypt: protectSchema.optional(),
+    hash: protectSchema.optional(),
   }),
 )
 
@@ -158,6 +164,12 @@ export const limitsSchema = z.strictObject({
   parquetMaxRowGroupBytes: size.optional(),
   xlsxMaxSharedStringsBytes: size.optional(),
 })
+export const quarantineSchema = z.strictObject({
+  maxRows: z.number().int().min(0).optional(),
+  maxFraction: z.number().min(0).max(1).optional(),
+  dir: z.string().min(1).optional(),
+  key: secretKey.optional(),
+})
 const unknownColumns = z.enum(['error', 'ignore'])
 const batchSize = z.number().int().min(1).max(1_000_000)
 const concurrency = z.number().int().min(1).max(256)
@@ -227,6 +239,7 @@ const pipeline = z.strictObject({
   retry: retry.optional(),
   batchSize: batchSize.optional(),
   limits: limitsSchema.optional(),
+  quarantine: quarantineSchema.optional(),
   stages: z.array(z.custom((value) => isStage(value), 'expected a stage: stage({ name, run }) from filedge').pipe(stageSchema)).optional(),
 })
 

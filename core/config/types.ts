@@ -19,6 +19,25 @@ export interface ColumnSpec {
   precision?: number
   /** decimal only: digits after the point (default 9). A value with more digits fails; it is never rounded. */
   scale?: number
+  /**
+   * Store the value encrypted: AES-256-GCM, a fresh nonce per value, as a
+   * versioned frame `fe1:<key id>:<base64>` (docs/row-controls.md). The
+   * column is checked as its `type`, then stored as text; NULL stays NULL.
+   * `filedge decrypt` or `decrypt()` reads it back. The key comes from the
+   * environment: `encrypt: { key: env('PII_KEY') }`.
+   */
+  encrypt?: ProtectOptions
+  /**
+   * Store HMAC-SHA256 of the value (64 hex digits) instead of the value: a
+   * pseudonym that joins across tables loaded with the same key, and that
+   * nobody without the key can link back. NULL stays NULL.
+   */
+  hash?: ProtectOptions
+}
+
+export interface ProtectOptions {
+  /** 32 bytes as 64 hex digits or base64, from the environment: `env('PII_KEY')`. Never written in a config. */
+  key: EnvRef
 }
 
 export type ColumnInput = ColumnType | ColumnSpec
@@ -190,6 +209,27 @@ export type WriteMode = 'append' | 'truncate' | { truncate: TruncateOptions } | 
  */
 export type OnCommitted = 'keep' | 'delete' | { moveTo: string }
 
+/**
+ * Rows that fail coercion go to a sidecar file (NDJSON, one per file, named
+ * by its hash) instead of failing their file, while there are no more of
+ * them than `maxRows` and no larger a share than `maxFraction`. Strictly more
+ * fails the file whole: nothing is loaded. See docs/row-controls.md.
+ */
+export interface QuarantineConfig {
+  /** Most bad rows one file may set aside; `maxRows: 100` loads a file with 100 of them, fails one with 101. */
+  maxRows?: number
+  /** Most bad rows as a share of the file's records, 0 to 1: `0.01` lets 1 in 100 through, not 2. */
+  maxFraction?: number
+  /** Where sidecars go, relative to the config's directory. Default: `quarantine/` next to a SQLite ledger; `.filedge/quarantine` with a Postgres ledger. */
+  dir?: string
+  /**
+   * Seals each bad record's text in the sidecar (the same frame as `encrypt`).
+   * Required when the pipeline has `encrypt` or `hash` columns: their clear
+   * values are in the record, and must not land in the sidecar as they are.
+   */
+  key?: EnvRef
+}
+
 export interface PipelineConfig {
   /** Unique, stable name: the ledger keys files by (pipeline, hash). */
   name: string
@@ -212,6 +252,8 @@ export interface PipelineConfig {
   batchSize?: number
   /** This pipeline's limits, key by key over the top-level `limits`. */
   limits?: LimitsConfig
+  /** Set bad rows aside instead of failing their file, up to a limit. Off by default: a bad row fails its file. */
+  quarantine?: QuarantineConfig
   /**
    * Transformations of the parsed rows, `stage({ name, run, columns? })`,
    * run in order (or as `from` says); the table's columns are the last
@@ -294,10 +336,31 @@ export interface UserConfig {
 export interface ResolvedColumn {
   readonly name: string
   readonly source: string
+  /** What coercion checks. A protected column is stored as text whatever its type (see `storedColumn`). */
   readonly type: ColumnType
   readonly required: boolean
   readonly precision?: number
   readonly scale?: number
+  readonly protect?: ColumnProtection
+}
+
+/** A protected column's treatment. The key is read from the environment when a load starts, never kept here. */
+export interface ColumnProtection {
+  readonly kind: 'encrypt' | 'hash'
+  /** The reference (`env('PII_KEY')`); it prints as `env(PII_KEY)`. */
+  readonly key: EnvRef
+  /** The key's id (keys.ts), when its variable was set as the config was resolved. */
+  readonly keyId?: string
+}
+
+export interface ResolvedQuarantine {
+  readonly maxRows?: number
+  readonly maxFraction?: number
+  /** Absolute: sidecars are `<dir>/<pipeline>/<file hash>.ndjson`. */
+  readonly dir: string
+  /** Seals records' text in sidecars; set whenever the pipeline has protected columns. */
+  readonly key?: EnvRef
+  readonly keyId?: string
 }
 
 export interface ResolvedFormat {
@@ -329,8 +392,10 @@ export interface ResolvedPipeline {
   readonly concurrency: number
   /** The pipeline's stages in an order they can run in (each after the stages it reads; the last feeds the table); empty without stages. */
   readonly stages: readonly ResolvedStage[]
-  /** The table's columns: the last stage's output, else `columns`. */
+  /** The table's columns: the last stage's output, else `columns` as stored (protected ones as text). */
   readonly tableColumns: readonly ResolvedColumn[]
+  /** Undefined: a bad row fails its file. */
+  readonly quarantine?: ResolvedQuarantine
 }
 
 export interface ResolvedStage {

@@ -1,5 +1,6 @@
 import type { Destination } from '../destination.js'
 import { closest } from './issues.js'
+import { storedColumn } from './row-controls.js'
 import type { ColumnType, PipelineConfig, ResolvedColumn, ResolvedWriteMode } from './types.js'
 
 /**
@@ -106,7 +107,8 @@ function resolveCdc(
   if (problems.length > before) return { writeMode: { kind: 'append' }, columns }
 
   const always = new Set([...cdc.keys, cdc.op, cdc.sequence])
-  const changeColumns = columns.map(({ name, type, required, precision, scale }) =>
+  // As stored: a protected (hashed) column is text in the table and the stage.
+  const changeColumns = columns.map(storedColumn).map(({ name, type, required, precision, scale }) =>
     Object.freeze({ name, type, required: required || always.has(name), ...(precision === undefined ? {} : { precision, scale }) }),
   )
   const coerced = columns.map((column) => Object.freeze({ ...column, required: always.has(column.name) }))

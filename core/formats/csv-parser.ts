@@ -33,6 +33,8 @@ export interface CsvParserOptions {
    * long, and its field count is checked against the header's anyway.
    */
   readonly maxFields?: number
+  /** Keep each record's text (`texts`), line breaks inside quotes included, the one ending it not. */
+  readonly keepText?: boolean
 }
 
 export class CsvSyntaxError extends Error {
@@ -65,6 +67,8 @@ export class CsvParser {
   /** Completed records and the line each started on, drained by the caller. */
   records: (string | null)[][] = []
   lines: number[] = []
+  /** With `keepText`: each record's text, aligned with `records`. */
+  texts: string[] = []
 
   private readonly delimiter: number
   private readonly quote: number
@@ -74,6 +78,10 @@ export class CsvParser {
   private readonly nullValues: ReadonlySet<string> | undefined
   private readonly maxFieldChars: number
   private readonly maxFields: number
+  private readonly keepText: boolean
+  /** Where the record being read started in the text being scanned (-1: between records), and what of it earlier texts held. */
+  private textStart = -1
+  private textBefore = ''
 
   private state = State.FieldStart
   private fields: (string | null)[] = []
@@ -93,6 +101,7 @@ export class CsvParser {
     this.nullValues = options.nullValues && options.nullValues.length > 0 ? new Set(options.nullValues) : undefined
     this.maxFieldChars = options.maxFieldChars ?? DEFAULT_LIMITS.maxFieldChars
     this.maxFields = options.maxFields ?? DEFAULT_LIMITS.maxColumns
+    this.keepText = options.keepText === true
   }
 
   /** The line the parser has reached (for messages about the input that follows). */
@@ -129,17 +138,17 @@ export class CsvParser {
         throw new CsvSyntaxError('unterminated quoted field (the file ends inside quotes)', this.quoteLine, this.currentField)
       case State.QuoteSeen:
         this.pushQuoted()
-        this.endRecord()
+        this.endRecord('', 0)
         break
       case State.Unquoted:
         this.pushUnquoted(this.field)
-        this.endRecord()
+        this.endRecord('', 0)
         break
       case State.FieldStart:
         // "a,b," at the very end: the trailing delimiter opened an empty last field.
         if (this.fields.length > 0) {
           this.fields.push(null)
-          this.endRecord()
+          this.endRecord('', 0)
         }
         break
       case State.AfterCr:
@@ -171,6 +180,7 @@ export class CsvParser {
               break
             }
             this.recordLine = this.line
+            if (this.keepText) this.textStart = i
           }
           if (c === quote) {
             this.state = State.Quoted
@@ -188,7 +198,7 @@ export class CsvParser {
           if (c === LF || c === CR) {
             // Line ended right after a delimiter: the last field is empty.
             this.fields.push(null)
-            this.endRecord()
+            this.endRecord(s, i)
             this.line++
             i++
             this.state = c === CR ? State.AfterCr : State.FieldStart
@@ -230,7 +240,7 @@ export class CsvParser {
           if (c === delimiter) {
             this.state = State.FieldStart
           } else {
-            this.endRecord()
+            this.endRecord(s, j)
             this.line++
             this.state = c === CR ? State.AfterCr : State.FieldStart
           }
@@ -279,7 +289,7 @@ export class CsvParser {
             i++
           } else if (c === LF || c === CR) {
             this.pushQuoted()
-            this.endRecord()
+            this.endRecord(s, i)
             this.line++
             i++
             this.state = c === CR ? State.AfterCr : State.FieldStart
@@ -293,6 +303,11 @@ export class CsvParser {
           break
         }
       }
+    }
+    // A record continues in the next text: what this one held of it is kept.
+    if (this.textStart >= 0) {
+      this.textBefore += s.slice(this.textStart)
+      this.textStart = 0
     }
   }
 
@@ -331,9 +346,15 @@ export class CsvParser {
     this.field = ''
   }
 
-  private endRecord(): void {
+  /** `s` and `end`: the text being scanned and where in it the record ended (its line break). */
+  private endRecord(s: string, end: number): void {
     this.records.push(this.fields)
     this.lines.push(this.recordLine)
     this.fields = []
+    if (this.keepText) {
+      this.texts.push(this.textStart < 0 ? this.textBefore : this.textBefore + s.slice(this.textStart, end))
+      this.textBefore = ''
+      this.textStart = -1
+    }
   }
 }

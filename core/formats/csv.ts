@@ -47,7 +47,9 @@ export async function loadCsv(request: LoadRequest, stream: Readable = request.o
     nullValues: options.nullValues,
     maxFieldChars: limits.maxFieldChars,
     maxFields: limits.maxColumns,
+    keepText: request.recordText === true,
   })
+  const keepText = request.recordText === true
   const batchSize = request.pipeline.batchSize
   const chunks = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>
   let done = false
@@ -100,6 +102,7 @@ export async function loadCsv(request: LoadRequest, stream: Readable = request.o
   }
 
   let headerLine: number | undefined
+  let headerText: string | undefined
   try {
     if (options.header === false || Array.isArray(options.header)) {
       fields = Array.isArray(options.header) ? options.header : request.pipeline.columns.map((column) => column.source)
@@ -107,6 +110,7 @@ export async function loadCsv(request: LoadRequest, stream: Readable = request.o
       await pump(1)
       const header = parser.records.shift()
       headerLine = parser.lines.shift()
+      headerText = parser.texts.shift()
       fields = (header ?? []).map((field) => field ?? '')
       if (fields.length > limits.maxColumns) {
         throw fileInvalid(file, overLimit(`the header has ${formatCount(fields.length)} fields, more than ${formatCount(limits.maxColumns)}`, 'maxColumns'), headerLine)
@@ -123,16 +127,22 @@ export async function loadCsv(request: LoadRequest, stream: Readable = request.o
         if (parser.records.length === 0) break
         let records = parser.records
         let lines = parser.lines
+        let texts = parser.texts
         if (records.length > batchSize) {
           parser.records = records.slice(batchSize)
           parser.lines = lines.slice(batchSize)
           records = records.slice(0, batchSize)
           lines = lines.slice(0, batchSize)
+          if (keepText) {
+            parser.texts = texts.slice(batchSize)
+            texts = texts.slice(0, batchSize)
+          }
         } else {
           parser.records = []
           parser.lines = []
+          if (keepText) parser.texts = []
         }
-        yield { records, lines }
+        yield keepText ? { records, lines, texts } : { records, lines }
       }
     } catch (error) {
       fail(error)
@@ -141,7 +151,7 @@ export async function loadCsv(request: LoadRequest, stream: Readable = request.o
     }
   }
 
-  return { fields: fields ?? [], headerLine, batches: batches() }
+  return { fields: fields ?? [], headerLine, ...(keepText ? { headerText: () => headerText } : {}), batches: batches() }
 }
 
 /** The built-in CSV format, tapping `load` like any format plugin. */

@@ -72,12 +72,19 @@ export function readFixed(request: LoadRequest): RawRows {
   const slots: Slot[] = layout.map((field) => ({ name: field.name, begin: field.start - 1, end: field.start - 1 + field.width }))
   const needs = Math.max(...slots.map((slot) => slot.end))
   const stream = request.open()
+  const keepText = request.recordText === true
+  let headerText: string | undefined
 
   async function* batches(): AsyncGenerator<RawBatch> {
     const decoder = new TextDecoder(encoding, { fatal: true })
     let line = 0
     const records: unknown[][] = []
     const lines: number[] = []
+    const texts: string[] = []
+    const batch = (): RawBatch => {
+      const taken = { records: records.splice(0, batchSize), lines: lines.splice(0, batchSize) }
+      return keepText ? { ...taken, texts: texts.splice(0, batchSize) } : taken
+    }
     // The current chunk holds characters outside the BMP (surrogate pairs) or NULs: its lines need the slow checks.
     let wide = false
     let nul = false
@@ -86,7 +93,10 @@ export function readFixed(request: LoadRequest): RawRows {
 
     const take = (text: string, joined: boolean) => {
       line++
-      if (line === 1 && options.header === true) return
+      if (line === 1 && options.header === true) {
+        if (keepText) headerText = text
+        return
+      }
       if (text.length === 0 || (text.charCodeAt(0) === 32 && padded(text) === null)) return
       if ((joined || nul) && text.includes('\0')) {
         const hint = utf8 ? " (a UTF-16 file? set format.encoding: 'utf-16le')" : ''
@@ -106,6 +116,7 @@ export function readFixed(request: LoadRequest): RawRows {
       }
       records.push(record)
       lines.push(line)
+      if (keepText) texts.push(text)
     }
 
     const scan = (text: string) => {
@@ -157,16 +168,16 @@ export function readFixed(request: LoadRequest): RawRows {
       try {
         for await (const chunk of stream as AsyncIterable<Buffer>) {
           feed(decode(chunk))
-          while (records.length >= batchSize) yield { records: records.splice(0, batchSize), lines: lines.splice(0, batchSize) }
+          while (records.length >= batchSize) yield batch()
         }
         feed(decode(undefined))
         if (!pending.empty) take(pending.take(''), true)
       } catch (error) {
         // The lines before a bad one are good: hand them on first (validate checks them too), then fail.
-        while (records.length > 0) yield { records: records.splice(0, batchSize), lines: lines.splice(0, batchSize) }
+        while (records.length > 0) yield batch()
         throw error
       }
-      while (records.length > 0) yield { records: records.splice(0, batchSize), lines: lines.splice(0, batchSize) }
+      while (records.length > 0) yield batch()
     } catch (error) {
       if (isFiledgeError(error)) throw error
       throw new FiledgeError('FILE_INVALID', `${file}: ${(error as Error).message}`, { file, cause: error })
@@ -176,7 +187,7 @@ export function readFixed(request: LoadRequest): RawRows {
   }
 
   // The layout names the fields; a header line, if any, is skipped, not read.
-  return { fields: layout.map((field) => field.name), batches: batches() }
+  return { fields: layout.map((field) => field.name), ...(keepText ? { headerText: () => headerText } : {}), batches: batches() }
 }
 
 /** The built-in fixed-width format. */

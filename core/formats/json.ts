@@ -20,6 +20,8 @@ export interface JsonObjects {
   readonly objects: Record<string, unknown>[]
   /** Line where each object starts. */
   readonly lines: number[]
+  /** With `keepText`: each object's text as the file wrote it (an NDJSON line without its surrounding spaces). */
+  readonly texts?: string[]
 }
 
 const BATCH = 1_000
@@ -51,11 +53,12 @@ function decoderFor(file: string): (chunk: Buffer | undefined) => string {
 }
 
 /** One object per non-blank line. */
-export async function* ndjsonObjects(stream: Readable, file: string, batchSize = BATCH, maxRecordChars = DEFAULT_LIMITS.maxRecordChars): AsyncGenerator<JsonObjects> {
+export async function* ndjsonObjects(stream: Readable, file: string, batchSize = BATCH, maxRecordChars = DEFAULT_LIMITS.maxRecordChars, keepText = false): AsyncGenerator<JsonObjects> {
   const decode = decoderFor(file)
   let line = 0
   let objects: Record<string, unknown>[] = []
   let lines: number[] = []
+  let texts: string[] | undefined = keepText ? [] : undefined
   const pending = new Pending(maxRecordChars, () => fileInvalid(file, overLimit(`line is longer than ${formatCount(maxRecordChars)} characters`, 'maxRecordChars'), line + 1))
   const take = (text: string) => {
     line++
@@ -70,6 +73,7 @@ export async function* ndjsonObjects(stream: Readable, file: string, batchSize =
     }
     objects.push(asObject(value, file, line, 'each line'))
     lines.push(line)
+    texts?.push(trimmed)
   }
   /** Takes the lines `text` ends, and keeps the line it leaves open. Only `text` is searched, once. */
   const scan = (text: string) => {
@@ -95,23 +99,24 @@ export async function* ndjsonObjects(stream: Readable, file: string, batchSize =
       scanInPieces(decode(chunk as Buffer), maxRecordChars, scan)
     } catch (error) {
       // The objects before a bad line are good: hand them on first (validate checks them too), then fail.
-      yield* slices({ objects, lines }, batchSize)
+      yield* slices({ objects, lines, texts }, batchSize)
       throw error
     }
     if (objects.length >= batchSize) {
-      yield* slices({ objects, lines }, batchSize)
+      yield* slices({ objects, lines, texts }, batchSize)
       objects = []
       lines = []
+      if (texts !== undefined) texts = []
     }
   }
   try {
     scanInPieces(decode(undefined), maxRecordChars, scan)
     if (!pending.empty) take(pending.take(''))
   } catch (error) {
-    yield* slices({ objects, lines }, batchSize)
+    yield* slices({ objects, lines, texts }, batchSize)
     throw error
   }
-  yield* slices({ objects, lines }, batchSize)
+  yield* slices({ objects, lines, texts }, batchSize)
 }
 
 const OPEN_BRACE = 123
@@ -135,7 +140,7 @@ function isSpace(c: number): boolean {
  */
 type Phase = 'start' | 'next' | 'element' | 'separator' | 'end'
 
-export async function* jsonArrayObjects(stream: Readable, file: string, batchSize = BATCH, maxRecordChars = DEFAULT_LIMITS.maxRecordChars): AsyncGenerator<JsonObjects> {
+export async function* jsonArrayObjects(stream: Readable, file: string, batchSize = BATCH, maxRecordChars = DEFAULT_LIMITS.maxRecordChars, keepText = false): AsyncGenerator<JsonObjects> {
   const decode = decoderFor(file)
   let line = 1
   // Where the scanner is: before '[', between elements, inside one, after ']'.
@@ -147,6 +152,7 @@ export async function* jsonArrayObjects(stream: Readable, file: string, batchSiz
   let carry = 0
   let objects: Record<string, unknown>[] = []
   let lines: number[] = []
+  let texts: string[] | undefined = keepText ? [] : undefined
   let seen = 0
 
   const unexpected = (what: string) => fileInvalid(file, `invalid JSON array: ${what}`, line)
@@ -161,6 +167,7 @@ export async function* jsonArrayObjects(stream: Readable, file: string, batchSiz
     }
     objects.push(asObject(value, file, elementLine, 'each array element'))
     lines.push(elementLine)
+    texts?.push(text)
     seen++
     phase = 'separator'
   }
@@ -237,13 +244,14 @@ export async function* jsonArrayObjects(stream: Readable, file: string, batchSiz
     try {
       scanInPieces(decode(chunk as Buffer), maxRecordChars, scan)
     } catch (error) {
-      yield* slices({ objects, lines }, batchSize)
+      yield* slices({ objects, lines, texts }, batchSize)
       throw error
     }
     if (objects.length >= batchSize) {
-      yield* slices({ objects, lines }, batchSize)
+      yield* slices({ objects, lines, texts }, batchSize)
       objects = []
       lines = []
+      if (texts !== undefined) texts = []
     }
   }
   scanInPieces(decode(undefined), maxRecordChars, scan)
@@ -252,7 +260,7 @@ export async function* jsonArrayObjects(stream: Readable, file: string, batchSiz
   if (last !== 'end' && last !== 'start') {
     throw fileInvalid(file, 'invalid JSON array: the file ends before its closing "]" (truncated?)', line)
   }
-  if (objects.length > 0) yield* slices({ objects, lines }, batchSize)
+  if (objects.length > 0) yield* slices({ objects, lines, texts }, batchSize)
 }
 
 /** Batches of exactly `size` (the last one shorter), whatever the chunk sizes were. */
@@ -263,7 +271,8 @@ function* slices(batch: JsonObjects, size: number): Generator<JsonObjects> {
     return
   }
   for (let start = 0; start < batch.objects.length; start += size) {
-    yield { objects: batch.objects.slice(start, start + size), lines: batch.lines.slice(start, start + size) }
+    const part = { objects: batch.objects.slice(start, start + size), lines: batch.lines.slice(start, start + size) }
+    yield batch.texts === undefined ? part : { ...part, texts: batch.texts.slice(start, start + size) }
   }
 }
 
@@ -271,7 +280,7 @@ function* slices(batch: JsonObjects, size: number): Generator<JsonObjects> {
 function toRecords(columns: readonly ResolvedColumn[], unknownColumns: 'error' | 'ignore', file: string) {
   const fields = columns.map((column) => column.source)
   const declared = new Set(fields)
-  return ({ objects, lines }: JsonObjects): RawBatch => {
+  return ({ objects, lines, texts }: JsonObjects): RawBatch => {
     const records: unknown[][] = new Array(objects.length)
     for (let r = 0; r < objects.length; r++) {
       const object = objects[r]
@@ -287,14 +296,14 @@ function toRecords(columns: readonly ResolvedColumn[], unknownColumns: 'error' |
       }
       records[r] = record
     }
-    return { records, lines }
+    return texts === undefined ? { records, lines } : { records, lines, texts }
   }
 }
 
 export type JsonKind = 'ndjson' | 'json'
 
-export function readJsonObjects(kind: JsonKind, stream: Readable, file: string, batchSize?: number, maxRecordChars?: number): AsyncGenerator<JsonObjects> {
-  return kind === 'ndjson' ? ndjsonObjects(stream, file, batchSize, maxRecordChars) : jsonArrayObjects(stream, file, batchSize, maxRecordChars)
+export function readJsonObjects(kind: JsonKind, stream: Readable, file: string, batchSize?: number, maxRecordChars?: number, keepText?: boolean): AsyncGenerator<JsonObjects> {
+  return kind === 'ndjson' ? ndjsonObjects(stream, file, batchSize, maxRecordChars, keepText) : jsonArrayObjects(stream, file, batchSize, maxRecordChars, keepText)
 }
 
 export function loadJson(kind: JsonKind, request: LoadRequest): RawRows {
@@ -304,7 +313,7 @@ export function loadJson(kind: JsonKind, request: LoadRequest): RawRows {
   const map = toRecords(columns, unknownColumns, file)
   async function* batches(): AsyncGenerator<RawBatch> {
     try {
-      for await (const batch of readJsonObjects(kind, stream, file, batchSize, limits.maxRecordChars)) yield map(batch)
+      for await (const batch of readJsonObjects(kind, stream, file, batchSize, limits.maxRecordChars, request.recordText === true)) yield map(batch)
     } catch (error) {
       if (isFiledgeError(error)) throw error
       throw new FiledgeError('FILE_INVALID', `${file}: ${(error as Error).message}`, { file, cause: error })

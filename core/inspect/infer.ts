@@ -75,7 +75,7 @@ function fixedScale(values: readonly unknown[]): { precision: number; scale: num
   return { precision: Math.min(38, Math.max(18, integerDigits + scale + 2)), scale }
 }
 
-function example(values: readonly unknown[], accept: (value: unknown) => boolean): string {
+function exampleOf(values: readonly unknown[], accept: (value: unknown) => boolean): string {
   const found = values.find((value) => !accept(value))
   return found === undefined ? '' : ` (e.g. ${JSON.stringify(found instanceof NumberText ? found.text : found)})`
 }
@@ -84,16 +84,18 @@ function isNested(value: unknown): boolean {
   return typeof value === 'object' && value !== null && !(value instanceof NumberText)
 }
 
-function guess(name: string, column: readonly unknown[]): ColumnGuess {
+function guess(name: string, column: readonly unknown[], quiet = false): ColumnGuess {
   // Values the file holds but no type accepts (an Excel #N/A): the type is read from the others, and the note says these fail.
   const unreadable = column.filter((value): value is UnreadableValue => value instanceof UnreadableValue)
   if (unreadable.length > 0) {
-    const others = guess(name, column.filter((value) => !(value instanceof UnreadableValue)))
+    const others = guess(name, column.filter((value) => !(value instanceof UnreadableValue)), quiet)
     const note = `${count(unreadable.length)} of ${count(column.length)} values fail any type (${unreadable[0].reason})${others.note === undefined ? '' : `; ${others.note}`}`
     return { ...others, rows: column.length, tier: 'ambiguous', note }
   }
   const rows = column.length
   const values = column.filter((value) => value !== null && value !== undefined && value !== '')
+  // A protected column's values are never shown, not even as an example of what does not fit.
+  const example = (values: readonly unknown[], accept: (value: unknown) => boolean) => (quiet ? '' : exampleOf(values, accept))
   const nulls = rows - values.length
   const base = { name, nulls, rows }
   const nullNote = nulls > 0 ? `nulls in ${count(nulls)} of ${count(rows)} rows (not required)` : undefined
@@ -153,17 +155,27 @@ function guess(name: string, column: readonly unknown[]): ColumnGuess {
   return settled('string')
 }
 
-export function inferColumns(fields: readonly string[], records: readonly (readonly unknown[])[]): ColumnGuess[] {
-  return fields.map((name, index) => guess(name, records.map((record) => record[index])))
+export function inferColumns(fields: readonly string[], records: readonly (readonly unknown[])[], options: { readonly withheld?: ReadonlySet<string> } = {}): ColumnGuess[] {
+  return fields.map((name, index) => guess(name, records.map((record) => record[index]), options.withheld?.has(name) === true))
+}
+
+/** How a pipeline protects a field, for the block `inspect --pipeline` prints: kept, so that pasting it back keeps the protection. */
+export interface FieldProtection {
+  readonly kind: 'encrypt' | 'hash'
+  /** The environment variable holding the key. */
+  readonly variable: string
 }
 
 const IDENTIFIER = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 
 /** A ready-to-paste `columns: { … }` block, one column per line, notes as comments. */
-export function columnsBlock(guesses: readonly ColumnGuess[]): string {
+export function columnsBlock(guesses: readonly ColumnGuess[], protections: ReadonlyMap<string, FieldProtection> = new Map()): string {
   const lines = guesses.map((column) => {
     const key = IDENTIFIER.test(column.name) ? column.name : JSON.stringify(column.name)
-    const value = column.type === 'decimal' ? `{ type: 'decimal', precision: ${column.precision}, scale: ${column.scale} }` : `'${column.type}'`
+    const protection = protections.get(column.name)
+    const protect = protection === undefined ? '' : `, ${protection.kind}: { key: env('${protection.variable}') }`
+    const decimal = column.type === 'decimal' ? `, precision: ${column.precision}, scale: ${column.scale}` : ''
+    const value = decimal === '' && protect === '' ? `'${column.type}'` : `{ type: '${column.type}'${decimal}${protect} }`
     const comment = column.tier === 'high' ? '' : ` // ${column.tier}: ${column.note}`
     return `  ${key}: ${value},${comment}`
   })

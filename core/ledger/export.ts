@@ -52,9 +52,11 @@ export const EXPORT_TABLES = {
     time('updated_at'),
     time('committed_at'),
     text('code'),
+    integer('quarantined'),
+    text('sidecar'),
   ],
   file_paths: [text('pipeline'), text('hash'), text('path'), time('first_seen_at'), text('version')],
-  events: [integer('id'), time('at'), text('pipeline'), text('hash'), text('event'), text('from_state'), text('to_state'), integer('attempt'), text('worker'), text('path'), text('error')],
+  events: [integer('id'), time('at'), text('pipeline'), text('hash'), text('event'), text('from_state'), text('to_state'), integer('attempt'), text('worker'), text('path'), text('error'), integer('quarantined')],
   pond_events: [
     integer('id'),
     time('at'),

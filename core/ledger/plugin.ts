@@ -4,6 +4,7 @@ import type { Lease } from '../hooks.js'
 import type { Plugin } from '../plugin.js'
 import { pipelineCode } from '../stages/code.js'
 import type { LeaseKey, LedgerStore } from './types.js'
+import { shownPath } from '../quarantine/sidecar.js'
 
 /**
  * The ledger as a plugin: it answers `claim` with a lease whose outcome
@@ -43,9 +44,15 @@ export function ledgerPlugin(store: LedgerStore, config: ResolvedConfig): Plugin
           ...(result.lapsed === undefined ? {} : { lapsed: result.lapsed }),
           heartbeat: () => store.heartbeat(key, ttlMs),
           isHeld: () => store.holds(key),
-          async complete(rows, healed, marked) {
+          async complete(rows, healed, marked, quarantined) {
             const code = marked === undefined ? pipelineCode(pipeline)?.code : (marked ?? undefined)
-            if (!(await store.complete(key, rows, { healed, durable: actedOn() || pipeline.onCommitted !== undefined, ...(code === undefined ? {} : { code }) }))) throw claimLost(file.path, 'another worker took the file over before it was marked committed')
+            const options = {
+              healed,
+              durable: actedOn() || pipeline.onCommitted !== undefined,
+              ...(code === undefined ? {} : { code }),
+              ...(quarantined === undefined ? {} : { quarantined: { rows: quarantined.rows, sidecar: shownPath(config.root, quarantined.sidecar) } }),
+            }
+            if (!(await store.complete(key, rows, options))) throw claimLost(file.path, 'another worker took the file over before it was marked committed')
           },
           async fail(error, exhausted) {
             const outcome = await store.fail(key, describeError(error), pipeline.retry.attempts, exhausted)

@@ -23,6 +23,8 @@ export type LedgerEventName =
   | 'file:requeued'
   | 'file:healed'
   | 'file:reopened'
+  /** Quarantined records of the file were written out as a new input file (`filedge quarantine replay`; no state change). */
+  | 'file:replayed'
   /** What `onCommitted` did to the source's copy of a COMMITTED file (no state change). */
   | 'file:archived'
 
@@ -48,6 +50,16 @@ export interface LedgerFile {
   readonly committedAt: string | null
   /** The code its committed rows were produced under: its pipeline's stages' hash (null: loaded without stages). */
   readonly code: string | null
+  /** Records its committed load set aside (quarantine); null when none were. */
+  readonly quarantined: number | null
+  /** The sidecar holding them, relative to the project root when inside it. */
+  readonly sidecar: string | null
+}
+
+/** What a load set aside, as the ledger records it. */
+export interface Quarantined {
+  readonly rows: number
+  readonly sidecar: string
 }
 
 export interface LedgerEvent {
@@ -62,6 +74,8 @@ export interface LedgerEvent {
   readonly worker: string | null
   readonly path: string | null
   readonly error: string | null
+  /** file:committed and file:healed: records the load set aside (null: none). */
+  readonly quarantined: number | null
 }
 
 export interface ClaimInput {
@@ -174,6 +188,8 @@ export interface StatusCounts {
   /** PROCESSING whose lease has expired: a crashed worker's file, reclaimable. */
   readonly expired: number
   readonly rows: number
+  /** Records set aside by the committed loads (quarantine). */
+  readonly quarantined: number
 }
 
 export interface StatusReport {
@@ -379,7 +395,7 @@ export interface LedgerStore {
    * acts on it (`afterCommit` plugins that archive, delete, notify); without
    * it a store may lose the record in a crash, which the load marker heals.
    */
-  complete(key: LeaseKey, rows: number, options?: { readonly healed?: string; readonly durable?: boolean; readonly code?: string }): Promise<boolean>
+  complete(key: LeaseKey, rows: number, options?: { readonly healed?: string; readonly durable?: boolean; readonly code?: string; readonly quarantined?: Quarantined }): Promise<boolean>
   /** Remembers what a pipeline's stages hash (`code`) was made of (`stages`, JSON), once: `filedge stages --why` compares with it. */
   recordCode(pipeline: string, code: string, stages: string): Promise<void>
   /** What `recordCode` remembered for a code, or undefined. */
@@ -394,6 +410,15 @@ export interface LedgerStore {
   release(key: LeaseKey): Promise<boolean>
   /** Records `file:archived` (what `onCommitted` did to the source's copy at `path`) for a COMMITTED file; false if it is not COMMITTED. */
   archived(pipeline: string, hash: string, path: string, worker: string, what: string): Promise<boolean>
+  /**
+   * Records `file:replayed` for a COMMITTED file: its quarantined records
+   * (of load `loadId`) were written to `path` as a new input file, whose
+   * hash `what` names. False, writing nothing, unless the file is COMMITTED
+   * by that very load.
+   */
+  replayed(pipeline: string, hash: string, loadId: string, path: string, worker: string, what: string): Promise<boolean>
+  /** The `file:replayed` events whose new file is at `path` (the lineage of a replayed file back to its original). */
+  replaysTo(path: string): Promise<LedgerEvent[]>
   status(maxAttempts: (pipeline: string) => number, recentFailures?: number): Promise<StatusReport>
   /** Files matching a hash (or a unique prefix of at least 6 hex digits) or a path they were seen at. */
   find(ref: string): Promise<LedgerFile[]>

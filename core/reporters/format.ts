@@ -8,6 +8,11 @@ export function count(value: number): string {
   return integer.format(value)
 }
 
+/** ` · 3 quarantined → .filedge/quarantine/orders/9f86….ndjson` after a committed file's rows, when its load set some aside. */
+export function quarantinedNote(quarantined: number | undefined, sidecar: string | undefined): string {
+  return quarantined === undefined || quarantined === 0 ? '' : ` · ${count(quarantined)} quarantined → ${sidecar ?? '?'}`
+}
+
 /** `1 row`, `2 rows`. */
 export function rowCount(rows: number): string {
   return `${count(rows)} ${rows === 1 ? 'row' : 'rows'}`
@@ -27,6 +32,7 @@ export function formatSummary(summary: RunSummary): string {
     `reclaimed ${count(summary.reclaimed)}`,
     `retried ${count(summary.retried)}`,
     `rows ${count(summary.rows)}`,
+    ...(summary.quarantined > 0 ? [`quarantined ${count(summary.quarantined)}`] : []),
     ...(summary.released > 0 ? [`released ${count(summary.released)}`] : []),
     ...(summary.healed > 0 ? [`healed ${count(summary.healed)}`] : []),
     ...(summary.sourceErrors > 0 ? [`sources failed ${count(summary.sourceErrors)}`] : []),

@@ -2,7 +2,8 @@ import type { Writable } from 'node:stream'
 import type { Plugin } from '../plugin.js'
 import { printable } from '../printable.js'
 import { redact } from '../secrets.js'
-import { count, formatSummary, rowCount, seconds, summaryJson } from './format.js'
+import { shownPath } from '../quarantine/sidecar.js'
+import { count, formatSummary, quarantinedNote, rowCount, seconds, summaryJson } from './format.js'
 
 export interface ReporterStreams {
   readonly stdout: Writable
@@ -52,9 +53,10 @@ export function simpleReporter({ stdout, stderr }: ReporterStreams): Plugin {
   const said = new Set<string>()
   return {
     name: 'filedge:reporter',
-    apply({ hooks }) {
-      hooks.afterCommit.tapPromise('filedge:reporter', async ({ pipeline, file, rows, durationMs, healed }) => {
-        out(`✓ ${pipeline.name} ${printable(file.path)} ${rowCount(rows)} ${healed === undefined ? seconds(durationMs) : '(healed: already in the destination)'}`)
+    apply({ hooks, config }) {
+      hooks.afterCommit.tapPromise('filedge:reporter', async ({ pipeline, file, rows, durationMs, healed, quarantined, sidecar }) => {
+        const aside = printable(quarantinedNote(quarantined, sidecar === undefined ? undefined : shownPath(config.root, sidecar)))
+        out(`✓ ${pipeline.name} ${printable(file.path)} ${rowCount(rows)} ${healed === undefined ? seconds(durationMs) : '(healed: already in the destination)'}${aside}`)
       })
       hooks.fileFailed.tapPromise('filedge:reporter', async ({ pipeline, error, terminal }) => {
         err(`✗ ${pipeline.name} ${printable(error.message)}${terminal ? ' (no attempts left: skipped until `filedge requeue`)' : ''}`)
@@ -93,12 +95,22 @@ export function jsonReporter({ stdout }: ReporterStreams): Plugin {
   const emit = (event: Record<string, unknown>): void => lines.line(JSON.stringify({ time: new Date().toISOString(), ...event }))
   return {
     name: 'filedge:reporter',
-    apply({ hooks }) {
+    apply({ hooks, config }) {
       hooks.fileClaimed.tap('filedge:reporter', ({ pipeline, file, attempt, reclaimed }) =>
         emit({ event: 'file:claimed', pipeline: pipeline.name, path: file.path, hash: file.hash, attempt, reclaimed }),
       )
-      hooks.afterCommit.tapPromise('filedge:reporter', async ({ pipeline, file, rows, durationMs, attempt, healed }) =>
-        emit({ event: 'file:committed', pipeline: pipeline.name, path: file.path, hash: file.hash, rows, durationMs, attempt, ...(healed === undefined ? {} : { healed }) }),
+      hooks.afterCommit.tapPromise('filedge:reporter', async ({ pipeline, file, rows, durationMs, attempt, healed, quarantined, sidecar }) =>
+        emit({
+          event: 'file:committed',
+          pipeline: pipeline.name,
+          path: file.path,
+          hash: file.hash,
+          rows,
+          durationMs,
+          attempt,
+          ...(healed === undefined ? {} : { healed }),
+          ...(quarantined === undefined ? {} : { quarantined, sidecar: shownPath(config.root, sidecar!) }),
+        }),
       )
       hooks.fileFailed.tapPromise('filedge:reporter', async ({ pipeline, path, hash, error, terminal }) =>
         emit({ event: 'file:failed', pipeline: pipeline.name, path, hash, terminal, error: error.toJSON() }),

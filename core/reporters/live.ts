@@ -3,7 +3,8 @@ import type { FiledgeError } from '../errors.js'
 import type { Plugin } from '../plugin.js'
 import { printable } from '../printable.js'
 import { redact } from '../secrets.js'
-import { count, formatSummary, rowCount, seconds } from './format.js'
+import { shownPath } from '../quarantine/sidecar.js'
+import { count, formatSummary, quarantinedNote, rowCount, seconds } from './format.js'
 import type { ReporterStreams } from './lines.js'
 
 interface PipelineView {
@@ -98,7 +99,8 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
 
   return {
     name: 'filedge:reporter',
-    apply({ hooks }) {
+    apply({ hooks, config }) {
+      const { root } = config
       hooks.beforeRun.tapPromise('filedge:reporter', async ({ pipelines }) => {
         // A watcher applies the reporter again after a config reload: the view it started keeps going.
         if (views.size > 0) return
@@ -166,7 +168,7 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
         views.get(pipeline.name)?.inFlight.set(file.path, rows)
         render(pipeline.name)
       })
-      hooks.afterCommit.tapPromise('filedge:reporter', async ({ pipeline, file, rows, durationMs }) => {
+      hooks.afterCommit.tapPromise('filedge:reporter', async ({ pipeline, file, rows, durationMs, quarantined, sidecar }) => {
         const view = views.get(pipeline.name)
         if (view === undefined) return
         view.committed++
@@ -175,7 +177,7 @@ export function liveReporter({ stdout, stderr }: ReporterStreams): Plugin {
         view.inFlight.delete(file.path)
         view.held.delete(file.path)
         view.failures.delete(file.path)
-        note(view.recent, `✓ ${printable(file.path)} ${rowCount(rows)} ${seconds(durationMs)}`)
+        note(view.recent, `✓ ${printable(file.path)} ${rowCount(rows)} ${seconds(durationMs)}${printable(quarantinedNote(quarantined, sidecar === undefined ? undefined : shownPath(root, sidecar)))}`)
         render(pipeline.name)
       })
       hooks.fileFailed.tapPromise('filedge:reporter', async ({ pipeline, path, error }) => {

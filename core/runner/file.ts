@@ -3,7 +3,8 @@ import { createReadStream } from 'node:fs'
 import { unlink } from 'node:fs/promises'
 import path from 'node:path'
 import { Readable } from 'node:stream'
-import { coerceRows, isoInstant } from '../columns/coerce.js'
+import { coerceRows, isoInstant, type RejectedRecord } from '../columns/coerce.js'
+import { NO_RECORD_TEXT, type PipelineKeys } from '../config/row-controls.js'
 import type { ResolvedFormat, ResolvedPipeline } from '../config/types.js'
 import type { FileRef, WriteJob } from '../destination.js'
 import { FiledgeError, capped, claimLost, describeError, fileChanged, fileInvalid, isFiledgeError, leaseLapsed, stopped } from '../errors.js'
@@ -15,6 +16,9 @@ import { RACY_MS } from '../source/racy.js'
 import { decode } from '../source/open.js'
 import { pipelineCode } from '../stages/code.js'
 import type { RowBatch, TableSpec } from '../rows.js'
+import { batchProtector, protectBatches } from '../protect/columns.js'
+import { sidecarOutcome, sidecarWriter, type QuarantineOutcome, type SidecarWriter } from '../quarantine/sidecar.js'
+import { cdcChangeCheck } from '../write-modes/cdc.js'
 
 /**
  * One file's way through filedge, top to bottom:
@@ -29,7 +33,17 @@ import type { RowBatch, TableSpec } from '../rows.js'
  */
 
 export type FileOutcome =
-  | { readonly kind: 'committed'; readonly hash: string; readonly rows: number; readonly isNew: boolean; readonly reclaimed: boolean; readonly retried: boolean; readonly healed: boolean }
+  | {
+      readonly kind: 'committed'
+      readonly hash: string
+      readonly rows: number
+      readonly isNew: boolean
+      readonly reclaimed: boolean
+      readonly retried: boolean
+      readonly healed: boolean
+      /** Records the load set aside (quarantine), and where. */
+      readonly quarantined?: QuarantineOutcome
+    }
   | { readonly kind: 'failed'; readonly hash?: string; readonly error: FiledgeError; readonly isNew: boolean; readonly reclaimed: boolean; readonly retried: boolean }
   | { readonly kind: 'skipped'; readonly hash?: string; readonly reason: SkipReason; readonly isNew: boolean }
   | { readonly kind: 'released'; readonly hash: string; readonly isNew: boolean }
@@ -44,6 +58,8 @@ export interface FileRunContext {
   readonly spoolDir: string
   /** Files in flight by pipeline and hash (inFlightKey), so two names for the same bytes load once. */
   readonly inFlight: Map<string, Promise<FileOutcome>>
+  /** The keys of protected columns and quarantines, by pipeline (requireKeys). */
+  readonly keys: ReadonlyMap<string, PipelineKeys>
 }
 
 /** Same bytes in two pipelines are two files: the in-flight map is keyed by both. */
@@ -212,11 +228,20 @@ async function claimAndLoad(candidate: FileCandidate, identity: Exclude<Identity
     )
     return { kind: 'failed', hash, error: result.error, isNew, reclaimed, retried }
   }
+  const quarantined = result.quarantined === undefined ? {} : { quarantined: result.quarantined }
   await hooks.afterCommit
-    .promise({ pipeline, file, rows: result.rows, attempt: lease.attempt, durationMs: Math.round(performance.now() - started), ...(result.healed === undefined ? {} : { healed: result.healed }) })
+    .promise({
+      pipeline,
+      file,
+      rows: result.rows,
+      attempt: lease.attempt,
+      durationMs: Math.round(performance.now() - started),
+      ...(result.healed === undefined ? {} : { healed: result.healed }),
+      ...(result.quarantined === undefined ? {} : { quarantined: result.quarantined.rows, sidecar: result.quarantined.sidecar }),
+    })
     .catch((error) => hooks.log.call({ level: 'error', message: `${describeError(error)} (the file stays committed)` }))
   await archive(candidate, hash, context)
-  return { kind: 'committed', hash, rows: result.rows, isNew, reclaimed, retried, healed: result.healed !== undefined }
+  return { kind: 'committed', hash, rows: result.rows, isNew, reclaimed, retried, healed: result.healed !== undefined, ...quarantined }
 }
 
 /**
@@ -274,6 +299,26 @@ function keepAlive(lease: Lease, file: FileRef, everyMs: number, controller: Abo
   return () => clearInterval(timer)
 }
 
+/** Hands on every batch, then says how many rows they held once the last is read: the quarantine's limits are checked then. */
+async function* settle(batches: AsyncIterable<RowBatch>, done: (rows: number) => void): AsyncGenerator<RowBatch> {
+  let rows = 0
+  for await (const batch of batches) {
+    rows += batch.rowNumbers.length
+    yield batch
+  }
+  done(rows)
+}
+
+/** A bad row of a format whose records have no text (Parquet, Excel) in a quarantine pipeline: it fails its file, saying why it was not set aside. */
+function notQuarantined(error: FiledgeError, format: string): FiledgeError {
+  return new FiledgeError(error.code, `${error.message} (not quarantined: ${format} records have no text of their own to keep and replay)`, {
+    file: error.file,
+    line: error.line,
+    column: error.column,
+    value: error.value,
+  })
+}
+
 async function* counted(batches: AsyncIterable<RowBatch>, onRows: (rows: number) => void, signal: AbortSignal): AsyncGenerator<RowBatch> {
   let rows = 0
   for await (const batch of batches) {
@@ -296,11 +341,18 @@ async function markedLoad(
   lease: Lease,
   hooks: Hooks,
   how: (load: string) => string,
-): Promise<{ rows: number; healed: string; code?: string | null } | undefined> {
+): Promise<{ rows: number; healed: string; code?: string | null; quarantined?: QuarantineOutcome } | undefined> {
   const marker = await hooks.loaded.promise({ pipeline, file, loadId: lease.loadId })
   if (marker === null || marker === undefined || marker.loadId !== lease.loadId) return undefined
   const healed = how(`load ${lease.loadId.slice(0, 8)}, ${marker.rows} rows`)
-  return { rows: marker.rows, healed: marker.note === undefined ? healed : `${healed}; ${marker.note}`, ...(marker.code === undefined ? {} : { code: marker.code }) }
+  // The load's sidecar was made durable before its COMMIT: its records are what the load set aside.
+  const quarantined = pipeline.quarantine === undefined ? undefined : sidecarOutcome(pipeline.quarantine, pipeline.name, file.hash, lease.loadId)
+  return {
+    rows: marker.rows,
+    healed: marker.note === undefined ? healed : `${healed}; ${marker.note}`,
+    ...(marker.code === undefined ? {} : { code: marker.code }),
+    ...(quarantined === undefined ? {} : { quarantined }),
+  }
 }
 
 /**
@@ -394,7 +446,7 @@ async function loadClaimed(
   claimed: Claimed,
   lease: Lease,
   context: FileRunContext,
-): Promise<{ rows: number; healed?: string } | { error: FiledgeError; terminal: boolean } | { released: string }> {
+): Promise<{ rows: number; healed?: string; quarantined?: QuarantineOutcome } | { error: FiledgeError; terminal: boolean } | { released: string }> {
   const { hooks } = context
   const { file } = claimed
   const controller = new AbortController()
@@ -415,6 +467,9 @@ async function loadClaimed(
   }
   // Set once the destination was handed the file: an error from then on may hide a COMMIT that happened.
   let committing = false
+  // Quarantine: the sidecar being written, and what it held once the file's last record was read.
+  let sidecar: SidecarWriter | undefined
+  let quarantined: QuarantineOutcome | undefined
   try {
     // A load that may have committed without the ledger hearing of it (a reclaim, a retry, a requeue), or a lapsed lease.
     const heal =
@@ -423,7 +478,7 @@ async function loadClaimed(
         : undefined
     if (heal !== undefined) {
       stop()
-      await lease.complete(heal.rows, heal.healed, heal.code)
+      await lease.complete(heal.rows, heal.healed, heal.code, heal.quarantined)
       hooks.log.call({ level: 'warn', message: `${file.path}: healed: ${heal.healed}` })
       return heal
     }
@@ -438,17 +493,46 @@ async function loadClaimed(
     const code = pipelineCode(pipeline)?.code
     // A spool file is the claimed bytes, private to this run; gzipped, it is not what a format reads.
     const localCopy = claimed.spooled === true && !isGzipPath(file.path) ? { localCopy: claimed.localPath } : {}
-    const raw = await hooks.load.promise({ pipeline, file, format, open, ...localCopy, signal: controller.signal })
+    const { quarantine } = pipeline
+    const raw = await hooks.load.promise({ pipeline, file, format, open, ...localCopy, signal: controller.signal, ...(quarantine === undefined ? {} : { recordText: true as const }) })
     if (raw === undefined) throw fileInvalid(file.path, `no plugin loads "${format.type}" files; add a format plugin for it`)
     if (!('replayed' in raw)) release = () => raw.close?.()
-    // Replayed rows were coerced when they were parsed; parsed ones are coerced here, and observed as they pass.
-    const typed =
-      'replayed' in raw
-        ? raw.replayed
-        : hooks.parsedRows.call(coerceRows(raw, pipeline.columns, { file: file.path, unknownColumns: pipeline.unknownColumns }), { pipeline, file, format })
+    const keys = context.keys.get(pipeline.name)
+    const protector = batchProtector(pipeline.columns, keys?.columns ?? new Map())
+    // Replayed rows were coerced (and protected) when they were parsed; parsed ones are coerced here, and observed as they pass.
+    let typed: AsyncIterable<RowBatch>
+    if ('replayed' in raw) typed = raw.replayed
+    else {
+      let rejected = 0
+      if (quarantine !== undefined) {
+        sidecar = sidecarWriter({ quarantine, pipeline: pipeline.name, file: file.path, hash: file.hash, loadId: lease.loadId, format, headerText: raw.headerText, ...(keys?.quarantine === undefined ? {} : { key: keys.quarantine }) })
+      }
+      const writer = sidecar
+      const coerced = coerceRows(raw, pipeline.columns, {
+        file: file.path,
+        unknownColumns: pipeline.unknownColumns,
+        ...(writer === undefined
+          ? {}
+          : {
+              onReject: NO_RECORD_TEXT.has(format.type)
+                ? (record: RejectedRecord) => {
+                    throw notQuarantined(record.errors[0], format.type)
+                  }
+                : (record: RejectedRecord) => {
+                    rejected++
+                    writer.reject(record)
+                  },
+              ...(pipeline.writeMode.kind === 'cdc' ? { rowCheck: cdcChangeCheck(pipeline.writeMode, file.path, pipeline.columns.map((column) => column.name)) } : {}),
+            }),
+      })
+      const settled = writer === undefined ? coerced : settle(coerced, (kept) => (quarantined = writer.finish(kept + rejected)))
+      typed = hooks.parsedRows.call(protector === undefined ? settled : protectBatches(settled, protector), { pipeline, file, format })
+    }
     const transformed = await hooks.transform.promise(typed, { pipeline, file })
-    // No transform changed the stream (none is tapped, or each handed it on as it was).
-    const untransformed = transformed === typed
+    // No transform changed the stream (none is tapped, or each handed it on as it was), and no row control stands between the
+    // format and the destination: quarantine and protected columns need every row to pass through here (DuckDB's own read_csv
+    // would load the bad rows' neighbours without them, and the clear values).
+    const untransformed = transformed === typed && quarantine === undefined && protector === undefined
     const job: WriteJob = {
       pipeline: pipeline.name,
       table: tableSpec(pipeline),
@@ -472,10 +556,11 @@ async function loadClaimed(
     const result = await hooks.commit.promise(job)
     if (result === undefined) throw new FiledgeError('PLUGIN_ERROR', `${file.path}: no destination committed pipeline "${pipeline.name}"`, { file: file.path })
     stop()
-    await lease.complete(result.rows)
-    return { rows: result.rows }
+    await lease.complete(result.rows, undefined, undefined, quarantined)
+    return { rows: result.rows, ...(quarantined === undefined ? {} : { quarantined }) }
   } catch (caught) {
     stop()
+    sidecar?.abort()
     const error = toError(controller.signal.aborted && isFiledgeError(controller.signal.reason) ? controller.signal.reason : caught, file.path)
     if (error.code === 'CLAIM_LOST') return { error, terminal: false }
     if (error.code === 'STOPPED' || error.code === 'DESTINATION_LOCKED') {
@@ -492,7 +577,7 @@ async function loadClaimed(
       )
       if (heal !== undefined) {
         try {
-          await lease.complete(heal.rows, heal.healed, heal.code)
+          await lease.complete(heal.rows, heal.healed, heal.code, heal.quarantined)
         } catch (completeError) {
           return { error: toError(completeError, file.path), terminal: false }
         }

@@ -12,13 +12,14 @@ export interface Tally {
   reclaimed: number
   retried: number
   rows: number
+  quarantined: number
   released: number
   healed: number
   sourceErrors: number
 }
 
 export function newTally(): Tally {
-  return { committed: 0, failed: 0, skipped: 0, new: 0, reclaimed: 0, retried: 0, rows: 0, released: 0, healed: 0, sourceErrors: 0 }
+  return { committed: 0, failed: 0, skipped: 0, new: 0, reclaimed: 0, retried: 0, rows: 0, quarantined: 0, released: 0, healed: 0, sourceErrors: 0 }
 }
 
 export function record(tally: Tally, outcome: FileOutcome): void {
@@ -36,7 +37,10 @@ export function record(tally: Tally, outcome: FileOutcome): void {
   if (outcome.kind === 'committed') {
     tally.committed++
     if (outcome.healed) tally.healed++
-    else tally.rows += outcome.rows
+    else {
+      tally.rows += outcome.rows
+      tally.quarantined += outcome.quarantined?.rows ?? 0
+    }
   } else {
     tally.failed++
   }

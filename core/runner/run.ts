@@ -4,6 +4,7 @@ import os from 'node:os'
 import path from 'node:path'
 import type { ResolvedConfig, ResolvedPipeline } from '../config/types.js'
 import { selectPipelines } from '../config/pipelines.js'
+import { requireKeys, type PipelineKeys } from '../config/row-controls.js'
 import { FiledgeError, configInvalid, describeError, isFiledgeError } from '../errors.js'
 import { csvFormat } from '../formats/csv.js'
 import { fixedFormat } from '../formats/fixed.js'
@@ -69,6 +70,8 @@ export interface Filedge {
   readonly worker: string
   readonly pipelines: readonly ResolvedPipeline[]
   readonly ledger: LedgerStore
+  /** The keys of protected columns and quarantines, by pipeline, read once before the run. */
+  readonly keys: ReadonlyMap<string, PipelineKeys>
   close(): Promise<void>
 }
 
@@ -76,6 +79,8 @@ export interface Filedge {
 export async function createFiledge(options: RunOptions): Promise<Filedge> {
   const { config } = options
   const pipelines = selectPipelines(config, options.pipelines)
+  // Every key the loads need, before anything is opened or written (a missing one stops the run with exit 2).
+  const keys = requireKeys(pipelines)
   const ledger = options.ledger ?? (await openLedger(config))
   const hooks = createHooks()
   const worker = workerId()
@@ -98,6 +103,7 @@ export async function createFiledge(options: RunOptions): Promise<Filedge> {
     worker,
     pipelines,
     ledger,
+    keys,
     async close() {
       try {
         await hooks.close.promise()
@@ -152,7 +158,7 @@ export async function run(options: RunOptions): Promise<RunSummary> {
 export async function fileRunContext(filedge: Filedge, config: ResolvedConfig, signal: AbortSignal): Promise<FileRunContext> {
   const spoolDir = await spoolDirectory()
   await sweepSpool(spoolDir)
-  return { hooks: filedge.hooks, worker: filedge.worker, heartbeatMs: config.lease.heartbeatMs, signal, spoolDir, inFlight: new Map() }
+  return { hooks: filedge.hooks, worker: filedge.worker, heartbeatMs: config.lease.heartbeatMs, signal, spoolDir, inFlight: new Map(), keys: filedge.keys }
 }
 
 /**

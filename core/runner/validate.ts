@@ -1,5 +1,6 @@
 import { stat } from 'node:fs/promises'
-import { coerceRows } from '../columns/coerce.js'
+import { coerceRows, type RejectedRecord } from '../columns/coerce.js'
+import { NO_RECORD_TEXT } from '../config/row-controls.js'
 import type { ResolvedConfig, ResolvedFormat, ResolvedPipeline } from '../config/types.js'
 import type { FileRef } from '../destination.js'
 import { FiledgeError, capMessage, describeError, fileInvalid, isFiledgeError } from '../errors.js'
@@ -17,7 +18,7 @@ import { hashFile } from '../source/hash.js'
 import { openLocalFile } from '../source/open.js'
 import { NumberText, UnreadableValue, type RawRows } from '../rows.js'
 import { runStages } from '../stages/run.js'
-import { cdcRowCheck } from '../write-modes/cdc.js'
+import { cdcChangeCheck, cdcRowCheck } from '../write-modes/cdc.js'
 import { workerId } from './worker.js'
 
 export interface ValidationFailure {
@@ -42,6 +43,17 @@ export interface FileValidation {
   readonly more: number
   /** Reading stopped early: the file cannot be parsed past this failure (the last one listed). */
   readonly stopped: boolean
+  /**
+   * The pipeline quarantines: the records a load would set aside, and
+   * whether it would load the file (every failure is a record's own, and
+   * they are within the limits) or fail it whole.
+   */
+  readonly quarantine?: { readonly records: number; readonly maxRows?: number; readonly maxFraction?: number; readonly loads: boolean }
+}
+
+/** Whether the file would load: no failure at all, or only records a quarantine would set aside. */
+export function loads(report: FileValidation): boolean {
+  return report.failures.length === 0 || report.quarantine?.loads === true
 }
 
 /**
@@ -70,7 +82,9 @@ function failureOf(error: FiledgeError): ValidationFailure {
  * stopping at the first (a syntax error still ends the file: nothing after it
  * can be read reliably). In a cdc pipeline, the change checks a load runs
  * too: unknown op values, inserts and updates missing a required value, two
- * changes of one key with one sequence.
+ * changes of one key with one sequence. In a pipeline with a quarantine,
+ * what a load would do with the bad records: set them aside and load the
+ * file, or fail it whole (`quarantine.loads`).
  */
 export async function validateFile(hooks: Hooks, config: ResolvedConfig, pipeline: ResolvedPipeline, absPath: string, maxFailures: number): Promise<FileValidation> {
   const relative = toRelative(config.root, absPath)
@@ -79,6 +93,9 @@ export async function validateFile(hooks: Hooks, config: ResolvedConfig, pipelin
   let records = 0
   let good = 0
   let stopped = false
+  // Quarantine: records set aside, and failures no quarantine can set aside (they fail the file whole).
+  let rejected = 0
+  let fileLevel = 0
   const add = (error: FiledgeError) => {
     if (maxFailures > 0 && failures.length >= maxFailures) more++
     else failures.push(failureOf(error))
@@ -110,9 +127,21 @@ export async function validateFile(hooks: Hooks, config: ResolvedConfig, pipelin
       pending.sort((a, b) => (a.line ?? Infinity) - (b.line ?? Infinity)).forEach(add)
       pending.length = 0
     }
+    // With a quarantine, records are checked as a load checks them: a record's own problems set it aside (counted),
+    // what is left to the change checks (two changes of one key with one sequence) would fail the file.
+    const quarantining = pipeline.quarantine !== undefined
+    const reject = (record: RejectedRecord) => {
+      rejected++
+      pending.push(...record.errors)
+    }
+    const coercion = quarantining
+      ? { onReject: reject, ...(pipeline.writeMode.kind === 'cdc' ? { rowCheck: cdcChangeCheck(pipeline.writeMode, relative, pipeline.columns.map((column) => column.name)) } : {}) }
+      : { onInvalid: (error: FiledgeError) => void pending.push(error) }
     const coerced = (async function* () {
-      for await (const batch of coerceRows(counted, pipeline.columns, { file: relative, unknownColumns: pipeline.unknownColumns, onInvalid: (error) => pending.push(error) })) {
-        good += batch.rows.length - (changes?.(batch, (error) => pending.push(error)) ?? 0)
+      for await (const batch of coerceRows(counted, pipeline.columns, { file: relative, unknownColumns: pipeline.unknownColumns, ...coercion })) {
+        const unplaceable = changes?.(batch, (error) => pending.push(error)) ?? 0
+        fileLevel += quarantining ? unplaceable : 0
+        good += batch.rows.length - unplaceable
         flush()
         yield batch
       }
@@ -129,5 +158,27 @@ export async function validateFile(hooks: Hooks, config: ResolvedConfig, pipelin
   } finally {
     release?.()
   }
-  return { path: relative, pipeline: pipeline.name, format: format?.type, rows: records, failedRows: records - good, failures, more, stopped }
+  const quarantine = pipeline.quarantine
+  const within = quarantine !== undefined && (quarantine.maxRows === undefined || rejected <= quarantine.maxRows) && (quarantine.maxFraction === undefined || records === 0 || rejected / records <= quarantine.maxFraction)
+  const textless = format !== undefined && NO_RECORD_TEXT.has(format.type) && rejected > 0
+  return {
+    path: relative,
+    pipeline: pipeline.name,
+    format: format?.type,
+    rows: records,
+    failedRows: records - good,
+    failures,
+    more,
+    stopped,
+    ...(quarantine === undefined
+      ? {}
+      : {
+          quarantine: {
+            records: rejected,
+            ...(quarantine.maxRows === undefined ? {} : { maxRows: quarantine.maxRows }),
+            ...(quarantine.maxFraction === undefined ? {} : { maxFraction: quarantine.maxFraction }),
+            loads: !stopped && fileLevel === 0 && within && !textless,
+          },
+        }),
+  }
 }

@@ -82,6 +82,9 @@ export function resolveStages(
       columns = Object.entries(stage.columns!).map(([name, input]) => {
         const column = toColumn(name, input)
         if (typeof input === 'object' && input.source !== undefined) problems.push(`${stageAt}.columns.${name}.source: a stage names the columns it returns; rename a column in run`)
+        if (typeof input === 'object' && (input.encrypt !== undefined || input.hash !== undefined)) {
+          problems.push(`${stageAt}.columns.${name}.${input.encrypt !== undefined ? 'encrypt' : 'hash'}: protect the column in the pipeline's columns; stages already receive it encrypted or hashed`)
+        }
         if (PROVENANCE_COLUMNS.some((provenance) => provenance.name === name)) problems.push(`${stageAt}.columns.${name}: "${name}" is a provenance column filedge adds itself; rename it`)
         return Object.freeze({ ...column, source: name })
       })

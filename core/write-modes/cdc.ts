@@ -216,6 +216,28 @@ export function cdcRowCheck(mode: ResolvedCdc, file: string) {
   }
 }
 
+/**
+ * The checks of one change that need no other change: a known op, and the
+ * required values an insert or update carries. For quarantine, which sets
+ * such a change aside while coercion has its record at hand (a load's
+ * database checks would fail the whole file). Rows are laid out as
+ * `columns` (the pipeline's). Two changes of one key with one sequence
+ * still fail the file: which of them is wrong cannot be told.
+ */
+export function cdcChangeCheck(mode: ResolvedCdc, file: string, columns: readonly string[]): (row: readonly unknown[], line: number) => FiledgeError[] | undefined {
+  const reasons = cdcReasons(mode)
+  const label = (name: string) => mode.labels?.[name] ?? name
+  const op = columns.indexOf(mode.op)
+  const required = reasons.requiredOnWrite.map((column) => ({ name: column.name, index: columns.indexOf(column.name) }))
+  return (row, line) => {
+    const opValue = String(row[op])
+    if (!reasons.allOps.includes(opValue)) return [rowInvalid(file, line, label(mode.op), opValue, reasons.unknownOp(opValue))]
+    if (mode.ops.delete.includes(opValue)) return undefined
+    const missing = required.filter((column) => row[column.index] === null)
+    return missing.length === 0 ? undefined : missing.map((column) => rowInvalid(file, line, label(column.name), null, reasons.missingOnWrite(opValue)))
+  }
+}
+
 const asNumber = (value: unknown): number => Number(value)
 const asText = (value: unknown): string | null => (value === null || value === undefined ? null : String(value))
 

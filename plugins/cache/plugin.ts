@@ -190,7 +190,8 @@ export function cache(options: CachePluginOptions = {}): CachePlugin {
 
       if (batches !== false) {
         hooks.load.tapPromise({ name: 'filedge:cache', stage: -100 }, async ({ pipeline, file, format, validating }) => {
-          if (validating === true) return undefined
+          // A quarantine writes its sidecar while the file's records are coerced: every attempt reads the file.
+          if (validating === true || pipeline.quarantine !== undefined) return undefined
           const key = batchesKey(pipeline, file, format)
           const replayed = await replay(key, 'its parsed rows', file)
           if (replayed === undefined) return undefined
@@ -198,7 +199,7 @@ export function cache(options: CachePluginOptions = {}): CachePlugin {
           return { replayed }
         })
         hooks.parsedRows.tap('filedge:cache', (rows, { pipeline, file, format }) => {
-          if (file.size < minBytes) return rows
+          if (file.size < minBytes || pipeline.quarantine !== undefined) return rows
           const key = batchesKey(pipeline, file, format)
           const entry: { key: string; writing?: Promise<unknown> } = { key }
           used.set(fileKey(pipeline, file.hash), entry)

@@ -203,6 +203,11 @@ export function historyProblems(snapshot: LedgerSnapshot): string[] {
           attempts = Math.max(attempts - 1, 0)
           holder = null
           break
+        case 'file:replayed':
+          // Its quarantined records were written out as a new file: no state change.
+          from('COMMITTED')
+          to('COMMITTED')
+          break
         case 'file:requeued':
           from('FAILED', 'COMMITTED', 'PROCESSING')
           to('PENDING')

@@ -46,6 +46,7 @@ function described(config: ResolvedConfig) {
         batchSize: { value: pipeline.batchSize, from: at('batchSize') },
         concurrency: pipeline.concurrency,
         limits: pipeline.limits,
+        quarantine: { value: pipeline.quarantine ?? null, from: at('quarantine') },
       }
     }),
   }
@@ -83,12 +84,20 @@ export function registerConfig(program: Command, io: CliIo): void {
         field('writeMode', pipeline.writeMode.value, pipeline.writeMode.from)
         for (const column of pipeline.columns) {
           const renamed = column.source === column.name ? '' : ` ← field "${column.source}"`
-          field(`  ${column.name}`, `${column.type}${column.required ? ' required' : ''}${renamed}`, column.from)
+          // A protected column: how, and which variable holds its key (never the key).
+          const protect = column.protect === undefined ? '' : ` ${column.protect.kind} (key ${column.protect.key.name}${column.protect.keyId === undefined ? ', not set' : ` ${column.protect.keyId}`})`
+          field(`  ${column.name}`, `${column.type}${column.required ? ' required' : ''}${protect}${renamed}`, column.from)
         }
         for (const stage of pipeline.stages) field(`stage ${printable(stage.name)}`, `from ${describeFrom(stage.parents)} → ${Array.isArray(stage.columns) ? stage.columns.join(', ') : stage.columns}`)
         field('unknown', `${pipeline.unknownColumns.value} (unknownColumns)`, pipeline.unknownColumns.from)
         field('retry', `${pipeline.retry.attempts} attempts, ${pipeline.retry.lapses} lapses`, pipeline.retry.from)
         field('batchSize', String(pipeline.batchSize.value), pipeline.batchSize.from)
+        const quarantine = pipeline.quarantine.value
+        if (quarantine !== null) {
+          const limits = [quarantine.maxRows === undefined ? '' : `maxRows ${quarantine.maxRows}`, quarantine.maxFraction === undefined ? '' : `maxFraction ${quarantine.maxFraction}`].filter(Boolean).join(', ')
+          const sealed = quarantine.key === undefined ? '' : `, sealed (key ${quarantine.key.name}${quarantine.keyId === undefined ? ', not set' : ` ${quarantine.keyId}`})`
+          field('quarantine', `${limits} → ${quarantine.dir}${sealed}`, pipeline.quarantine.from)
+        }
         field('onCommitted', pipeline.onCommitted.value.kind === 'move' ? `move to ${pipeline.onCommitted.value.to}` : pipeline.onCommitted.value.kind, pipeline.onCommitted.from)
       }
     })

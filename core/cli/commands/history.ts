@@ -29,21 +29,32 @@ export function registerHistory(program: Command, io: CliIo): void {
       const found = await withLedger(config, async (ledger) => {
         if (ledger === undefined) return []
         const files = await findByRef(ledger, config, ref, io)
-        return Promise.all(files.map(async (file) => ({ file, events: await ledger.events(file.pipeline, file.hash) })))
+        return Promise.all(
+          files.map(async (file) => {
+            // A file `filedge quarantine replay` wrote: the file whose quarantined records it holds.
+            const replayOf = (await ledger.replaysTo(file.path)).map((event) => ({ pipeline: event.pipeline, hash: event.hash, at: event.at, note: event.error }))
+            return { file, events: await ledger.events(file.pipeline, file.hash), ...(replayOf.length === 0 ? {} : { replayOf }) }
+          }),
+        )
       })
       if (found.length === 0) throw notFound(`no file in the ledger matches "${ref}"`)
       if (flags.json) {
         printJson(io.stdout, found)
         return
       }
-      for (const { file, events } of found) {
+      for (const { file, events, replayOf } of found) {
         const aliases = file.paths.filter((p) => p !== file.path)
         print(io.stdout, `${file.pipeline} ${file.hash}`)
         print(io.stdout, `  path ${printable(file.path)}${aliases.length > 0 ? ` (also seen as ${aliases.map((alias) => printable(alias)).join(', ')})` : ''}`)
-        print(io.stdout, `  ${file.state} · attempts ${file.attempts} · rows ${file.rows ?? '-'} · ${file.size} bytes${file.error ? `\n  error: ${printable(file.error)}` : ''}`)
+        const aside = file.quarantined === null ? '' : ` · quarantined ${file.quarantined} → ${printable(file.sidecar ?? '?')}`
+        print(io.stdout, `  ${file.state} · attempts ${file.attempts} · rows ${file.rows ?? '-'}${aside} · ${file.size} bytes${file.error ? `\n  error: ${printable(file.error)}` : ''}`)
+        for (const origin of replayOf ?? []) print(io.stdout, `  replays quarantined records of ${origin.pipeline} ${origin.hash} (${printable(origin.note ?? '')})`)
         for (const event of events) {
           const move = event.fromState === event.toState ? (event.toState ?? '') : `${event.fromState ?? '∅'} → ${event.toState ?? '∅'}`
-          const extra = [event.attempt === null ? '' : `attempt ${event.attempt}`, event.worker ?? '', event.path ?? '', event.error ?? ''].filter(Boolean).map((part) => printable(part)).join(' · ')
+          const extra = [event.attempt === null ? '' : `attempt ${event.attempt}`, event.worker ?? '', event.path ?? '', event.error ?? '', event.quarantined === null ? '' : `${event.quarantined} quarantined`]
+            .filter(Boolean)
+            .map((part) => printable(part))
+            .join(' · ')
           print(io.stdout, `  ${event.at}  ${event.event.padEnd(16)} ${move.padEnd(24)} ${extra}`)
         }
       }

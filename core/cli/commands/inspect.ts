@@ -1,7 +1,8 @@
 import { existsSync } from 'node:fs'
 import path from 'node:path'
 import type { Command } from 'commander'
-import type { ResolvedFormat } from '../../config/types.js'
+import type { ResolvedFormat, ResolvedPipeline } from '../../config/types.js'
+import type { Sample } from '../../inspect/sample.js'
 import { usageError } from '../../errors.js'
 import { BUILTIN_FORMATS, detectFormat, formatAlias } from '../../formats/registry.js'
 import { printable } from '../../printable.js'
@@ -40,9 +41,10 @@ export function registerInspect(program: Command, io: CliIo): void {
       const rows = Number(flags.rows)
       if (!Number.isInteger(rows) || rows < 1) throw usageError(`--rows: expected a positive integer; got "${flags.rows}"`)
       let format: ResolvedFormat | undefined
+      let pipeline: ResolvedPipeline | undefined
       if (flags.pipeline !== undefined) {
         const config = await configFor(flags, io)
-        const pipeline = config.pipelines.find((candidate) => candidate.name === flags.pipeline)
+        pipeline = config.pipelines.find((candidate) => candidate.name === flags.pipeline)
         if (pipeline === undefined) throw usageError(`--pipeline: unknown pipeline "${flags.pipeline}"; the config has ${config.pipelines.map((candidate) => `"${candidate.name}"`).join(', ')}`)
         format = pipeline.format
       }
@@ -70,12 +72,48 @@ export function registerInspect(program: Command, io: CliIo): void {
       if (!existsSync(absPath)) throw usageError(`no such file: ${file}`)
       const [{ sampleFile }, { columnsBlock, inferColumns }] = await Promise.all([import('../../inspect/sample.js'), import('../../inspect/infer.js')])
       const sample = await sampleFile(absPath, file, rows, format)
-      const guesses = inferColumns(sample.fields, sample.records)
+      // The pipeline's protected columns, by the field they read: their values are never shown, and the block keeps their protection.
+      const protections = new Map(
+        (pipeline?.columns ?? []).flatMap((column) => (column.protect === undefined ? [] : [[column.source, { kind: column.protect.kind, variable: column.protect.key.name }] as const])),
+      )
+      const guesses = inferColumns(sample.fields, sample.records, { withheld: new Set(protections.keys()) })
+      const quarantine = pipeline?.quarantine === undefined ? undefined : await sampledQuarantine(pipeline, sample, file)
       if (flags.json) {
-        printJson(io.stdout, { file, format: sample.format, rows: sample.records.length, columns: guesses })
+        printJson(io.stdout, {
+          file,
+          format: sample.format,
+          rows: sample.records.length,
+          columns: guesses.map((guess) => ({ ...guess, ...(protections.has(guess.name) ? { protect: protections.get(guess.name) } : {}) })),
+          ...(quarantine === undefined ? {} : { quarantine }),
+        })
         return
       }
       print(io.stdout, `// ${printable(file)}: ${count(sample.records.length)} rows sampled (${sample.format})`)
-      print(io.stdout, columnsBlock(guesses))
+      if (quarantine !== undefined) print(io.stdout, `// ${printable(quarantine.summary)}`)
+      print(io.stdout, columnsBlock(guesses, protections))
     })
+}
+
+/**
+ * What the pipeline's quarantine would make of the sampled records, coerced
+ * with its columns as a load coerces them: how many it would set aside, and
+ * whether that share would pass `maxFraction` (`maxRows` counts a whole
+ * file, which a sample is not). A header no column fits fails the file
+ * whatever the quarantine.
+ */
+async function sampledQuarantine(pipeline: ResolvedPipeline, sample: Sample, file: string): Promise<{ records: number; sampled: number; summary: string }> {
+  const { coerceRows } = await import('../../columns/coerce.js')
+  const quarantine = pipeline.quarantine!
+  let records = 0
+  try {
+    const raw = { fields: sample.fields, batches: (async function* () { yield { records: sample.records as unknown[][], lines: sample.records.map((_, index) => index + 2) } })() }
+    for await (const batch of coerceRows(raw, pipeline.columns, { file, unknownColumns: pipeline.unknownColumns, onReject: () => void records++ })) void batch
+  } catch (error) {
+    return { records: 0, sampled: sample.records.length, summary: `quarantine: the file would fail whole, whatever its records: ${(error as Error).message}` }
+  }
+  const sampled = sample.records.length
+  const share = sampled === 0 ? 0 : records / sampled
+  const limit = quarantine.maxFraction === undefined ? '' : share > quarantine.maxFraction ? `, more than maxFraction ${quarantine.maxFraction}: a file like it would fail whole` : `, within maxFraction ${quarantine.maxFraction}`
+  const rowsNote = quarantine.maxRows === undefined ? '' : ` (maxRows ${count(quarantine.maxRows)} counts the whole file)`
+  return { records, sampled, summary: `quarantine: ${count(records)} of ${count(sampled)} sampled records would be set aside${limit}${rowsNote}` }
 }

@@ -44,9 +44,9 @@ export function registerLineage(program: Command, io: CliIo): void {
             table: pipeline.table,
             writeMode: pipeline.writeMode.kind,
             files: await Promise.all(
-              mine.map(async ({ hash, path, paths, rows, size, committedAt }) => {
+              mine.map(async ({ hash, path, paths, rows, size, committedAt, quarantined, sidecar }) => {
                 const origin = await originOf(path)
-                return { hash, path, paths, rows, size, committedAt, ...(origin === undefined ? {} : { origin }) }
+                return { hash, path, paths, rows, size, committedAt, ...(quarantined === null ? {} : { quarantined, sidecar }), ...(origin === undefined ? {} : { origin }) }
               }),
             ),
             rows: mine.reduce((sum, file) => sum + (file.rows ?? 0), 0),
@@ -70,7 +70,9 @@ export function registerLineage(program: Command, io: CliIo): void {
         for (const file of entry.files) {
           const aliases = file.paths.filter((alias) => alias !== file.path)
           const shown = printable(file.path)
-          rows.push([file.committedAt ?? '', file.hash.slice(0, 12), count(file.rows ?? 0), aliases.length > 0 ? `${shown} (also ${aliases.map((alias) => printable(alias)).join(', ')})` : shown])
+          // Records a quarantine set aside are not in the table: said beside the rows that are.
+          const aside = 'quarantined' in file ? ` (+${count(file.quarantined ?? 0)} quarantined)` : ''
+          rows.push([file.committedAt ?? '', file.hash.slice(0, 12), `${count(file.rows ?? 0)}${aside}`, aliases.length > 0 ? `${shown} (also ${aliases.map((alias) => printable(alias)).join(', ')})` : shown])
         }
         // Each file's origin, when its source knows it, on the line under the file's.
         const lines = table(rows).split('\n')

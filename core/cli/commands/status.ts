@@ -35,10 +35,22 @@ export function registerStatus(program: Command, io: CliIo): void {
         return
       }
       const staged = stale.size > 0
-      const rows = [['pipeline', 'pending', 'processing', 'committed', 'failed', 'terminal', 'rows', ...(staged ? ['stale'] : [])]]
+      // Shown once a pipeline quarantines or has set records aside.
+      const quarantining = report.pipelines.some((p) => p.quarantined > 0) || config.pipelines.some((pipeline) => pipeline.quarantine !== undefined)
+      const rows = [['pipeline', 'pending', 'processing', 'committed', 'failed', 'terminal', 'rows', ...(quarantining ? ['quarantined'] : []), ...(staged ? ['stale'] : [])]]
       for (const p of report.pipelines) {
         const processing = p.expired > 0 ? `${p.PROCESSING} (${p.expired} expired)` : String(p.PROCESSING)
-        rows.push([p.pipeline, String(p.PENDING), processing, String(p.COMMITTED), String(p.FAILED), String(p.terminal), count(p.rows), ...(staged ? [String(staleOf(p.pipeline) ?? '-')] : [])])
+        rows.push([
+          p.pipeline,
+          String(p.PENDING),
+          processing,
+          String(p.COMMITTED),
+          String(p.FAILED),
+          String(p.terminal),
+          count(p.rows),
+          ...(quarantining ? [count(p.quarantined)] : []),
+          ...(staged ? [String(staleOf(p.pipeline) ?? '-')] : []),
+        ])
       }
       print(io.stdout, table(rows))
       const staleCount = [...stale.values()].reduce((sum, files) => sum + files.length, 0)

@@ -4,7 +4,7 @@ import type { Command } from 'commander'
 import type { ResolvedConfig, ResolvedPipeline } from '../../config/types.js'
 import { usageError } from '../../errors.js'
 import { printable } from '../../printable.js'
-import { count } from '../../reporters/format.js'
+import { count, rowCount } from '../../reporters/format.js'
 import type { FileValidation } from '../../runner/validate.js'
 import { configFor, type ConfigOption } from '../context.js'
 import { print, printJson, type CliIo } from '../io.js'
@@ -49,9 +49,17 @@ function printFile(io: CliIo, report: FileValidation): void {
     return
   }
   const rows = report.stopped ? `reading stopped after ${count(report.rows)} rows` : `${count(report.failedRows)} of ${count(report.rows)} rows`
-  print(io.stdout, `✗ ${where}: ${count(total)} failure${total === 1 ? '' : 's'}, ${rows}`)
+  const { quarantine } = report
+  // A quarantine that would set the bad records aside: the file loads, and the records are listed all the same.
+  const mark = quarantine?.loads === true ? '✓' : '✗'
+  print(io.stdout, `${mark} ${where}: ${count(total)} failure${total === 1 ? '' : 's'}, ${rows}`)
   for (const failure of report.failures) print(io.stdout, `  ${printable(failure.message)}`)
   if (report.more > 0) print(io.stdout, `  … and ${count(report.more)} more (raise --max-failures to list them)`)
+  if (quarantine !== undefined) {
+    const limits = [quarantine.maxRows === undefined ? '' : `maxRows ${count(quarantine.maxRows)}`, quarantine.maxFraction === undefined ? '' : `maxFraction ${quarantine.maxFraction}`].filter(Boolean).join(', ')
+    const aside = `${count(quarantine.records)} record${quarantine.records === 1 ? '' : 's'} would be quarantined (${limits})`
+    print(io.stdout, `  quarantine: ${aside}; ${quarantine.loads ? `the file would load ${rowCount(report.rows - quarantine.records)}` : 'the file would fail whole'}`)
+  }
 }
 
 export function registerValidate(program: Command, io: CliIo, exit: (code: number) => void): void {
@@ -63,7 +71,7 @@ export function registerValidate(program: Command, io: CliIo, exit: (code: numbe
     .option('-p, --pipeline <name>', "the pipeline whose columns apply (default: the only one, or the one whose source holds the file)")
     .option('--max-failures <n>', 'list at most this many failures per file (the rest are counted); 0: all', '0')
     .option('--json', 'machine-readable output')
-    .addHelpText('after', '\nExit code: 0 every file is valid, 1 some row or file failed, 2 usage or config error.\n\nExamples:\n  $ filedge validate incoming/orders-2024-05-01.csv\n  $ filedge validate drops/*.ndjson --pipeline events --json')
+    .addHelpText('after', '\nExit code: 0 every file is valid (or would load, its bad records quarantined), 1 some row or file failed, 2 usage or config error.\n\nExamples:\n  $ filedge validate incoming/orders-2024-05-01.csv\n  $ filedge validate drops/*.ndjson --pipeline events --json')
     .action(async (files: string[], flags: ValidateFlags) => {
       const maxFailures = Number(flags.maxFailures)
       if (!Number.isInteger(maxFailures) || maxFailures < 0) throw usageError(`--max-failures: expected 0 or a positive integer; got "${flags.maxFailures}"`)
@@ -73,7 +81,7 @@ export function registerValidate(program: Command, io: CliIo, exit: (code: numbe
       if (missing.length > 0) throw usageError(`no such file: ${missing.map((target) => path.relative(io.cwd, target)).join(', ')}`)
       const owners = await Promise.all(targets.map((target) => pipelineFor(config, target, flags.pipeline)))
       // The parsers and hooks load only when there is something to validate, not for `--help`.
-      const { formatHooks, validateFile } = await import('../../runner/validate.js')
+      const { formatHooks, loads, validateFile } = await import('../../runner/validate.js')
       const hooks = await formatHooks(config)
       const reports: FileValidation[] = []
       try {
@@ -81,7 +89,8 @@ export function registerValidate(program: Command, io: CliIo, exit: (code: numbe
       } finally {
         await hooks.close.promise()
       }
-      const failed = reports.filter((report) => report.failures.length > 0)
+      // A file a quarantine would load despite its bad records is not a failure (its records are listed all the same).
+      const failed = reports.filter((report) => !loads(report))
       exit(failed.length > 0 ? 1 : 0)
       if (flags.json) {
         printJson(io.stdout, { ok: failed.length === 0, files: reports }, (_key, value) => (typeof value === 'bigint' ? value.toString() : value))

@@ -60,12 +60,14 @@ export interface FileRow {
   updated_at: Date
   committed_at: Date | null
   code: string | null
+  quarantined: string | null
+  sidecar: string | null
   paths: string[]
 }
 
 /** Columns for a FileRow, with every path the bytes were seen at aggregated in (one round trip per listing). */
 export function fileColumns(t: Tables, alias: string): string {
   return `${alias}.pipeline, ${alias}.hash, ${alias}.path, ${alias}.size, ${alias}.state, ${alias}.attempts, ${alias}.lapses, ${alias}.load_id, ${alias}.worker, ${alias}.rows, ${alias}.error,
-    ${alias}.lease_expires_at, ${alias}.created_at, ${alias}.updated_at, ${alias}.committed_at, ${alias}.code,
+    ${alias}.lease_expires_at, ${alias}.created_at, ${alias}.updated_at, ${alias}.committed_at, ${alias}.code, ${alias}.quarantined, ${alias}.sidecar,
     ARRAY(SELECT p.path FROM ${t.paths} p WHERE p.pipeline = ${alias}.pipeline AND p.hash = ${alias}.hash ORDER BY p.first_seen_at, p.path) AS paths`
 }

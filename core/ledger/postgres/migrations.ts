@@ -206,4 +206,15 @@ export const POSTGRES_MIGRATIONS: readonly { readonly version: number; readonly 
       CREATE TRIGGER cursor_events_no_truncate BEFORE TRUNCATE ON cursor_events FOR EACH STATEMENT EXECUTE FUNCTION append_only();
     `,
   },
+  {
+    version: 8,
+    sql: `
+      -- As the SQLite ledger's migration 9: what a committed load set aside
+      -- (quarantine) and where, on the file and in the load's event.
+      ALTER TABLE files ADD COLUMN quarantined bigint;
+      ALTER TABLE files ADD COLUMN sidecar text;
+      ALTER TABLE events ADD COLUMN quarantined bigint;
+      CREATE INDEX events_replayed ON events (path) WHERE event = 'file:replayed';
+    `,
+  },
 ]

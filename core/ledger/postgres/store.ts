@@ -8,9 +8,10 @@ import { tablesIn, transaction, type FileRow, type Tables } from './db.js'
 import { POSTGRES_MIGRATIONS } from './migrations.js'
 import { claim } from './sql/claim.js'
 import { archived } from './sql/archived.js'
+import { replayed, replaysTo } from './sql/replayed.js'
 import { complete } from './sql/complete.js'
 import { fail } from './sql/fail.js'
-import { committedFiles, eventsOf, failedFiles, findFiles } from './sql/find.js'
+import { committedFiles, eventsOf, failedFiles, findFiles, type EventRow } from './sql/find.js'
 import { heartbeat, holds } from './sql/heartbeat.js'
 import { lastPondSuccess, pondEvents, pondOutcomes, recordPond } from './sql/pond.js'
 import { advanceCursor, cursorEvents, cursorOf } from './sql/cursor.js'
@@ -103,6 +104,25 @@ function toFile(row: FileRow): LedgerFile {
     updatedAt: row.updated_at.toISOString(),
     committedAt: iso(row.committed_at),
     code: row.code,
+    quarantined: row.quarantined === null ? null : Number(row.quarantined),
+    sidecar: row.sidecar,
+  }
+}
+
+function toEvent(row: EventRow): LedgerEvent {
+  return {
+    id: Number(row.id),
+    at: row.at.toISOString(),
+    pipeline: row.pipeline,
+    hash: row.hash,
+    event: row.event,
+    fromState: row.from_state as FileState | null,
+    toState: row.to_state as FileState | null,
+    attempt: row.attempt,
+    worker: row.worker,
+    path: row.path,
+    error: row.error,
+    quarantined: row.quarantined === null ? null : Number(row.quarantined),
   }
 }
 
@@ -140,10 +160,12 @@ export async function openPostgresLedger(url: string, options: PostgresLedgerOpt
     claim: (input) => claim(pool, t, input, at()),
     settledStats: (pipeline, maxAttempts) => settledStats(pool, t, pipeline, maxAttempts),
     archived: (pipeline, hash, path, worker, what) => archived(pool, t, pipeline, hash, path, worker, what, at()),
+    replayed: (pipeline, hash, loadId, path, worker, what) => replayed(pool, t, pipeline, hash, loadId, path, worker, what, at()),
+    replaysTo: async (path) => (await replaysTo(pool, t, path)).map(toEvent),
     heartbeat: (key, ttlMs) => heartbeat(pool, t, key, ttlMs, at()),
     holds: (key) => holds(pool, t, key),
     // Always synchronous, whatever `durable` says: the worker waits for the server's flush without blocking its event loop.
-    complete: (key, rows, options = {}) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => complete(tx, t, key, rows, at(), options.healed, options.code)),
+    complete: (key, rows, options = {}) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => complete(tx, t, key, rows, at(), options.healed, options.code, options.quarantined)),
     fail: (key, error, maxAttempts, exhausted) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => fail(tx, t, key, error, maxAttempts, at(), exhausted)),
     release: (key) => release(pool, t, key, at()),
     async recordCode(pipeline, code, stages) {
@@ -158,12 +180,15 @@ export async function openPostgresLedger(url: string, options: PostgresLedgerOpt
       for (const row of await countStates(pool, t, at())) {
         let counts = byPipeline.get(row.pipeline)
         if (counts === undefined) {
-          counts = { pipeline: row.pipeline, PENDING: 0, PROCESSING: 0, COMMITTED: 0, FAILED: 0, terminal: 0, expired: 0, rows: 0 }
+          counts = { pipeline: row.pipeline, PENDING: 0, PROCESSING: 0, COMMITTED: 0, FAILED: 0, terminal: 0, expired: 0, rows: 0, quarantined: 0 }
           byPipeline.set(row.pipeline, counts)
         }
         counts[row.state as FileState] += row.files
         counts.expired += row.expired
-        if (row.state === 'COMMITTED') counts.rows += row.rows
+        if (row.state === 'COMMITTED') {
+          counts.rows += row.rows
+          counts.quarantined += row.quarantined
+        }
         if (row.state === 'FAILED' && row.attempts >= maxAttempts(row.pipeline)) counts.terminal += row.files
       }
       return { pipelines: [...byPipeline.values()], recentFailures: (await recentFailures(pool, t, recent)).map(toFile) }
@@ -183,21 +208,7 @@ export async function openPostgresLedger(url: string, options: PostgresLedgerOpt
       return (await committedFiles(pool, t, pipelines)).map(toFile)
     },
     async events(pipeline, hash) {
-      return (await eventsOf(pool, t, pipeline, hash)).map(
-        (row): LedgerEvent => ({
-          id: Number(row.id),
-          at: row.at.toISOString(),
-          pipeline: row.pipeline,
-          hash: row.hash,
-          event: row.event,
-          fromState: row.from_state as FileState | null,
-          toState: row.to_state as FileState | null,
-          attempt: row.attempt,
-          worker: row.worker,
-          path: row.path,
-          error: row.error,
-        }),
-      )
+      return (await eventsOf(pool, t, pipeline, hash)).map(toEvent)
     },
     recordPond: (event) => inTransaction(pool, DURABLE, (tx: pg.PoolClient) => recordPond(tx, t, event, at())),
     pondEvents: (filter = {}) => pondEvents(pool, t, filter),

@@ -31,12 +31,13 @@ export interface EventRow {
   readonly worker: string | null
   readonly path: string | null
   readonly error?: string | null
+  readonly quarantined?: number | null
 }
 
 export function insertEvent(ledger: LedgerDb, at: string, row: EventRow): void {
   ledger
-    .statement('INSERT INTO events (at, pipeline, hash, event, from_state, to_state, attempt, worker, path, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
-    .run(at, row.pipeline, row.hash, row.event, row.from, row.to, row.attempt, row.worker, row.path, row.error ?? null)
+    .statement('INSERT INTO events (at, pipeline, hash, event, from_state, to_state, attempt, worker, path, error, quarantined) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)')
+    .run(at, row.pipeline, row.hash, row.event, row.from, row.to, row.attempt, row.worker, row.path, row.error ?? null, row.quarantined ?? null)
 }
 
 export interface FileRow {
@@ -57,4 +58,6 @@ export interface FileRow {
   updated_at: string
   committed_at: string | null
   code: string | null
+  quarantined: number | null
+  sidecar: string | null
 }

@@ -221,4 +221,20 @@ export const SQLITE_MIGRATIONS: readonly { readonly version: number; readonly sq
       BEGIN SELECT RAISE(ABORT, 'the cursor_events table is append-only'); END;
     `,
   },
+  {
+    version: 9,
+    sql: `
+      -- Quarantine (core/quarantine/sidecar.ts): the records a file's
+      -- committed load set aside, and the sidecar that holds them (NULL: none
+      -- set aside). The count goes into the load's file:committed or
+      -- file:healed event too, so the history keeps it when a later load of
+      -- the file replaces the record's.
+      ALTER TABLE files ADD COLUMN quarantined INTEGER;
+      ALTER TABLE files ADD COLUMN sidecar TEXT;
+      ALTER TABLE events ADD COLUMN quarantined INTEGER;
+      -- file:replayed events (sql/replayed.ts) are found by the new file's
+      -- path, for its lineage; a partial index, as they are few.
+      CREATE INDEX events_replayed ON events (path) WHERE event = 'file:replayed';
+    `,
+  },
 ]

@@ -1,11 +1,12 @@
 import { mkdirSync } from 'node:fs'
 import path from 'node:path'
 import Database from 'better-sqlite3'
-import type { FileState, LeaseKey, LedgerEvent, LedgerEventName, LedgerFile, LedgerStore, StatusCounts } from '../types.js'
+import type { FileState, LeaseKey, LedgerEvent, LedgerEventName, LedgerFile, LedgerStore, Quarantined, StatusCounts } from '../types.js'
 import { ledgerDb, type FileRow, type LedgerDb } from './db.js'
 import { SQLITE_MIGRATIONS } from './migrations.js'
 import { claim } from './sql/claim.js'
 import { archived } from './sql/archived.js'
+import { replayed, replaysTo } from './sql/replayed.js'
 import { complete } from './sql/complete.js'
 import { fail } from './sql/fail.js'
 import { committedFiles, eventsOf, failedFiles, findFiles, pathsOf } from './sql/find.js'
@@ -68,6 +69,25 @@ function toFile(ledger: LedgerDb, row: FileRow): LedgerFile {
     updatedAt: row.updated_at,
     committedAt: row.committed_at,
     code: row.code,
+    quarantined: row.quarantined === null ? null : Number(row.quarantined),
+    sidecar: row.sidecar,
+  }
+}
+
+function toEvent(row: ReturnType<typeof eventsOf>[number]): LedgerEvent {
+  return {
+    id: row.id,
+    at: row.at,
+    pipeline: row.pipeline,
+    hash: row.hash,
+    event: row.event as LedgerEventName,
+    fromState: row.from_state as FileState | null,
+    toState: row.to_state as FileState | null,
+    attempt: row.attempt,
+    worker: row.worker,
+    path: row.path,
+    error: row.error,
+    quarantined: row.quarantined,
   }
 }
 
@@ -90,10 +110,10 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
   const claimTx = immediate(claim)
   // Completions that arrive in the same event-loop turn share one transaction: a group commit in the
   // destination finishes several files at once, and each still gets its own fenced UPDATE and event.
-  const completeAll = immediate((batch: readonly { key: LeaseKey; rows: number; healed?: string; code?: string }[], at: number) =>
-    batch.map(({ key, rows, healed, code }) => complete(ledger, key, rows, at, healed, code)),
+  const completeAll = immediate((batch: readonly { key: LeaseKey; rows: number; healed?: string; code?: string; quarantined?: Quarantined }[], at: number) =>
+    batch.map(({ key, rows, healed, code, quarantined }) => complete(ledger, key, rows, at, healed, code, quarantined)),
   )
-  let completions: { key: LeaseKey; rows: number; healed?: string; code?: string; durable: boolean; resolve: (done: boolean) => void; reject: (error: unknown) => void }[] = []
+  let completions: { key: LeaseKey; rows: number; healed?: string; code?: string; quarantined?: Quarantined; durable: boolean; resolve: (done: boolean) => void; reject: (error: unknown) => void }[] = []
   const durably = <T>(fn: () => T): T => {
     db.pragma('synchronous = FULL')
     try {
@@ -117,6 +137,7 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
   const releaseTx = immediate(release)
   const requeueTx = immediate(requeue)
   const archivedTx = immediate(archived)
+  const replayedTx = immediate(replayed)
   const advanceCursorTx = immediate(advanceCursor)
 
   return {
@@ -128,7 +149,7 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
     holds: async (key) => holds(ledger, key),
     complete: (key, rows, options = {}) =>
       new Promise<boolean>((resolve, reject) => {
-        completions.push({ key, rows, healed: options.healed, code: options.code, durable: options.durable === true, resolve, reject })
+        completions.push({ key, rows, healed: options.healed, code: options.code, quarantined: options.quarantined, durable: options.durable === true, resolve, reject })
         if (completions.length === 1) setImmediate(flushCompletions)
       }),
     fail: async (key, error, maxAttempts, exhausted) => failTx(ledger, key, error, maxAttempts, now(), exhausted),
@@ -137,17 +158,22 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
       void ledger.statement('INSERT OR IGNORE INTO codes (pipeline, code, stages, first_seen_at) VALUES (?, ?, ?, ?)').run(pipeline, code, stages, new Date(now()).toISOString()),
     codeOf: async (pipeline, code) => (ledger.statement('SELECT stages FROM codes WHERE pipeline = ? AND code = ?').get(pipeline, code) as { stages: string } | undefined)?.stages,
     archived: async (pipeline, hash, path, worker, what) => archivedTx(ledger, pipeline, hash, path, worker, what, now()),
+    replayed: async (pipeline, hash, loadId, path, worker, what) => replayedTx(ledger, pipeline, hash, loadId, path, worker, what, now()),
+    replaysTo: async (path) => (replaysTo(ledger, path) as Parameters<typeof toEvent>[0][]).map(toEvent),
     async status(maxAttempts, recent = 10) {
       const byPipeline = new Map<string, { -readonly [K in keyof StatusCounts]: StatusCounts[K] }>()
       for (const row of countStates(ledger, now())) {
         let counts = byPipeline.get(row.pipeline)
         if (counts === undefined) {
-          counts = { pipeline: row.pipeline, PENDING: 0, PROCESSING: 0, COMMITTED: 0, FAILED: 0, terminal: 0, expired: 0, rows: 0 }
+          counts = { pipeline: row.pipeline, PENDING: 0, PROCESSING: 0, COMMITTED: 0, FAILED: 0, terminal: 0, expired: 0, rows: 0, quarantined: 0 }
           byPipeline.set(row.pipeline, counts)
         }
         counts[row.state as FileState] += row.files
         counts.expired += row.expired
-        if (row.state === 'COMMITTED') counts.rows += row.rows
+        if (row.state === 'COMMITTED') {
+          counts.rows += row.rows
+          counts.quarantined += row.quarantined
+        }
         if (row.state === 'FAILED' && row.attempts >= maxAttempts(row.pipeline)) counts.terminal += row.files
       }
       return { pipelines: [...byPipeline.values()], recentFailures: recentFailures(ledger, recent).map((row) => toFile(ledger, row)) }
@@ -164,21 +190,7 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
       return committedFiles(ledger, pipelines).map((row) => toFile(ledger, row))
     },
     async events(pipeline, hash) {
-      return eventsOf(ledger, pipeline, hash).map(
-        (row): LedgerEvent => ({
-          id: row.id,
-          at: row.at,
-          pipeline: row.pipeline,
-          hash: row.hash,
-          event: row.event as LedgerEventName,
-          fromState: row.from_state as FileState | null,
-          toState: row.to_state as FileState | null,
-          attempt: row.attempt,
-          worker: row.worker,
-          path: row.path,
-          error: row.error,
-        }),
-      )
+      return eventsOf(ledger, pipeline, hash).map(toEvent)
     },
     recordPond: async (event) => recordPond(ledger, event, now()),
     pondEvents: async (filter = {}) => pondEvents(ledger, filter),

@@ -47,6 +47,7 @@ export interface EventRow {
   worker: string | null
   path: string | null
   error: string | null
+  quarantined: string | null
 }
 
 export async function eventsOf(db: Queryable, t: Tables, pipeline: string, hash: string): Promise<EventRow[]> {

@@ -7,13 +7,13 @@ import { fileColumns, nowSql, type FileRow, type Queryable, type Tables } from '
  * Read-only.
  */
 export async function countStates(db: Queryable, t: Tables, at: string | null) {
-  const result = await db.query<{ pipeline: string; state: string; attempts: number; files: number; rows: string; expired: number }>(
-    `SELECT pipeline, state, attempts, count(*)::integer AS files, COALESCE(sum(rows), 0)::text AS rows,
+  const result = await db.query<{ pipeline: string; state: string; attempts: number; files: number; rows: string; quarantined: string; expired: number }>(
+    `SELECT pipeline, state, attempts, count(*)::integer AS files, COALESCE(sum(rows), 0)::text AS rows, COALESCE(sum(quarantined), 0)::text AS quarantined,
             (count(*) FILTER (WHERE state = 'PROCESSING' AND lease_expires_at < ${nowSql('$1')}))::integer AS expired
      FROM ${t.files} GROUP BY pipeline, state, attempts ORDER BY pipeline`,
     [at],
   )
-  return result.rows.map((row) => ({ ...row, rows: Number(row.rows) }))
+  return result.rows.map((row) => ({ ...row, rows: Number(row.rows), quarantined: Number(row.quarantined) }))
 }
 
 export async function recentFailures(db: Queryable, t: Tables, limit: number): Promise<FileRow[]> {

@@ -43,5 +43,6 @@ export function eventsOf(ledger: LedgerDb, pipeline: string, hash: string) {
     worker: string | null
     path: string | null
     error: string | null
+    quarantined: number | null
   }[]
 }

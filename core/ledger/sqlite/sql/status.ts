@@ -8,11 +8,11 @@ import type { LedgerDb, FileRow } from '../db.js'
 export function countStates(ledger: LedgerDb, now: number) {
   return ledger
     .statement(
-      `SELECT pipeline, state, attempts, COUNT(*) AS files, COALESCE(SUM(rows), 0) AS rows,
+      `SELECT pipeline, state, attempts, COUNT(*) AS files, COALESCE(SUM(rows), 0) AS rows, COALESCE(SUM(quarantined), 0) AS quarantined,
               SUM(CASE WHEN state = 'PROCESSING' AND lease_expires_at < ? THEN 1 ELSE 0 END) AS expired
        FROM files GROUP BY pipeline, state, attempts ORDER BY pipeline`,
     )
-    .all(now) as { pipeline: string; state: string; attempts: number; files: number; rows: number; expired: number }[]
+    .all(now) as { pipeline: string; state: string; attempts: number; files: number; rows: number; quarantined: number; expired: number }[]
 }
 
 export function recentFailures(ledger: LedgerDb, limit: number): FileRow[] {

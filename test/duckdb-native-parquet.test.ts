@@ -3,7 +3,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { DuckDBInstance } from '@duckdb/node-api'
 import { afterEach, describe, expect, it } from 'vitest'
-import { resolveConfig, run, type ColumnInput, type Plugin, type RunSummary } from '../core/index.js'
+import { env, resolveConfig, run, type ColumnInput, type Plugin, type RunSummary } from '../core/index.js'
 import { duckdb } from '../plugins/duckdb/index.js'
 import { readDuckdb } from './helpers/duckdb.js'
 
@@ -145,5 +145,19 @@ describe('DuckDB native Parquet path', () => {
     const failed = ['missing-required', 'nanoseconds', 'not-finite', 'wide-decimal', 'wider-scale', 'year-zero']
     expect(native.errors.map((error) => /incoming\/([\w-]+)\.parquet/.exec(error)?.[1]).sort()).toEqual(failed)
     expect(native.errors.join('\n')).toContain('incoming/year-zero.parquet:2 column day')
+  })
+
+  it('stays off for a pipeline whose columns are protected: DuckDB would store the clear values', async () => {
+    process.env.FILEDGE_TEST_PARQUET_KEY = '11'.repeat(32)
+    try {
+      const columns: Record<string, ColumnInput> = { id: { type: 'string', required: true }, note: { type: 'string', encrypt: { key: env('FILEDGE_TEST_PARQUET_KEY') } } }
+      const outcome = await load({ 'secret.parquet': "SELECT 'r' || i AS id, 'secret ' || i AS note FROM range(1, 1001) t(i)" }, columns, true)
+      expect(outcome.errors).toEqual([])
+      expect([...outcome.viaJs]).toEqual(['incoming/secret.parquet'])
+      expect(outcome.rows).toHaveLength(1000)
+      expect(outcome.rows.filter((row) => !String(row.note).startsWith('fe1:'))).toEqual([])
+    } finally {
+      delete process.env.FILEDGE_TEST_PARQUET_KEY
+    }
   })
 })

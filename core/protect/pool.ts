@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import { pseudonymBytes, sealBytes, type SealJob, type SealResult } from './seal.js'
 
@@ -26,8 +28,15 @@ let next = 0
 
 function start(): Worker | undefined {
   if (worker !== undefined || unavailable) return worker
+  const script = new URL('./worker.js', import.meta.url)
+  // Only a built filedge has the worker's script beside this module (not one run from its TypeScript sources, as its
+  // tests do): without it, a worker would fail its first jobs instead of sealing them here.
+  if (script.protocol !== 'file:' || !existsSync(fileURLToPath(script))) {
+    unavailable = true
+    return undefined
+  }
   try {
-    const started = new Worker(new URL('./worker.js', import.meta.url))
+    const started = new Worker(script)
     started.on('message', (message: { id: number; error?: string } & Partial<SealResult>) => {
       const job = pending.get(message.id)
       if (job === undefined) return

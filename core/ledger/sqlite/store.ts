@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs'
 import path from 'node:path'
 import Database from 'better-sqlite3'
-import type { FileState, LeaseKey, LedgerEvent, LedgerEventName, LedgerFile, LedgerStore, StatusCounts } from '../types.js'
+import type { ClaimInput, ClaimResult, FileState, LeaseKey, LedgerEvent, LedgerEventName, LedgerFile, LedgerStore, StatusCounts } from '../types.js'
 import { ledgerDb, type FileRow, type LedgerDb } from './db.js'
 import { SQLITE_MIGRATIONS } from './migrations.js'
 import { claim } from './sql/claim.js'
@@ -87,7 +87,36 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
     const transaction = db.transaction(fn)
     return (...args: A): R => transaction.immediate(...args)
   }
+  // Claims that arrive in the same event-loop turn share one transaction, as completions do: the runner starts
+  // the files a finished group freed together, and a small local file reaches its claim without leaving the turn.
+  // Measured over 5,000 small files: a transaction per claim rewrote the same ledger pages (files, file_paths,
+  // file_stats, events and their indexes) in the WAL once per file, and the WAL's checkpoints (each an fsync)
+  // came every few dozen files. A claim that throws rolls the whole batch back, and each of its claims then runs
+  // in a transaction of its own, so the error reaches that claim alone and nothing of it is left in the others'
+  // transaction. (A savepoint per claim would isolate them too, but cost ~80 µs a claim, nearly its whole work.)
   const claimTx = immediate(claim)
+  const claimAll = immediate((batch: readonly { input: ClaimInput }[], at: number) => batch.map(({ input }) => claim(ledger, input, at)))
+  let claims: { input: ClaimInput; resolve: (result: ClaimResult) => void; reject: (error: unknown) => void }[] = []
+  const flushClaims = () => {
+    const batch = claims
+    claims = []
+    const at = now()
+    let results: ClaimResult[] | undefined
+    try {
+      results = claimAll(batch, at)
+    } catch (error) {
+      // The ledger stayed locked past the busy timeout: so would it for each claim alone.
+      if (batch.length === 1 || (error as { code?: string }).code === 'SQLITE_BUSY') return batch.forEach((entry) => entry.reject(error))
+    }
+    if (results !== undefined) return batch.forEach((entry, index) => entry.resolve(results[index]))
+    for (const entry of batch) {
+      try {
+        entry.resolve(claimTx(ledger, entry.input, at))
+      } catch (error) {
+        entry.reject(error)
+      }
+    }
+  }
   // Completions that arrive in the same event-loop turn share one transaction: a group commit in the
   // destination finishes several files at once, and each still gets its own fenced UPDATE and event.
   const completeAll = immediate((batch: readonly { key: LeaseKey; rows: number; healed?: string; code?: string }[], at: number) =>
@@ -122,7 +151,11 @@ export function openSqliteLedger(file: string, options: SqliteLedgerOptions = {}
   return {
     kind: 'sqlite',
     describe: () => `sqlite:${file}`,
-    claim: async (input) => claimTx(ledger, input, now()),
+    claim: (input) =>
+      new Promise<ClaimResult>((resolve, reject) => {
+        claims.push({ input, resolve, reject })
+        if (claims.length === 1) setImmediate(flushClaims)
+      }),
     settledStats: async (pipeline, maxAttempts) => settledStats(ledger, pipeline, maxAttempts),
     heartbeat: async (key, ttlMs) => heartbeat(ledger, key, ttlMs, now()),
     holds: async (key) => holds(ledger, key),

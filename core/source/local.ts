@@ -75,6 +75,19 @@ function readWhole(fd: number, sizeHint: number): Buffer {
   return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, total)
 }
 
+/** How many files the listing stats between two turns of the event loop (a watcher's heartbeats go on while it lists). */
+const STAT_TURN = 1024
+
+/** A file's stat, following links (synchronously: see readWhole); undefined when it is gone, unreadable or not a file. */
+function statFile(absPath: string): fs.Stats | undefined {
+  try {
+    const stats = fs.statSync(absPath, { throwIfNoEntry: false })
+    return stats?.isFile() ? stats : undefined
+  } catch {
+    return undefined
+  }
+}
+
 /** `fs.openSync` with a file that is gone said as FILE_GONE. */
 function openGone(absPath: string, file: string): number {
   try {
@@ -124,32 +137,35 @@ export function localSource(options: LocalSourceOptions): Source {
       }
       // fast-glob loads here, not at the top: commands that only print paths (`history`) import this module too.
       const [{ default: fg }, limit] = await Promise.all([import('fast-glob'), inside()])
+      // Names only: fast-glob's own stat of every file is a promise each (see readWhole), which made listing 5,000
+      // files take 0.30 s against 0.17 s with a synchronous stat here; the event loop turns every STAT_TURN files.
       const found = await fg([...options.include], {
         cwd: dir,
         ignore: excludePatterns(options),
         dot: false,
         onlyFiles: true,
         absolute: true,
-        stats: true,
         followSymbolicLinks: true,
         fs: { readdir: guardedReaddir(dir, limit, root, wanted, warn) },
         suppressErrors: true,
         unique: true,
       })
-      const entries = found.filter((entry) => ready(entry.path)).map((entry) => entryOf(entry.path, entry.stats!))
+      const entries: SourceEntry[] = []
+      for (let index = 0; index < found.length; index++) {
+        if (index > 0 && index % STAT_TURN === 0) await new Promise((resolve) => setImmediate(resolve))
+        const absPath = found[index]
+        // Gone or replaced by a directory since the walk saw it: not listed, as fast-glob dropped what it could not stat.
+        const stats = statFile(absPath)
+        if (stats !== undefined && ready(absPath)) entries.push(entryOf(absPath, stats))
+      }
       yield* entries.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
     },
 
     // Synchronous, as readWhole says why: a stat is asked twice of every file a run loads.
     async stat(file) {
       const absPath = absOf(file)
-      let stats: fs.Stats | undefined
-      try {
-        stats = fs.statSync(absPath, { throwIfNoEntry: false })
-      } catch {
-        stats = undefined
-      }
-      return stats?.isFile() ? entryOf(absPath, stats) : undefined
+      const stats = statFile(absPath)
+      return stats === undefined ? undefined : entryOf(absPath, stats)
     },
 
     async read(entry): Promise<Readable> {

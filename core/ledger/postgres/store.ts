@@ -16,7 +16,7 @@ import { lastPondSuccess, pondEvents, pondOutcomes, recordPond } from './sql/pon
 import { advanceCursor, cursorEvents, cursorOf } from './sql/cursor.js'
 import { leaseHeld, releaseLease, renewLease, takeLease } from './sql/lease.js'
 import { release } from './sql/release.js'
-import { settledStats } from './sql/stats.js'
+import { knownStats, settledStats } from './sql/stats.js'
 import { postgresSnapshot } from './sql/export.js'
 import { requeue } from './sql/requeue.js'
 import { countStates, recentFailures } from './sql/status.js'
@@ -139,6 +139,7 @@ export async function openPostgresLedger(url: string, options: PostgresLedgerOpt
     describe: () => `postgres ${where}`,
     claim: (input) => claim(pool, t, input, at()),
     settledStats: (pipeline, maxAttempts) => settledStats(pool, t, pipeline, maxAttempts),
+    knownStats: (pipeline, paths, maxAttempts) => knownStats(pool, t, pipeline, paths, maxAttempts, at()),
     archived: (pipeline, hash, path, worker, what) => archived(pool, t, pipeline, hash, path, worker, what, at()),
     heartbeat: (key, ttlMs) => heartbeat(pool, t, key, ttlMs, at()),
     holds: (key) => holds(pool, t, key),

@@ -9,8 +9,9 @@ import { sqliteConfig, workspace, type Workspace } from './helpers/workspace.js'
  * Workers sharing a Postgres ledger ask it, before reading a file, whether
  * another worker has committed or holds it since their run began
  * (`knownStats`, through the stat cache): what the claim would answer, without
- * reading, hashing or claiming the file. A lease that has expired is not
- * held: that file is read and reclaimed as before.
+ * reading, hashing or claiming the file. They start asking once another
+ * worker shows itself (a file it holds); a worker alone never asks. A lease
+ * that has expired is not held: that file is read and reclaimed as before.
  */
 
 const input = (name: string, overrides: Partial<ClaimInput> = {}): ClaimInput => ({
@@ -72,36 +73,40 @@ describePostgres('a ledger shared by workers', () => {
     expect(known.find((entry) => entry.path === 'incoming/d1.csv')).toMatchObject({ hash: input('d1').hash, version: 'v-d1', size: 10, worker: 'A' })
   })
 
-  it('skips unread a file another worker holds, and reads and reclaims one whose lease has expired', { timeout: 60_000 }, async () => {
+  it('once it met a file another worker holds, skips unread the next it holds, and reads and reclaims one whose lease has expired', { timeout: 60_000 }, async () => {
     const hashLog = `{ name: 'hash-log', apply({ hooks }) { hooks.beforeHash.tapPromise('hash-log', async (candidate) => { appendFileSync('hashed.log', candidate.path + '\\n') }) } }`
     ws = workspace({
       'filedge.config.ts': sqliteConfig({
         columns: `{ id: { type: 'string', required: true }, n: 'integer' }`,
         imports: "import { appendFileSync } from 'node:fs'\nimport { env } from 'filedge'",
         plugins: hashLog,
-        top: "ledger: env('FILEDGE_LEDGER_URL'),",
+        // One file at a time, in path order: the first held file shows the other worker before the next is asked about.
+        top: "ledger: env('FILEDGE_LEDGER_URL'), concurrency: 1,",
       }),
-      'incoming/held.csv': 'id,n\nh1,1\n',
-      'incoming/lapsed.csv': 'id,n\nl1,2\n',
+      'incoming/held-a.csv': 'id,n\nh1,1\n',
+      'incoming/held-b.csv': 'id,n\nh2,2\n',
+      'incoming/lapsed.csv': 'id,n\nl1,3\n',
     })
     const w = ws
     // Old enough that the stat vouches for the bytes: the claim records it in the stat cache.
-    for (const name of ['held', 'lapsed']) utimesSync(w.file(`incoming/${name}.csv`), Date.now() / 1000 - 3600, Date.now() / 1000 - 3600)
+    for (const name of ['held-a', 'held-b', 'lapsed']) utimesSync(w.file(`incoming/${name}.csv`), Date.now() / 1000 - 3600, Date.now() / 1000 - 3600)
     const env = { FILEDGE_LEDGER_URL: ledgerUrl(schema) }
     expect((await w.cli(['--reporter', 'silent'], { env })).code).toBe(0)
-    // Another worker took both files back, as if they had arrived again: one lease live, one long expired.
+    // Another worker took the files back, as if they had arrived again: two leases live, one long expired.
     await pgQuery(
       `UPDATE "${schema}".files SET state = 'PROCESSING', lease_token = 'theirs', worker = 'other-worker',
-         lease_expires_at = CASE WHEN path = 'incoming/held.csv' THEN now() + interval '1 hour' ELSE now() - interval '1 hour' END`,
+         lease_expires_at = CASE WHEN path LIKE 'incoming/held-%' THEN now() + interval '1 hour' ELSE now() - interval '1 hour' END`,
     )
     const before = readFileSync(w.file('hashed.log'), 'utf8')
     const result = await w.cli(['--json'], { env })
     expect(result.code).toBe(0)
     const lines = result.stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>)
+    // The first held file is read and its claim says held; the second is known held without reading it.
     expect(lines.filter((line) => line.event === 'file:skipped').map(({ path, reason, message }) => ({ path, reason, message }))).toEqual([
-      { path: 'incoming/held.csv', reason: 'held', message: 'being loaded by other-worker' },
+      { path: 'incoming/held-a.csv', reason: 'held', message: 'being loaded by other-worker' },
+      { path: 'incoming/held-b.csv', reason: 'held', message: 'being loaded by other-worker' },
     ])
     expect(lines.filter((line) => line.event === 'file:claimed').map(({ path, reclaimed }) => ({ path, reclaimed }))).toEqual([{ path: 'incoming/lapsed.csv', reclaimed: true }])
-    expect(readFileSync(w.file('hashed.log'), 'utf8').slice(before.length).split('\n').filter(Boolean)).toEqual(['incoming/lapsed.csv'])
+    expect(readFileSync(w.file('hashed.log'), 'utf8').slice(before.length).split('\n').filter(Boolean)).toEqual(['incoming/held-a.csv', 'incoming/lapsed.csv'])
   })
 })

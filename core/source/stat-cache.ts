@@ -49,7 +49,15 @@ export function statCachePlugin(ledger: LedgerStore): Plugin {
         cache!.delete(candidate.path)
         return verdict(candidate, settled)
       })
-      if (ledger.knownStats !== undefined) hooks.beforeHash.tapPromise(name, askedTogether(ledger.knownStats.bind(ledger)))
+      if (ledger.knownStats !== undefined) {
+        // Asked once another worker shows itself (a file it holds): a worker alone pays no round trip per file for it.
+        let shared = false
+        hooks.fileSkipped.tap(name, ({ reason }) => {
+          if (reason === 'held') shared = true
+        })
+        const ask = askedTogether(ledger.knownStats.bind(ledger))
+        hooks.beforeHash.tapPromise(name, async (candidate) => (shared ? ask(candidate) : undefined))
+      }
     },
   }
 }

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { redact } from '../core/secrets.js'
@@ -8,12 +8,14 @@ export interface Timed {
   readonly ms: number
   /** Peak resident set size of the command, in MiB (from /usr/bin/time). */
   readonly maxRssMb: number
+  /** CPU time of the command and its children, user and system, in ms (from /usr/bin/time): what it cost, whatever else ran. */
+  readonly cpuMs: number
   readonly stdout: string
   readonly stderr: string
 }
 
 /**
- * Runs a command under /usr/bin/time: wall time and peak RSS of the real
+ * Runs a command under /usr/bin/time: wall time, CPU time and peak RSS of the real
  * process. Throws on a non-zero exit, with the command line redacted: psql
  * takes its connection URL, password and all, as an argument.
  */
@@ -22,12 +24,12 @@ export function timed(command: string, args: readonly string[], options: { cwd?:
   const report = path.join(scratch, 'time')
   const started = performance.now()
   return new Promise((resolve, reject) => {
-    execFile('/usr/bin/time', ['-f', '%M', '-o', report, command, ...args], { cwd: options.cwd, env: { ...process.env, ...options.env }, maxBuffer: 256 * 1024 * 1024 }, (error, stdout, stderr) => {
+    execFile('/usr/bin/time', ['-f', '%M %U %S', '-o', report, command, ...args], { cwd: options.cwd, env: { ...process.env, ...options.env }, maxBuffer: 256 * 1024 * 1024 }, (error, stdout, stderr) => {
       const ms = performance.now() - started
-      const rssKb = Number(readFileSync(report, 'utf8').trim().split('\n').at(-1))
+      const [rssKb, user, system] = (readFileSync(report, 'utf8').trim().split('\n').at(-1) ?? '').split(' ').map(Number)
       rmSync(scratch, { recursive: true, force: true })
       if (error) reject(new Error(redact(`${command} ${args.join(' ')} failed: ${stderr || error.message}`)))
-      else resolve({ ms, maxRssMb: rssKb / 1024, stdout, stderr })
+      else resolve({ ms, maxRssMb: rssKb / 1024, cpuMs: Math.round((user + system) * 1000), stdout, stderr })
     })
   })
 }
@@ -74,4 +76,35 @@ export function machineBusyMs(): number | undefined {
   const [user, nice, system, , , irq, softirq] = stat.slice(0, stat.indexOf('\n')).trim().split(/\s+/).slice(1).map(Number)
   // Clock ticks of USER_HZ, 100 per second on Linux.
   return (user + nice + system + irq + softirq) * 10
+}
+
+/**
+ * CPU time the processes of a local PostgreSQL server have spent (user and
+ * system, the exited backends included: the postmaster reaps them), in ms,
+ * from /proc; undefined where there is none. With the workers' own CPU time,
+ * what a run cost the machine without what other programs on it did.
+ */
+export function postgresBusyMs(): number | undefined {
+  let pids: string[]
+  try {
+    pids = readdirSync('/proc').filter((name) => /^\d+$/.test(name))
+  } catch {
+    return undefined
+  }
+  let ticks = 0
+  let found = false
+  for (const pid of pids) {
+    let stat: string
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    } catch {
+      continue
+    }
+    if (stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')) !== 'postgres') continue
+    found = true
+    // Fields 14-17 of /proc/<pid>/stat: utime, stime, cutime, cstime (after the comm, which may hold spaces).
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    ticks += Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])
+  }
+  return found ? ticks * 10 : undefined
 }

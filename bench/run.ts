@@ -25,7 +25,7 @@ const SUITES: Record<string, { run: (options: BenchOptions) => Promise<Row[]>; a
   parquet: { run: parquetSuite, about: 'a real Parquet file (3M flights, fetched once from npm) → DuckDB vs read_parquet; → SQLite and Postgres' },
   postgres: { run: postgresBulk, about: '--rows orders → Postgres vs psql \\copy (FILEDGE_BENCH_PG_URL)' },
   workers: { run: postgresWorkers, about: '1 vs 2 workers on a Postgres ledger, --worker-files × --worker-rows-per-file' },
-  small: { run: sqliteSmallFiles, about: '--files × --rows-per-file → SQLite, files/s, then a no-op rerun' },
+  small: { run: sqliteSmallFiles, about: '--files × --rows-per-file → SQLite, files/s, then a no-op rerun and an empty run' },
   s3: { run: s3Source, about: 'S3 (s3rver on loopback): no-op rerun over --s3-files objects; --rows orders from S3 vs local disk' },
   cache: { run: cacheSuite, about: 'retry of a --rows file whose destination failed, with and without the cache; cache set/get vs fs' },
   stages: { run: stagesSuite, about: '--rows orders → SQLite through three trivial stages vs without stages' },
@@ -100,9 +100,18 @@ for (const name of chosen) {
 }
 
 const machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model, memoryGb: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}`, loadAverage: { before: loadBefore, after: os.loadavg() } }
+// Each figure beside its target, and beside the Python filedge's where the bench knows it (PYTHON_FILEDGE in suites.ts says whence).
 const table = [
-  ['work', 'filedge', 'native', 'ratio', 'target', ''],
-  ...rows.map((row) => [row.work, row.filedge, row.native ?? '', row.ratio === undefined ? '' : `${row.ratio.toFixed(2)}×`, row.target, row.met === undefined ? '' : row.met ? 'met' : 'MISSED']),
+  ['work', 'filedge', 'native', 'ratio', 'target', '', 'Python filedge'],
+  ...rows.map((row) => [
+    row.work,
+    row.filedge,
+    row.native ?? '',
+    row.ratio === undefined ? '' : `${row.ratio.toFixed(2)}×`,
+    row.target,
+    row.met === undefined ? '' : row.met ? 'met' : 'MISSED',
+    row.ancestor ?? '',
+  ]),
 ]
 const widths = table[0].map((_, column) => Math.max(...table.map((line) => line[column].length)))
 console.log(`\nfiledge bench — ${machine.cores} cores, ${machine.cpu}, Node ${machine.node}, median of ${options.reps}, load average ${loadBefore[0].toFixed(1)} → ${machine.loadAverage.after[0].toFixed(1)}\n`)

@@ -1,10 +1,10 @@
 #!/usr/bin/env node
-// The CLI is compiled to dist/ by `npm install` (the `prepare` script).
+// The CLI is compiled and bundled into dist/bundle/ by `npm install` (the `prepare` script; build/bundle.mjs says why bundled).
 let cli
 try {
-  cli = await import('../dist/core/cli/main.js')
+  cli = await import('../dist/bundle/core/cli/main.js')
 } catch (error) {
-  if (error && error.code === 'ERR_MODULE_NOT_FOUND' && String(error.message).includes('dist/core/cli/main.js')) {
+  if (error && error.code === 'ERR_MODULE_NOT_FOUND' && String(error.message).includes('dist/bundle/core/cli/main.js')) {
     console.error('[filedge] not built yet: run `npm install` (or `npm run build`) in the filedge package first')
     process.exit(2)
   }

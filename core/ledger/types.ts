@@ -128,6 +128,17 @@ export interface SettledStat extends FileStat {
 }
 
 /**
+ * A stat cache entry whose file a live lease holds right now: another
+ * worker is loading those bytes (see LedgerStore.knownStats).
+ */
+export interface HeldStat extends FileStat {
+  readonly path: string
+  readonly hash: string
+  readonly state: 'PROCESSING'
+  readonly worker: string | null
+}
+
+/**
  * Why a claim that took over a lapsed lease hands back a `lapsed` lease:
  * `lapses` expired in a row, `maxLapses` allowed. The same text for both stores.
  */
@@ -384,6 +395,14 @@ export interface LedgerStore {
    * read for the whole run; a path absent here is hashed as usual.
    */
   settledStats(pipeline: string, maxAttempts: number): Promise<SettledStat[]>
+  /**
+   * The stat cache entries of these paths whose file is settled or held by
+   * a live lease now (by the store's clock): what a worker sharing the
+   * ledger asks before reading files, because another worker may have
+   * claimed or committed them since its run read `settledStats`. Optional:
+   * a store without it is not asked, and its files are read and claimed.
+   */
+  knownStats?(pipeline: string, paths: readonly string[], maxAttempts: number): Promise<(SettledStat | HeldStat)[]>
   /** Extends the lease; false if the token is no longer current. */
   heartbeat(key: LeaseKey, ttlMs: number): Promise<boolean>
   holds(key: LeaseKey): Promise<boolean>

@@ -74,6 +74,33 @@ export interface IngestOptions {
    * another attempt.
    */
   readonly forget?: boolean
+  /**
+   * Workers share the ledger (Postgres): an append pipeline whose file turns
+   * out held by another worker takes its waiting files in an order of its own
+   * from then on (see `scatter`).
+   */
+  readonly scatterWhenHeld?: boolean
+}
+
+/**
+ * The waiting files of a lane, shuffled. Workers listing the same files take
+ * them in the same order, in step: each read, hashed and claimed the files
+ * the other had just taken, and lost those claims (with two workers, about
+ * half its files). A file found held by another worker is the sign; in orders
+ * of their own the workers mostly meet files the other has already claimed or
+ * committed, which the stat cache's lookup skips unread (stat-cache.ts).
+ * Append files only: nothing depends on their order. A worker alone never
+ * sees a file held by another (but a dead worker's, until its lease expires),
+ * so its files go in the order they were listed.
+ */
+function scatter(pending: Map<string, FileCandidate>): void {
+  const entries = [...pending]
+  for (let index = entries.length - 1; index > 0; index--) {
+    const other = Math.floor(Math.random() * (index + 1))
+    ;[entries[index], entries[other]] = [entries[other], entries[index]]
+  }
+  pending.clear()
+  for (const [path, candidate] of entries) pending.set(path, candidate)
 }
 
 /** Files of one pipeline waiting for a slot, by path: a path queued again before its turn is read once, as it is then. */
@@ -140,6 +167,7 @@ export function createIngest(options: IngestOptions): Ingest {
       if (skip === undefined || options.skipsOnce === undefined || !options.skipsOnce.has(skip)) record(tally, outcome)
       if (skip !== undefined) options.skipsOnce?.add(skip)
       if (options.forget === true && outcome.hash !== undefined) context.inFlight.delete(inFlightKey(pipeline, outcome.hash))
+      if (options.scatterWhenHeld === true && outcome.kind === 'skipped' && outcome.reason === 'held' && pipeline.writeMode.kind === 'append') scatter(entry.pending)
       options.onOutcome?.(candidate, outcome)
     } catch (error) {
       context.hooks.log.call({ level: 'error', message: `${candidate.path}: ${describeError(error)}` })

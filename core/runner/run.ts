@@ -138,7 +138,7 @@ export async function run(options: RunOptions): Promise<RunSummary> {
       await hooks.afterRun.promise(result)
       return result
     }
-    const ingest = createIngest({ context: await fileRunContext(filedge, options.config, signal), tally, concurrency: options.concurrency })
+    const ingest = createIngest({ context: await fileRunContext(filedge, options.config, signal), tally, concurrency: options.concurrency, scatterWhenHeld: filedge.ledger.kind === 'postgres' })
     await Promise.all(
       filedge.pipelines.map(async (pipeline) => {
         if (!(await listInto(filedge, pipeline, signal, (entry) => ingest.submit(pipeline, entry)))) tally.sourceErrors++

@@ -1,5 +1,19 @@
-import type { LedgerStore, SettledStat } from '../ledger/types.js'
+import type { ResolvedPipeline } from '../config/types.js'
+import type { BeforeHashResult, FileCandidate } from '../hooks.js'
+import type { HeldStat, LedgerStore, SettledStat } from '../ledger/types.js'
 import type { Plugin } from '../plugin.js'
+
+/** What the stat cache says of a listed file whose entry matches it: skip it, and why. */
+function verdict(candidate: FileCandidate, known: SettledStat | HeldStat): BeforeHashResult | undefined {
+  if (known.version !== candidate.version || known.size !== candidate.size) return undefined
+  if (known.state === 'COMMITTED') return { skip: 'already committed (unchanged since it was read)', reason: 'committed', hash: known.hash }
+  if (known.state === 'PROCESSING') return { skip: `being loaded by ${known.worker ?? 'another worker'}`, reason: 'held', hash: known.hash }
+  return {
+    skip: `failed ${known.attempts} times (retry.attempts is ${candidate.pipeline.retry.attempts}); run \`filedge requeue\` to try again`,
+    reason: 'terminal',
+    hash: known.hash,
+  }
+}
 
 /**
  * The stat cache, as a built-in plugin on `beforeHash`: a file whose
@@ -33,15 +47,54 @@ export function statCachePlugin(ledger: LedgerStore): Plugin {
         const settled = cache?.get(candidate.path)
         if (settled === undefined) return undefined
         cache!.delete(candidate.path)
-        if (settled.version !== candidate.version || settled.size !== candidate.size) return undefined
-        return settled.state === 'COMMITTED'
-          ? { skip: 'already committed (unchanged since it was read)', reason: 'committed', hash: settled.hash }
-          : {
-              skip: `failed ${settled.attempts} times (retry.attempts is ${candidate.pipeline.retry.attempts}); run \`filedge requeue\` to try again`,
-              reason: 'terminal',
-              hash: settled.hash,
-            }
+        return verdict(candidate, settled)
       })
+      if (ledger.knownStats !== undefined) {
+        // Asked once another worker shows itself (a file it holds): a worker alone pays no round trip per file for it.
+        let shared = false
+        hooks.fileSkipped.tap(name, ({ reason }) => {
+          if (reason === 'held') shared = true
+        })
+        const ask = askedTogether(ledger.knownStats.bind(ledger))
+        hooks.beforeHash.tapPromise(name, async (candidate) => (shared ? ask(candidate) : undefined))
+      }
     },
   }
+}
+
+/**
+ * A ledger many workers share (Postgres) is asked again, for files the cache
+ * read at the start does not settle: another worker may have committed or
+ * claimed them since. Without this, two workers listing the same files read,
+ * hashed and claimed every file, each losing half the claims to the other
+ * (200 files × 1,000 rows: ~90 lost claims per worker, each a read and hash
+ * of the file and two statements). The files asked about in one event-loop
+ * turn go in one query per pipeline.
+ */
+function askedTogether(knownStats: NonNullable<LedgerStore['knownStats']>): (candidate: FileCandidate) => Promise<BeforeHashResult | undefined> {
+  let asked = new Map<ResolvedPipeline, { candidate: FileCandidate; resolve: (result: BeforeHashResult | undefined) => void }[]>()
+  const ask = () => {
+    const batch = asked
+    asked = new Map()
+    for (const [pipeline, waiting] of batch) {
+      knownStats(pipeline.name, [...new Set(waiting.map(({ candidate }) => candidate.path))], pipeline.retry.attempts).then(
+        (known) => {
+          const byPath = new Map(known.map((entry) => [entry.path, entry]))
+          for (const { candidate, resolve } of waiting) {
+            const entry = byPath.get(candidate.path)
+            resolve(entry === undefined ? undefined : verdict(candidate, entry))
+          }
+        },
+        // Only a shortcut: unanswered, the files are read and claimed, and the claim says what the ledger says.
+        () => waiting.forEach(({ resolve }) => resolve(undefined)),
+      )
+    }
+  }
+  return (candidate) =>
+    new Promise((resolve) => {
+      if (asked.size === 0) setImmediate(ask)
+      const waiting = asked.get(candidate.pipeline) ?? []
+      waiting.push({ candidate, resolve })
+      asked.set(candidate.pipeline, waiting)
+    })
 }

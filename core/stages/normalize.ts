@@ -1,4 +1,5 @@
-import { parse, tokenizer, tokTypes as tt, type Options, type Program, type Token } from 'acorn'
+import type { Options, Program, Token } from 'acorn'
+import { acorn } from './acorn.js'
 
 /**
  * Code as a stage hash sees it: what the program means, not how it is laid
@@ -88,7 +89,7 @@ function normalizeParsed(text: string, kind: keyof typeof WRAPPERS): NormalizedC
       const tokens: Token[] = []
       let program
       try {
-        program = parse(open + text + close, { ...PARSE_OPTIONS, sourceType, onToken: tokens })
+        program = acorn().parse(open + text + close, { ...PARSE_OPTIONS, sourceType, onToken: tokens })
       } catch {
         continue
       }
@@ -99,7 +100,7 @@ function normalizeParsed(text: string, kind: keyof typeof WRAPPERS): NormalizedC
 }
 
 function normalizeTokens(text: string): NormalizedCode {
-  const tokens = [...tokenizer(text, { ...PARSE_OPTIONS, sourceType: 'module' })]
+  const tokens = [...acorn().tokenizer(text, { ...PARSE_OPTIONS, sourceType: 'module' })]
   return { text: tokenTexts(tokens, text).join('\n'), imports: importsOf(tokens) }
 }
 
@@ -174,6 +175,7 @@ function tokenTexts(tokens: readonly ValuedToken[], source: string): string[] {
 }
 
 function tokenText(token: ValuedToken, source: string): string {
+  const tt = acorn().tokTypes
   switch (token.type) {
     case tt.string:
       return JSON.stringify(token.value)
@@ -196,6 +198,7 @@ function tokenText(token: ValuedToken, source: string): string {
 }
 
 function importsOf(tokens: readonly ValuedToken[]): string[] {
+  const tt = acorn().tokTypes
   const found: string[] = []
   tokens.forEach((token, i) => {
     const next = tokens[i + 1]

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import { basename, extname } from 'node:path'
-import { parse, tokenizer, tokTypes as tt, type Token } from 'acorn'
+import type { Token } from 'acorn'
+import { acorn } from './acorn.js'
 import { normalizeTree, PARSE_OPTIONS, POSITION_KEYS } from './normalize.js'
 
 /**
@@ -213,7 +214,7 @@ function declaredBy(statement: Node): string[] | undefined {
 function parseModule(source: string | undefined): Node | undefined {
   if (source === undefined) return undefined
   try {
-    return parse(source, { ...PARSE_OPTIONS, sourceType: 'module' }) as unknown as Node
+    return acorn().parse(source, { ...PARSE_OPTIONS, sourceType: 'module' }) as unknown as Node
   } catch {
     return undefined
   }
@@ -225,9 +226,10 @@ function parseModule(source: string | undefined): Node | undefined {
  * undefined when there is none or acorn cannot tokenize it.
  */
 function eraseTypes(source: string): string | undefined {
+  const tt = acorn().tokTypes
   let tokens: (Token & { value?: unknown })[]
   try {
-    tokens = [...tokenizer(source, { ...PARSE_OPTIONS, sourceType: 'module' })]
+    tokens = [...acorn().tokenizer(source, { ...PARSE_OPTIONS, sourceType: 'module' })]
   } catch {
     return undefined
   }

@@ -34,8 +34,18 @@ type Api = typeof import('@opentelemetry/api')
 
 let loading: Promise<Api | undefined> | undefined
 
-/** The API if it is installed (an optional peer dependency), once per process. */
+/**
+ * Where the API (1.x, our peer range) keeps what an SDK registered: a tracer
+ * or meter provider, a context manager, a propagator. Registering anything
+ * goes through the API, which creates this global; without it nothing was
+ * registered, and the API (46 modules, 35–45 ms of every start when it is
+ * installed) is not loaded to find that out.
+ */
+const REGISTERED = Symbol.for('opentelemetry.js.api.1')
+
+/** The API if it is installed (an optional peer dependency) and something registered with it, once per process. */
 function loadApi(): Promise<Api | undefined> {
+  if ((globalThis as Record<symbol, unknown>)[REGISTERED] === undefined) return Promise.resolve(undefined)
   loading ??= import('@opentelemetry/api').then(
     (api) => api,
     () => undefined,

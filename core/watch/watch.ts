@@ -102,7 +102,15 @@ export async function watch(options: WatchOptions): Promise<RunSummary> {
     }
     const failed = new Map<string, string>()
     const context = await fileRunContext(filedge, config, stop)
-    const ingest = createIngest({ context, tally, concurrency: options.concurrency, forget: true, skipsOnce, onOutcome: (candidate, outcome) => settled(candidate, outcome, failed) })
+    const ingest = createIngest({
+      context,
+      tally,
+      concurrency: options.concurrency,
+      forget: true,
+      skipsOnce,
+      scatterWhenHeld: filedge.ledger.kind === 'postgres',
+      onOutcome: (candidate, outcome) => settled(candidate, outcome, failed),
+    })
     return { config, filedge, ingest, ended: new AbortController(), watchers: [], failed }
   }
 

@@ -67,13 +67,46 @@ export function createGroupCommit(connection: () => SqliteDatabase, lock: Mutex)
   let members: Member[] = []
   let open = false
   let deferred = false
+  /** The connection's own temp_store, put back once a group is done. */
+  let own: number | undefined
+
+  /**
+   * A group's savepoints keep their sub-journal (the pages a file changed, as
+   * they were before it) in memory. With the connection's default temp_store
+   * SQLite spills a sub-journal over 64 KiB to a temporary file, and a group
+   * of small files passes that at once: 157,000 page writes, each a system
+   * call, over 5,000 small files, about as many as the database and its WAL
+   * got together. A sub-journal holds one file's pages at most (it is emptied
+   * when the file's savepoint is released), and groups hold only files up to
+   * GROUP_MAX_FILE_BYTES. Only while a group is open: temp_store also places
+   * temporary tables, and a cdc file stages all its rows in one. SQLite
+   * refuses to change it inside a transaction, so it is set before BEGIN and
+   * put back after COMMIT.
+   */
+  const inMemory = (db: SqliteDatabase, on: boolean) => {
+    own ??= db.pragma('temp_store', { simple: true }) as number
+    if (own === 2) return
+    try {
+      db.pragma(`temp_store = ${on ? 2 : own}`)
+    } catch {
+      // Still in a transaction SQLite did not end: the next group sets it again, and a cdc write gets it back with its own BEGIN after COMMIT.
+    }
+  }
 
   const commit = () => {
     if (!open) return
-    const group = members
-    members = []
     open = false
     const db = connection()
+    try {
+      settle(db)
+    } finally {
+      inMemory(db, false)
+    }
+  }
+
+  const settle = (db: SqliteDatabase) => {
+    const group = members
+    members = []
     if (!db.inTransaction) {
       // SQLite rolls the whole transaction back by itself on some errors (disk full, I/O): nothing of the group is in the table.
       const error = new FiledgeError('INTERNAL', 'SQLite rolled back the transaction these rows were in (see the error of the file that was writing); the file will be loaded again')
@@ -100,7 +133,13 @@ export function createGroupCommit(connection: () => SqliteDatabase, lock: Mutex)
       const db = connection()
       try {
         if (!open) {
-          await begin()
+          inMemory(db, true)
+          try {
+            await begin()
+          } catch (error) {
+            inMemory(db, false)
+            throw error
+          }
           open = true
         }
         db.exec('SAVEPOINT file')

@@ -150,6 +150,11 @@ export function sqlite(options: SqliteDestinationOptions): Destination {
         db = new Database(file)
         db.pragma('journal_mode = WAL')
         db.pragma('busy_timeout = 100')
+        // Checkpoints every ~40 MB of WAL rather than 4 MB: each stalls the event loop (better-sqlite3 is synchronous) for
+        // its page writes and two fsyncs, and pages a group of small files rewrites (the table's last page, the index's,
+        // the markers') are written back once per checkpoint. 5,000 small files: 580 fsyncs in the run, 355 with this and
+        // the ledger's alike (core/ledger/sqlite/store.ts). Durability is the WAL's, whatever the checkpoints do.
+        db.pragma('wal_autocheckpoint = 10000')
       }
       // Also on a client passed in: a connection opened on a WAL database starts at NORMAL (better-sqlite3
       // builds with SQLITE_DEFAULT_WAL_SYNCHRONOUS=1), which would silently void the durable default.

@@ -17,7 +17,7 @@ import { lastPondSuccess, pondEvents, pondOutcomes, recordPond } from './sql/pon
 import { advanceCursor, cursorEvents, cursorOf } from './sql/cursor.js'
 import { leaseHeld, releaseLease, renewLease, takeLease } from './sql/lease.js'
 import { release } from './sql/release.js'
-import { settledStats } from './sql/stats.js'
+import { knownStats, settledStats } from './sql/stats.js'
 import { postgresSnapshot } from './sql/export.js'
 import { requeue } from './sql/requeue.js'
 import { countStates, recentFailures } from './sql/status.js'
@@ -159,6 +159,7 @@ export async function openPostgresLedger(url: string, options: PostgresLedgerOpt
     describe: () => `postgres ${where}`,
     claim: (input) => claim(pool, t, input, at()),
     settledStats: (pipeline, maxAttempts) => settledStats(pool, t, pipeline, maxAttempts),
+    knownStats: (pipeline, paths, maxAttempts) => knownStats(pool, t, pipeline, paths, maxAttempts, at()),
     archived: (pipeline, hash, path, worker, what) => archived(pool, t, pipeline, hash, path, worker, what, at()),
     replayed: (pipeline, hash, loadId, path, worker, what) => replayed(pool, t, pipeline, hash, loadId, path, worker, what, at()),
     replaysTo: async (path) => (await replaysTo(pool, t, path)).map(toEvent),

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { lapsedMessage, type ClaimInput, type ClaimResult, type FileState } from '../../types.js'
-import { nowSql, type Queryable, type Tables } from '../db.js'
+import { nowSql, prepared, type Queryable, type Tables } from '../db.js'
 
 /**
  * claim: registers a discovered file and tries to lease it.
@@ -43,7 +43,8 @@ export async function claim(db: Queryable, t: Tables, input: ClaimInput, at: str
   const { pipeline, hash, path, worker } = input
   const version = input.version ?? null
   const registered = await db.query<{ is_new: boolean; path_new: boolean; prior_version: string | null }>(
-    `WITH inserted AS (
+    prepared(
+      `WITH inserted AS (
        INSERT INTO ${t.files} (pipeline, hash, path, size, state, attempts, created_at, updated_at)
        VALUES ($2, $3, $4, $5, 'PENDING', 0, ${now}, ${now})
        ON CONFLICT DO NOTHING
@@ -70,7 +71,8 @@ export async function claim(db: Queryable, t: Tables, input: ClaimInput, at: str
        ON CONFLICT (pipeline, path) DO UPDATE SET size = excluded.size, version = excluded.version, hash = excluded.hash
      )
      SELECT EXISTS (SELECT 1 FROM inserted) AS is_new, EXISTS (SELECT 1 FROM seen) AS path_new, (SELECT version FROM prior) AS prior_version`,
-    [at, pipeline, hash, path, input.size, worker, input.remember === true, version],
+      [at, pipeline, hash, path, input.size, worker, input.remember === true, version],
+    ),
   )
   const { is_new: isNew, path_new: pathNew, prior_version: prior } = registered.rows[0]
   // A path new to these bytes, or a known path with a new version; a row from before versions were kept says nothing.
@@ -87,7 +89,8 @@ export async function claim(db: Queryable, t: Tables, input: ClaimInput, at: str
     lapses: number | null
     load_id: string | null
   }>(
-    `WITH current AS (
+    prepared(
+      `WITH current AS (
        SELECT pipeline, hash, state, attempts, lapses, load_id, worker, COALESCE(state = 'PROCESSING' AND lease_expires_at < ${now}, false) AS expired
        FROM ${t.files} WHERE pipeline = $2 AND hash = $3
        FOR UPDATE SKIP LOCKED
@@ -125,7 +128,8 @@ export async function claim(db: Queryable, t: Tables, input: ClaimInput, at: str
      )
      SELECT d.state, d.attempts, d.worker, d.outcome, l.attempts AS attempt, l.lapses, l.load_id
      FROM decided d LEFT JOIN lease l ON true`,
-    [at, pipeline, hash, input.maxAttempts, token, input.ttlMs, worker, path, input.maxLapses, freshLoad, input.reopenOnArrival === true && arrived, version],
+      [at, pipeline, hash, input.maxAttempts, token, input.ttlMs, worker, path, input.maxLapses, freshLoad, input.reopenOnArrival === true && arrived, version],
+    ),
   )
   const row = leased.rows[0]
   if (row === undefined) return { status: 'skipped', reason: 'held', isNew, message: 'another worker is claiming or finishing it right now' }

@@ -1,5 +1,5 @@
 import type { LeaseKey, Quarantined } from '../../types.js'
-import { nowSql, type Queryable, type Tables } from '../db.js'
+import { nowSql, prepared, type Queryable, type Tables } from '../db.js'
 
 /**
  * complete: PROCESSING → COMMITTED with the row count, plus its event:
@@ -16,7 +16,8 @@ import { nowSql, type Queryable, type Tables } from '../db.js'
 export async function complete(db: Queryable, t: Tables, key: LeaseKey, rows: number, at: string | null, healed?: string, code?: string, quarantined?: Quarantined): Promise<boolean> {
   const now = nowSql('$1')
   const result = await db.query(
-    `WITH done AS (
+    prepared(
+      `WITH done AS (
        UPDATE ${t.files}
        SET state = 'COMMITTED', rows = $5, lapses = 0, error = NULL, lease_token = NULL, lease_expires_at = NULL, worker = $6, committed_at = ${now}, updated_at = ${now}, code = $9,
          quarantined = $10::bigint, sidecar = $11::text
@@ -25,7 +26,8 @@ export async function complete(db: Queryable, t: Tables, key: LeaseKey, rows: nu
      )
      INSERT INTO ${t.events} (at, pipeline, hash, event, from_state, to_state, attempt, worker, error, quarantined)
      SELECT updated_at, $2, $3, CASE WHEN $8::text IS NULL THEN 'file:committed' ELSE 'file:healed' END, 'PROCESSING', 'COMMITTED', $7::integer, $6, $8::text, $10::bigint FROM done`,
-    [at, key.pipeline, key.hash, key.token, rows, key.worker, key.attempt, healed ?? null, code ?? null, quarantined?.rows ?? null, quarantined?.sidecar ?? null],
+      [at, key.pipeline, key.hash, key.token, rows, key.worker, key.attempt, healed ?? null, code ?? null, quarantined?.rows ?? null, quarantined?.sidecar ?? null],
+    ),
   )
   return result.rowCount === 1
 }

@@ -55,7 +55,13 @@ function packageOf(specifier) {
 
 /** The package's public entry points, as `exports` names them, from tsc's output. */
 function entryPoints() {
-  const input = { 'core/cli/main': path.join(DIST, 'core/cli/main.js'), 'core/index': path.join(DIST, 'core/index.js'), 'test/conformance/index': path.join(DIST, 'test/conformance/index.js') }
+  const input = {
+    'core/cli/main': path.join(DIST, 'core/cli/main.js'),
+    'core/index': path.join(DIST, 'core/index.js'),
+    'test/conformance/index': path.join(DIST, 'test/conformance/index.js'),
+    // Not imported but started as a worker thread by its path (core/protect/pool.ts finds it from wherever the pool lands).
+    'core/protect/worker': path.join(DIST, 'core/protect/worker.js'),
+  }
   for (const kind of ['plugins', 'presets']) {
     for (const name of readdirSync(path.join(DIST, kind))) {
       const file = path.join(DIST, kind, name, 'index.js')

@@ -28,10 +28,14 @@ let next = 0
 
 function start(): Worker | undefined {
   if (worker !== undefined || unavailable) return worker
-  const script = new URL('./worker.js', import.meta.url)
-  // Only a built filedge has the worker's script beside this module (not one run from its TypeScript sources, as its
-  // tests do): without it, a worker would fail its first jobs instead of sealing them here.
-  if (script.protocol !== 'file:' || !existsSync(fileURLToPath(script))) {
+  // Beside this module when it is tsc's output (dist/core/protect/); bundled, this module is in a chunk (dist/bundle/chunks/)
+  // or an entry (dist/bundle/core/) and the worker is its own entry, dist/bundle/core/protect/worker.js. Run from the
+  // TypeScript sources (as in-process tests do) there is none: without one, a worker would fail its first jobs, so
+  // values are sealed here instead.
+  const script = [new URL('./worker.js', import.meta.url), new URL('../core/protect/worker.js', import.meta.url)].find(
+    (candidate) => candidate.protocol === 'file:' && existsSync(fileURLToPath(candidate)),
+  )
+  if (script === undefined) {
     unavailable = true
     return undefined
   }

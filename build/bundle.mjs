@@ -3,7 +3,7 @@
 //
 // Why: a run is mostly start-up when it has little to do. Unbundled, the CLI's start loaded ~370 files
 // (117 of ours, 100 of zod, 60 of fast-glob and its helpers, tapable, commander), each resolved, read
-// through a promise, compiled and linked on its own: an empty run took 0.65 s of CPU, 0.44 s bundled.
+// through a promise, compiled and linked on its own: an empty run took 0.75 s of CPU, 0.46 s bundled (medians of 10 alternating runs).
 //
 // One build with every public entry point, split into shared chunks, so that the CLI and a config that
 // imports `filedge` and `filedge/plugins/sqlite` share one instance of every module (an error class, a

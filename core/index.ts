@@ -45,6 +45,7 @@ export type {
 export { COLUMN_TYPES, WRITE_MODES } from './config/types.js'
 export { toMs } from './config/duration.js'
 export { toBytes } from './config/limits.js'
+export { fsyncPath, writeDurably } from './durable.js'
 export { RACY_MS } from './source/racy.js'
 export { env, isEnvRef, readEnv, redact, type EnvRef, type MaybeEnv } from './secrets.js'
 export {

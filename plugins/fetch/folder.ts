@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
-import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises'
 import path from 'node:path'
+import { fsyncPath, writeDurably } from '../../core/index.js'
 import { gzipSync } from 'node:zlib'
 import type { Position } from './pagination.js'
 
@@ -62,25 +63,6 @@ export interface Batch {
   readonly bytes: Buffer
   readonly sha256: string
   readonly manifest: Manifest
-}
-
-async function fsyncPath(file: string): Promise<void> {
-  const handle = await open(file, 'r')
-  try {
-    await handle.sync()
-  } finally {
-    await handle.close()
-  }
-}
-
-async function writeDurably(file: string, bytes: Buffer | string): Promise<void> {
-  const handle = await open(file, 'w')
-  try {
-    await handle.writeFile(bytes)
-    await handle.sync()
-  } finally {
-    await handle.close()
-  }
 }
 
 async function sha256Of(file: string): Promise<string | undefined> {

@@ -77,3 +77,30 @@ export interface Broker {
   /** Blanks the source's secrets out of a broker's error message. */
   hide(text: string): string
 }
+
+/**
+ * One waiter for the next delivery (a session's `next`): `wait` resolves when
+ * `wake` is called (a message arrived, the connection broke), at `until` (ms
+ * since the epoch), or when `signal` aborts, whichever comes first.
+ */
+export class Wakeup {
+  private waiting: (() => void) | undefined
+
+  wake(): void {
+    this.waiting?.()
+  }
+
+  wait(until: number, signal: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer)
+        signal.removeEventListener('abort', done)
+        this.waiting = undefined
+        resolve()
+      }
+      const timer = setTimeout(done, until - Date.now())
+      signal.addEventListener('abort', done, { once: true })
+      this.waiting = done
+    })
+  }
+}

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
-import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises'
 import path from 'node:path'
+import { fsyncPath, writeDurably } from '../../core/index.js'
 import { gzipSync } from 'node:zlib'
 import type { Batch, DeadLetter } from './batch.js'
 import { ordered, toRanges } from './batch.js'
@@ -77,25 +78,6 @@ export interface Prepared {
   readonly manifest: Manifest
   readonly data?: Buffer
   readonly dead?: Buffer
-}
-
-async function fsyncPath(file: string): Promise<void> {
-  const handle = await open(file, 'r')
-  try {
-    await handle.sync()
-  } finally {
-    await handle.close()
-  }
-}
-
-async function writeDurably(file: string, bytes: Buffer | string): Promise<void> {
-  const handle = await open(file, 'w')
-  try {
-    await handle.writeFile(bytes)
-    await handle.sync()
-  } finally {
-    await handle.close()
-  }
 }
 
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex')

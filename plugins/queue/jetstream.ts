@@ -1,6 +1,6 @@
 import type { ConsumerInfo, JsMsg } from '@nats-io/jetstream'
 import { FiledgeError, readEnv, redact, type Logger, type MaybeEnv } from '../../core/index.js'
-import type { Broker, BrokerSession, Delivery } from './broker.js'
+import { Wakeup, type Broker, type BrokerSession, type Delivery } from './broker.js'
 import type { JetStreamSettings } from './options.js'
 
 /**
@@ -135,20 +135,20 @@ export function jetstreamBroker(settings: JetStreamSettings): Broker {
     const held = new WeakMap<Delivery, JsMsg>()
     let outstanding = 0
     let broken: Error | undefined
-    let wake: (() => void) | undefined
+    const wakeup = new Wakeup()
     let closed = false
     void (async () => {
       try {
         for await (const message of messages) {
           outstanding++
           queue.push(message)
-          wake?.()
+          wakeup.wake()
         }
         if (!closed) broken = new Error('the consumer stopped delivering')
       } catch (error) {
         broken = error as Error
       }
-      wake?.()
+      wakeup.wake()
     })()
 
     const delivery = (message: JsMsg): Delivery => {
@@ -168,17 +168,7 @@ export function jetstreamBroker(settings: JetStreamSettings): Broker {
           if (broken !== undefined) throw broken
           const wait = until - Date.now()
           if (wait <= 0 || signal.aborted) return undefined
-          await new Promise<void>((resolve) => {
-            const done = () => {
-              clearTimeout(timer)
-              signal.removeEventListener('abort', done)
-              wake = undefined
-              resolve()
-            }
-            const timer = setTimeout(done, wait)
-            signal.addEventListener('abort', done, { once: true })
-            wake = done
-          })
+          await wakeup.wait(until, signal)
         }
       },
       async ack(deliveries) {

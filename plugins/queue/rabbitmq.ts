@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { ConsumeMessage } from 'amqplib'
 import { FiledgeError, readEnv, redact, type Logger } from '../../core/index.js'
-import type { Broker, BrokerSession, Delivery } from './broker.js'
+import { Wakeup, type Broker, type BrokerSession, type Delivery } from './broker.js'
 import type { RabbitMqSettings } from './options.js'
 
 /**
@@ -95,10 +95,10 @@ export function rabbitMqBroker(settings: RabbitMqSettings): Broker {
     async open(logger: Logger): Promise<BrokerSession> {
       const connection = await connect()
       let broken: Error | undefined
-      let wake: (() => void) | undefined
+      const wakeup = new Wakeup()
       const lost = (error?: Error) => {
         broken ??= error ?? new Error('the connection to RabbitMQ closed')
-        wake?.()
+        wakeup.wake()
       }
       connection.on('error', (error: Error) => lost(error))
       connection.on('close', () => lost())
@@ -121,7 +121,7 @@ export function rabbitMqBroker(settings: RabbitMqSettings): Broker {
                 return
               }
               queue.push(message)
-              wake?.()
+              wakeup.wake()
             },
             { noAck: false, exclusive: true },
           )
@@ -152,17 +152,7 @@ export function rabbitMqBroker(settings: RabbitMqSettings): Broker {
               if (broken !== undefined) throw broken
               const wait = until - Date.now()
               if (wait <= 0 || signal.aborted) return undefined
-              await new Promise<void>((resolve) => {
-                const done = () => {
-                  clearTimeout(timer)
-                  signal.removeEventListener('abort', done)
-                  wake = undefined
-                  resolve()
-                }
-                const timer = setTimeout(done, wait)
-                signal.addEventListener('abort', done, { once: true })
-                wake = done
-              })
+              await wakeup.wait(until, signal)
             }
           },
           async ack(deliveries) {

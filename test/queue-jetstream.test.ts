@@ -117,11 +117,14 @@ describeBroker('jetstream', 'queue source recovery', () => {
 
     // The next holder finishes batch 1, then goes on; the messages of batch 1 come back after the ack wait (2 s).
     const second = await (await p.source(ledger)).consumeNow({ signal: signal() })
-    expect(second).toMatchObject({ status: 'consumed', batches: 2, records: 20, redelivered: 10 })
-    expect(p.dataFiles()).toHaveLength(3)
+    // 20 new records make 2 batches of maxRecords (10) each, unless a stall on a busy machine outlasted maxWait and closed one early:
+    // then there are more, and the files and the cursor say the same.
+    expect(second).toMatchObject({ status: 'consumed', records: 20, redelivered: 10 })
+    expect(second.batches).toBeGreaterThanOrEqual(2)
+    expect(p.dataFiles()).toHaveLength(1 + second.batches)
     expect(p.records().sort()).toEqual(ids(30).sort())
     expect(p.staged()).toEqual([])
-    expect((await ledger.cursorEvents('queue:orders')).map((event) => JSON.parse(event.to).batch)).toEqual([1, 2, 3])
+    expect((await ledger.cursorEvents('queue:orders')).map((event) => JSON.parse(event.to).batch)).toEqual(Array.from({ length: 1 + second.batches }, (_, index) => index + 1))
     expect(await p.q.backlog()).toEqual({ ready: 0, unacknowledged: 0 })
   })
 

@@ -163,9 +163,12 @@ export function createIngest(options: IngestOptions): Ingest {
   const ingestOne = async (pipeline: ResolvedPipeline, candidate: FileCandidate, entry: Lane) => {
     try {
       const outcome = await ingestFile(candidate, context)
-      const skip = outcome.kind === 'skipped' ? `${pipeline.name}\u0000${candidate.path}\u0000${candidate.version}\u0000${outcome.reason}` : undefined
+      const key = (reason: string) => `${pipeline.name}\u0000${candidate.path}\u0000${candidate.version}\u0000${reason}`
+      const skip = outcome.kind === 'skipped' ? key(outcome.reason) : undefined
       if (skip === undefined || options.skipsOnce === undefined || !options.skipsOnce.has(skip)) record(tally, outcome)
       if (skip !== undefined) options.skipsOnce?.add(skip)
+      // A version this watch committed, listed again by a rescan (a reload, a watcher event and a sweep racing), is not a skip of its own.
+      else if (outcome.kind === 'committed') options.skipsOnce?.add(key('committed'))
       if (options.forget === true && outcome.hash !== undefined) context.inFlight.delete(inFlightKey(pipeline, outcome.hash))
       if (options.scatterWhenHeld === true && outcome.kind === 'skipped' && outcome.reason === 'held' && pipeline.writeMode.kind === 'append') scatter(entry.pending)
       options.onOutcome?.(candidate, outcome)

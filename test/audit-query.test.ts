@@ -30,6 +30,56 @@ const QUESTIONS = {
   slowestFiles: "SELECT pipeline, path, rows, committed_at - created_at AS took FROM files WHERE state = 'COMMITTED' ORDER BY took DESC, path LIMIT 10",
 }
 
+/**
+ * Top-N queries the store may cut to the rows they can return
+ * (LedgerSnapshot.top), each with a tie-break so the answer is one; `{and}`
+ * is where a condition goes that keeps every row but stops the cut, for the
+ * same answer over every row.
+ */
+const TOP_QUERIES = {
+  slowest: "SELECT pipeline, path, rows, committed_at - created_at AS took FROM files WHERE {and} state = 'COMMITTED' ORDER BY took DESC, path LIMIT 10",
+  fewestRowsWithOffset: "SELECT hash, rows FROM files WHERE {and} state IN ('COMMITTED') ORDER BY rows, hash LIMIT 7 OFFSET 3",
+  lastCommittedNullsLast: 'SELECT hash, committed_at FROM files WHERE {and} true ORDER BY committed_at DESC, hash LIMIT 5',
+  firstCommittedByPosition: 'SELECT hash, committed_at FROM files WHERE {and} true ORDER BY 2 ASC NULLS LAST, 1 LIMIT 3',
+  leaseByAlias: 'SELECT hash, lease_expires_at AS expires FROM files f WHERE {and} true ORDER BY expires DESC, hash LIMIT 4',
+  attemptsTied: "SELECT hash, attempts FROM files WHERE {and} state = 'FAILED' ORDER BY attempts DESC, hash LIMIT 2",
+  fewerThanAsked: "SELECT hash, committed_at FROM files WHERE {and} state = 'FAILED' ORDER BY committed_at DESC, hash LIMIT 5",
+}
+
+/** Each top query answers as it does over every row, reading fewer rows (all, when fewer have a key than it asks for). */
+async function checkTops(ledger: LedgerStore): Promise<void> {
+  for (const [name, template] of Object.entries(TOP_QUERIES)) {
+    const cut = await queryLedger(ledger, template.replace('WHERE {and} true ', '').replace('{and} ', ''))
+    const whole = await queryLedger(ledger, template.replace('{and}', 'length(hash) > 0 AND'))
+    expect(cut.rows.length, name).toBeGreaterThan(0)
+    expect(toJson(cut), name).toEqual(toJson(whole))
+    expect(whole.loaded[0].where.some((filter) => 'min' in filter || 'max' in filter), name).toBe(false)
+    if (name === 'fewerThanAsked') {
+      expect(cut.loaded[0].rows, name).toBe(whole.loaded[0].rows)
+      continue
+    }
+    expect(cut.loaded[0].where.filter((filter) => 'min' in filter || 'max' in filter), name).toHaveLength(1)
+    expect(cut.loaded[0].rows, name).toBeLessThan(whole.loaded[0].rows / 2)
+    if (name === 'attemptsTied') {
+      // Every failed file tied with the second most attempts is read: any of them could be the second.
+      const tied = await queryLedger(ledger, "SELECT count(*) AS n FROM files WHERE state = 'FAILED' AND attempts >= (SELECT attempts FROM files WHERE state = 'FAILED' ORDER BY attempts DESC LIMIT 1 OFFSET 1)")
+      expect(toJson(tied), name).toEqual([{ n: cut.loaded[0].rows }])
+      expect(cut.loaded[0].rows, name).toBeGreaterThan(2)
+    } else expect(cut.loaded[0].rows, name).toBeLessThan(whole.loaded[0].rows / 10)
+  }
+  // Not cut: an aggregate, a condition the store would widen, NULLs first.
+  for (const [sql, where] of [
+    ["SELECT count(*) AS n FROM files WHERE state = 'COMMITTED' ORDER BY 1 LIMIT 1", [{ column: 'state', in: ['COMMITTED'] }]],
+    ['SELECT hash, rows FROM files WHERE rows > 10 ORDER BY rows DESC, hash LIMIT 3', [{ column: 'rows', min: 10 }]],
+    ['SELECT hash FROM files ORDER BY committed_at DESC NULLS FIRST, hash LIMIT 3', []],
+    ['SELECT DISTINCT rows FROM files ORDER BY rows DESC LIMIT 3', []],
+  ] as const) {
+    const result = await queryLedger(ledger, sql)
+    expect(result.loaded[0].where, sql).toEqual(where)
+    expect(toJson(result), sql).toEqual(toJson(await queryLedger(ledger, sql.replace('FROM files', 'FROM files, (SELECT 1) AS one'))))
+  }
+}
+
 const NOW = Date.parse('2026-01-31T00:00:00Z')
 const FILES = 3_000
 
@@ -189,6 +239,10 @@ describe('filedge query over a synthetic ledger (SQLite)', () => {
     expect(slowest[0].took).toMatch(/^00:00:\d\d\.\d+$/)
   })
 
+  it('cuts a top-N to the rows it can return, ties included, and answers as over every row', async () => {
+    await checkTops(ledger)
+  })
+
   it('pushes a lower bound on now() to the store, but not an upper one (the clock moves on before the query runs)', async () => {
     const recent = await queryLedger(ledger, 'SELECT count(*) AS n FROM files WHERE updated_at > now() - INTERVAL 3650 DAY AND created_at < now()')
     expect(recent.loaded[0].where).toEqual([{ column: 'updated_at', min: expect.any(Number) }])
@@ -268,8 +322,13 @@ describePostgres('filedge query: both ledgers answer alike', () => {
     await dropSchema(schema)
   })
 
+  it('Postgres cuts a top-N to the rows it can return, ties included, and answers as over every row', async () => {
+    await checkTops(postgresLedger)
+  })
+
   for (const [name, sql] of Object.entries({
     ...QUESTIONS,
+    ...Object.fromEntries(Object.entries(TOP_QUERIES).map(([key, template]) => [key, template.replace('WHERE {and} true ', '').replace('{and} ', '')])),
     everyFile: 'SELECT * FROM files ORDER BY pipeline, hash',
     everyEvent: 'SELECT * EXCLUDE (id) FROM events ORDER BY pipeline, hash, id',
     loads: 'SELECT * FROM loads ORDER BY pipeline, hash, started_at',

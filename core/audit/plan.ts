@@ -45,6 +45,21 @@ export interface TableNeed {
   /** Conditions that come with a view (already values). */
   readonly fixed: readonly ExportFilter[]
   readonly pending: readonly PendingFilter[]
+  /**
+   * The query reads at most the first `count` rows of the table in the order
+   * of `column` (less `minus`), NULLs last; `pending` is then exactly its
+   * WHERE. See topOf.
+   */
+  readonly top?: TopNeed
+}
+
+export interface TopNeed {
+  readonly column: QueryColumn
+  readonly minus?: QueryColumn
+  readonly descending: boolean
+  /** Whether the order relies on DuckDB's defaults (ascending, NULLs last) for its direction or its NULLs. */
+  readonly defaults: boolean
+  readonly count: number
 }
 
 type Node = Record<string, unknown>
@@ -147,6 +162,126 @@ function pushable(condition: unknown, ref: Ref, table: QueryTable): PendingFilte
   return []
 }
 
+/** The most rows a top pushdown is for: past that, reading them all costs little more than sorting them on the server. */
+const TOP_MAX = 100_000
+
+/** Scalar functions a SELECT list may hold for its rows to be the table's own, one for one (no aggregate, no window). */
+const ROW_FUNCTIONS = new Set([
+  ...STABLE_FUNCTIONS,
+  'upper', 'lower', 'length', 'substr', 'substring', 'concat', '||', 'coalesce', 'ifnull', 'nullif', 'round', 'abs', 'floor', 'ceil',
+  'date_diff', 'datediff', 'date_part', 'datepart', 'extract', 'epoch', 'epoch_ms', 'strftime', 'replace', 'split_part', 'left', 'right',
+  'trim', 'ltrim', 'rtrim', 'starts_with', 'ends_with', 'contains', 'prefix', 'suffix', 'regexp_replace', 'regexp_matches', 'to_json',
+])
+
+/** An expression computed from one row alone: no aggregate, window, subquery or unknown function. */
+function perRow(node: unknown): boolean {
+  if (Array.isArray(node)) return node.every(perRow)
+  if (!isNode(node)) return true
+  switch (node.class) {
+    case 'COLUMN_REF':
+    case 'CONSTANT':
+      return true
+    case 'STAR':
+      return node.expr == null && Object.keys((node.replace_list as object | undefined) ?? {}).length === 0
+    case 'CAST':
+      return perRow(node.child)
+    case 'OPERATOR':
+    case 'CONJUNCTION':
+      return perRow(node.children)
+    case 'COMPARISON':
+      return perRow(node.left) && perRow(node.right)
+    case 'BETWEEN':
+      return perRow(node.input) && perRow(node.lower) && perRow(node.upper)
+    case 'CASE':
+      return perRow(node.case_checks) && perRow(node.else_expr)
+    case 'FUNCTION': {
+      const orders = (node.order_bys as { orders?: unknown[] } | undefined)?.orders ?? []
+      return ROW_FUNCTIONS.has(String(node.function_name).toLowerCase()) && node.filter == null && node.distinct !== true && orders.length === 0 && perRow(node.children)
+    }
+    default:
+      return false
+  }
+}
+
+/** A non-negative integer literal. */
+function count(node: unknown): number | undefined {
+  if (!isNode(node) || node.class !== 'CONSTANT') return undefined
+  const value = (node.value as { value?: unknown; is_null?: boolean } | undefined)?.value
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 ? value : undefined
+}
+
+/**
+ * A top-N the store can cut the rows to: `SELECT … FROM t [WHERE …] ORDER BY
+ * key … LIMIT n [OFFSET m]`, t read once, as the sole item of the FROM.
+ * Only the first n + m rows in the order of the first key can be read, ties
+ * with the last of them included, so the store may keep only those
+ * (LedgerSnapshot.top); DuckDB then runs the query as written.
+ *
+ * It holds only when the rows the store keeps are exactly those the WHERE
+ * keeps (a superset would put its own rows among the first n and push out
+ * some the query reads), so every condition of the WHERE must be a text
+ * column `=` or `IN` text literals, which the store applies exactly; and
+ * only when each row of the result is one row of the table: no GROUP BY,
+ * aggregate, window, DISTINCT, HAVING, QUALIFY, SAMPLE or subquery in the
+ * SELECT. The key is an integer or time column, or one such column less
+ * another of its kind (`committed_at - created_at`), by name, by its alias
+ * in the SELECT list, or by position.
+ */
+function topOf(owner: Node, ref: Ref, table: QueryTable): TopNeed | undefined {
+  const modifiers = (owner.modifiers as Node[] | undefined) ?? []
+  if (modifiers.length !== 2 || modifiers[0].type !== 'ORDER_MODIFIER' || modifiers[1].type !== 'LIMIT_MODIFIER') return undefined
+  if ((owner.group_expressions as unknown[] | undefined)?.length || owner.having != null || owner.qualify != null || owner.sample != null) return undefined
+  if (owner.aggregate_handling !== 'STANDARD_HANDLING') return undefined
+  const list = (owner.select_list as Node[] | undefined) ?? []
+  if (!list.every(perRow)) return undefined
+  const limit = count(modifiers[1].limit)
+  const offset = modifiers[1].offset == null ? 0 : count(modifiers[1].offset)
+  if (limit === undefined || offset === undefined || limit === 0 || limit + offset > TOP_MAX) return undefined
+  for (const condition of conjuncts(owner.where_clause)) {
+    const pushed = pushable(condition, ref, table)
+    if (pushed.length !== 1 || pushed[0].kind !== 'in' || pushed[0].column.type !== 'VARCHAR') return undefined
+  }
+  const first = ((modifiers[0].orders as Node[] | undefined) ?? [])[0]
+  // Spelled as DuckDB serializes them; anything else (NULLS FIRST) is not cut.
+  if (first === undefined || !['ORDER_DEFAULT', 'NULLS LAST', 'NULLS_LAST'].includes(String(first.null_order)) || !['ORDER_DEFAULT', 'ASCENDING', 'DESCENDING'].includes(String(first.type))) return undefined
+  const key = keyOf(first.expression, list, ref, table)
+  if (key === undefined) return undefined
+  const descending = first.type === 'DESCENDING'
+  const defaults = first.null_order === 'ORDER_DEFAULT' || first.type === 'ORDER_DEFAULT'
+  return { ...key, descending, defaults, count: limit + offset }
+}
+
+const ORDERABLE = new Set(['BIGINT', 'INTEGER', 'TIMESTAMP'])
+
+/** What an ORDER BY key sorts by, as columns of the table: a column, or one less another of its kind. */
+function keyOf(expression: unknown, list: readonly Node[], ref: Ref, table: QueryTable): { column: QueryColumn; minus?: QueryColumn } | undefined {
+  if (!isNode(expression)) return undefined
+  // By position, or by a SELECT alias (which DuckDB binds before a column): the item it names.
+  const position = count(expression)
+  if (position !== undefined) {
+    if (list.some((item) => item.class === 'STAR')) return undefined
+    return position >= 1 && position <= list.length ? keyOf(withoutAlias(list[position - 1]), [], ref, table) : undefined
+  }
+  if (expression.class === 'COLUMN_REF' && (expression.column_names as string[]).length === 1) {
+    const name = (expression.column_names as string[])[0].toLowerCase()
+    const aliased = list.find((item) => String(item.alias ?? '').toLowerCase() === name)
+    if (aliased !== undefined) return keyOf(withoutAlias(aliased), [], ref, table)
+  }
+  const column = columnOf(expression, ref, table)
+  if (column !== undefined) return ORDERABLE.has(column.type) ? { column } : undefined
+  if (expression.class === 'FUNCTION' && expression.function_name === '-' && (expression.children as unknown[]).length === 2) {
+    const [a, b] = (expression.children as unknown[]).map((child) => columnOf(child, ref, table))
+    if (a === undefined || b === undefined || !ORDERABLE.has(a.type) || !ORDERABLE.has(b.type)) return undefined
+    if ((a.type === 'TIMESTAMP') !== (b.type === 'TIMESTAMP')) return undefined
+    return { column: a, minus: b }
+  }
+  return undefined
+}
+
+function withoutAlias(item: Node): Node {
+  return { ...item, alias: '' }
+}
+
 /** The cheapest column of a table, for a query that reads its rows but none of its columns (`count(*)`). */
 function cheapest(table: QueryTable): QueryColumn {
   return table.columns.find((column) => column.type !== 'VARCHAR') ?? table.columns[0]
@@ -206,6 +341,7 @@ export function planQuery(ast: unknown): TableNeed[] {
     const only = mine.length === 1 && !everyTable && !shadowed ? mine[0] : undefined
     if (only?.view !== undefined) return { table, columns, fixed: queryView(only.view)!.where ?? [], pending: [] }
     const pending = only?.owner === undefined ? [] : conjuncts(only.owner.where_clause).flatMap((condition) => pushable(condition, only, table))
-    return { table, columns, fixed: [], pending }
+    const top = only?.owner === undefined ? undefined : topOf(only.owner, only, table)
+    return { table, columns, fixed: [], pending, ...(top === undefined ? {} : { top }) }
   })
 }

@@ -82,26 +82,55 @@ export type ExportTable = keyof typeof EXPORT_TABLES
 /**
  * Rows to read: `in` keeps rows whose column holds one of the values; a
  * bound keeps rows whose integer or time column is within it (inclusive;
- * times as ms since the epoch); `any` keeps rows that one of its filters
- * keeps. NULL matches nothing, as in SQL.
+ * times as ms since the epoch); with `minus`, the bound is on the column
+ * less another of its kind (two integers, or two times: a duration in ms);
+ * `any` keeps rows that one of its filters keeps. NULL matches nothing, as
+ * in SQL.
  */
 export type ExportFilter =
   | { readonly column: string; readonly in: readonly (string | number)[] }
-  | { readonly column: string; readonly min: number }
-  | { readonly column: string; readonly max: number }
+  | { readonly column: string; readonly minus?: string; readonly min: number }
+  | { readonly column: string; readonly minus?: string; readonly max: number }
   | { readonly any: readonly ExportFilter[] }
 
-/** A filter as SQL, for a store: `column` quotes a (checked) column, `value` adds a parameter and returns its placeholder. */
-export function filterSql(
-  table: ExportTable,
-  filter: ExportFilter,
-  sql: { column(column: ExportColumn): string; values(column: ExportColumn, values: readonly (string | number)[]): string; bound(column: ExportColumn, value: number, side: 'min' | 'max'): string },
-): string {
+/**
+ * The rows a query's `ORDER BY <key> LIMIT <count>` can reach, asked of the
+ * store before it reads them (`LedgerSnapshot.top`): the key is `column`, or
+ * `column - minus` (as in ExportFilter); rows are those `where` keeps.
+ */
+export interface TopRequest {
+  readonly table: ExportTable
+  readonly column: string
+  readonly minus?: string
+  readonly descending: boolean
+  readonly count: number
+  readonly where: readonly ExportFilter[]
+}
+
+/** How a store writes a filter's parts in its SQL. */
+export interface FilterSql {
+  /** A (checked) column, quoted. */
+  column(column: ExportColumn): string
+  /** ` IN (…)` or its like: the values as parameters. */
+  values(column: ExportColumn, values: readonly (string | number)[]): string
+  /** A bound on the column as the store compares it (times: ms since the epoch). */
+  bound(column: ExportColumn, value: number, side: 'min' | 'max'): string
+  /** `a - b` as a number: integers as they are, times as ms. */
+  difference(a: ExportColumn, b: ExportColumn): string
+  /** A number, as a parameter. */
+  number(value: number): string
+}
+
+/** A filter as SQL, for a store. */
+export function filterSql(table: ExportTable, filter: ExportFilter, sql: FilterSql): string {
   if ('any' in filter) return `(${filter.any.map((inner) => filterSql(table, inner, sql)).join(' OR ')})`
   const column = exportColumn(table, filter.column)
   if ('in' in filter) return `${sql.column(column)} ${sql.values(column, filter.in)}`
   const side = 'min' in filter ? 'min' : 'max'
-  return `${sql.column(column)} ${side === 'min' ? '>=' : '<='} ${sql.bound(column, side === 'min' ? (filter as { min: number }).min : (filter as { max: number }).max, side)}`
+  const value = side === 'min' ? (filter as { min: number }).min : (filter as { max: number }).max
+  const operator = side === 'min' ? '>=' : '<='
+  if (filter.minus !== undefined) return `${sql.difference(column, exportColumn(table, filter.minus))} ${operator} ${sql.number(value)}`
+  return `${sql.column(column)} ${operator} ${sql.bound(column, value, side)}`
 }
 
 export interface ExportRequest {
@@ -152,6 +181,16 @@ export interface LedgerSnapshot {
    * time the pages took.
    */
   readonly copy?: (request: ExportRequest, dir: string) => AsyncIterable<ExportPart>
+  /**
+   * The key of the `count`-th row when the rows `where` keeps are ordered by
+   * the request's key (descending or not), rows whose key is NULL left out;
+   * null when fewer rows have one. Times and durations in ms (an instant
+   * exactly, a duration within 1 ms), integers as they are. A bound at that
+   * key keeps every row an `ORDER BY key LIMIT count` over those rows can
+   * return, ties included: `filedge query` reads 10 files of a million for
+   * "the slowest 10".
+   */
+  readonly top?: (request: TopRequest) => Promise<number | null>
   /** Ends the read transaction. */
   close(): Promise<void>
 }
@@ -174,18 +213,38 @@ export function exportColumn(table: ExportTable, name: string): ExportColumn {
  * names it holds are spliced into SQL, so only the known ones pass.
  */
 export function checkExport(request: ExportRequest): ExportColumn[] {
-  if (!Object.hasOwn(EXPORT_TABLES, request.table)) throw new FiledgeError('INTERNAL', `ledger export: no table ${JSON.stringify(request.table)}`)
+  checkTable(request.table)
   if (request.columns.length === 0) throw new FiledgeError('INTERNAL', `ledger export: no columns asked of ${request.table}`)
+  checkFilters(request.table, request.where ?? [])
+  return request.columns.map((name) => exportColumn(request.table, name))
+}
+
+/** Checks a top request as checkExport does a read; returns its key's columns. */
+export function checkTop(request: TopRequest): { readonly column: ExportColumn; readonly minus?: ExportColumn } {
+  checkTable(request.table)
+  if (!Number.isSafeInteger(request.count) || request.count < 1) throw new FiledgeError('INTERNAL', `ledger export: a top of ${request.count} rows`)
+  checkFilters(request.table, [...request.where, { column: request.column, ...(request.minus === undefined ? {} : { minus: request.minus }), min: 0 }])
+  const column = exportColumn(request.table, request.column)
+  return request.minus === undefined ? { column } : { column, minus: exportColumn(request.table, request.minus) }
+}
+
+function checkTable(table: ExportTable): void {
+  if (!Object.hasOwn(EXPORT_TABLES, table)) throw new FiledgeError('INTERNAL', `ledger export: no table ${JSON.stringify(table)}`)
+}
+
+function checkFilters(table: ExportTable, where: readonly ExportFilter[]): void {
   const check = (filter: ExportFilter): void => {
     if ('any' in filter) {
-      if (filter.any.length === 0) throw new FiledgeError('INTERNAL', `ledger export: an empty "any" filter on ${request.table}`)
+      if (filter.any.length === 0) throw new FiledgeError('INTERNAL', `ledger export: an empty "any" filter on ${table}`)
       return filter.any.forEach(check)
     }
-    const column = exportColumn(request.table, filter.column)
-    if ('in' in filter ? filter.in.length === 0 : column.kind === 'text') throw new FiledgeError('INTERNAL', `ledger export: unusable filter on ${request.table}.${column.name}`)
+    const column = exportColumn(table, filter.column)
+    if ('in' in filter ? filter.in.length === 0 : column.kind === 'text') throw new FiledgeError('INTERNAL', `ledger export: unusable filter on ${table}.${column.name}`)
+    if ('minus' in filter && filter.minus !== undefined && exportColumn(table, filter.minus).kind !== column.kind) {
+      throw new FiledgeError('INTERNAL', `ledger export: ${table}.${column.name} - ${filter.minus}: not two columns of one kind`)
+    }
   }
-  ;(request.where ?? []).forEach(check)
-  return request.columns.map((name) => exportColumn(request.table, name))
+  where.forEach(check)
 }
 
 /** The snapshot of a ledger that does not exist yet (a SQLite file no run has created): every table empty. */

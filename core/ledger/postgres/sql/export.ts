@@ -2,7 +2,7 @@ import { createWriteStream } from 'node:fs'
 import path from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import type pg from 'pg'
-import { checkExport, EXPORT_PAGE_ROWS, filterSql, type ExportPage, type ExportPart, type ExportRequest, type ExportTable, type LedgerSnapshot } from '../../export.js'
+import { checkExport, checkTop, EXPORT_PAGE_ROWS, filterSql, type ExportColumn, type ExportFilter, type ExportPage, type ExportPart, type ExportRequest, type ExportTable, type LedgerSnapshot, type TopRequest } from '../../export.js'
 import type { Tables } from '../db.js'
 
 /**
@@ -66,6 +66,7 @@ export async function postgresSnapshot(pool: pg.Pool, t: Tables, at: string | nu
       times: 'us',
       read: (request) => (byBlocks ? blockPages(readers, t, request) : keyPages(client, t, request)),
       ...(byBlocks ? { copy: (request: ExportRequest, dir: string) => copyParts(readers, t, request, dir) } : {}),
+      top: (request) => top(client, t, request),
       close: release,
     }
   } catch (error) {
@@ -98,7 +99,7 @@ interface Setting {
  */
 function parts(t: Tables, request: ExportRequest) {
   const columns = checkExport(request)
-  const table = { files: t.files, file_paths: t.paths, events: t.events, pond_events: t.pondEvents }[request.table]
+  const table = tableOf(t, request.table)
   const values: unknown[] = []
   const settings: Setting[] = []
   const placeholder = {
@@ -110,14 +111,7 @@ function parts(t: Tables, request: ExportRequest) {
       return `(SELECT current_setting('${name}')::${type})::${type}`
     },
   }
-  const conditions = (mode: keyof typeof placeholder) =>
-    (request.where ?? []).map((filter) =>
-      filterSql(request.table, filter, {
-        column: (column) => `"${column.name}"`,
-        values: (column, list) => `= ANY(${placeholder[mode](list, column.kind === 'text' ? 'text[]' : 'float8[]')})`,
-        bound: (column, ms) => (column.kind === 'time' ? `to_timestamp(${placeholder[mode](ms, 'float8')} / 1000)` : placeholder[mode](ms, 'float8')),
-      }),
-    )
+  const conditions = (mode: keyof typeof placeholder) => filtersSql(request.table, request.where ?? [], placeholder[mode])
   const where = conditions('query')
   const copyWhere = conditions('copy')
   // Times as µs since the epoch: date_part is float8 seconds, within 0.25 µs of the time until 2100, so rounded it is
@@ -131,6 +125,43 @@ function parts(t: Tables, request: ExportRequest) {
     .join(', ')
   const page = (row: Record<string, unknown>): ExportPage => ({ rows: Number(row.n), columns: columns.map((_, index) => row[`c${index}`] as string) })
   return { table, values, where, copyWhere, settings, selected, aggregated, page }
+}
+
+/** Filters as Postgres SQL, their values through `placeholder`. */
+function filtersSql(table: ExportTable, where: readonly ExportFilter[], placeholder: (value: unknown, type: Setting['type']) => string): string[] {
+  return where.map((filter) =>
+    filterSql(table, filter, {
+      column: (column) => `"${column.name}"`,
+      values: (column, list) => `= ANY(${placeholder(list, column.kind === 'text' ? 'text[]' : 'float8[]')})`,
+      bound: (column, ms) => (column.kind === 'time' ? `to_timestamp(${placeholder(ms, 'float8')} / 1000)` : placeholder(ms, 'float8')),
+      difference: (a, b) => differenceSql(a, b),
+      number: (value) => placeholder(value, 'float8'),
+    }),
+  )
+}
+
+/** `a - b` as a number: times as ms (float8, to the µs). The same expression in a filter and in `top`, so a bound at a row's key keeps it. */
+function differenceSql(a: ExportColumn, b: ExportColumn): string {
+  return a.kind === 'time' ? `(date_part('epoch', "${a.name}" - "${b.name}") * 1000)` : `("${a.name}" - "${b.name}")`
+}
+
+/** See LedgerSnapshot.top: one ordered scan of the table on the server (a top-N sort), its answer a number. */
+async function top(client: pg.PoolClient, t: Tables, request: TopRequest): Promise<number | null> {
+  const { column, minus } = checkTop(request)
+  const table = tableOf(t, request.table)
+  const values: unknown[] = []
+  const where = filtersSql(request.table, request.where, (value, type) => `$${values.push(value)}::${type}`)
+  const key = minus === undefined ? `"${column.name}"` : differenceSql(column, minus)
+  const selected = minus === undefined && column.kind === 'time' ? `date_part('epoch', ${key}) * 1000` : key
+  const { rows } = await client.query<{ key: string | number }>(
+    `SELECT ${selected} AS key FROM ${table} WHERE ${[...where, `${key} IS NOT NULL`].join(' AND ')} ORDER BY ${key} ${request.descending ? 'DESC' : 'ASC'} LIMIT 1 OFFSET $${values.push(request.count - 1)}::bigint`,
+    values,
+  )
+  return rows.length === 0 ? null : Number(rows[0].key)
+}
+
+function tableOf(t: Tables, name: ExportTable): string {
+  return { files: t.files, file_paths: t.paths, events: t.events, pond_events: t.pondEvents }[name]
 }
 
 /** Runs `query` for each page in turn, the next one sent as soon as one arrives; yields the pages with rows. */

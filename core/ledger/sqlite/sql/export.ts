@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3'
-import { checkExport, EXPORT_PAGE_ROWS, filterSql, type ExportColumn, type ExportPage, type ExportRequest, type LedgerSnapshot } from '../../export.js'
+import { checkExport, checkTop, EXPORT_PAGE_ROWS, filterSql, type ExportColumn, type ExportPage, type ExportRequest, type ExportTable, type FilterSql, type LedgerSnapshot, type TopRequest } from '../../export.js'
 
 /**
  * snapshot: a read-only view of the ledger for bulk reads (core/ledger/export.ts).
@@ -24,6 +24,7 @@ export function sqliteSnapshot(file: string, now: number): LedgerSnapshot {
     now,
     times: 'iso',
     read: (request) => pages(db, request),
+    top: async (request) => top(db, request),
     async close() {
       if (!db.open) return
       db.exec('COMMIT')
@@ -46,22 +47,51 @@ function boundOf(table: string, column: ExportColumn, ms: number, side: 'min' | 
   return new Date(side === 'min' ? Math.floor(ms) : Math.ceil(ms)).toISOString()
 }
 
+/** Filters as SQLite SQL, their values pushed onto `values`. */
+function filterSqlFor(table: ExportTable, values: unknown[]): FilterSql {
+  return {
+    column: (column) => `"${column.name}"`,
+    values: (_, list) => {
+      values.push(...list)
+      return `IN (${list.map(() => '?').join(', ')})`
+    },
+    bound: (column, ms, side) => {
+      values.push(boundOf(table, column, ms, side))
+      return '?'
+    },
+    difference: (a, b) => (a.kind === 'time' ? `(${msOf(table, a)} - ${msOf(table, b)})` : `("${a.name}" - "${b.name}")`),
+    number: (value) => {
+      values.push(value)
+      return '?'
+    },
+  }
+}
+
+/** A time column in ms since the epoch (a float: within a few µs of the stored ms). */
+function msOf(table: string, column: ExportColumn): string {
+  return inMs(table, column) ? `"${column.name}"` : `((julianday("${column.name}") - 2440587.5) * 86400000.0)`
+}
+
+function top(db: Database.Database, request: TopRequest): number | null {
+  const { column, minus } = checkTop(request)
+  const values: unknown[] = []
+  const sql = filterSqlFor(request.table, values)
+  const where = request.where.map((filter) => filterSql(request.table, filter, sql))
+  // An instant is ordered as stored (ISO text orders as time) and read back exactly; a duration as ms.
+  const key = minus === undefined ? `"${column.name}"` : sql.difference(column, minus)
+  const row = db
+    .prepare(`SELECT ${key} FROM "${request.table}" WHERE ${[...where, `${key} IS NOT NULL`].join(' AND ')} ORDER BY ${key} ${request.descending ? 'DESC' : 'ASC'} LIMIT 1 OFFSET ?`)
+    .raw()
+    .get(...values, request.count - 1) as [string | number] | undefined
+  if (row === undefined) return null
+  return typeof row[0] === 'string' ? Date.parse(row[0]) : Number(row[0])
+}
+
 async function* pages(db: Database.Database, request: ExportRequest): AsyncGenerator<ExportPage> {
   const columns = checkExport(request)
   const values: unknown[] = []
-  const where = (request.where ?? []).map((filter) =>
-    filterSql(request.table, filter, {
-      column: (column) => `"${column.name}"`,
-      values: (_, list) => {
-        values.push(...list)
-        return `IN (${list.map(() => '?').join(', ')})`
-      },
-      bound: (column, ms, side) => {
-        values.push(boundOf(request.table, column, ms, side))
-        return '?'
-      },
-    }),
-  )
+  const sql = filterSqlFor(request.table, values)
+  const where = (request.where ?? []).map((filter) => filterSql(request.table, filter, sql))
   const selected = columns.map((column, index) => `${valueOf(request.table, column)} AS v${index}`).join(', ')
   // As bytes (a BLOB): the JSON goes from SQLite to DuckDB as UTF-8 all the way, never a JavaScript string (decoding
   // and encoding it again took 0.1–0.2 s of 960,000 files' five columns).

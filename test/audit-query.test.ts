@@ -8,7 +8,7 @@ import { DuckDBInstance } from '@duckdb/node-api'
 import { queryLedger, type QueryResult } from '../core/audit/duck.js'
 import { planQuery } from '../core/audit/plan.js'
 import { toCsv, toJson } from '../core/audit/output.js'
-import type { ExportPage, ExportRequest, LedgerSnapshot } from '../core/ledger/export.js'
+import type { ExportFilter, ExportPage, ExportRequest, LedgerSnapshot } from '../core/ledger/export.js'
 import { openPostgresLedger } from '../core/ledger/postgres/store.js'
 import { openSqliteLedger } from '../core/ledger/sqlite/store.js'
 import type { LedgerStore } from '../core/ledger/types.js'
@@ -44,7 +44,11 @@ const TOP_QUERIES = {
   leaseByAlias: 'SELECT hash, lease_expires_at AS expires FROM files f WHERE {and} true ORDER BY expires DESC, hash LIMIT 4',
   attemptsTied: "SELECT hash, attempts FROM files WHERE {and} state = 'FAILED' ORDER BY attempts DESC, hash LIMIT 2",
   fewerThanAsked: "SELECT hash, committed_at FROM files WHERE {and} state = 'FAILED' ORDER BY committed_at DESC, hash LIMIT 5",
+  // More ties than Postgres asks for past the first rows: it cuts by a bound on the key instead.
+  manyTies: 'SELECT hash, lapses FROM files WHERE {and} true ORDER BY lapses, hash LIMIT 5',
 }
+
+const cutBy = (filter: ExportFilter) => 'min' in filter || 'max' in filter || 'ids' in filter
 
 /** Each top query answers as it does over every row, reading fewer rows (all, when fewer have a key than it asks for). */
 async function checkTops(ledger: LedgerStore): Promise<void> {
@@ -53,12 +57,18 @@ async function checkTops(ledger: LedgerStore): Promise<void> {
     const whole = await queryLedger(ledger, template.replace('{and}', 'length(hash) > 0 AND'))
     expect(cut.rows.length, name).toBeGreaterThan(0)
     expect(toJson(cut), name).toEqual(toJson(whole))
-    expect(whole.loaded[0].where.some((filter) => 'min' in filter || 'max' in filter), name).toBe(false)
+    expect(whole.loaded[0].where.some(cutBy), name).toBe(false)
     if (name === 'fewerThanAsked') {
       expect(cut.loaded[0].rows, name).toBe(whole.loaded[0].rows)
       continue
     }
-    expect(cut.loaded[0].where.filter((filter) => 'min' in filter || 'max' in filter), name).toHaveLength(1)
+    expect(cut.loaded[0].where.filter(cutBy), name).toHaveLength(1)
+    if (name === 'manyTies') {
+      const tied = await queryLedger(ledger, 'SELECT count(*) AS n FROM files WHERE lapses <= (SELECT lapses FROM files ORDER BY lapses LIMIT 1 OFFSET 4)')
+      expect(toJson(tied), name).toEqual([{ n: cut.loaded[0].rows }])
+      expect(cut.loaded[0].rows, name).toBeGreaterThan(200)
+      continue
+    }
     expect(cut.loaded[0].rows, name).toBeLessThan(whole.loaded[0].rows / 2)
     if (name === 'attemptsTied') {
       // Every failed file tied with the second most attempts is read: any of them could be the second.
@@ -324,6 +334,25 @@ describePostgres('filedge query: both ledgers answer alike', () => {
 
   it('Postgres cuts a top-N to the rows it can return, ties included, and answers as over every row', async () => {
     await checkTops(postgresLedger)
+    // By their place when the ties come with the rows asked for past the first.
+    const slowest = await queryLedger(postgresLedger, TOP_QUERIES.slowest.replace('{and} ', ''))
+    expect(slowest.loaded[0].where.filter(cutBy)).toEqual([{ ids: expect.arrayContaining([expect.stringMatching(/^\(\d+,\d+\)$/)]) }])
+  })
+
+  it('Postgres cuts by a bound on the key when more ties follow than it asks for (10,000)', async () => {
+    const many = freshSchema('filedge_query_ties')
+    await syntheticPostgresLedger(PG_URL, many, { files: 12_000, now: NOW })
+    const ledger = await openPostgresLedger(PG_URL, { schema: many })
+    try {
+      const sql = TOP_QUERIES.manyTies.replace('WHERE {and} true ', '')
+      const tied = await queryLedger(ledger, sql)
+      expect(tied.loaded[0].where.filter(cutBy)).toEqual([{ column: 'lapses', max: 0 }])
+      expect(toJson(tied)).toEqual(toJson(await queryLedger(ledger, TOP_QUERIES.manyTies.replace('{and}', 'length(hash) > 0 AND'))))
+      expect(tied.loaded[0].rows).toBeGreaterThan(10_005)
+    } finally {
+      await ledger.close()
+      await dropSchema(many)
+    }
   })
 
   for (const [name, sql] of Object.entries({

@@ -8,7 +8,7 @@ import { describeError, FiledgeError, usageError } from '../errors.js'
 import { emptySnapshot, type ExportFilter, type LedgerSnapshot } from '../ledger/export.js'
 import type { LedgerStore } from '../ledger/types.js'
 import { loadTable } from './load.js'
-import { planQuery, type PendingFilter, type TableNeed, type TopNeed } from './plan.js'
+import { planQuery, type PendingFilter, type TableNeed } from './plan.js'
 import { createTableSql, QUERY_TABLES, QUERY_VIEWS, type QueryColumn, type QueryTable } from './tables.js'
 
 /**
@@ -163,20 +163,6 @@ async function defaultOrder(connection: DuckDBConnection): Promise<boolean> {
   return (order === 'asc' || order === 'ascending') && nulls === 'nulls_last'
 }
 
-/**
- * The bound at the `count`-th row's key: every row that sorts before it or
- * ties with it. Widened to whole ms for times (the store's value of an
- * instant may carry µs), and by 1 ms more for a duration, which a store
- * computes in floating point.
- */
-function topBound(top: TopNeed, key: number): ExportFilter {
-  const column = top.column.source
-  const minus = top.minus === undefined ? {} : { minus: top.minus.source }
-  const slack = top.column.type !== 'TIMESTAMP' ? 0 : top.minus === undefined ? 0 : 1
-  const round = top.column.type === 'TIMESTAMP' ? (top.descending ? Math.floor : Math.ceil) : (value: number) => value
-  return top.descending ? { column, ...minus, min: round(key) - slack } : { column, ...minus, max: round(key) + slack }
-}
-
 /** Loads what `needs` asks for from one snapshot of the store, with the conditions DuckDB can evaluate (`template`: see evaluate). */
 async function fill(duck: Duck, snapshot: LedgerSnapshot, needs: readonly TableNeed[], pendingTemplate: Record<string, unknown>) {
   const { connection } = duck
@@ -190,8 +176,8 @@ async function fill(duck: Duck, snapshot: LedgerSnapshot, needs: readonly TableN
     // Only over exactly the WHERE's rows (see topOf): every condition evaluated, none from a view.
     if (need.top !== undefined && snapshot.top !== undefined && need.fixed.length === 0 && where.length === need.pending.length && (!need.top.defaults || (await defaultOrder(connection)))) {
       const { column, minus, descending, count } = need.top
-      const key = await snapshot.top({ table: need.table.name, column: column.source, ...(minus === undefined ? {} : { minus: minus.source }), descending, count, where })
-      if (key !== null) where.push(topBound(need.top, key))
+      const cut = await snapshot.top({ table: need.table.name, column: column.source, ...(minus === undefined ? {} : { minus: minus.source }), descending, count, where })
+      if (cut !== null) where.push(cut)
     }
     const { rows, unpacked } = await loadTable({ append: connection, unpack: duck.unpack, dir: duck.dir }, snapshot, need.table, need.columns, where)
     loaded.push({ table: need.table.name, rows, columns: need.columns.map((column) => column.name), where, unpacked })

@@ -84,14 +84,16 @@ export type ExportTable = keyof typeof EXPORT_TABLES
  * bound keeps rows whose integer or time column is within it (inclusive;
  * times as ms since the epoch); with `minus`, the bound is on the column
  * less another of its kind (two integers, or two times: a duration in ms);
- * `any` keeps rows that one of its filters keeps. NULL matches nothing, as
- * in SQL.
+ * `any` keeps rows that one of its filters keeps; `ids`, the rows a store
+ * named by its own row ids (`top`), within the snapshot that named them.
+ * NULL matches nothing, as in SQL.
  */
 export type ExportFilter =
   | { readonly column: string; readonly in: readonly (string | number)[] }
   | { readonly column: string; readonly minus?: string; readonly min: number }
   | { readonly column: string; readonly minus?: string; readonly max: number }
   | { readonly any: readonly ExportFilter[] }
+  | { readonly ids: readonly string[] }
 
 /**
  * The rows a query's `ORDER BY <key> LIMIT <count>` can reach, asked of the
@@ -119,11 +121,14 @@ export interface FilterSql {
   difference(a: ExportColumn, b: ExportColumn): string
   /** A number, as a parameter. */
   number(value: number): string
+  /** The rows of these row ids. */
+  ids(ids: readonly string[]): string
 }
 
 /** A filter as SQL, for a store. */
 export function filterSql(table: ExportTable, filter: ExportFilter, sql: FilterSql): string {
   if ('any' in filter) return `(${filter.any.map((inner) => filterSql(table, inner, sql)).join(' OR ')})`
+  if ('ids' in filter) return sql.ids(filter.ids)
   const column = exportColumn(table, filter.column)
   if ('in' in filter) return `${sql.column(column)} ${sql.values(column, filter.in)}`
   const side = 'min' in filter ? 'min' : 'max'
@@ -182,15 +187,13 @@ export interface LedgerSnapshot {
    */
   readonly copy?: (request: ExportRequest, dir: string) => AsyncIterable<ExportPart>
   /**
-   * The key of the `count`-th row when the rows `where` keeps are ordered by
-   * the request's key (descending or not), rows whose key is NULL left out;
-   * null when fewer rows have one. Times and durations in ms (an instant
-   * exactly, a duration within 1 ms), integers as they are. A bound at that
-   * key keeps every row an `ORDER BY key LIMIT count` over those rows can
-   * return, ties included: `filedge query` reads 10 files of a million for
-   * "the slowest 10".
+   * A filter that keeps, of the rows `where` keeps, at least every row an
+   * `ORDER BY key LIMIT count` (NULLs last) can return: those up to the
+   * `count`-th in that order and every row tied with it. null when it would
+   * keep them all (fewer than `count` rows have a key). `filedge query`
+   * reads 10 files of a million for "the slowest 10".
    */
-  readonly top?: (request: TopRequest) => Promise<number | null>
+  readonly top?: (request: TopRequest) => Promise<ExportFilter | null>
   /** Ends the read transaction. */
   close(): Promise<void>
 }
@@ -228,6 +231,20 @@ export function checkTop(request: TopRequest): { readonly column: ExportColumn; 
   return request.minus === undefined ? { column } : { column, minus: exportColumn(request.table, request.minus) }
 }
 
+/**
+ * The bound at the `count`-th row's key (ms for times and durations): every
+ * row that sorts before it or ties with it. Widened to whole ms for times (a
+ * store's instant may carry µs), and by 1 ms more for a duration, which a
+ * store computes in floating point.
+ */
+export function topBound(request: TopRequest, column: ExportColumn, key: number): ExportFilter {
+  const minus = request.minus === undefined ? {} : { minus: request.minus }
+  const time = column.kind === 'time'
+  const slack = time && request.minus !== undefined ? 1 : 0
+  if (request.descending) return { column: column.name, ...minus, min: (time ? Math.floor(key) : key) - slack }
+  return { column: column.name, ...minus, max: (time ? Math.ceil(key) : key) + slack }
+}
+
 function checkTable(table: ExportTable): void {
   if (!Object.hasOwn(EXPORT_TABLES, table)) throw new FiledgeError('INTERNAL', `ledger export: no table ${JSON.stringify(table)}`)
 }
@@ -237,6 +254,10 @@ function checkFilters(table: ExportTable, where: readonly ExportFilter[]): void 
     if ('any' in filter) {
       if (filter.any.length === 0) throw new FiledgeError('INTERNAL', `ledger export: an empty "any" filter on ${table}`)
       return filter.any.forEach(check)
+    }
+    if ('ids' in filter) {
+      if (filter.ids.length === 0) throw new FiledgeError('INTERNAL', `ledger export: no row ids for ${table}`)
+      return
     }
     const column = exportColumn(table, filter.column)
     if ('in' in filter ? filter.in.length === 0 : column.kind === 'text') throw new FiledgeError('INTERNAL', `ledger export: unusable filter on ${table}.${column.name}`)

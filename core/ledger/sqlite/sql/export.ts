@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3'
-import { checkExport, checkTop, EXPORT_PAGE_ROWS, filterSql, type ExportColumn, type ExportPage, type ExportRequest, type ExportTable, type FilterSql, type LedgerSnapshot, type TopRequest } from '../../export.js'
+import { checkExport, checkTop, EXPORT_PAGE_ROWS, filterSql, topBound, type ExportColumn, type ExportFilter, type ExportPage, type ExportRequest, type ExportTable, type FilterSql, type LedgerSnapshot, type TopRequest } from '../../export.js'
 
 /**
  * snapshot: a read-only view of the ledger for bulk reads (core/ledger/export.ts).
@@ -64,6 +64,10 @@ function filterSqlFor(table: ExportTable, values: unknown[]): FilterSql {
       values.push(value)
       return '?'
     },
+    ids: (ids) => {
+      values.push(...ids.map(Number))
+      return `rowid IN (${ids.map(() => '?').join(', ')})`
+    },
   }
 }
 
@@ -72,7 +76,8 @@ function msOf(table: string, column: ExportColumn): string {
   return inMs(table, column) ? `"${column.name}"` : `((julianday("${column.name}") - 2440587.5) * 86400000.0)`
 }
 
-function top(db: Database.Database, request: TopRequest): number | null {
+/** The bound at the `count`-th key (LedgerSnapshot.top): SQLite has no ties to fetch with, and one more scan of a table on disk costs little. */
+function top(db: Database.Database, request: TopRequest): ExportFilter | null {
   const { column, minus } = checkTop(request)
   const values: unknown[] = []
   const sql = filterSqlFor(request.table, values)
@@ -84,7 +89,7 @@ function top(db: Database.Database, request: TopRequest): number | null {
     .raw()
     .get(...values, request.count - 1) as [string | number] | undefined
   if (row === undefined) return null
-  return typeof row[0] === 'string' ? Date.parse(row[0]) : Number(row[0])
+  return topBound(request, column, typeof row[0] === 'string' ? Date.parse(row[0]) : Number(row[0]))
 }
 
 async function* pages(db: Database.Database, request: ExportRequest): AsyncGenerator<ExportPage> {

@@ -1,6 +1,5 @@
-import { createWriteStream } from 'node:fs'
+import { writeFile } from 'node:fs/promises'
 import path from 'node:path'
-import { pipeline } from 'node:stream/promises'
 import type pg from 'pg'
 import { checkExport, checkTop, EXPORT_PAGE_ROWS, filterSql, topBound, type ExportColumn, type ExportFilter, type ExportPage, type ExportPart, type ExportRequest, type ExportTable, type LedgerSnapshot, type TopRequest } from '../../export.js'
 import type { Tables } from '../db.js'
@@ -65,7 +64,7 @@ export async function postgresSnapshot(pool: pg.Pool, t: Tables, at: string | nu
       now: Number(rows[0].now),
       times: 'us',
       read: (request) => (byBlocks ? blockPages(readers, t, request) : keyPages(client, t, request)),
-      ...(byBlocks ? { copy: (request: ExportRequest, dir: string) => copyParts(readers, t, request, dir) } : {}),
+      ...(byBlocks ? { copy: (request: ExportRequest, dir: string) => copyParts(client, t, request, dir) } : {}),
       top: (request) => top(client, t, request),
       close: release,
     }
@@ -265,91 +264,91 @@ async function* keyPages(client: pg.PoolClient, t: Tables, request: ExportReques
 }
 
 /**
- * Blocks a CSV part covers (about 140,000 files): parts small enough that
- * DuckDB reads one while the server writes the next, and that the last one,
- * read after the server is done, is short; large enough that a statement's
- * own cost stays small. 960,000 committed files' pipeline and rows, twice
- * each, loaded machine: 0.76–0.99 s in parts of 1,024 blocks, 0.60–0.64 s
- * of 4,096, 0.74–0.77 s of 16,384.
+ * Bytes of CSV a part holds, about: small enough that DuckDB reads one while
+ * the server writes the next, and that the last one, read after the server
+ * is done, is short.
  */
-const PART_BLOCKS = 4096
+const PART_BYTES = 4 << 20
 
 /**
- * Whether the planner expects `sql` (for these parameter values) to return
- * under a twentieth of the table's `tuples` rows, or under a thousand: what
- * a read gains by ranges is DuckDB reading one part while the server writes
- * the next, and a small share of a table is mostly scanning.
+ * The rows as CSV parts (LedgerSnapshot.copy): one COPY statement, its
+ * output cut into files at record boundaries as it arrives. One statement,
+ * not ranges of blocks on two connections: the server scans the table once,
+ * with its parallel workers when it plans them, and TID range scans cost
+ * twice the server's CPU of one plain scan (960,000 committed files'
+ * pipeline and rows: 1.41–1.44 s in ranges, 0.66 s in one statement).
  */
-async function few(client: pg.PoolClient, sql: string, values: readonly unknown[], tuples: number): Promise<boolean> {
-  const { rows } = await client.query<{ 'QUERY PLAN': [{ Plan: { 'Plan Rows': number } }] }>(`EXPLAIN (FORMAT JSON) ${sql}`, values as unknown[])
-  const expected = rows[0]['QUERY PLAN'][0].Plan['Plan Rows']
-  return expected < 1_000 || expected * 20 < tuples
+async function* copyParts(client: pg.PoolClient, t: Tables, request: ExportRequest, dir: string): AsyncGenerator<ExportPart> {
+  const { table, copyWhere, settings, selected } = parts(t, request)
+  for (const setting of settings) await client.query(`SELECT set_config($1, $2::${setting.type}::text, true)`, [setting.name, setting.value])
+  const { to } = (await import('pg-copy-streams')) as { to: (sql: string) => NodeJS.ReadableStream }
+  const stream = client.query(to(`COPY (SELECT ${selected} FROM ${table}${copyWhere.length > 0 ? ` WHERE ${copyWhere.join(' AND ')}` : ''}) TO STDOUT (FORMAT csv, ENCODING 'UTF8')`) as never) as unknown as NodeJS.ReadableStream
+  const records = csvRecords()
+  let chunks: Buffer[] = []
+  let bytes = 0
+  let index = 0
+  const write = async (data: Buffer, rows: number): Promise<ExportPart> => {
+    const file = path.join(dir, `${request.table}-${index++}.csv`)
+    await writeFile(file, data)
+    return { file, rows }
+  }
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    records.scan(chunk, bytes)
+    chunks.push(chunk)
+    bytes += chunk.length
+    if (bytes < PART_BYTES || records.lastEnd === 0) continue
+    // Up to the end of the last whole record: the rest starts the next part.
+    const all = Buffer.concat(chunks, bytes)
+    const cut = records.lastEnd
+    const part = await write(all.subarray(0, cut), records.take())
+    chunks = cut < bytes ? [all.subarray(cut)] : []
+    bytes -= cut
+    records.rebase(cut)
+    yield part
+  }
+  if (records.open()) throw new Error(`ledger export: the COPY of ${request.table} ended inside a quoted field`)
+  if (bytes > 0) yield await write(Buffer.concat(chunks, bytes), records.take())
 }
 
 /**
- * `snapshot.copy`: each range of blocks written by COPY … TO STDOUT as CSV
- * into a file of `dir`, on the two connections sharing the snapshot, one
- * range after the other on each. COPY is the server's cheapest way out for
- * rows: on 960,000 files, five columns, it wrote them in about half the CPU
- * that building the JSON pages took (json_agg escaping the paths), and DuckDB
- * reads CSV in parallel. A COPY takes no parameters: the filters' values are
- * settings of the transaction (`set_config`, whose value is a parameter),
- * read once per statement.
+ * Where the CSV records of a stream end, fed chunk by chunk (RFC 4180: a
+ * line break outside quotes ends one; a quote inside quotes is doubled,
+ * which leaves and enters them again): the offset just past the last record
+ * that ended, and how many ended since the last `take`.
  */
-async function* copyParts(readers: () => Promise<pg.PoolClient[]>, t: Tables, request: ExportRequest, dir: string): AsyncGenerator<ExportPart> {
-  const { table, values, where, copyWhere, settings, selected } = parts(t, request)
-  const clients = await readers()
-  for (const client of clients) {
-    for (const setting of settings) await client.query(`SELECT set_config($1, $2::${setting.type}::text, true)`, [setting.name, setting.value])
-  }
-  const { to } = (await import('pg-copy-streams')) as { to: (sql: string) => NodeJS.ReadableStream & { rowCount: number } }
-  const { rows } = await clients[0].query<{ blocks: string; tuples: number }>(`SELECT pg_relation_size($1::regclass) / current_setting('block_size')::int AS blocks, (SELECT reltuples FROM pg_class WHERE oid = $1::regclass) AS tuples`, [table])
-  const blocks = Number(rows[0].blocks)
-  const ranges: [number, number | undefined][] = []
-  // Past the blocks counted: nothing this snapshot sees can be there, but the last range is open-ended all the same.
-  // Rows named by their place are fetched at once: ranges would only add statements. So is a small share of a table,
-  // without ranges at all: a range of blocks is scanned by one process, where a whole statement gets the server's
-  // parallel workers (the 40,000 failure events of 3,000,000: 1.3–1.4 s as ranges or one range, 0.7–0.75 s without).
-  if (byIds(request) || (await few(clients[0], `SELECT ${selected} FROM ${table}${where.length > 0 ? ` WHERE ${where.join(' AND ')}` : ''}`, values, Number(rows[0].tuples)))) ranges.push([0, undefined])
-  else for (let block = 0; block <= blocks; block += PART_BLOCKS) ranges.push([block, block + PART_BLOCKS > blocks ? undefined : block + PART_BLOCKS])
-  const written = ranges.map(() => {
-    let resolve!: (part: ExportPart) => void
-    let reject!: (error: unknown) => void
-    const promise = new Promise<ExportPart>((yes, no) => ((resolve = yes), (reject = no)))
-    return { promise, resolve, reject }
-  })
-  for (const part of written) part.promise.catch(() => undefined)
-  let next = 0
-  let stopped = false
-  const writer = async (client: pg.PoolClient) => {
-    while (!stopped && next < ranges.length) {
-      const index = next++
-      const [start, end] = ranges[index]
-      const condition = [...(ranges.length === 1 ? [] : [`ctid >= '(${start},0)'::tid`]), ...(end === undefined ? [] : [`ctid < '(${end},0)'::tid`]), ...copyWhere]
-      const file = path.join(dir, `${request.table}-${index}.csv`)
-      try {
-        const stream = client.query(to(`COPY (SELECT ${selected} FROM ${table}${condition.length > 0 ? ` WHERE ${condition.join(' AND ')}` : ''}) TO STDOUT (FORMAT csv, ENCODING 'UTF8')`) as never) as unknown as NodeJS.ReadableStream & { rowCount: number }
-        await pipeline(stream, createWriteStream(file))
-        written[index].resolve({ file, rows: stream.rowCount })
-      } catch (error) {
-        stopped = true
-        written[index].reject(error)
-        // The ranges no writer will take fail with it.
-        for (let rest = next; rest < ranges.length; rest++) written[rest].reject(error)
-        next = ranges.length
-        return
+export function csvRecords() {
+  let quoted = false
+  let ended = 0
+  let lastEnd = 0
+  return {
+    get lastEnd() {
+      return lastEnd
+    },
+    scan(chunk: Buffer, offset: number) {
+      // Quotes are rare in the ledger's text: between two, line breaks are found by indexOf.
+      let at = 0
+      while (at <= chunk.length) {
+        const quote = chunk.indexOf(34, at)
+        const stop = quote === -1 ? chunk.length : quote
+        if (!quoted) {
+          for (let line = chunk.indexOf(10, at); line !== -1 && line < stop; line = chunk.indexOf(10, line + 1)) {
+            ended++
+            lastEnd = offset + line + 1
+          }
+        }
+        if (quote === -1) return
+        quoted = !quoted
+        at = quote + 1
       }
-    }
-  }
-  const writers = Promise.all(clients.map(writer))
-  try {
-    for (const part of written) {
-      const done = await part.promise
-      if (done.rows > 0) yield done
-    }
-  } finally {
-    // Nothing writes into the folder once the caller is done with it.
-    stopped = true
-    await writers
+    },
+    take() {
+      const rows = ended
+      ended = 0
+      return rows
+    },
+    rebase(cut: number) {
+      lastEnd -= cut
+    },
+    open: () => quoted,
   }
 }

@@ -84,6 +84,7 @@ async function checkTops(ledger: LedgerStore): Promise<void> {
     ['SELECT hash, rows FROM files WHERE rows > 10 ORDER BY rows DESC, hash LIMIT 3', [{ column: 'rows', min: 10 }]],
     ['SELECT hash FROM files ORDER BY committed_at DESC NULLS FIRST, hash LIMIT 3', []],
     ['SELECT DISTINCT rows FROM files ORDER BY rows DESC LIMIT 3', []],
+    ['SELECT hash, rows FROM files ORDER BY rows DESC, row_number() OVER (ORDER BY hash DESC) LIMIT 3', []],
   ] as const) {
     const result = await queryLedger(ledger, sql)
     expect(result.loaded[0].where, sql).toEqual(where)

@@ -223,7 +223,7 @@ function count(node: unknown): number | undefined {
  * column `=` or `IN` text literals, which the store applies exactly; and
  * only when each row of the result is one row of the table: no GROUP BY,
  * aggregate, window, DISTINCT, HAVING, QUALIFY, SAMPLE or subquery in the
- * SELECT. The key is an integer or time column, or one such column less
+ * SELECT or its ORDER BY, and no TABLESAMPLE. The key is an integer or time column, or one such column less
  * another of its kind (`committed_at - created_at`), by name, by its alias
  * in the SELECT list, or by position.
  */
@@ -232,8 +232,11 @@ function topOf(owner: Node, ref: Ref, table: QueryTable): TopNeed | undefined {
   if (modifiers.length !== 2 || modifiers[0].type !== 'ORDER_MODIFIER' || modifiers[1].type !== 'LIMIT_MODIFIER') return undefined
   if ((owner.group_expressions as unknown[] | undefined)?.length || owner.having != null || owner.qualify != null || owner.sample != null) return undefined
   if (owner.aggregate_handling !== 'STANDARD_HANDLING') return undefined
+  if ((owner.from_table as Node | undefined)?.sample != null) return undefined
   const list = (owner.select_list as Node[] | undefined) ?? []
-  if (!list.every(perRow)) return undefined
+  const orders = ((modifiers[0].orders as Node[] | undefined) ?? []).map((order) => order.expression)
+  // Every ORDER BY key too: a window there (`row_number() OVER (…)`) would number the rows kept, not the table's.
+  if (!list.every(perRow) || !orders.every(perRow)) return undefined
   const limit = count(modifiers[1].limit)
   const offset = modifiers[1].offset == null ? 0 : count(modifiers[1].offset)
   if (limit === undefined || offset === undefined || limit === 0 || limit + offset > TOP_MAX) return undefined

@@ -92,6 +92,14 @@ async function checkTops(ledger: LedgerStore): Promise<void> {
   }
 }
 
+/** On a ledger of more than 10,005 files, all with no lapses: more tied with the fifth than the store fetches past it. */
+async function checkManyTies(ledger: LedgerStore): Promise<void> {
+  const tied = await queryLedger(ledger, TOP_QUERIES.manyTies.replace('WHERE {and} true ', ''))
+  expect(tied.loaded[0].where.filter(cutBy)).toEqual([{ column: 'lapses', max: 0 }])
+  expect(toJson(tied)).toEqual(toJson(await queryLedger(ledger, TOP_QUERIES.manyTies.replace('{and}', 'length(hash) > 0 AND'))))
+  expect(tied.loaded[0].rows).toBeGreaterThan(10_005)
+}
+
 const NOW = Date.parse('2026-01-31T00:00:00Z')
 const FILES = 3_000
 
@@ -253,6 +261,19 @@ describe('filedge query over a synthetic ledger (SQLite)', () => {
 
   it('cuts a top-N to the rows it can return, ties included, and answers as over every row', async () => {
     await checkTops(ledger)
+    const slowest = await queryLedger(ledger, TOP_QUERIES.slowest.replace('{and} ', ''))
+    expect(slowest.loaded[0].where.filter(cutBy)).toEqual([{ ids: expect.arrayContaining([expect.stringMatching(/^\d+$/)]) }])
+  })
+
+  it('cuts by a bound on the key when more ties follow than it asks for (10,000)', async () => {
+    const file = path.join(dir, 'ties.db')
+    syntheticSqliteLedger(file, { files: 12_000, now: NOW })
+    const many = openSqliteLedger(file)
+    try {
+      await checkManyTies(many)
+    } finally {
+      await many.close()
+    }
   })
 
   it('pushes a lower bound on now() to the store, but not an upper one (the clock moves on before the query runs)', async () => {
@@ -346,11 +367,7 @@ describePostgres('filedge query: both ledgers answer alike', () => {
     await syntheticPostgresLedger(PG_URL, many, { files: 12_000, now: NOW })
     const ledger = await openPostgresLedger(PG_URL, { schema: many })
     try {
-      const sql = TOP_QUERIES.manyTies.replace('WHERE {and} true ', '')
-      const tied = await queryLedger(ledger, sql)
-      expect(tied.loaded[0].where.filter(cutBy)).toEqual([{ column: 'lapses', max: 0 }])
-      expect(toJson(tied)).toEqual(toJson(await queryLedger(ledger, TOP_QUERIES.manyTies.replace('{and}', 'length(hash) > 0 AND'))))
-      expect(tied.loaded[0].rows).toBeGreaterThan(10_005)
+      await checkManyTies(ledger)
     } finally {
       await ledger.close()
       await dropSchema(many)

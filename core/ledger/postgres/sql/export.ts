@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import type pg from 'pg'
-import { checkExport, checkTop, EXPORT_PAGE_ROWS, filterSql, topBound, type ExportColumn, type ExportFilter, type ExportPage, type ExportPart, type ExportRequest, type ExportTable, type LedgerSnapshot, type TopRequest } from '../../export.js'
+import { checkExport, checkTop, EXPORT_PAGE_ROWS, filterSql, TOP_EXTRA, topOfRows, type ExportColumn, type ExportFilter, type ExportPage, type ExportPart, type ExportRequest, type ExportTable, type LedgerSnapshot, type TopRequest } from '../../export.js'
 import type { Tables } from '../db.js'
 
 /**
@@ -150,10 +150,8 @@ function differenceSql(a: ExportColumn, b: ExportColumn): string {
  * See LedgerSnapshot.top: one scan of the table on the server, which keeps
  * the first rows in the key's order as it goes (a top-N heapsort: Postgres
  * cannot heapsort `FETCH … WITH TIES`, it sorted all 960,000 rows to disk),
- * asking for more than `count` so that the ties of the last one come along;
- * then the rows by their place (`ids`), not another scan. Only when more
- * ties follow than were asked for, a bound on the key, which the read applies
- * in its own scan.
+ * and the rows by their place (`ctid`), which the read then fetches by a
+ * TID scan rather than scanning again (topOfRows).
  */
 async function top(client: pg.PoolClient, t: Tables, request: TopRequest): Promise<ExportFilter | null> {
   const { column, minus } = checkTop(request)
@@ -164,30 +162,13 @@ async function top(client: pg.PoolClient, t: Tables, request: TopRequest): Promi
   // equal that are not (one more row read), never swap them.
   const key = minus === undefined ? `"${column.name}"` : `("${column.name}" - "${minus.name}")`
   const number = column.kind === 'time' ? `date_part('epoch', ${key}) * 1000` : key
-  const fetch = request.count + TOP_EXTRA
   const { rows } = await client.query<{ id: string; key: number | string | null }>(
-    `SELECT ctid::text AS id, ${number} AS key FROM ${table} ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ${key} ${request.descending ? 'DESC' : 'ASC'} NULLS LAST LIMIT ${fetch}`,
+    `SELECT ctid::text AS id, ${number} AS key FROM ${table} ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ${key} ${request.descending ? 'DESC' : 'ASC'} NULLS LAST LIMIT ${request.count + TOP_EXTRA}`,
     values,
   )
-  const all = rows.length < fetch
-  if (rows.length === 0) return null
-  if (rows.length < request.count) return { ids: rows.map((row) => row.id) }
-  const last = rows[request.count - 1].key
-  // Fewer than `count` rows with a key: the query reads every row without one, in an order of its own.
-  if (last === null) return all ? { ids: rows.map((row) => row.id) } : null
-  const boundary = Number(last)
-  const kept = rows.filter((row) => row.key !== null && (request.descending ? Number(row.key) >= boundary : Number(row.key) <= boundary))
-  if (kept.length < rows.length || all) return { ids: kept.map((row) => row.id) }
-  return topBound(request, column, boundary)
+  return topOfRows(request, column, rows.map((row) => ({ id: row.id, key: row.key === null ? null : Number(row.key) })))
 }
 
-/**
- * Rows asked for past `count`, for the ties of the last: beyond them a bound
- * on the key keeps the rest. The scan costs the same whether it keeps 110
- * rows or 10,010 (0.64–0.77 s over 960,000 files either way); the synthetic
- * ledger's durations, whole seconds, tie 239 ways at the tenth slowest.
- */
-const TOP_EXTRA = 10_000
 
 /** Whether a request names its rows by their place (top's `ids`). */
 function byIds(request: ExportRequest): boolean {

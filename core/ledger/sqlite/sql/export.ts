@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3'
-import { checkExport, checkTop, EXPORT_PAGE_ROWS, filterSql, topBound, type ExportColumn, type ExportFilter, type ExportPage, type ExportRequest, type ExportTable, type FilterSql, type LedgerSnapshot, type TopRequest } from '../../export.js'
+import { checkExport, checkTop, EXPORT_PAGE_ROWS, filterSql, TOP_EXTRA, topOfRows, type ExportColumn, type ExportFilter, type ExportPage, type ExportRequest, type ExportTable, type FilterSql, type LedgerSnapshot, type TopRequest } from '../../export.js'
 
 /**
  * snapshot: a read-only view of the ledger for bulk reads (core/ledger/export.ts).
@@ -64,9 +64,10 @@ function filterSqlFor(table: ExportTable, values: unknown[]): FilterSql {
       values.push(value)
       return '?'
     },
+    // One parameter however many: a statement takes at most 32,766.
     ids: (ids) => {
-      values.push(...ids.map(Number))
-      return `rowid IN (${ids.map(() => '?').join(', ')})`
+      values.push(JSON.stringify(ids.map(Number)))
+      return 'rowid IN (SELECT value FROM json_each(?))'
     },
   }
 }
@@ -76,7 +77,7 @@ function msOf(table: string, column: ExportColumn): string {
   return inMs(table, column) ? `"${column.name}"` : `((julianday("${column.name}") - 2440587.5) * 86400000.0)`
 }
 
-/** The bound at the `count`-th key (LedgerSnapshot.top): SQLite has no ties to fetch with, and one more scan of a table on disk costs little. */
+/** See LedgerSnapshot.top: one scan, keeping the first rows in the key's order (SQLite's sorter with a limit), then the rows by rowid (topOfRows). */
 function top(db: Database.Database, request: TopRequest): ExportFilter | null {
   const { column, minus } = checkTop(request)
   const values: unknown[] = []
@@ -84,12 +85,15 @@ function top(db: Database.Database, request: TopRequest): ExportFilter | null {
   const where = request.where.map((filter) => filterSql(request.table, filter, sql))
   // An instant is ordered as stored (ISO text orders as time) and read back exactly; a duration as ms.
   const key = minus === undefined ? `"${column.name}"` : sql.difference(column, minus)
-  const row = db
-    .prepare(`SELECT ${key} FROM "${request.table}" WHERE ${[...where, `${key} IS NOT NULL`].join(' AND ')} ORDER BY ${key} ${request.descending ? 'DESC' : 'ASC'} LIMIT 1 OFFSET ?`)
+  const rows = db
+    .prepare(`SELECT rowid, ${key} FROM "${request.table}" ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ${key} IS NULL, ${key} ${request.descending ? 'DESC' : 'ASC'} LIMIT ?`)
     .raw()
-    .get(...values, request.count - 1) as [string | number] | undefined
-  if (row === undefined) return null
-  return topBound(request, column, typeof row[0] === 'string' ? Date.parse(row[0]) : Number(row[0]))
+    .all(...values, request.count + TOP_EXTRA) as [number, string | number | null][]
+  return topOfRows(
+    request,
+    column,
+    rows.map(([id, value]) => ({ id: String(id), key: value === null ? null : typeof value === 'string' ? Date.parse(value) : value })),
+  )
 }
 
 async function* pages(db: Database.Database, request: ExportRequest): AsyncGenerator<ExportPage> {

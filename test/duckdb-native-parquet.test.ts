@@ -3,9 +3,8 @@ import os from 'node:os'
 import path from 'node:path'
 import { DuckDBInstance } from '@duckdb/node-api'
 import { afterEach, describe, expect, it } from 'vitest'
-import { env, resolveConfig, run, type ColumnInput, type Plugin, type RunSummary } from '../core/index.js'
-import { duckdb } from '../plugins/duckdb/index.js'
-import { readDuckdb } from './helpers/duckdb.js'
+import { env, type ColumnInput } from '../core/index.js'
+import { loadIntoDuckdb, type DuckdbOutcome } from './helpers/duckdb.js'
 
 /**
  * DuckDB reading a Parquet file itself (plugins/duckdb/native-parquet.ts)
@@ -21,15 +20,8 @@ afterEach(() => {
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true })
 })
 
-interface Outcome {
-  readonly summary: RunSummary
-  readonly rows: Record<string, unknown>[]
-  readonly errors: string[]
-  readonly viaJs: Set<string>
-}
-
 /** Writes each `name: SELECT` as a Parquet file (small row groups: several per file), then loads them all into DuckDB. */
-async function load(files: Record<string, string>, columns: Record<string, ColumnInput>, native: boolean, rowGroupSize = 20_000): Promise<Outcome> {
+async function load(files: Record<string, string>, columns: Record<string, ColumnInput>, native: boolean, rowGroupSize = 20_000): Promise<DuckdbOutcome> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'filedge-native-parquet-'))
   dirs.push(dir)
   mkdirSync(path.join(dir, 'incoming'))
@@ -44,22 +36,7 @@ async function load(files: Record<string, string>, columns: Record<string, Colum
     connection.closeSync()
     writer.closeSync()
   }
-  const config = resolveConfig(
-    { pipelines: [{ name: 'p', source: 'incoming', destination: duckdb({ path: 'w.duckdb', native }), table: 't', columns, retry: { attempts: 1 } }] },
-    { cwd: dir },
-  )
-  const viaJs = new Set<string>()
-  const errors: string[] = []
-  const watcher: Plugin = {
-    name: 'watcher',
-    apply({ hooks }) {
-      hooks.fileProgress.tap('watcher', ({ file }) => void viaJs.add(file.path))
-      hooks.fileFailed.tapPromise('watcher', async ({ error }) => void errors.push(`${error.code} ${error.message}`))
-    },
-  }
-  const summary = await run({ config, plugins: [watcher] })
-  const rows = summary.committed === 0 ? [] : await readDuckdb(path.join(dir, 'w.duckdb'), 'SELECT * EXCLUDE (_ingested_at) FROM t ORDER BY _source_file_hash, _source_row_number')
-  return { summary, rows, errors: errors.sort(), viaJs }
+  return loadIntoDuckdb(dir, columns, { native })
 }
 
 const COLUMNS: Record<string, ColumnInput> = {

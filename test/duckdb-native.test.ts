@@ -3,13 +3,13 @@ import { appendFileSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync
 import os from 'node:os'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { resolveConfig, run, type ColumnInput, type FormatInput, type LimitsConfig, type LogEntry, type Plugin, type RunSummary, type WriteJob } from '../core/index.js'
+import { resolveConfig, type ColumnInput, type FormatInput, type LimitsConfig, type Plugin, type WriteJob } from '../core/index.js'
 import { DEFAULT_LIMITS } from '../core/config/limits.js'
 import { hashFile } from '../core/source/hash.js'
 import { coercerFor } from '../core/columns/coerce.js'
 import { duckdb } from '../plugins/duckdb/index.js'
 import { decimalPattern } from '../plugins/duckdb/native-csv.js'
-import { readDuckdb } from './helpers/duckdb.js'
+import { loadIntoDuckdb, readDuckdb, type DuckdbOutcome } from './helpers/duckdb.js'
 
 /**
  * The native path (DuckDB reads the CSV itself) against the JS path (filedge's
@@ -23,59 +23,18 @@ afterEach(() => {
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true })
 })
 
-interface Outcome {
-  readonly summary: RunSummary
-  readonly rows: Record<string, unknown>[]
-  readonly errors: string[]
-  /** Files whose rows went through JS batches. */
-  readonly viaJs: Set<string>
-  readonly logs: LogEntry[]
-}
-
 async function load(
   files: Record<string, string | Buffer>,
   columns: Record<string, ColumnInput>,
   options: { native?: boolean; format?: FormatInput; plugins?: Plugin[]; unknownColumns?: 'error' | 'ignore'; limits?: LimitsConfig } = {},
-): Promise<Outcome> {
+): Promise<DuckdbOutcome> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'filedge-native-'))
   dirs.push(dir)
   for (const [name, content] of Object.entries(files)) {
     mkdirSync(path.dirname(path.join(dir, 'incoming', name)), { recursive: true })
     writeFileSync(path.join(dir, 'incoming', name), content)
   }
-  const config = resolveConfig(
-    {
-      plugins: options.plugins ?? [],
-      pipelines: [
-        {
-          name: 'p',
-          source: 'incoming',
-          format: options.format,
-          destination: duckdb({ path: 'w.duckdb', native: options.native }),
-          table: 't',
-          columns,
-          unknownColumns: options.unknownColumns,
-          limits: options.limits,
-          retry: { attempts: 1 },
-        },
-      ],
-    },
-    { cwd: dir },
-  )
-  const viaJs = new Set<string>()
-  const errors: string[] = []
-  const logs: LogEntry[] = []
-  const watcher: Plugin = {
-    name: 'watcher',
-    apply({ hooks }) {
-      hooks.fileProgress.tap('watcher', ({ file }) => void viaJs.add(file.path))
-      hooks.fileFailed.tapPromise('watcher', async ({ error }) => void errors.push(`${error.code} ${error.message}`))
-      hooks.log.tap('watcher', (entry) => void logs.push(entry))
-    },
-  }
-  const summary = await run({ config, plugins: [watcher] })
-  const rows = summary.aborted ? [] : await readDuckdb(path.join(dir, 'w.duckdb'), 'SELECT * EXCLUDE (_ingested_at) FROM t ORDER BY _source_file_hash, _source_row_number')
-  return { summary, rows, errors: errors.sort(), viaJs, logs }
+  return loadIntoDuckdb(dir, columns, options)
 }
 
 const ROWS = 400_000

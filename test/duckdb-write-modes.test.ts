@@ -2,9 +2,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { resolveConfig, run, type ColumnInput, type Plugin, type RunSummary, type WriteMode } from '../core/index.js'
-import { duckdb } from '../plugins/duckdb/index.js'
-import { readDuckdb } from './helpers/duckdb.js'
+import type { ColumnInput, WriteMode } from '../core/index.js'
+import { loadIntoDuckdb, readDuckdb, type DuckdbOutcome } from './helpers/duckdb.js'
 
 /**
  * Truncate and cdc on DuckDB's native path (DuckDB reads the CSV itself):
@@ -19,35 +18,14 @@ afterEach(() => {
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true })
 })
 
-interface Outcome {
-  readonly summary: RunSummary
-  readonly errors: string[]
-  readonly viaJs: Set<string>
-  readonly dir: string
-}
-
-async function load(dir: string | undefined, files: Record<string, string>, columns: Record<string, ColumnInput>, writeMode: WriteMode, native = true): Promise<Outcome> {
+async function load(dir: string | undefined, files: Record<string, string>, columns: Record<string, ColumnInput>, writeMode: WriteMode, native = true): Promise<DuckdbOutcome & { readonly dir: string }> {
   dir ??= mkdtempSync(path.join(os.tmpdir(), 'filedge-duckdb-modes-'))
   if (!dirs.includes(dir)) dirs.push(dir)
   for (const [name, content] of Object.entries(files)) {
     mkdirSync(path.dirname(path.join(dir, 'incoming', name)), { recursive: true })
     writeFileSync(path.join(dir, 'incoming', name), content)
   }
-  const config = resolveConfig(
-    { pipelines: [{ name: 'p', source: 'incoming', destination: duckdb({ path: 'w.duckdb', native }), table: 't', columns, writeMode, retry: { attempts: 1 } }] },
-    { cwd: dir },
-  )
-  const viaJs = new Set<string>()
-  const errors: string[] = []
-  const watcher: Plugin = {
-    name: 'watcher',
-    apply({ hooks }) {
-      hooks.fileProgress.tap('watcher', ({ file }) => void viaJs.add(file.path))
-      hooks.fileFailed.tapPromise('watcher', async ({ error }) => void errors.push(`${error.code} ${error.message}`))
-    },
-  }
-  const summary = await run({ config, plugins: [watcher] })
-  return { summary, errors, viaJs, dir }
+  return { ...(await loadIntoDuckdb(dir, columns, { native, writeMode, read: false })), dir }
 }
 
 const SNAPSHOT: Record<string, ColumnInput> = { id: { type: 'string', required: true }, n: 'integer', amount: { type: 'decimal', precision: 10, scale: 2 } }

@@ -43,6 +43,10 @@ export async function postgresSnapshot(pool: pg.Pool, t: Tables, at: string | nu
   }
   try {
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY')
+    // Parallel scans whenever a table is big enough for them (min_parallel_table_scan_size): a COPY's filter values are
+    // settings the planner cannot see, so it expects most rows to pass and keeps the scan to one process. The failure
+    // events of 3,000,000: 0.89–1.37 s in one process, 0.62–0.72 s with two workers; the committed files alike.
+    await client.query('SET LOCAL parallel_setup_cost = 0; SET LOCAL parallel_tuple_cost = 0')
     const { rows } = await client.query<{ now: number; version: number }>(
       `SELECT extract(epoch FROM COALESCE($1::timestamptz, statement_timestamp())) * 1000 AS now, current_setting('server_version_num')::int AS version`,
       [at],

@@ -45,6 +45,11 @@ export interface SqliteDestinationOptions {
    */
   durability?: 'durable' | 'fast'
   /**
+   * Page size in bytes of a database this destination creates (a power of two
+   * from 512 to 65536); an existing database keeps its own. Default 16384.
+   */
+  pageSize?: number
+  /**
    * An open better-sqlite3 connection to use instead of opening `path`. Its
    * journal mode and busy timeout are left as they are; its `synchronous` is
    * set from `durability`.
@@ -106,7 +111,24 @@ async function beginImmediate(db: SqliteDatabase, signal: AbortSignal): Promise<
   }
 }
 
+/**
+ * The page size of a database the destination creates: SQLite's default 4096
+ * against 16384, and 65536, measured (medians, alternating runs on a shared
+ * 2-core VM, load 2–3): one file of 1M rows 4.78 s of CPU at 4096, 4.08 s at
+ * 16384, 3.77 s at 65536 (fewer pages and WAL frames per row, each a write
+ * and a checksum); 5,000 files of 100 rows 5.81, 5.54 and 5.73 s of CPU, and
+ * at 65536 the slowest wall time: each group commit writes again the last,
+ * part-filled page of the table, of its index and of the load markers, and
+ * those are 64 KiB each there. 16384 takes most of the large files' gain and
+ * costs small files nothing.
+ */
+const DEFAULT_PAGE_SIZE = 16_384
+
 export function sqlite(options: SqliteDestinationOptions): Destination {
+  const pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE
+  if (!Number.isInteger(pageSize) || pageSize < 512 || pageSize > 65_536 || (pageSize & (pageSize - 1)) !== 0) {
+    throw new FiledgeError('CONFIG_INVALID', `sqlite({ pageSize }): expected a power of two from 512 to 65536; got ${String(options.pageSize)}`)
+  }
   let db: SqliteDatabase | undefined = options.client
   let file = options.path
   const lock = createMutex()
@@ -148,6 +170,8 @@ export function sqlite(options: SqliteDestinationOptions): Destination {
         mkdirSync(path.dirname(file), { recursive: true })
         const { default: Database } = await import('better-sqlite3')
         db = new Database(file)
+        // Before journal_mode: switching to WAL writes the header of a new database, and with it the page size.
+        db.pragma(`page_size = ${pageSize}`)
         db.pragma('journal_mode = WAL')
         db.pragma('busy_timeout = 100')
         // Checkpoints every ~40 MB of WAL rather than 4 MB: each stalls the event loop (better-sqlite3 is synchronous) for

@@ -124,6 +124,9 @@ async function beginImmediate(db: SqliteDatabase, signal: AbortSignal): Promise<
  */
 const DEFAULT_PAGE_SIZE = 16_384
 
+/** WAL bytes between checkpoints (see open()). */
+const WAL_CHECKPOINT_BYTES = 10_000 * 4096
+
 export function sqlite(options: SqliteDestinationOptions): Destination {
   const pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE
   if (!Number.isInteger(pageSize) || pageSize < 512 || pageSize > 65_536 || (pageSize & (pageSize - 1)) !== 0) {
@@ -177,8 +180,10 @@ export function sqlite(options: SqliteDestinationOptions): Destination {
         // Checkpoints every ~40 MB of WAL rather than 4 MB: each stalls the event loop (better-sqlite3 is synchronous) for
         // its page writes and two fsyncs, and pages a group of small files rewrites (the table's last page, the index's,
         // the markers') are written back once per checkpoint. 5,000 small files: 580 fsyncs in the run, 355 with this and
-        // the ledger's alike (core/ledger/sqlite/store.ts). Durability is the WAL's, whatever the checkpoints do.
-        db.pragma('wal_autocheckpoint = 10000')
+        // the ledger's alike (core/ledger/sqlite/store.ts). Durability is the WAL's, whatever the checkpoints do. Counted in
+        // pages, so as many bytes whatever the page size (10,000 of SQLite's 4096 bytes; 16384-byte pages would let the WAL
+        // grow to 160 MB).
+        db.pragma(`wal_autocheckpoint = ${Math.round(WAL_CHECKPOINT_BYTES / (db.pragma('page_size', { simple: true }) as number))}`)
       }
       // Also on a client passed in: a connection opened on a WAL database starts at NORMAL (better-sqlite3
       // builds with SQLITE_DEFAULT_WAL_SYNCHRONOUS=1), which would silently void the durable default.

@@ -6,6 +6,7 @@ import path from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { hashStream } from '../core/source/hash.js'
 import { localSource } from '../core/source/local.js'
+import { LOAD_MARKER_TABLE } from '../core/load-marker.js'
 import { ordersCsv, smallFiles, withProvenance } from './data.js'
 import { alternate, median, timed, type Timed } from './measure.js'
 import { project, REPO_ROOT } from './project.js'
@@ -70,9 +71,9 @@ const SQLITE_SAME_TABLE =
   '"_source_file_hash" TEXT NOT NULL, "_ingested_at" TEXT NOT NULL, "_source_row_number" INTEGER NOT NULL) STRICT; ' +
   'CREATE INDEX "orders__source_file_hash" ON "orders" (substr("_source_file_hash", 1, 16));'
 
-/** A SQLite database's schema, as `sqlite3` prints it, `IF NOT EXISTS` left out. */
+/** A SQLite database's tables and indexes, as `sqlite3` prints them, `IF NOT EXISTS` left out; filedge's load markers are not the orders table's. */
 async function sqliteSchema(database: string): Promise<string> {
-  const { stdout } = await timed('sqlite3', [database, "SELECT sql FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%' ORDER BY name"])
+  const { stdout } = await timed('sqlite3', [database, `SELECT sql FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%' AND name <> '${LOAD_MARKER_TABLE}' ORDER BY name`])
   return stdout.replace(/ IF NOT EXISTS/g, '').trim()
 }
 

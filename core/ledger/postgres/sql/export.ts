@@ -173,7 +173,6 @@ async function top(client: pg.PoolClient, t: Tables, request: TopRequest): Promi
   return topOfRows(request, column, rows.map((row) => ({ id: row.id, key: row.key === null ? null : Number(row.key) })))
 }
 
-
 /** Whether a request names its rows by their place (top's `ids`). */
 function byIds(request: ExportRequest): boolean {
   return (request.where ?? []).some((filter) => 'ids' in filter)

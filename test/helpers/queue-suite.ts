@@ -206,9 +206,11 @@ export default defineConfig({
       await p.leaseFree()
       const rerun = await p.cli(['--reporter', 'simple'])
       expect(rerun.code, rerun.stderr).toBe(0)
-      expect(rerun.stdout).toContain(': 2 batches, 70 records, 50 already promoted (acknowledged again)')
+      // 70 records in batches of maxRecords (50): two, or more when a stall on a busy machine outlasted maxWait.
+      const batches = Number(/: (\d+) batches, 70 records, 50 already promoted \(acknowledged again\)/.exec(rerun.stdout)?.[1])
+      expect(batches, rerun.stdout).toBeGreaterThanOrEqual(2)
       expect(p.rows().map((row) => row.id)).toEqual(ids(messages))
-      expect(p.dataFiles()).toHaveLength(3)
+      expect(p.dataFiles()).toHaveLength(1 + batches)
       expect(p.promoted()).toHaveLength(120)
       expect(await p.q.backlog()).toEqual({ ready: 0, unacknowledged: 0 })
     })

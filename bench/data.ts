@@ -45,15 +45,19 @@ async function writeAtomically(target: string, produce: (write: (text: string) =
   renameSync(temp, target)
 }
 
-/** A CSV of `rows` orders (~74 bytes a row). Reused when it already exists. */
-export async function ordersCsv(target: string, rows: number, seed = 1): Promise<{ file: string; rows: number; bytes: number }> {
+/**
+ * A CSV of `rows` orders (~74 bytes a row), each line through `line` (its
+ * record number, 1-based) when given. Reused when it already exists.
+ */
+export async function ordersCsv(target: string, rows: number, seed = 1, line?: (text: string, record: number) => string): Promise<{ file: string; rows: number; bytes: number }> {
   if (!existsSync(target)) {
     await writeAtomically(target, async (write) => {
       await write(`${ORDERS_HEADER}\n`)
       const chunk = 20_000
       for (let start = 0; start < rows; start += chunk) {
         const count = Math.min(chunk, rows - start)
-        await write(`${ordersLines(count, seed + start, start + 1).join('\n')}\n`)
+        const lines = ordersLines(count, seed + start, start + 1)
+        await write(`${(line === undefined ? lines : lines.map((text, i) => line(text, start + i + 1))).join('\n')}\n`)
       }
     })
   }
@@ -67,18 +71,8 @@ export async function ordersCsv(target: string, rows: number, seed = 1): Promise
  * when it exists.
  */
 export async function ordersCsvWithBadRows(target: string, rows: number, every: number, seed = 1): Promise<{ file: string; rows: number; bad: number; bytes: number }> {
-  if (!existsSync(target)) {
-    await writeAtomically(target, async (write) => {
-      await write(`${ORDERS_HEADER}\n`)
-      const chunk = 20_000
-      for (let start = 0; start < rows; start += chunk) {
-        const count = Math.min(chunk, rows - start)
-        const lines = ordersLines(count, seed + start, start + 1).map((line, i) => ((start + i + 1) % every === 0 ? line.replace(/^([^,]*,[^,]*,)[^,]*/, '$1n/a') : line))
-        await write(`${lines.join('\n')}\n`)
-      }
-    })
-  }
-  return { file: target, rows, bad: Math.floor(rows / every), bytes: statSync(target).size }
+  const written = await ordersCsv(target, rows, seed, (text, record) => (record % every === 0 ? text.replace(/^([^,]*,[^,]*,)[^,]*/, '$1n/a') : text))
+  return { ...written, bad: Math.floor(rows / every) }
 }
 
 /** `files` CSVs of `rowsPerFile` orders each, every file different. Reused when the folder is complete. */

@@ -108,3 +108,9 @@ export function postgresBusyMs(): number | undefined {
   }
   return found ? ticks * 10 : undefined
 }
+
+/** The 95th percentile (nearest rank). */
+export function p95(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.ceil(sorted.length * 0.95) - 1)]
+}

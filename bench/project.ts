@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -87,5 +88,45 @@ export default defineConfig({
     },
     reset,
     remove: () => rmSync(dir, { recursive: true, force: true }),
+  }
+}
+
+/**
+ * `filedge --watch --reporter json` run in `dir`: whether it is watching yet,
+ * and when each file committed (`performance.now()` on arrival, keyed by the
+ * file's base name: the same clock as the writes a bench times it against).
+ */
+export function watcher(dir: string, what: string, timeoutMs: number) {
+  const child = spawn(process.execPath, [path.join(REPO_ROOT, 'bin/filedge.js'), '--watch', '--reporter', 'json'], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'] })
+  const committed = new Map<string, number>()
+  let ready = false
+  let buffer = ''
+  child.stdout!.on('data', (chunk: Buffer) => {
+    buffer += chunk.toString()
+    let newline
+    while ((newline = buffer.indexOf('\n')) >= 0) {
+      const event = JSON.parse(buffer.slice(0, newline)) as { event: string; path?: string; message?: string }
+      buffer = buffer.slice(newline + 1)
+      if (event.event === 'log' && event.message?.includes('Ctrl-C to stop')) ready = true
+      if (event.event === 'file:committed' && event.path !== undefined) committed.set(path.basename(event.path), performance.now())
+    }
+  })
+  return {
+    committed,
+    get ready() {
+      return ready
+    },
+    /** Waits (polling every 2 ms) until `check` holds; fails past the timeout. */
+    async until(check: () => boolean, waitingFor: string): Promise<void> {
+      const deadline = performance.now() + timeoutMs
+      while (!check()) {
+        if (performance.now() > deadline) throw new Error(`${what}: timed out waiting for ${waitingFor}`)
+        await new Promise((resolve) => setTimeout(resolve, 2))
+      }
+    },
+    async stop(): Promise<void> {
+      child.kill('SIGTERM')
+      await new Promise((resolve) => child.once('exit', resolve))
+    },
   }
 }

@@ -1,12 +1,11 @@
-import { spawn } from 'node:child_process'
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { resolveConfig, type Destination } from '../core/index.js'
 import { openSqliteLedger } from '../core/ledger/sqlite/store.js'
 import { jetstream } from '../plugins/queue/index.js'
-import { alternate, median } from './measure.js'
-import { project, REPO_ROOT } from './project.js'
+import { alternate, median, p95 } from './measure.js'
+import { project, watcher } from './project.js'
 import { format, perSecond, seconds, type BenchOptions, type Row } from './suites.js'
 
 /**
@@ -197,27 +196,7 @@ async function latency(newStream: (name: string) => Promise<string>, publish: (s
     columns: COLUMNS,
     state: [],
   })
-  const child = spawn(process.execPath, [path.join(REPO_ROOT, 'bin/filedge.js'), '--watch', '--reporter', 'json'], { cwd: filedge.dir, stdio: ['ignore', 'pipe', 'inherit'] })
-  const committed = new Map<string, number>()
-  let ready = false
-  let buffer = ''
-  child.stdout!.on('data', (chunk: Buffer) => {
-    buffer += chunk.toString()
-    let newline
-    while ((newline = buffer.indexOf('\n')) >= 0) {
-      const event = JSON.parse(buffer.slice(0, newline)) as { event: string; path?: string; message?: string }
-      buffer = buffer.slice(newline + 1)
-      if (event.event === 'log' && event.message?.includes('Ctrl-C to stop')) ready = true
-      if (event.event === 'file:committed' && event.path !== undefined) committed.set(path.basename(event.path), performance.now())
-    }
-  })
-  const until = async (check: () => boolean, what: string) => {
-    const deadline = performance.now() + 60_000
-    while (!check()) {
-      if (performance.now() > deadline) throw new Error(`queue bench: timed out waiting for ${what}`)
-      await new Promise((resolve) => setTimeout(resolve, 2))
-    }
-  }
+  const watch = watcher(filedge.dir, 'queue bench', 60_000)
   const folder = path.join(filedge.dir, '.filedge/queue/orders')
   /** Which file holds each sequence, from the manifests. */
   const files = () => {
@@ -229,10 +208,10 @@ async function latency(newStream: (name: string) => Promise<string>, publish: (s
     return bySeq
   }
   try {
-    await until(() => ready, 'the watcher to start')
+    await watch.until(() => watch.ready, 'the watcher to start')
     // Not measured: the first file also pays for the consumer's creation and the first DuckDB insert.
     const [warm] = await publish(stream, 0, 1)
-    await until(() => committed.size === 1, 'the warm-up message to commit')
+    await watch.until(() => watch.committed.size === 1, 'the warm-up message to commit')
     const sent: { seq: number; at: number }[] = []
     const total = LATENCY_RATE * LATENCY_SECONDS
     const tick = 10
@@ -245,26 +224,23 @@ async function latency(newStream: (name: string) => Promise<string>, publish: (s
       } else await new Promise((resolve) => setTimeout(resolve, tick))
     }
     const last = Math.max(...sent.map((message) => message.seq))
-    await until(() => {
+    await watch.until(() => {
       const file = files().get(last)
-      return file !== undefined && committed.has(file)
+      return file !== undefined && watch.committed.has(file)
     }, 'every message to commit')
     const where = files()
-    const latencies = sent.filter((message) => message.seq !== warm.seq).map((message) => committed.get(where.get(message.seq)!)! - message.at)
-    const sorted = [...latencies].sort((a, b) => a - b)
-    const p95 = sorted[Math.min(sorted.length - 1, Math.ceil(sorted.length * 0.95) - 1)]
+    const latencies = sent.filter((message) => message.seq !== warm.seq).map((message) => watch.committed.get(where.get(message.seq)!)! - message.at)
     const batches = new Set(where.values()).size - 1
     return [
       {
         work: `queue: publish → committed row, filedge --watch, ${format.format(LATENCY_RATE)} msg/s of 1 KB for ${LATENCY_SECONDS} s, maxWait ${LATENCY_MAX_WAIT} ms (${batches} files)`,
-        filedge: `median ${Math.round(median(latencies))} ms, p95 ${Math.round(p95)} ms`,
+        filedge: `median ${Math.round(median(latencies))} ms, p95 ${Math.round(p95(latencies))} ms`,
         target: 'informational',
-        detail: { messages: latencies.length, batches, maxMs: Math.round(sorted[sorted.length - 1]) },
+        detail: { messages: latencies.length, batches, maxMs: Math.round(Math.max(...latencies)) },
       },
     ]
   } finally {
-    child.kill('SIGTERM')
-    await new Promise((resolve) => child.once('exit', resolve))
+    await watch.stop()
     filedge.remove()
   }
 }

@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto'
-import { spawn } from 'node:child_process'
 import { createReadStream, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -8,8 +7,8 @@ import { hashStream } from '../core/source/hash.js'
 import { localSource } from '../core/source/local.js'
 import { LOAD_MARKER_TABLE } from '../core/load-marker.js'
 import { ordersCsv, smallFiles, withProvenance } from './data.js'
-import { alternate, median, timed, type Timed } from './measure.js'
-import { project, REPO_ROOT } from './project.js'
+import { alternate, median, p95, timed, type Timed } from './measure.js'
+import { project, watcher } from './project.js'
 
 export interface BenchOptions {
   readonly rows: number
@@ -302,35 +301,15 @@ export async function watchLatency(options: BenchOptions): Promise<Row[]> {
     config: `watch: { settle: '${settleMs}ms' },`,
     state: [],
   })
-  const child = spawn(process.execPath, [path.join(REPO_ROOT, 'bin/filedge.js'), '--watch', '--reporter', 'json'], { cwd: filedge.dir, stdio: ['ignore', 'pipe', 'inherit'] })
-  const committed = new Map<string, number>()
-  let ready = false
-  let buffer = ''
-  child.stdout!.on('data', (chunk: Buffer) => {
-    buffer += chunk.toString()
-    let newline
-    while ((newline = buffer.indexOf('\n')) >= 0) {
-      const event = JSON.parse(buffer.slice(0, newline)) as { event: string; path?: string; message?: string }
-      buffer = buffer.slice(newline + 1)
-      if (event.event === 'log' && event.message?.includes('Ctrl-C to stop')) ready = true
-      // Stamped on arrival: the same clock as the writes, no parsing of the event's own time.
-      if (event.event === 'file:committed' && event.path !== undefined) committed.set(path.basename(event.path), performance.now())
-    }
-  })
-  const until = async (check: () => boolean, what: string) => {
-    const deadline = performance.now() + 30_000
-    while (!check()) {
-      if (performance.now() > deadline) throw new Error(`watch bench: timed out waiting for ${what}`)
-      await new Promise((resolve) => setTimeout(resolve, 2))
-    }
-  }
+  // Commits stamped on arrival: the same clock as the writes, no parsing of the event's own time.
+  const watch = watcher(filedge.dir, 'watch bench', 30_000)
   try {
-    await until(() => ready, 'the watcher to start')
+    await watch.until(() => watch.ready, 'the watcher to start')
     const drop = async (index: number, name: string) => {
       writeFileSync(path.join(dir, name), `id,n\n${Array.from({ length: 100 }, (_, row) => `r${index}-${row},${row}`).join('\n')}\n`)
       const written = performance.now()
-      await until(() => committed.has(name), `${name} to commit`)
-      return committed.get(name)! - written - settleMs
+      await watch.until(() => watch.committed.has(name), `${name} to commit`)
+      return watch.committed.get(name)! - written - settleMs
     }
     // Not measured: the watcher logs "Ctrl-C to stop" before its sweep of the folder, and a file
     // the sweep finds is loaded at once, without the settle window (-150 ms when it was counted).
@@ -338,21 +317,18 @@ export async function watchLatency(options: BenchOptions): Promise<Row[]> {
     await drop(-1, 'warm-up.csv')
     const latencies: number[] = []
     for (let index = 0; index < files; index++) latencies.push(await drop(index, `drop-${String(index).padStart(3, '0')}.csv`))
-    const sorted = [...latencies].sort((a, b) => a - b)
-    const p95 = sorted[Math.min(sorted.length - 1, Math.ceil(sorted.length * 0.95) - 1)]
     const mid = median(latencies)
     return [
       {
         work: `watch: last write → committed, beyond a ${settleMs} ms settle window (${files} files)`,
-        filedge: `median ${Math.round(mid)} ms, p95 ${Math.round(p95)} ms`,
+        filedge: `median ${Math.round(mid)} ms, p95 ${Math.round(p95(latencies))} ms`,
         target: 'median ≤ 300 ms',
         met: mid <= 300,
         detail: { latenciesMs: latencies.map(Math.round) },
       },
     ]
   } finally {
-    child.kill('SIGTERM')
-    await new Promise((resolve) => child.once('exit', resolve))
+    await watch.stop()
     filedge.remove()
     rmSync(dir, { recursive: true, force: true })
   }

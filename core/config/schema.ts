@@ -4,6 +4,10 @@ import { isStage } from '../stages/stage.js'
 import { SIZE_PATTERN } from './limits.js'
 import { COLUMN_TYPES, SYMLINK_POLICIES } from './types.js'
 
+// A config is validated once a run: zod's compiled fast path (code generated per schema with
+// `new Function`, and a probe that eval is allowed) costs more to build than it saves.
+z.config({ jitless: true })
+
 /**
  * The config's shape. Every object is strict: an unknown key is an error
  * (a typo must not silently fall back to a default).

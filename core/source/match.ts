@@ -30,7 +30,19 @@ export function excludePatterns(options: MatchOptions): string[] {
  * patterns pick the same files from a folder, a bucket or an SFTP drop.
  */
 export function sourceMatcher(options: MatchOptions): (relative: string) => boolean {
-  const include = picomatch([...options.include], { dot: false })
-  const exclude = picomatch(excludePatterns(options), { dot: true })
+  const include = anyOf(options.include, { dot: false })
+  const exclude = anyOf(excludePatterns(options), { dot: true })
   return (relative) => relative !== '' && !relative.startsWith('../') && include(relative) && !exclude(relative)
+}
+
+/**
+ * Whether a path matches any of the globs, as picomatch's matcher decides (the
+ * glob itself, or its regular expression), without the result object that
+ * matcher builds for every test: a listing tests each file against eight
+ * patterns or more, and those objects cost a no-op rerun over 5,000 files
+ * 10–25 ms.
+ */
+function anyOf(globs: readonly string[], options: picomatch.PicomatchOptions): (path: string) => boolean {
+  const tests = globs.map((glob) => ({ glob, regex: picomatch.makeRe(glob, options) }))
+  return (path) => tests.some(({ glob, regex }) => path === glob || regex.test(path))
 }

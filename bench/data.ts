@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { createReadStream, createWriteStream, existsSync, mkdirSync, renameSync, statSync } from 'node:fs'
+import { createReadStream, createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, statSync } from 'node:fs'
 import { createInterface } from 'node:readline'
 import { once } from 'node:events'
 import path from 'node:path'
@@ -86,6 +86,31 @@ export async function smallFiles(dir: string, files: number, rowsPerFile: number
     await writeAtomically(done, async (write) => write(String(files)))
   }
   return { dir, files, rows: files * rowsPerFile }
+}
+
+/**
+ * The small files' rows, all in one CSV, each with the provenance values
+ * filedge writes on it (its own file's SHA-256, a fixed ingestion time, its
+ * record number in that file): what `sqlite3 .import` needs to fill the very
+ * table filedge fills from those files. Reused when it exists.
+ */
+export async function smallFilesWithProvenance(source: { dir: string; files: number; rows: number }): Promise<{ file: string; rows: number }> {
+  const target = path.join(source.dir, '.all.provenance.csv')
+  if (!existsSync(target)) {
+    await writeAtomically(target, async (write) => {
+      let rows = 0
+      await write(`${ORDERS_HEADER},_source_file_hash,_ingested_at,_source_row_number\n`)
+      for (let index = 0; index < source.files; index++) {
+        const bytes = readFileSync(path.join(source.dir, `orders-${String(index).padStart(5, '0')}.csv`))
+        const suffix = `,${createHash('sha256').update(bytes).digest('hex')},2026-01-01T00:00:00.000Z,`
+        const lines = bytes.toString('utf8').trimEnd().split('\n').slice(1)
+        await write(`${lines.map((line, record) => `${line}${suffix}${record + 1}`).join('\n')}\n`)
+        rows += lines.length
+      }
+      if (rows !== source.rows) throw new Error(`${source.dir}: ${rows} records, expected ${source.rows}`)
+    })
+  }
+  return { file: target, rows: source.rows }
 }
 
 /**

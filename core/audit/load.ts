@@ -1,15 +1,15 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import path from 'node:path'
-import type { DuckDBConnection, DuckDBPreparedStatement } from '@duckdb/node-api'
+import type { DuckDBConnection } from '@duckdb/node-api'
 import type { ExportFilter, ExportRequest, LedgerSnapshot } from '../ledger/export.js'
 import { createTableSql, type QueryColumn, type QueryTable } from './tables.js'
 
-/** Pages bound to one INSERT (64k rows), while the next ones are read. */
+/** Pages staged before DuckDB unpacks them into the table (64k rows), while the next ones are read. */
 const BATCH_PAGES = 32
 
 const quote = (name: string) => `"${name}"`
 
-/** Two connections to one in-memory database: one creates the tables, the other unpacks what the store reads into them meanwhile. */
+/** Two connections to one in-memory database: one appends what the store reads, the other unpacks it meanwhile. */
 export interface LoadConnections {
   readonly append: DuckDBConnection
   readonly unpack: DuckDBConnection
@@ -27,27 +27,22 @@ function constant(column: QueryColumn, value: string | number): string {
 /**
  * Creates `table` with `wanted` columns in the in-memory database and fills
  * it from the snapshot. Each page (a JSON array per column, export.ts) is
- * bound, array by array, to one prepared `INSERT … SELECT` that DuckDB runs
- * on a connection of its own, on its own threads (`unnest` of each array,
- * zipped, cast to the column's type), while the next pages are read. So
- * reading the store, which holds the JavaScript thread (better-sqlite3 is
+ * appended as one row of a staging table through DuckDB's appender, a few
+ * calls per 2,048 rows; every 32 pages DuckDB unpacks the staged arrays into
+ * the table (`unnest` of each array, zipped, cast to the column's type) on a
+ * connection of its own, on its own threads, while the next pages are read.
+ * So reading the store, which holds the JavaScript thread (better-sqlite3 is
  * synchronous), and unpacking overlap: on 960,000 files, five columns, 1.2 s
  * against 2.0 s one after the other.
- *
- * Pages used to be staged first, as rows of a table written by DuckDB's
- * appender and unpacked 32 pages at a time: writing the arrays into a table
- * cost more than unpacking them. The audit page's 140,000 listed files,
- * twelve columns (35 MB of JSON): 0.50–0.62 s of CPU staged and unpacked,
- * 0.22–0.26 s bound to the INSERT page by page.
  *
  * DuckDB's `sqlite_scanner` and `postgres_scanner` would read the ledger
  * themselves, but they are extensions downloaded at run time, which an
  * offline machine cannot rely on.
  *
- * Resolves once every page is read, with the rows read and `unpacked`, which
- * settles once DuckDB has them all in the table: a caller can read the next
- * table meanwhile. `into` names the table made (default: the ledger table's
- * name).
+ * Resolves once every page is read and staged, with the rows read and
+ * `unpacked`, which settles once DuckDB has them all in the table: a caller
+ * can read the next table meanwhile. `into` names the table made (default:
+ * the ledger table's name).
  */
 export async function loadTable(
   db: LoadConnections,
@@ -64,72 +59,67 @@ export async function loadTable(
   const read = wanted.filter((column) => !pinned.has(column.source))
   // A table read for its row count alone still reads one column.
   const columns = read.length > 0 ? read : wanted.slice(0, 1)
-  // Each column's values, from the JSON text `json(index)` of the page's `index`-th array.
-  const selected = (json: (index: number) => string) =>
-    wanted.map((column) => {
-      const index = columns.indexOf(column)
-      if (index === -1) return `${constant(column, pinned.get(column.source)!)} AS ${quote(column.name)}`
-      const array = json(index)
-      if (column.type === 'TIMESTAMP' && snapshot.times === 'us') return `make_timestamp(unnest(from_json(${array}, '["BIGINT"]'))) AS ${quote(column.name)}`
-      // ISO text read as text, then cast: DuckDB's own timestamp parser beat from_json's (0.14 s against 0.19 s a million).
-      if (column.type === 'TIMESTAMP') return `CAST(unnest(from_json(${array}, '["VARCHAR"]')) AS TIMESTAMP) AS ${quote(column.name)}`
-      return `unnest(from_json(${array}, '["${column.type}"]')) AS ${quote(column.name)}`
-    })
+  const unpacked = wanted.map((column) => {
+    const index = columns.indexOf(column)
+    if (index === -1) return `${constant(column, pinned.get(column.source)!)} AS ${quote(column.name)}`
+    const json = `c${index}`
+    if (column.type === 'TIMESTAMP' && snapshot.times === 'us') return `make_timestamp(unnest(from_json(${json}, '["BIGINT"]'))) AS ${quote(column.name)}`
+    // ISO text read as text, then cast: DuckDB's own timestamp parser beat from_json's (0.14 s against 0.19 s a million).
+    if (column.type === 'TIMESTAMP') return `CAST(unnest(from_json(${json}, '["VARCHAR"]')) AS TIMESTAMP) AS ${quote(column.name)}`
+    return `unnest(from_json(${json}, '["${column.type}"]')) AS ${quote(column.name)}`
+  })
   await db.append.run(createTableSql(table, wanted, into))
   const request: ExportRequest = { table: table.name, columns: columns.map((column) => column.source), where }
   if (snapshot.copy !== undefined) return loadParts(db, snapshot, request, columns, wanted, pinned, into)
 
-  // One statement per batch size: BATCH_PAGES, and what the last batch holds.
-  const inserts = new Map<number, Promise<DuckDBPreparedStatement>>()
   let unpacking: Promise<void> = Promise.resolve()
+  let batch = 0
   let loaded = 0
-  let pages: (readonly (string | Uint8Array)[])[] = []
-  const unpack = () => {
-    const batch = pages
-    pages = []
-    // Bytes are bound as BLOBs and read as text by DuckDB (`decode` checks the UTF-8); a store's pages are all text or all bytes.
-    const bytes = typeof batch[0][0] !== 'string'
-    const width = columns.length
-    const param = (page: number, index: number) => (bytes ? `CAST($${page * width + index + 1} AS BLOB)` : `CAST($${page * width + index + 1} AS VARCHAR)`)
-    const rows = batch.map((_, page) => `(${columns.map((_, index) => param(page, index)).join(', ')})`)
-    const names = columns.map((_, index) => `c${index}`)
-    let statement = inserts.get(batch.length)
-    if (statement === undefined) {
-      statement = db.unpack.prepare(`INSERT INTO ${into} SELECT ${selected((index) => (bytes ? `decode(c${index})` : `c${index}`)).join(', ')} FROM (VALUES ${rows.join(', ')}) AS pages (${names.join(', ')})`)
-      inserts.set(batch.length, statement)
+  const stage = async (pages: readonly (readonly (string | Uint8Array)[])[]) => {
+    const staging = `filedge_staging_${into}_${batch++}`
+    // Pages as bytes are staged as BLOBs and read as text by DuckDB (`decode` checks the UTF-8).
+    const bytes = typeof pages[0][0] !== 'string'
+    await db.append.run(`CREATE TABLE ${staging} (${columns.map((_, index) => `c${index} ${bytes ? 'BLOB' : 'VARCHAR'}`).join(', ')})`)
+    const appender = await db.append.createAppender(staging)
+    try {
+      for (const page of pages) {
+        for (const json of page) {
+          if (typeof json === 'string') appender.appendVarchar(json)
+          else appender.appendBlob(json)
+        }
+        appender.endRow()
+      }
+      appender.flushSync()
+    } finally {
+      appender.closeSync()
     }
-    const insert = statement
-    // In order, one batch at a time (a statement holds one set of bindings); a failure is kept for the await below.
-    unpacking = unpacking.then(async () => {
-      const prepared = await insert
-      batch.forEach((page, row) => page.forEach((array, index) => (typeof array === 'string' ? prepared.bindVarchar(row * width + index + 1, array) : prepared.bindBlob(row * width + index + 1, array))))
-      await prepared.run()
-    })
+    // In order, one batch at a time; a failure is kept for the await below.
+    const from = bytes ? `(SELECT ${columns.map((_, index) => `decode(c${index}) AS c${index}`).join(', ')} FROM ${staging})` : staging
+    // One call: each step of the chain waits for the JavaScript thread to hand it on (see the read loop).
+    unpacking = unpacking.then(async () => void (await db.unpack.run(`INSERT INTO ${into} SELECT ${unpacked.join(', ')} FROM ${from}; DROP TABLE ${staging}`)))
     unpacking.catch(() => undefined)
   }
-  const finished = async () => {
-    await unpacking
-    for (const statement of inserts.values()) (await statement).destroySync()
-  }
   try {
+    let pages: (readonly (string | Uint8Array)[])[] = []
     for await (const page of snapshot.read(request)) {
       pages.push(page.columns)
       loaded += page.rows
-      if (pages.length === BATCH_PAGES) unpack()
+      if (pages.length === BATCH_PAGES) {
+        await stage(pages)
+        pages = []
+      }
       // A synchronous store (SQLite) reads page after page without the event loop turning, and DuckDB's finished
-      // unpacking is only handed the next page when it does: a turn per page keeps it busy (on 960,000 files it had
+      // unpacking is only handed the next batch when it does: a turn per page keeps it busy (on 960,000 files it had
       // been left 0.7 s of unpacking after the last page).
       await new Promise((resolve) => setImmediate(resolve))
     }
-    if (pages.length > 0) unpack()
+    if (pages.length > 0) await stage(pages)
   } catch (error) {
     // Nothing is left running on the database when a read fails.
-    await finished().catch(() => undefined)
+    await unpacking.catch(() => undefined)
     throw error
   }
-  const done = finished()
-  done.catch(() => undefined)
-  return { rows: loaded, unpacked: done }
+  return { rows: loaded, unpacked: unpacking }
 }
 
 /** Quoted as a SQL string literal. */

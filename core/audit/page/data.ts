@@ -1,5 +1,6 @@
 import type { DuckDBConnection } from '@duckdb/node-api'
 import type { ResolvedConfig } from '../../config/types.js'
+import type { ExportFilter } from '../../ledger/export.js'
 import type { LedgerStore } from '../../ledger/types.js'
 import { redact } from '../../secrets.js'
 import { openLedgerDuck, type LedgerDuck } from '../duck.js'
@@ -280,17 +281,24 @@ export async function pageData(ledger: LedgerStore | undefined, config: Resolved
 /**
  * The files the list shows, with their hashes, paths and errors, read from
  * the store on their own, into `listed`: every failing, pending or in-flight
- * one, and the committed ones committed since the `limit`-th latest (one
- * read, the store applying both conditions). The list then takes the first
- * `limit` of them.
+ * one, and the committed ones committed since a cutoff (one read, the store
+ * applying both conditions). The list then takes the first `limit` of them.
+ *
+ * Every failing and pending file comes before any committed one in the list,
+ * so at most `limit` less their number of committed files make it (the
+ * latest: a committed file last changed when it committed); the cutoff is
+ * the commit time of the last of those. In-flight files are all read: which
+ * of them are stuck (listed first) is only known from their leases.
  */
 async function loadListed(duck: LedgerDuck, files: QueryTable, limit: number): Promise<void> {
-  // A committed file last changed when it committed.
-  const [cutoff] = await rows(duck.connection, `SELECT epoch_ms(committed_at) AS at FROM files WHERE state = 'COMMITTED' ORDER BY committed_at DESC LIMIT 1 OFFSET $skip`, {
-    skip: Math.max(0, limit - 1),
-  })
+  const [ahead] = await rows(duck.connection, `SELECT count(*) AS files FROM files WHERE state IN ('FAILED', 'PENDING')`)
+  const committed = limit - num(ahead.files)
   const problems = { column: 'state', in: PROBLEMS }
-  const where = cutoff === undefined ? [] : [{ any: [problems, { column: 'committed_at', min: num(cutoff.at) }] }]
+  let where: ExportFilter[] = [problems]
+  if (committed > 0) {
+    const [cutoff] = await rows(duck.connection, `SELECT epoch_ms(committed_at) AS at FROM files WHERE state = 'COMMITTED' ORDER BY committed_at DESC LIMIT 1 OFFSET $skip`, { skip: committed - 1 })
+    where = cutoff === undefined ? [] : [{ any: [problems, { column: 'committed_at', min: num(cutoff.at) }] }]
+  }
   await (await duck.reading(() => duck.load(files, pick(files, LISTED), where, 'listed'))).unpacked
 }
 
@@ -304,25 +312,40 @@ export function duration(ms: number): string {
   return `${Math.round(ms / 86_400_000)} days`
 }
 
+/** The list's columns, as listedFiles reads them of `listed`: times in ms since the epoch. */
+const LIST_COLUMNS = {
+  pipeline: 'pipeline',
+  state: 'state',
+  path: 'path',
+  hash: 'hash',
+  attempts: 'attempts',
+  rows: 'rows',
+  size: 'size',
+  created_at: 'epoch_ms(created_at)',
+  updated_at: 'epoch_ms(updated_at)',
+  committed_at: 'epoch_ms(committed_at)',
+  lease_expires_at: 'epoch_ms(lease_expires_at)',
+  error: 'error',
+}
+
 /**
  * The files listed: failing, stuck and pending first (what the first screen
  * points at), then the latest to change, up to `limit`. Built by DuckDB as
- * one JSON array per column; errors are redacted once each, again (the
- * ledger stores them redacted already).
+ * one JSON array per column, from one list of the files in order (one sort:
+ * a list per column, each ordered, took 0.9–1.9 s of 140,000 listed files,
+ * one list 1.0 s); errors are redacted once each, again (the ledger stores
+ * them redacted already).
  */
 async function listedFiles(connection: DuckDBConnection, limit: number, nowSql: string, now: { now: number }, pipelines: readonly string[]): Promise<{ files: FileColumns; errors: string[]; filesTotal: number }> {
+  const fields = Object.entries(LIST_COLUMNS)
   const [row] = await rows(
     connection,
-    `WITH ranked AS (
-       SELECT *, row_number() OVER (ORDER BY (state IN ('FAILED', 'PENDING') OR (state = 'PROCESSING' AND lease_expires_at < ${nowSql})) DESC, updated_at DESC, path) AS n
-       FROM listed)
-     SELECT (SELECT count(*) FROM files) AS total,
-            to_json(list(pipeline ORDER BY n)) AS pipeline, to_json(list(state ORDER BY n)) AS state, to_json(list(path ORDER BY n)) AS path,
-            to_json(list(hash ORDER BY n)) AS hash, to_json(list(attempts ORDER BY n)) AS attempts, to_json(list(rows ORDER BY n)) AS rows,
-            to_json(list(size ORDER BY n)) AS size, to_json(list(epoch_ms(created_at) ORDER BY n)) AS created_at,
-            to_json(list(epoch_ms(updated_at) ORDER BY n)) AS updated_at, to_json(list(epoch_ms(committed_at) ORDER BY n)) AS committed_at,
-            to_json(list(epoch_ms(lease_expires_at) ORDER BY n)) AS lease_expires_at, to_json(list(error ORDER BY n)) AS error
-     FROM ranked WHERE n <= $limit`,
+    `WITH shown AS (
+       SELECT list({${fields.map(([name, value]) => `${name}: ${value}`).join(', ')}} ORDER BY n) AS files
+       FROM (SELECT *, row_number() OVER (ORDER BY (state IN ('FAILED', 'PENDING') OR (state = 'PROCESSING' AND lease_expires_at < ${nowSql})) DESC, updated_at DESC, path) AS n
+             FROM listed QUALIFY n <= $limit))
+     SELECT (SELECT count(*) FROM files) AS total, ${fields.map(([name]) => `to_json(list_transform(files, file -> file.${name})) AS ${name}`).join(', ')}
+     FROM shown`,
     { ...now, limit },
   )
   const parse = <T>(key: string): T[] => (row[key] === null ? [] : (JSON.parse(String(row[key])) as T[]))

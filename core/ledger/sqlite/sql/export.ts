@@ -17,7 +17,6 @@ import { checkExport, checkTop, EXPORT_PAGE_ROWS, filterSql, TOP_EXTRA, topOfRow
  */
 export function sqliteSnapshot(file: string, now: number): LedgerSnapshot {
   const db = new Database(file, { readonly: true, fileMustExist: true })
-  db.pragma('mmap_size = 4294967296')
   db.exec('BEGIN')
   // The snapshot is taken at the first read of the transaction: now, not at the first page.
   db.prepare('SELECT count(*) FROM sqlite_schema').get()

@@ -226,6 +226,7 @@ export function batchEncoder(): (batch: RowBatch) => Buffer[] {
   }
 }
 
+/** FrameReader.scratch's arrays, one per type for every replay: a column is decoded synchronously, so none reads another's. */
 const scratches = new Map<unknown, Uint8Array | Uint16Array | Uint32Array>()
 
 /** Reads a frame written by FrameWriter, front to back; every read is checked against the frame's end. */
@@ -329,7 +330,8 @@ function readColumn(input: FrameReader, count: number): Float64Array | readonly 
  */
 function consecutive(first: number, count: number): number[] {
   const values = new Array<number>(count)
-  if (first + count <= 0x3fffffff) {
+  if (first === (first | 0) && first + count <= 0x3fffffff) {
+    // `| 0`, not `first` itself: a float64 stays a double however it is counted on.
     let value = first | 0
     for (let i = 0; i < count; i++) values[i] = value++
   } else {

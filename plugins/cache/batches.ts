@@ -438,15 +438,20 @@ async function* frames(reader: EntryReader): AsyncGenerator<Buffer> {
   let end = 0
   /** At least `count` bytes from `start` on, unless the value ends first. */
   const fill = async (count: number): Promise<boolean> => {
-    if (start + count > buffer.length) {
-      // The frame does not fit after what was taken: moved to the front, into a larger buffer if it outgrows this one.
-      const target = count > buffer.length ? Buffer.allocUnsafe(Math.max(count, buffer.length * 2)) : buffer
-      buffer.copy(target, 0, start, end)
-      buffer = target
+    if (start + count > buffer.length && start > 0) {
+      // The frame does not fit after what was taken: moved to the front.
+      buffer.copy(buffer, 0, start, end)
       end -= start
       start = 0
     }
     while (end - start < count) {
+      if (end === buffer.length) {
+        // A frame larger than the buffer: it grows as the bytes arrive, so a length that promises more than the value
+        // holds ends in the error below, not in allocating what it promised.
+        const larger = Buffer.allocUnsafe(buffer.length * 2)
+        buffer.copy(larger, 0, start, end)
+        buffer = larger
+      }
       const read = await reader.read(buffer, end, buffer.length - end)
       if (read === 0) return false
       end += read

@@ -64,6 +64,16 @@ describe('cached rows', () => {
     await expect(read()).rejects.toThrow(/end inside a frame/)
   })
 
+  it('fails on a frame whose length promises more bytes than there are, without allocating what it promises', async () => {
+    const lying = Buffer.alloc(4)
+    lying.writeUInt32LE(0xf0000000)
+    const bytes = Buffer.concat([...headerFrame(['a']), lying, Buffer.alloc(3 * 1024 * 1024, 1)])
+    const read = async () => {
+      for await (const _ of decodeBatches(Readable.from([bytes]))) void _
+    }
+    await expect(read()).rejects.toThrow(/end inside a frame/)
+  })
+
   it('refuses rows written on a machine of the other byte order, and a batch whose bytes do not add up, rather than misread them', async () => {
     const rows: Value[][] = [['a', 1.5], ['b', 2.5]]
     const drain = async (chunks: Buffer[]) => {

@@ -499,6 +499,32 @@ describe('damaged entries', () => {
     expect((await cache.stats()).corrupt).toBe(2)
   })
 
+  it('getReader: a flipped byte is a miss before any byte is read; an intact entry reads whole into the caller’s buffer, compressed or not', async () => {
+    const dir = tempDir()
+    const cache = openCache({ dir })
+    const value = Buffer.from(Array.from({ length: 3 * 1024 * 1024 + 5 }, (_, i) => (i * 7) % 251))
+    for (const compress of [false, 'gzip'] as const) {
+      await cache.set(`intact-${compress}`, value, { compress })
+      const reader = (await cache.getReader(`intact-${compress}`))!
+      // Reads of odd sizes into one buffer, each after the last, until 0.
+      const scratch = Buffer.alloc(100_003)
+      const parts: Buffer[] = []
+      for (let count; (count = await reader.read(scratch, 3, scratch.length - 3)) > 0; ) parts.push(Buffer.from(scratch.subarray(3, 3 + count)))
+      await reader.close()
+      await reader.close()
+      expect(Buffer.concat(parts).equals(value)).toBe(true)
+      await cache.set(`flipped-${compress}`, value, { compress })
+      const { data } = entryFiles(dir, `flipped-${compress}`)
+      const bytes = readFileSync(data)
+      bytes[bytes.length - 1]! ^= 0xff
+      writeFileSync(data, bytes)
+      expect(await cache.getReader(`flipped-${compress}`)).toBeUndefined()
+      expect(await cache.has(`flipped-${compress}`)).toBe(false)
+    }
+    expect(await cache.getReader('missing')).toBeUndefined()
+    expect(await cache.stats()).toMatchObject({ hits: 2, misses: 3, corrupt: 2 })
+  })
+
   it('getStream with verify checks an entry written before CRC-32s were kept by its SHA-256: intact streams, damaged is a miss', async () => {
     const dir = tempDir()
     const cache = openCache({ dir })

@@ -347,6 +347,28 @@ describe('damaged entries', () => {
     expect(await cache.stats()).toMatchObject({ corrupt: 1, entries: 0 })
   })
 
+  it('getReader: an intact entry reads whole into the caller’s buffer, and closing it removes its spool file; damage is a miss', async () => {
+    const bucket = await freshBucket()
+    const cache = open({ bucket })
+    const value = randomBytes(2 * 1024 * 1024 + 3)
+    await cache.set('intact', value, { compress: 'gzip' })
+    const spools = () => readdirSync(os.tmpdir()).filter((name) => name.startsWith('filedge-cache-') && name.endsWith('.spool'))
+    const before = spools()
+    const reader = (await cache.getReader('intact'))!
+    const scratch = Buffer.alloc(65_537)
+    const parts: Buffer[] = []
+    for (let count; (count = await reader.read(scratch, 0, scratch.length)) > 0; ) parts.push(Buffer.from(scratch.subarray(0, count)))
+    await reader.close()
+    expect(Buffer.concat(parts).equals(value)).toBe(true)
+    await waitFor(() => spools().length === before.length)
+    await cache.set('k', value)
+    const { Metadata, ContentLength } = (await head(bucket, keyName('k')))!
+    await server.client.send(new PutObjectCommand({ Bucket: bucket, Key: keyName('k'), Body: randomBytes(ContentLength!), Metadata }))
+    expect(await cache.getReader('k')).toBeUndefined()
+    expect(await head(bucket, keyName('k'))).toBeUndefined()
+    expect(spools()).toEqual(before)
+  })
+
   it('getStream with verify: damage is a miss before any byte is handed on; an intact entry streams whole and leaves no spool file', async () => {
     const bucket = await freshBucket()
     const cache = open({ bucket })

@@ -98,4 +98,64 @@ describe('stage outputs in the cache', () => {
     expect(runs(ws)).toEqual(['enrich', 'score', 'score'])
     expect(table(ws).map((row) => (row as { score: number }).score)).toEqual([100, 200, 300])
   })
+
+  // The replay reads its frames into one buffer it reuses: an output of many batches and more than that buffer's 1 MiB
+  // (frames across its reads, one larger than it) must load exactly the table the computation loads.
+  it('a retry replaying an output of many batches loads the same rows as the computation: values, types, record numbers, provenance', async () => {
+    const wide = (i: number) => (i === 4321 ? `${'é☃'.repeat(400_000)}` : `note ${i} ${'ü'.repeat(i % 300)}`)
+    const lines = Array.from({ length: 9000 }, (_, i) => `r${i},${i % 7 === 0 ? '' : i * 3},${(i * 0.37).toFixed(2)},${i % 5 === 0 ? '' : `"${wide(i)}${i % 11 === 0 ? '\n second line' : ''}"`}`)
+    const many = `import { defineConfig, stage } from 'filedge'
+import { sqlite } from 'filedge/plugins/sqlite'
+import { cache } from 'filedge/plugins/cache'
+import { appendFileSync } from 'node:fs'
+
+const refuse = { name: 'refuse', enforce: 'pre', apply({ hooks }) {
+  hooks.commit.tapPromise({ name: 'refuse', stage: -1000 }, async (job) => {
+    if (process.env.REFUSE !== '1') return undefined
+    for await (const batch of job.batches) void batch
+    throw new Error('the connection dropped at COMMIT')
+  })
+} }
+
+export default defineConfig({
+  plugins: [cache({ dir: '.cache' }), refuse],
+  pipelines: [{
+    name: 'orders',
+    source: { dir: 'incoming' },
+    destination: sqlite({ path: 'warehouse.db' }),
+    table: 'orders',
+    batchSize: 700,
+    columns: { id: { type: 'string', required: true }, n: 'integer', amount: 'float', note: 'string' },
+    stages: [
+      stage({ name: 'keep', run: (rows) => rows.filter((row) => !row.id.endsWith('3')) }),
+      stage({ name: 'label', cache: true, columns: { id: 'string', n: 'integer', amount: 'float', note: 'string', odd: 'boolean' }, run: (rows) => {
+        appendFileSync('runs.log', 'label\\n')
+        return rows.map((row) => ({ ...row, odd: row.n === null ? null : row.n % 2 === 1 }))
+      } }),
+    ],
+  }],
+})
+`
+    const ws = workspace({ 'filedge.config.ts': many, 'incoming/a.csv': `id,n,amount,note\n${lines.join('\n')}\n` })
+    workspaces.push(ws)
+    expect((await ws.cli(['--json'], { env: { REFUSE: '1' } })).code).toBe(1)
+    const retried = await ws.cli(['--json'])
+    expect(retried.code, retried.stdout + retried.stderr).toBe(0)
+    expect(runs(ws)).toEqual(Array.from({ length: Math.ceil(9000 / 700) }, () => 'label'))
+
+    const fresh = workspace({ 'filedge.config.ts': many.replace("cache({ dir: '.cache' }), ", ''), 'incoming/a.csv': readFileSync(ws.file('incoming/a.csv'), 'utf8') })
+    workspaces.push(fresh)
+    expect((await fresh.cli(['--json'])).code).toBe(0)
+    const rows = (at: Workspace) =>
+      at.query(
+        'warehouse.db',
+        'SELECT id, n, typeof(n) AS nType, amount, typeof(amount) AS amountType, note, odd, typeof(odd) AS oddType, _source_row_number, _source_file_hash FROM orders ORDER BY _source_row_number',
+      )
+    const cached = rows(ws)
+    expect(cached).toHaveLength(8100)
+    expect(cached).toEqual(rows(fresh))
+    expect(cached[0]).toMatchObject({ id: 'r0', n: null, nType: 'null', note: null, odd: null, _source_row_number: 1 })
+    expect(cached.find((row) => (row as { id: string }).id === 'r4321')).toMatchObject({ note: 'é☃'.repeat(400_000), _source_row_number: 4322 })
+    expect(cached.find((row) => (row as { id: string }).id === 'r11')).toMatchObject({ n: 33, nType: 'integer', amountType: 'real', note: `${wide(11)}\n second line`, odd: 1 })
+  })
 })

@@ -8,6 +8,7 @@ import { LRUCache } from 'lru-cache'
 import { isFiledgeError } from '../../core/index.js'
 import { cacheError, compressionOf, compressor, decodeValue, decompressor, encodeValue, keyName, refused, ttlMs, VALUE_TYPES } from './codec.js'
 import { lockFile, processAlive, takeOverIfStale, type Release } from './lock-file.js'
+import { fileReader, streamReader } from './reader.js'
 import type { Cache, CacheValue, Compression, DiskCacheOptions, EntryInfo, PruneResult, SetOptions, ValueType } from './types.js'
 
 /**
@@ -514,6 +515,21 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
     return readable
   }
 
+  /** An entry's value file, open, its size checked (and with `verify` every byte), counted as a hit; undefined on a miss. */
+  async function openValue(hash: string, verify: boolean): Promise<{ handle: FileHandle; hash: string; meta: Meta } | undefined> {
+    const found = await find(hash, (file) => open(file, 'r'))
+    if (found === undefined) return miss()
+    const { meta, value: handle } = found
+    if ((await handle.stat()).size !== meta.storedSize || (verify && !(await intact(handle, meta)))) {
+      await handle.close()
+      await discard(hash, meta.data, 'corrupt')
+      return miss()
+    }
+    await touch(hash, meta)
+    counters.hits++
+    return { handle, hash, meta }
+  }
+
   function miss(): undefined {
     counters.misses++
     return undefined
@@ -571,18 +587,16 @@ export function createDiskCache(options: DiskCacheOptions): Cache {
 
     getStream: (key, getOptions) =>
       run(async () => {
-        const hash = keyName(key)
-        const found = await find(hash, (file) => open(file, 'r'))
-        if (found === undefined) return miss()
-        const { meta, value: handle } = found
-        if ((await handle.stat()).size !== meta.storedSize || (getOptions?.verify === true && !(await intact(handle, meta)))) {
-          await handle.close()
-          await discard(hash, meta.data, 'corrupt')
-          return miss()
-        }
-        await touch(hash, meta)
-        counters.hits++
-        return streamValue(handle, hash, meta, getOptions?.verify === true)
+        const opened = await openValue(keyName(key), getOptions?.verify === true)
+        return opened === undefined ? undefined : streamValue(opened.handle, opened.hash, opened.meta, getOptions?.verify === true)
+      }),
+
+    getReader: (key) =>
+      run(async () => {
+        const opened = await openValue(keyName(key), true)
+        if (opened === undefined) return undefined
+        const { handle, hash, meta } = opened
+        return meta.compression === null ? fileReader(handle, meta.storedSize) : streamReader(streamValue(handle, hash, meta, true))
       }),
 
     setStream: (key, source, setOptions) => {

@@ -4,7 +4,7 @@ import path from 'node:path'
 import { PassThrough, Transform, type Readable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { describeError, RACY_MS, type FileRef, type Plugin, type ResolvedFormat, type ResolvedPipeline, type RowBatch, type SourceEntry } from '../../core/index.js'
-import { batchEncoder, decodeBatches, headerFrame } from './batches.js'
+import { batchEncoder, headerFrame, readBatches } from './batches.js'
 import { refused } from './codec.js'
 import { createCache, type CreateCacheOptions } from './store.js'
 import type { Cache, CacheOptions } from './types.js'
@@ -152,12 +152,11 @@ export function cache(options: CachePluginOptions = {}): CachePlugin {
       const replay = async (key: string, what: string, file: FileRef): Promise<AsyncIterable<RowBatch> | undefined> => {
         await writes.get(key)
         try {
-          const bytes = await store.getStream(key, { verify: true })
-          if (bytes === undefined) return undefined
+          const reader = await store.getReader(key)
+          if (reader === undefined) return undefined
           // The header and the first batch are read here: rows kept in a format this filedge cannot read are a miss too.
-          const batches = decodeBatches(bytes)
+          const batches = readBatches(reader)
           const first = await batches.next().catch(async (error: unknown) => {
-            bytes.destroy()
             await store.delete(key).catch(() => undefined)
             throw error
           })

@@ -12,6 +12,7 @@ import { FiledgeError, isFiledgeError } from '../../core/index.js'
 import { isMissing, isNotImplemented, isPreconditionFailed, s3Error } from '../s3/errors.js'
 import { asFolder, buildClient, checkLocation, loadSdk, type S3ClientLike, type S3Location, type Sdk } from '../s3/index.js'
 import { cacheError, compressionOf, compressor, decodeValue, encodeValue, keyName, refused, ttlMs } from './codec.js'
+import { streamReader } from './reader.js'
 import { checkedValue, infoOf, judge, metadataOf, type Entry } from './s3-entry.js'
 import type { Cache, CacheDuration, CacheOptions, CacheValue, Compression, PruneResult, SetOptions, ValueType } from './types.js'
 
@@ -338,7 +339,7 @@ export function createS3Cache(options: S3CacheOptions): Cache {
     })
   }
 
-  return {
+  const cache: Cache = {
     location,
 
     async get<T extends CacheValue = CacheValue>(key: string): Promise<T | undefined> {
@@ -405,6 +406,11 @@ export function createS3Cache(options: S3CacheOptions): Cache {
       const stream = createReadStream(spool, { highWaterMark: 1024 * 1024 })
       stream.once('close', () => void rm(spool, { force: true }))
       return stream
+    },
+
+    async getReader(key) {
+      const stream = await cache.getStream(key, { verify: true })
+      return stream === undefined ? undefined : streamReader(stream)
     },
 
     // Spooled to a private temp file while counted, compressed and hashed: the SHA-256 goes in the metadata, which S3 takes
@@ -490,4 +496,5 @@ export function createS3Cache(options: S3CacheOptions): Cache {
       connection = undefined
     },
   }
+  return cache
 }

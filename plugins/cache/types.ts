@@ -41,6 +41,19 @@ export interface GetStreamOptions {
   readonly verify?: boolean
 }
 
+/**
+ * An entry's value read into buffers the caller owns, each read taking the
+ * bytes after the last: a reader that is done with what it read before it
+ * reads again can reuse one buffer, where a stream hands out a new one per
+ * chunk.
+ */
+export interface EntryReader {
+  /** Reads up to `length` bytes into `buffer` at `offset`; resolves to how many it read, 0 at the end of the value. */
+  read(buffer: Uint8Array, offset: number, length: number): Promise<number>
+  /** Lets go of the entry's file. Harmless twice. */
+  close(): Promise<void>
+}
+
 export interface CacheOptions {
   /** Entries at most (evicting the least recently used). Default: no limit. */
   readonly maxEntries?: number
@@ -117,6 +130,14 @@ export interface Cache {
    * read of the value, for readers that cannot take back what they read).
    */
   getStream(key: string, options?: GetStreamOptions): Promise<Readable | undefined>
+  /**
+   * The entry's value, every stored byte checked first as getStream's
+   * `verify` does (damage is a miss), read into the caller's buffers, or
+   * undefined on a miss. For readers that take a value apart as it comes (the
+   * cache plugin's replays): a stream's chunks are new buffers, and a new
+   * process pays for their fresh pages (see batches.ts).
+   */
+  getReader(key: string): Promise<EntryReader | undefined>
   /**
    * Stores a stream of any length in bounded memory. The entry appears only
    * once the stream has ended without error; a stream that fails or is

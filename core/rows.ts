@@ -112,3 +112,17 @@ export const PROVENANCE_COLUMNS: readonly TableColumn[] = Object.freeze([
   { name: '_ingested_at', type: 'timestamp', required: true },
   { name: '_source_row_number', type: 'integer', required: true },
 ])
+
+/**
+ * Lets go of rows that will not be read (kept rows a stage cut does not need,
+ * rows a plugin replayed for a file whose stages were all cached): started
+ * and stopped, so whatever their source opened for them (a cache entry's
+ * file) is closed. An async generator that was never started runs no
+ * `finally` when it is stopped. Rows read to their end are left as they are.
+ */
+export async function letGo(rows: AsyncIterable<unknown>): Promise<void> {
+  const iterator = rows[Symbol.asyncIterator]()
+  // Rows that fail to start or to stop were going unread anyway: nothing to report for them.
+  await iterator.next().catch(() => undefined)
+  await Promise.resolve(iterator.return?.()).catch(() => undefined)
+}

@@ -6,7 +6,7 @@ import { Readable } from 'node:stream'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { keyName } from '../plugins/cache/codec.js'
 import { createDiskCache } from '../plugins/cache/disk.js'
-import type { Cache, CacheValue, DiskCacheOptions } from '../plugins/cache/types.js'
+import type { BuiltinCache, Cache, CacheValue, DiskCacheOptions } from '../plugins/cache/types.js'
 import { REPO_ROOT } from './helpers/workspace.js'
 
 /**
@@ -32,7 +32,7 @@ function tempDir(): string {
   return dir
 }
 
-function openCache(options: Partial<DiskCacheOptions> = {}): Cache {
+function openCache(options: Partial<DiskCacheOptions> = {}): BuiltinCache {
   const cache = createDiskCache({ dir: options.dir ?? tempDir(), ...options })
   caches.push(cache)
   return cache

@@ -9,7 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { isFiledgeError, type FiledgeError } from '../core/index.js'
 import { keyName } from '../plugins/cache/codec.js'
 import { createS3Cache, type S3CacheOptions } from '../plugins/cache/s3.js'
-import type { Cache, CacheValue } from '../plugins/cache/types.js'
+import type { BuiltinCache, Cache, CacheValue } from '../plugins/cache/types.js'
 import { setEnv, startS3, S3RVER_CREDENTIALS, type S3Server } from './helpers/s3-server.js'
 import { REPO_ROOT, waitFor } from './helpers/workspace.js'
 
@@ -46,7 +46,7 @@ async function freshBucket(): Promise<string> {
 }
 
 /** A cache on the test server (a "machine": two of them on one bucket share it); closed after the test. */
-function open(options: Omit<S3CacheOptions, 'endpoint' | 'forcePathStyle'>): Cache {
+function open(options: Omit<S3CacheOptions, 'endpoint' | 'forcePathStyle'>): BuiltinCache {
   const cache = createS3Cache({ endpoint: server.endpoint, forcePathStyle: true, ...options })
   caches.push(cache)
   return cache

@@ -107,7 +107,7 @@ describe('stage outputs in the cache', () => {
     const many = `import { defineConfig, stage } from 'filedge'
 import { sqlite } from 'filedge/plugins/sqlite'
 import { cache } from 'filedge/plugins/cache'
-import { appendFileSync } from 'node:fs'
+import { appendFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs'
 
 const refuse = { name: 'refuse', enforce: 'pre', apply({ hooks }) {
   hooks.commit.tapPromise({ name: 'refuse', stage: -1000 }, async (job) => {
@@ -117,8 +117,16 @@ const refuse = { name: 'refuse', enforce: 'pre', apply({ hooks }) {
   })
 } }
 
+// What this process still has open in the cache once its files are done (a watch would keep it for days).
+const descriptors = { name: 'descriptors', apply({ hooks }) {
+  hooks.afterRun.tapPromise('descriptors', async () => {
+    const open = readdirSync('/proc/self/fd').map((fd) => { try { return readlinkSync('/proc/self/fd/' + fd) } catch { return '' } })
+    writeFileSync('open.log', open.filter((target) => target.includes('/.cache/')).join('\\n'))
+  })
+} }
+
 export default defineConfig({
-  plugins: [cache({ dir: '.cache' }), refuse],
+  plugins: [cache({ dir: '.cache' }), refuse, descriptors],
   pipelines: [{
     name: 'orders',
     source: { dir: 'incoming' },
@@ -138,10 +146,13 @@ export default defineConfig({
 `
     const ws = workspace({ 'filedge.config.ts': many, 'incoming/a.csv': `id,n,amount,note\n${lines.join('\n')}\n` })
     workspaces.push(ws)
-    expect((await ws.cli(['--json'], { env: { REFUSE: '1' } })).code).toBe(1)
+    const failed = await ws.cli(['--json'], { env: { REFUSE: '1' } })
+    expect(failed.code, failed.stdout + failed.stderr).toBe(1)
     const retried = await ws.cli(['--json'])
     expect(retried.code, retried.stdout + retried.stderr).toBe(0)
     expect(runs(ws)).toEqual(Array.from({ length: Math.ceil(9000 / 700) }, () => 'label'))
+    // The file's parsed rows were kept too (over 1 MiB), and replayed for the retry before the stage's output was found: never read, still closed.
+    expect(readFileSync(ws.file('open.log'), 'utf8')).toBe('')
 
     const fresh = workspace({ 'filedge.config.ts': many.replace("cache({ dir: '.cache' }), ", ''), 'incoming/a.csv': readFileSync(ws.file('incoming/a.csv'), 'utf8') })
     workspaces.push(fresh)

@@ -15,7 +15,7 @@ import { hashStream, type HashedStream } from '../source/hash.js'
 import { RACY_MS } from '../source/racy.js'
 import { decode } from '../source/open.js'
 import { pipelineCode } from '../stages/code.js'
-import type { RowBatch, TableSpec } from '../rows.js'
+import { letGo, type RowBatch, type TableSpec } from '../rows.js'
 import { batchProtector, protectBatches } from '../protect/columns.js'
 import { sidecarOutcome, sidecarWriter, type QuarantineOutcome, type SidecarWriter } from '../quarantine/sidecar.js'
 import { cdcChangeCheck } from '../write-modes/cdc.js'
@@ -458,12 +458,13 @@ async function loadClaimed(
   // A destination that reads the file itself never drains the format's stream; close every stream opened for this file once it is done,
   // and whatever else the format holds for it.
   const opened: Readable[] = []
-  let release: (() => void) | undefined
+  let release: (() => unknown) | undefined
+  let released: unknown
   const stop = () => {
     heartbeat()
     context.signal.removeEventListener('abort', onStop)
     for (const stream of opened) stream.destroy()
-    release?.()
+    released = release?.()
   }
   // Set once the destination was handed the file: an error from then on may hide a COMMIT that happened.
   let committing = false
@@ -496,7 +497,9 @@ async function loadClaimed(
     const { quarantine } = pipeline
     const raw = await hooks.load.promise({ pipeline, file, format, open, ...localCopy, signal: controller.signal, ...(quarantine === undefined ? {} : { recordText: true as const }) })
     if (raw === undefined) throw fileInvalid(file.path, `no plugin loads "${format.type}" files; add a format plugin for it`)
-    if (!('replayed' in raw)) release = () => raw.close?.()
+    // Replayed rows hold what their plugin opened (the cache's file) until read to their end: a pipeline whose last stage was
+    // cached never reads them.
+    release = 'replayed' in raw ? () => letGo(raw.replayed) : () => raw.close?.()
     const keys = context.keys.get(pipeline.name)
     const protector = batchProtector(pipeline.columns, keys?.columns ?? new Map())
     // Replayed rows were coerced (and protected) when they were parsed; parsed ones are coerced here, and observed as they pass.
@@ -591,5 +594,8 @@ async function loadClaimed(
     } catch (failError) {
       return { error: toError(failError, file.path), terminal: false }
     }
+  } finally {
+    // Done with the file only once what was opened for it is closed: a watch runs for days, one descriptor per retry adds up.
+    await released
   }
 }

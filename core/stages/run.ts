@@ -2,7 +2,7 @@ import type { ResolvedColumn, ResolvedPipeline, ResolvedStage } from '../config/
 import { coercerFor, isRejection } from '../columns/coerce.js'
 import type { FileRef } from '../destination.js'
 import { FiledgeError, rowInvalid } from '../errors.js'
-import type { RowBatch, Value } from '../rows.js'
+import { letGo, type RowBatch, type Value } from '../rows.js'
 import { pipelineCode } from './code.js'
 import { PARSED, type StageContext, type StageRow } from './stage.js'
 
@@ -346,23 +346,12 @@ async function cutOf(stages: readonly ResolvedStage[], hashes: ReadonlyMap<strin
   if ((await walk(() => true)).reached) return undefined
   const found = await walk((stage) => cache.find(stage, hashes.get(stage.name)!))
   if (found.reached) {
-    await Promise.all([...found.kept.values()].map((rows) => close(rows as AsyncIterable<RowBatch>)))
+    await Promise.all([...found.kept.values()].map((rows) => letGo(rows as AsyncIterable<RowBatch>)))
     return undefined
   }
   return { kept: found.kept as Map<string, AsyncIterable<RowBatch>>, run: found.run }
 }
 
-/** Lets go of kept rows that will not be read: started and stopped, so whatever the cache opened for them is closed. */
-async function close(rows: AsyncIterable<RowBatch>): Promise<void> {
-  const iterator = rows[Symbol.asyncIterator]()
-  try {
-    await iterator.next()
-  } catch {
-    // A damaged entry was going unread anyway.
-  } finally {
-    await iterator.return?.()
-  }
-}
 
 /**
  * The file's rows through the pipeline's stages. With a cache, the kept

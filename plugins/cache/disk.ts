@@ -9,7 +9,7 @@ import { isFiledgeError } from '../../core/index.js'
 import { cacheError, compressionOf, compressor, decodeValue, decompressor, encodeValue, keyName, refused, ttlMs, VALUE_TYPES } from './codec.js'
 import { lockFile, processAlive, takeOverIfStale, type Release } from './lock-file.js'
 import { fileReader, streamReader } from './reader.js'
-import type { Cache, CacheValue, Compression, DiskCacheOptions, EntryInfo, PruneResult, SetOptions, ValueType } from './types.js'
+import type { BuiltinCache, Cache, CacheValue, Compression, DiskCacheOptions, EntryInfo, PruneResult, SetOptions, ValueType } from './types.js'
 
 /**
  * A cache in a directory that many processes share.
@@ -101,7 +101,7 @@ type Indexed = Pick<Meta, 'data' | 'storedSize'>
 type Found = Meta | typeof DAMAGED | undefined
 type Counter = 'hits' | 'misses' | 'sets' | 'evictions' | 'expired' | 'corrupt'
 
-export function createDiskCache(options: DiskCacheOptions): Cache {
+export function createDiskCache(options: DiskCacheOptions): BuiltinCache {
   if (options === null || typeof options !== 'object' || typeof options.dir !== 'string' || options.dir === '') {
     throw refused('createDiskCache needs { dir }: the directory to keep the cache in')
   }

@@ -7,7 +7,7 @@ import { describeError, RACY_MS, type FileRef, type Plugin, type ResolvedFormat,
 import { batchEncoder, headerFrame, readBatches } from './batches.js'
 import { refused } from './codec.js'
 import { createCache, type CreateCacheOptions } from './store.js'
-import type { Cache, CacheOptions } from './types.js'
+import type { BuiltinCache, Cache, CacheOptions } from './types.js'
 
 /**
  * The cache as a filedge plugin. Two `pre` taps, each can be turned off:
@@ -122,8 +122,8 @@ export function cache(options: CachePluginOptions = {}): CachePlugin {
   const settings = { maxBytes: DEFAULTS.maxBytes, ttl: DEFAULTS.ttl, ...limits }
   const keepBatches = typeof batches === 'object' && batches.keep === true
   const minBytes = (typeof batches === 'object' ? batches.minBytes : undefined) ?? DEFAULT_MIN_BYTES
-  const stores = new Map<string, Cache>()
-  const open = (root: string): Cache => {
+  const stores = new Map<string, BuiltinCache>()
+  const open = (root: string): BuiltinCache => {
     const location = s3 === undefined ? path.resolve(root, dir ?? DEFAULTS.dir) : 's3'
     let store = stores.get(location)
     if (store === undefined) {

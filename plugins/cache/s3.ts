@@ -14,7 +14,7 @@ import { asFolder, buildClient, checkLocation, loadSdk, type S3ClientLike, type 
 import { cacheError, compressionOf, compressor, decodeValue, encodeValue, keyName, refused, ttlMs } from './codec.js'
 import { streamReader } from './reader.js'
 import { checkedValue, infoOf, judge, metadataOf, type Entry } from './s3-entry.js'
-import type { Cache, CacheDuration, CacheOptions, CacheValue, Compression, PruneResult, SetOptions, ValueType } from './types.js'
+import type { BuiltinCache, Cache, CacheDuration, CacheOptions, CacheValue, Compression, PruneResult, SetOptions, ValueType } from './types.js'
 
 /**
  * The cache in an S3 bucket (or an S3-compatible store), so workers on many
@@ -135,7 +135,7 @@ async function eachConcurrently<T>(items: readonly T[], limit: number, work: (it
 const sum = (listed: readonly Listed[]) => listed.reduce((total, object) => total + object.size, 0)
 
 /** A cache in an S3 bucket, shared by every process that opens the same bucket and prefix. */
-export function createS3Cache(options: S3CacheOptions): Cache {
+export function createS3Cache(options: S3CacheOptions): BuiltinCache {
   checkOptions(options)
   const { bucket, maxEntries, maxBytes } = options
   const prefix = asFolder(options.prefix ?? '')
@@ -339,7 +339,7 @@ export function createS3Cache(options: S3CacheOptions): Cache {
     })
   }
 
-  const cache: Cache = {
+  const cache: BuiltinCache = {
     location,
 
     async get<T extends CacheValue = CacheValue>(key: string): Promise<T | undefined> {

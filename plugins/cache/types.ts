@@ -135,9 +135,11 @@ export interface Cache {
    * `verify` does (damage is a miss), read into the caller's buffers, or
    * undefined on a miss. For readers that take a value apart as it comes (the
    * cache plugin's replays): a stream's chunks are new buffers, and a new
-   * process pays for their fresh pages (see batches.ts).
+   * process pays for their fresh pages (see batches.ts). Optional in this
+   * interface, which callers may implement; filedge's own caches have it
+   * (BuiltinCache).
    */
-  getReader(key: string): Promise<EntryReader | undefined>
+  getReader?(key: string): Promise<EntryReader | undefined>
   /**
    * Stores a stream of any length in bounded memory. The entry appears only
    * once the stream has ended without error; a stream that fails or is
@@ -152,4 +154,9 @@ export interface Cache {
   /** Removes every entry. */
   clear(): Promise<PruneResult>
   close(): Promise<void>
+}
+
+/** A cache of filedge's own (a directory, a bucket): it always has getReader. */
+export interface BuiltinCache extends Cache {
+  getReader(key: string): Promise<EntryReader | undefined>
 }

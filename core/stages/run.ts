@@ -352,7 +352,6 @@ async function cutOf(stages: readonly ResolvedStage[], hashes: ReadonlyMap<strin
   return { kept: found.kept as Map<string, AsyncIterable<RowBatch>>, run: found.run }
 }
 
-
 /**
  * The file's rows through the pipeline's stages. With a cache, the kept
  * outputs of stages declared `cache: true` are read back instead of parsing

@@ -2,7 +2,8 @@ import { Readable } from 'node:stream'
 import { serialize } from 'node:v8'
 import { describe, expect, it } from 'vitest'
 import type { RowBatch, Value } from '../core/index.js'
-import { batchEncoder, decodeBatches, headerFrame } from '../plugins/cache/batches.js'
+import { batchEncoder, headerFrame, readBatches } from '../plugins/cache/batches.js'
+import { streamReader } from '../plugins/cache/reader.js'
 
 /**
  * The cache's encoding of coerced rows: whatever a format and coercion can
@@ -16,7 +17,7 @@ async function roundTrip(batches: RowBatch[], chunk = 7): Promise<RowBatch[]> {
   const chunks: Buffer[] = []
   for (let at = 0; at < bytes.length; at += chunk) chunks.push(bytes.subarray(at, at + chunk))
   const out: RowBatch[] = []
-  for await (const batch of decodeBatches(Readable.from(chunks))) {
+  for await (const batch of readBatches(streamReader(Readable.from(chunks)))) {
     // A replayed batch has its values by column (what a destination may bind from), the same values as its rows.
     const vectors = batch.vectors!.map((values) => Array.from(values))
     const { columns, rows, rowNumbers, lines } = batch
@@ -59,7 +60,7 @@ describe('cached rows', () => {
   it('fails on bytes cut inside a frame rather than yield a short file', async () => {
     const bytes = Buffer.concat([...headerFrame(['a']), ...batchEncoder()(batch(['a'], [['x'], ['y']]))])
     const read = async () => {
-      for await (const _ of decodeBatches(Readable.from([bytes.subarray(0, bytes.length - 3)]))) void _
+      for await (const _ of readBatches(streamReader(Readable.from([bytes.subarray(0, bytes.length - 3)])))) void _
     }
     await expect(read()).rejects.toThrow(/end inside a frame/)
   })
@@ -69,7 +70,7 @@ describe('cached rows', () => {
     lying.writeUInt32LE(0xf0000000)
     const bytes = Buffer.concat([...headerFrame(['a']), lying, Buffer.alloc(3 * 1024 * 1024, 1)])
     const read = async () => {
-      for await (const _ of decodeBatches(Readable.from([bytes]))) void _
+      for await (const _ of readBatches(streamReader(Readable.from([bytes])))) void _
     }
     await expect(read()).rejects.toThrow(/end inside a frame/)
   })
@@ -77,7 +78,7 @@ describe('cached rows', () => {
   it('refuses rows written on a machine of the other byte order, and a batch whose bytes do not add up, rather than misread them', async () => {
     const rows: Value[][] = [['a', 1.5], ['b', 2.5]]
     const drain = async (chunks: Buffer[]) => {
-      for await (const _ of decodeBatches(Readable.from(chunks))) void _
+      for await (const _ of readBatches(streamReader(Readable.from(chunks)))) void _
     }
     const encode = batchEncoder()
     const body = Buffer.concat(encode(batch(['id', 'x'], rows)))

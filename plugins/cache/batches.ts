@@ -1,8 +1,6 @@
-import type { Readable } from 'node:stream'
 import { endianness } from 'node:os'
 import { deserialize, serialize } from 'node:v8'
 import type { RowBatch, Value } from '../../core/index.js'
-import { streamReader } from './reader.js'
 import type { EntryReader } from './types.js'
 
 /**
@@ -475,11 +473,6 @@ export async function* readBatches(reader: EntryReader): AsyncGenerator<RowBatch
   } finally {
     await reader.close()
   }
-}
-
-/** `readBatches` of a stream's bytes. */
-export function decodeBatches(bytes: Readable): AsyncGenerator<RowBatch> {
-  return readBatches(streamReader(bytes))
 }
 
 async function* decodeFrames(payloads: AsyncIterable<Buffer>): AsyncGenerator<RowBatch> {

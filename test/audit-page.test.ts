@@ -3,6 +3,7 @@ import path from 'node:path'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { syntheticSqliteLedger } from '../bench/ledger-data.js'
+import { scriptSafe } from '../core/audit/page/html.js'
 import { exited, REPO_ROOT, sqliteConfig, workspace, type Workspace } from './helpers/workspace.js'
 
 /**
@@ -218,6 +219,35 @@ describeBrowser('the audit page in Chromium', () => {
       expect(errors).toEqual([])
     } finally {
       await page.close()
+    }
+  })
+})
+
+describe('the audit page data, as embedded', () => {
+  it('escapes what could end the script element in the listing DuckDB wrote, and leaves the rest as it was', () => {
+    const listing = JSON.stringify({ path: ['incoming/</script><!--.csv', 'a\u2028b\u2029c.csv', 'plain.csv'] })
+    const escaped = Buffer.from(scriptSafe(Buffer.from(listing)))
+    expect(escaped.includes('<')).toBe(false)
+    expect(escaped.includes(Buffer.from('\u2028'))).toBe(false)
+    expect(escaped.includes(Buffer.from('\u2029'))).toBe(false)
+    expect(JSON.parse(escaped.toString('utf8'))).toEqual(JSON.parse(listing))
+    const clean = Buffer.from(JSON.stringify({ path: ['incoming/ü — 2026.csv'] }))
+    expect(scriptSafe(clean)).toBe(clean)
+  })
+
+  it('lists no file, in columns the page reads, when no run has made a ledger yet', async () => {
+    const ws = workspace({ 'filedge.config.ts': sqliteConfig({ columns: "{ id: 'string' }" }), 'incoming/.keep': '' })
+    try {
+      const exported = await ws.cli(['audit', 'export', '--out', 'report'])
+      expect(exported.code, exported.stderr).toBe(0)
+      const html = readFileSync(path.join(ws.dir, 'report', 'index.html'), 'utf8')
+      const data = JSON.parse(/<script type="application\/json" id="filedge-data">([^<]*)<\/script>/.exec(html)![1]) as { files: Record<string, unknown[]>; filesTotal: number }
+      expect(data.filesTotal).toBe(0)
+      expect(Object.keys(data.files).sort()).toEqual(['attempts', 'committedAt', 'createdAt', 'error', 'hash', 'leaseExpiresAt', 'path', 'pipeline', 'rows', 'size', 'state', 'updatedAt'])
+      expect(Object.values(data.files).every((column) => Array.isArray(column) && column.length === 0)).toBe(true)
+      expect(html).toContain('Nothing recorded yet.')
+    } finally {
+      ws.remove()
     }
   })
 })

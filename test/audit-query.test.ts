@@ -11,6 +11,7 @@ import { toCsv, toJson } from '../core/audit/output.js'
 import type { ExportFilter, ExportPage, ExportRequest, LedgerSnapshot } from '../core/ledger/export.js'
 import { csvRecords } from '../core/ledger/postgres/sql/export.js'
 import { openPostgresLedger } from '../core/ledger/postgres/store.js'
+import { pageQuery } from '../core/ledger/sqlite/sql/export.js'
 import { openSqliteLedger } from '../core/ledger/sqlite/store.js'
 import type { LedgerStore } from '../core/ledger/types.js'
 import { describePostgres, dropSchema, freshSchema, PG_URL } from './helpers/postgres.js'
@@ -199,6 +200,27 @@ describe('ledger snapshot: SQLite', () =>
       cleanup: async () => rmSync(dir, { recursive: true, force: true }),
     }
   }))
+
+describe('ledger snapshot: SQLite reads failures by their index', () => {
+  it('finds the failed events through events_failed, not by scanning every event', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'filedge-snapshot-'))
+    try {
+      const file = path.join(dir, 'ledger.db')
+      syntheticSqliteLedger(file, { files: FILES, now: NOW })
+      await (await openSqliteLedger(file, { now: () => NOW })).close()
+      const { sql, values } = pageQuery({ table: 'events', columns: ['at', 'error'], where: [{ column: 'event', in: ['file:failed'] }] })
+      const db = new Database(file, { readonly: true })
+      try {
+        const plan = (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(0, ...values) as { detail: string }[]).map((step) => step.detail)
+        expect(plan.join('\n')).toMatch(/SEARCH events USING INDEX events_failed/)
+      } finally {
+        db.close()
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
 
 describePostgres('ledger snapshot: Postgres', () =>
   snapshotSuite(() => {

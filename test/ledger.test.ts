@@ -61,8 +61,8 @@ const sqliteBackend = (): Backend => {
         db.close()
       }
     },
-    // 1: files, paths, events; 2: the stat cache; 3: no REPLACE into events; 7: ponds; 8: named leases and cursors.
-    migrationVersions: [1, 2, 3, 4, 5, 6, 7, 8, 9],
+    // 1: files, paths, events; 2: the stat cache; 3: no REPLACE into events; 7: ponds; 8: named leases and cursors; 10: failures indexed.
+    migrationVersions: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
     async migrations() {
       const db = new Database(path.join(dir, 'ledger.db'), { readonly: true })
       try {

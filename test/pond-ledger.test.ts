@@ -102,7 +102,7 @@ const sqliteBackend = (): Backend => {
         db.close()
       }
     },
-    migrationVersions: [1, 2, 3, 4, 5, 6, 7, 8, 9],
+    migrationVersions: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
     async migrations() {
       const db = new Database(file(), { readonly: true })
       try {

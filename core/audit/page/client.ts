@@ -1,4 +1,4 @@
-import type { PageData } from './data.js'
+import type { EmbeddedPageData } from './data.js'
 
 /**
  * The audit page's script: the file list's search, filters, sorting,
@@ -14,7 +14,7 @@ declare const document: any
 declare const window: any
 
 export function auditClient(): void {
-  const data = JSON.parse(document.getElementById('filedge-data').textContent) as PageData
+  const data = JSON.parse(document.getElementById('filedge-data').textContent) as EmbeddedPageData
   const files = data.files
   const count = files.path.length
   const PAGE = 50

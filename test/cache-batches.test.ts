@@ -57,6 +57,24 @@ describe('cached rows', () => {
     expect(await roundTrip(batches, 64 * 1024)).toStrictEqual(batches)
   })
 
+  it('keeps a dictionary over the file: words sent once, new ones as they come, and text from a value that is no word, or past 65,536 words', async () => {
+    const columns = ['status', 'word', 'n']
+    const day = (i: number) => `2024-${String(1 + (i % 12)).padStart(2, '0')}-${String(1 + (i % 28)).padStart(2, '0')}`
+    const batches = [
+      // 336 words, each used again and again.
+      batch(columns, Array.from({ length: 2048 }, (_, i) => [day(i), day(i + 3), i])),
+      // The same words, and a few new ones.
+      batch(columns, Array.from({ length: 2048 }, (_, i) => [i % 100 === 0 ? `new-${i}` : day(i + 7), i % 50 === 0 ? null : day(i), i])),
+      // In `status`, a value no dictionary holds (a boolean): text from here on.
+      batch(columns, Array.from({ length: 2048 }, (_, i) => [i === 9 ? true : day(i), day(i), i])),
+      // In `word`, 2,000 new words a batch: past 65,536 words it is text from then on.
+      ...Array.from({ length: 40 }, (_, b) => batch(columns, Array.from({ length: 8000 }, (_, i) => [day(i), i % 4 === 0 ? `w-${b}-${i}` : day(i), i]))),
+    ]
+    expect(await roundTrip(batches, 64 * 1024)).toStrictEqual(batches)
+    // Split anywhere, the first batches too.
+    expect(await roundTrip(batches.slice(0, 4))).toStrictEqual(batches.slice(0, 4))
+  })
+
   it('fails on bytes cut inside a frame rather than yield a short file', async () => {
     const bytes = Buffer.concat([...headerFrame(['a']), ...batchEncoder()(batch(['a'], [['x'], ['y']]))])
     const read = async () => {
@@ -83,7 +101,7 @@ describe('cached rows', () => {
     const encode = batchEncoder()
     const body = Buffer.concat(encode(batch(['id', 'x'], rows)))
     // The header as a big-endian machine would write it.
-    const other = serialize({ format: 5, endianness: 'BE', columns: ['id', 'x'] })
+    const other = serialize({ format: 6, endianness: 'BE', columns: ['id', 'x'] })
     const length = Buffer.alloc(4)
     length.writeUInt32LE(other.length)
     await expect(drain([length, other, body])).rejects.toThrow('the cached rows were written on a BE machine')

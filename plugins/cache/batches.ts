@@ -9,9 +9,9 @@ import type { EntryReader } from './types.js'
  * 4-byte length and the batch stored by column, in a layout of our own (a
  * V8 deserializer per frame cost a quarter of a replay, measured). A column
  * is stored the cheapest way that gives its values back unchanged: numbers
- * as float64s; strings (and nulls) with few distinct values as a dictionary
- * and indexes, so a replay does not allocate the same string again and
- * again; other strings as one string (Latin-1 bytes when every character
+ * as float64s; strings (and nulls) with few distinct values as indexes into
+ * a dictionary kept over the file (a frame carries the words new to it), so
+ * a replay does not allocate or parse the same string again and again; other strings as one string (Latin-1 bytes when every character
  * fits, else UTF-16, both exact) and their offsets, which a replay slices (a
  * slice costs little, where a million strings decoded one by one cost a
  * second); anything else (bigints, booleans, mixes) as V8's structured
@@ -23,11 +23,11 @@ import type { EntryReader } from './types.js'
  * written on a big-endian machine is refused by the header, not misread.
  */
 
-const FORMAT = 5
+const FORMAT = 6
 
 type Column =
   | { kind: 'f64'; values: Float64Array }
-  | { kind: 'dict'; words: (string | null)[]; index: Uint16Array | Uint32Array }
+  | { kind: 'dict'; fresh: (string | null)[]; index: Uint16Array }
   | { kind: 'text'; text: string; ends: Uint32Array; nulls?: Uint8Array }
   | { kind: 'v8'; values: Value[] }
 
@@ -56,23 +56,34 @@ function numbers(rows: readonly Value[][], column: number): Column {
   return { kind: 'f64', values }
 }
 
-/** Strings and nulls with at most a quarter as many distinct values as rows, else undefined. */
-function dictionary(rows: readonly Value[][], column: number): Column | undefined {
+/** Words a column's dictionary holds at most: its indexes fit 16 bits. A column that needs more is stored as text from then on. */
+const MAX_WORDS = 0x10000
+
+/**
+ * Strings and nulls as indexes into the file's dictionary of the column
+ * (`words`, which this adds to), when this batch adds at most a quarter as
+ * many words as it has rows; else undefined, and `words` as it was.
+ */
+function dictionary(rows: readonly Value[][], column: number, words: Map<string | null, number>): Column | undefined {
   const count = rows.length
-  const words = new Map<string | null, number>()
-  const index = count <= 0xffff * 4 ? new Uint16Array(count) : new Uint32Array(count)
+  const index = new Uint16Array(count)
   const limit = Math.max(1, count >> 2)
+  const fresh: (string | null)[] = []
   for (let i = 0; i < count; i++) {
-    const value = rows[i]![column] as string | null
-    let at = words.get(value)
+    const value = rows[i]![column]
+    let at = words.get(value as string | null)
     if (at === undefined) {
-      if (words.size === limit) return undefined
+      if ((typeof value !== 'string' && value !== null) || fresh.length === limit || words.size === MAX_WORDS) {
+        for (const word of fresh) words.delete(word)
+        return undefined
+      }
       at = words.size
       words.set(value, at)
+      fresh.push(value)
     }
     index[i] = at
   }
-  return { kind: 'dict', words: [...words.keys()], index }
+  return { kind: 'dict', fresh, index }
 }
 
 function text(rows: readonly Value[][], column: number): Column {
@@ -102,17 +113,17 @@ function repetitive(rows: readonly Value[][], column: number): boolean {
   return seen.size <= (sample * 3) >> 2
 }
 
-/** How a string column is stored, decided on a file's first batch (a sample of its rows) and kept for the rest. */
-type Plan = 'dict' | 'text'
+/** How a string column is stored, decided on a file's first batch (a sample of its rows) and kept for the rest: text, or a dictionary of its words. */
+type Plan = Map<string | null, number> | 'text'
 
 function encodeColumn(rows: readonly Value[][], column: number, plans: Plan[]): Column {
   if (rows.length === 0) return { kind: 'v8', values: [] }
   const first = rows[0]![column]
   if (typeof first === 'number') return numbers(rows, column)
   if (typeof first !== 'string' && first !== null) return plain(rows, column)
-  const plan = (plans[column] ??= repetitive(rows, column) ? 'dict' : 'text')
-  if (plan === 'dict') {
-    const encoded = dictionary(rows, column)
+  const plan = (plans[column] ??= repetitive(rows, column) ? new Map() : 'text')
+  if (plan !== 'text') {
+    const encoded = dictionary(rows, column, plan)
     if (encoded !== undefined) return encoded
     plans[column] = 'text'
   }
@@ -179,11 +190,10 @@ function writeColumn(out: FrameWriter, column: Column): void {
       return
     case 'dict': {
       out.u8(KIND.dict)
-      // JSON keeps every string exactly, lone surrogates included (escaped), and null.
-      const words = Buffer.from(JSON.stringify(column.words), 'utf8')
-      out.u32(words.length)
-      out.push(words)
-      out.u8(column.index.BYTES_PER_ELEMENT)
+      // The words new to the dictionary. JSON keeps every string exactly, lone surrogates included (escaped), and null.
+      const fresh = Buffer.from(JSON.stringify(column.fresh), 'utf8')
+      out.u32(fresh.length)
+      out.push(fresh)
       out.array(column.index)
       return
     }
@@ -289,19 +299,28 @@ class FrameReader {
   }
 }
 
-function readSequence(input: FrameReader, count: number): number[] {
-  if (input.u8() === 1) return Array.from(input.array(Float64Array, count))
-  return consecutive(input.f64(), count)
+/** Record numbers or lines as stored: the first of consecutive ones, or each. */
+type Sequence = number | Float64Array
+
+function readSequence(input: FrameReader, count: number): Sequence {
+  return input.u8() === 1 ? input.array(Float64Array, count) : input.f64()
 }
 
-function readColumn(input: FrameReader, count: number): Float64Array | readonly Value[] {
+function sequence(stored: Sequence, count: number): number[] {
+  return typeof stored === 'number' ? consecutive(stored, count) : Array.from(stored)
+}
+
+/** `words`: the file's dictionary of each column so far, which a dictionary column's frame adds to. */
+function readColumn(input: FrameReader, count: number, words: (string | null)[]): Float64Array | readonly Value[] {
   const kind = input.u8()
   switch (kind) {
     case KIND.f64:
       return input.array(Float64Array, count)
     case KIND.dict: {
-      const words = JSON.parse(input.slice(input.u32()).toString('utf8')) as (string | null)[]
-      return input.u8() === 2 ? lookedUp(words, input.scratch(Uint16Array, count), count) : lookedUp(words, input.scratch(Uint32Array, count), count)
+      const fresh = JSON.parse(input.slice(input.u32()).toString('utf8')) as unknown
+      if (!Array.isArray(fresh) || words.length + fresh.length > MAX_WORDS) throw new Error('a cached batch has a damaged dictionary')
+      for (const word of fresh as (string | null)[]) words.push(word)
+      return lookedUp(words, input.scratch(Uint16Array, count), count)
     }
     case KIND.text: {
       const wide = input.u8() === TWO_BYTE
@@ -338,9 +357,14 @@ function consecutive(first: number, count: number): number[] {
   return values
 }
 
-function lookedUp(words: readonly (string | null)[], index: Uint16Array | Uint32Array, count: number): (string | null)[] {
+function lookedUp(words: readonly (string | null)[], index: Uint16Array, count: number): (string | null)[] {
   const values = new Array<string | null>(count)
-  for (let i = 0; i < count; i++) values[i] = words[index[i]!]!
+  for (let i = 0; i < count; i++) {
+    const word = words[index[i]!]
+    // A word is a string or null: an index past the words would put undefined in a row.
+    if (word === undefined) throw new Error(`a cached batch indexes word ${index[i]} of a dictionary of ${words.length}`)
+    values[i] = word
+  }
   return values
 }
 
@@ -367,6 +391,7 @@ function slicedWithNulls(text: string, ends: Uint32Array, nulls: Uint8Array, cou
 }
 
 const BUILT = Symbol('rows built')
+const LINES = Symbol('lines')
 
 /**
  * A replayed batch: its values by column, as they were stored; rows are
@@ -378,15 +403,24 @@ const BUILT = Symbol('rows built')
 class ReplayedBatch implements RowBatch {
   vectors: readonly ArrayLike<Value>[] | undefined
   private [BUILT]: Value[][] | undefined
+  /** As stored until read: lines are for error messages, which most batches never need. */
+  private [LINES]: Sequence | number[]
 
   constructor(
     readonly columns: readonly string[],
     vectors: readonly ArrayLike<Value>[],
     readonly rowNumbers: number[],
-    readonly lines: number[],
+    lines: Sequence,
   ) {
     this.vectors = vectors
     this[BUILT] = undefined
+    this[LINES] = lines
+  }
+
+  get lines(): number[] {
+    const lines = this[LINES]
+    if (Array.isArray(lines)) return lines
+    return (this[LINES] = sequence(lines, this.rowNumbers.length))
   }
 
   get rows(): Value[][] {
@@ -477,22 +511,24 @@ export async function* readBatches(reader: EntryReader): AsyncGenerator<RowBatch
 
 async function* decodeFrames(payloads: AsyncIterable<Buffer>): AsyncGenerator<RowBatch> {
   let names: readonly string[] | undefined
+  let dictionaries: (string | null)[][] = []
   for await (const payload of payloads) {
     if (names === undefined) {
       const header = deserialize(payload) as { format?: unknown; endianness?: unknown; columns?: unknown }
       if (header.format !== FORMAT || !Array.isArray(header.columns)) throw new Error(`the cached rows are in an unknown format (${String(header.format)})`)
       if (header.endianness !== endianness()) throw new Error(`the cached rows were written on a ${String(header.endianness)} machine`)
       names = header.columns as string[]
+      dictionaries = names.map(() => [])
       continue
     }
     const input = new FrameReader(payload)
     const count = input.u32()
     const width = input.u32()
     if (width !== names.length) throw new Error(`a cached batch has ${width} columns, the header ${names.length}`)
-    const rowNumbers = readSequence(input, count)
+    const rowNumbers = sequence(readSequence(input, count), count)
     const lines = readSequence(input, count)
     const vectors: (Float64Array | readonly Value[])[] = []
-    for (let column = 0; column < width; column++) vectors.push(readColumn(input, count))
+    for (let column = 0; column < width; column++) vectors.push(readColumn(input, count, dictionaries[column]!))
     input.end()
     yield new ReplayedBatch(names, vectors, rowNumbers, lines)
   }

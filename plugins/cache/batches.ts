@@ -299,15 +299,9 @@ class FrameReader {
   }
 }
 
-/** Record numbers or lines as stored: the first of consecutive ones, or each. */
-type Sequence = number | Float64Array
-
-function readSequence(input: FrameReader, count: number): Sequence {
-  return input.u8() === 1 ? input.array(Float64Array, count) : input.f64()
-}
-
-function sequence(stored: Sequence, count: number): number[] {
-  return typeof stored === 'number' ? consecutive(stored, count) : Array.from(stored)
+function readSequence(input: FrameReader, count: number): number[] {
+  if (input.u8() === 1) return Array.from(input.array(Float64Array, count))
+  return consecutive(input.f64(), count)
 }
 
 /** `words`: the file's dictionary of each column so far, which a dictionary column's frame adds to. */
@@ -391,7 +385,6 @@ function slicedWithNulls(text: string, ends: Uint32Array, nulls: Uint8Array, cou
 }
 
 const BUILT = Symbol('rows built')
-const LINES = Symbol('lines')
 
 /**
  * A replayed batch: its values by column, as they were stored; rows are
@@ -403,24 +396,16 @@ const LINES = Symbol('lines')
 class ReplayedBatch implements RowBatch {
   vectors: readonly ArrayLike<Value>[] | undefined
   private [BUILT]: Value[][] | undefined
-  /** As stored until read: lines are for error messages, which most batches never need. */
-  private [LINES]: Sequence | number[]
 
   constructor(
     readonly columns: readonly string[],
     vectors: readonly ArrayLike<Value>[],
     readonly rowNumbers: number[],
-    lines: Sequence,
+    // Its own property, not a getter: a transform that spreads a batch (`{ ...batch, rows }`) keeps it.
+    readonly lines: number[],
   ) {
     this.vectors = vectors
     this[BUILT] = undefined
-    this[LINES] = lines
-  }
-
-  get lines(): number[] {
-    const lines = this[LINES]
-    if (Array.isArray(lines)) return lines
-    return (this[LINES] = sequence(lines, this.rowNumbers.length))
   }
 
   get rows(): Value[][] {
@@ -525,7 +510,7 @@ async function* decodeFrames(payloads: AsyncIterable<Buffer>): AsyncGenerator<Ro
     const count = input.u32()
     const width = input.u32()
     if (width !== names.length) throw new Error(`a cached batch has ${width} columns, the header ${names.length}`)
-    const rowNumbers = sequence(readSequence(input, count), count)
+    const rowNumbers = readSequence(input, count)
     const lines = readSequence(input, count)
     const vectors: (Float64Array | readonly Value[])[] = []
     for (let column = 0; column < width; column++) vectors.push(readColumn(input, count, dictionaries[column]!))

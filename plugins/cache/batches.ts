@@ -11,11 +11,12 @@ import type { EntryReader } from './types.js'
  * is stored the cheapest way that gives its values back unchanged: numbers
  * as float64s; strings (and nulls) with few distinct values as indexes into
  * a dictionary kept over the file (a frame carries the words new to it), so
- * a replay does not allocate or parse the same string again and again; other strings as one string (Latin-1 bytes when every character
- * fits, else UTF-16, both exact) and their offsets, which a replay slices (a
- * slice costs little, where a million strings decoded one by one cost a
- * second); anything else (bigints, booleans, mixes) as V8's structured
- * clone of the column, which keeps them exactly.
+ * a replay does not allocate or parse the same string again and again;
+ * other strings as one string (Latin-1 bytes when every character fits,
+ * else UTF-16, both exact) and their offsets, which a replay slices (a slice
+ * costs little, where a million strings decoded one by one cost a second);
+ * anything else (bigints, booleans, mixes) as V8's structured clone of the
+ * column, which keeps them exactly.
  *
  * A batch frame: u32 rows, u32 columns, the record numbers and the lines
  * (each u8 0 + f64 first, when consecutive; or u8 1 + a f64 per row), then

@@ -325,8 +325,8 @@ export function duration(ms: number): string {
 
 /**
  * The list's columns as the page's script reads them (FileColumns), each
- * as DuckDB computes it of a listed file `f`: times in ms since the epoch,
- * the pipeline, state and error as indexes into their lists.
+ * as DuckDB computes it of a listed file: times in ms since the epoch; the
+ * pipeline, state and error as indexes into their lists.
  */
 const LIST_COLUMNS: Record<keyof FileColumns, string> = {
   pipeline: 'list_position($pipelines, pipeline) - 1',
@@ -349,10 +349,11 @@ const LIST_COLUMNS: Record<keyof FileColumns, string> = {
  * as the page embeds them: the JSON text of one array per column (from one
  * list of the files in order, one sort: a list per column, each ordered,
  * took 0.9–1.9 s of 140,000 listed files, one list 1.0 s), as UTF-8 bytes
- * that go into the page as they are (html.ts, scriptSafe). Parsed into JavaScript arrays and written out again, 100,000
- * files had cost 0.4–0.5 s more; one JSON object of every column, written by
- * DuckDB, 0.3 s more than an array per column. Errors are listed once each,
- * redacted again (the ledger stores them redacted already).
+ * that go into the page as they are (html.ts, scriptSafe). Parsed into
+ * JavaScript arrays and written out again, 100,000 files had cost 0.4–0.5 s
+ * more; one JSON object of every column, written by DuckDB, 0.3 s more than
+ * an array per column. Errors are listed once each, redacted again (the
+ * ledger stores them redacted already).
  */
 async function listedFiles(connection: DuckDBConnection, limit: number, nowSql: string, now: { now: number }, pipelines: readonly string[]): Promise<{ files: ListedFiles; errors: string[]; filesTotal: number }> {
   const columns = Object.entries(LIST_COLUMNS) as [keyof FileColumns, string][]

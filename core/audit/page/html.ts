@@ -32,9 +32,10 @@ const LINE_SEPARATOR = Buffer.from('\u2028')
 const PARAGRAPH_SEPARATOR = Buffer.from('\u2029')
 
 /**
- * JSON text as UTF-8 bytes, escaped as embedJson escapes it. What it escapes
- * only a JSON string holds, and in UTF-8 the byte of `<` is never part of
- * another character: text without them (most) is looked through and kept.
+ * JSON text as UTF-8 bytes, escaped as embedJson escapes it. Only a JSON
+ * string can hold what it escapes, and in UTF-8 the byte of `<` is never
+ * part of another character: text without any (most) is searched, then
+ * kept as it is.
  */
 export function scriptSafe(json: Uint8Array): Uint8Array {
   const bytes = Buffer.from(json.buffer, json.byteOffset, json.byteLength)

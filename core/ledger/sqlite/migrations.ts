@@ -236,7 +236,8 @@ export const SQLITE_MIGRATIONS: readonly { readonly version: number; readonly sq
       -- path, for its lineage; a partial index, as they are few.
       CREATE INDEX events_replayed ON events (path) WHERE event = 'file:replayed';
     `,
-  },  {
+  },
+  {
     version: 10,
     sql: `
       -- Failures are what the audit page reads of the events (core/audit/page):

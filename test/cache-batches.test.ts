@@ -75,6 +75,29 @@ describe('cached rows', () => {
     expect(await roundTrip(batches.slice(0, 4))).toStrictEqual(batches.slice(0, 4))
   })
 
+  it('replays batches that behave as plain ones: spread, their rows changed in place, or assigned', async () => {
+    const columns = ['id', 'n']
+    const rows: Value[][] = Array.from({ length: 10 }, (_, i) => [`id-${i}`, i])
+    const encode = batchEncoder()
+    const bytes = Buffer.concat([...headerFrame(columns), ...[0, 1, 2].flatMap(() => encode(batch(columns, rows)))])
+    const replayed: RowBatch[] = []
+    for await (const one of readBatches(streamReader(Readable.from([bytes])))) replayed.push(one)
+    const [untouched, changed, assigned] = replayed as [RowBatch, RowBatch, RowBatch & { rows: Value[][] }]
+    // Spread before its rows are read: the copy has them, and no columns to bind from instead.
+    const copy = { ...untouched }
+    expect(copy.rows).toStrictEqual(rows)
+    expect(copy.vectors).toBeUndefined()
+    // Rows changed in place, then spread: the copy has the changed rows, not the columns as stored.
+    for (const row of changed.rows) row[1] = (row[1] as number) * 10
+    const changedCopy = { ...changed, columns }
+    expect(changedCopy.rows.map((row) => row[1])).toStrictEqual(rows.map((row) => (row[1] as number) * 10))
+    expect(changedCopy.vectors).toBeUndefined()
+    // Rows assigned: they are the batch's rows from then on.
+    assigned.rows = assigned.rows.filter((row) => (row[1] as number) % 2 === 0)
+    expect(assigned.rows.map((row) => row[0])).toStrictEqual(['id-0', 'id-2', 'id-4', 'id-6', 'id-8'])
+    expect(assigned.vectors).toBeUndefined()
+  })
+
   it('fails on bytes cut inside a frame rather than yield a short file', async () => {
     const bytes = Buffer.concat([...headerFrame(['a']), ...batchEncoder()(batch(['a'], [['x'], ['y']]))])
     const read = async () => {

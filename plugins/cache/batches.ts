@@ -391,43 +391,61 @@ const BUILT = Symbol('rows built')
  * A replayed batch: its values by column, as they were stored; rows are
  * built only if something reads them (a destination that binds by column
  * never does), and then the columns are dropped, as a row may be changed in
- * place. A class, its getter on the prototype: a getter closure per batch
- * made V8 take the replay 3.5 times as long (measured).
+ * place. `rows` is an accessor of each batch's own, so a batch behaves as
+ * a plain one: spread (`{ ...batch, columns }`) it carries its rows, and
+ * rows may be assigned (`batch.rows = kept`). One descriptor for every
+ * batch, its functions shared (a getter closure per batch made V8 take the
+ * replay 3.5 times as long, measured).
  */
 class ReplayedBatch implements RowBatch {
-  vectors: readonly ArrayLike<Value>[] | undefined
-  private [BUILT]: Value[][] | undefined
+  declare readonly columns: readonly string[]
+  declare readonly rowNumbers: number[]
+  declare readonly lines: number[]
+  declare rows: Value[][]
+  declare vectors: readonly ArrayLike<Value>[] | undefined
+  declare [BUILT]: Value[][] | undefined
 
-  constructor(
-    readonly columns: readonly string[],
-    vectors: readonly ArrayLike<Value>[],
-    readonly rowNumbers: number[],
-    // Its own property, not a getter: a transform that spreads a batch (`{ ...batch, rows }`) keeps it.
-    readonly lines: number[],
-  ) {
+  constructor(columns: readonly string[], vectors: readonly ArrayLike<Value>[], rowNumbers: number[], lines: number[]) {
+    this.columns = columns
+    this.rowNumbers = rowNumbers
+    this.lines = lines
+    // Before `vectors`: a spread reads the properties in this order, and reading `rows` drops the columns, so a copy
+    // never carries columns its rows may no longer match.
+    Object.defineProperty(this, 'rows', ROWS)
     this.vectors = vectors
     this[BUILT] = undefined
   }
+}
 
-  get rows(): Value[][] {
+const ROWS: PropertyDescriptor = {
+  enumerable: true,
+  configurable: true,
+  get(this: ReplayedBatch): Value[][] {
     let rows = this[BUILT]
     if (rows === undefined) {
-      const vectors = this.vectors!
-      const count = this.rowNumbers.length
-      const width = vectors.length
-      rows = new Array<Value[]>(count)
-      for (let i = 0; i < count; i++) rows[i] = new Array<Value>(width)
-      // Column by column: each loop reads one kind of array (a Float64Array, an Array), which V8 keeps fast.
-      for (let column = 0; column < width; column++) {
-        const values = vectors[column]!
-        if (values instanceof Float64Array) fillNumbers(rows, column, values)
-        else fillValues(rows, column, values)
-      }
+      rows = buildRows(this.vectors!, this.rowNumbers.length)
       this[BUILT] = rows
       this.vectors = undefined
     }
     return rows
+  },
+  set(this: ReplayedBatch, rows: Value[][]): void {
+    this[BUILT] = rows
+    this.vectors = undefined
+  },
+}
+
+function buildRows(vectors: readonly ArrayLike<Value>[], count: number): Value[][] {
+  const width = vectors.length
+  const rows = new Array<Value[]>(count)
+  for (let i = 0; i < count; i++) rows[i] = new Array<Value>(width)
+  // Column by column: each loop reads one kind of array (a Float64Array, an Array), which V8 keeps fast.
+  for (let column = 0; column < width; column++) {
+    const values = vectors[column]!
+    if (values instanceof Float64Array) fillNumbers(rows, column, values)
+    else fillValues(rows, column, values)
   }
+  return rows
 }
 
 function fillNumbers(rows: Value[][], column: number, values: Float64Array): void {

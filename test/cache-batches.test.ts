@@ -86,6 +86,8 @@ describe('cached rows', () => {
     // Spread before its rows are read: the copy has them, and no columns to bind from instead.
     const copy = { ...untouched }
     expect(copy.rows).toStrictEqual(rows)
+    expect(copy.lines).toStrictEqual(rows.map((_, i) => i + 2))
+    expect(Object.getOwnPropertyDescriptor(copy, 'lines')?.value).toStrictEqual(copy.lines)
     expect(copy.vectors).toBeUndefined()
     // Rows changed in place, then spread: the copy has the changed rows, not the columns as stored.
     for (const row of changed.rows) row[1] = (row[1] as number) * 10

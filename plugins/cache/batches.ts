@@ -300,9 +300,15 @@ class FrameReader {
   }
 }
 
-function readSequence(input: FrameReader, count: number): number[] {
-  if (input.u8() === 1) return Array.from(input.array(Float64Array, count))
-  return consecutive(input.f64(), count)
+/** Record numbers or lines as stored: the first of consecutive ones, or each. */
+type Sequence = number | Float64Array
+
+function readSequence(input: FrameReader, count: number): Sequence {
+  return input.u8() === 1 ? input.array(Float64Array, count) : input.f64()
+}
+
+function sequence(stored: Sequence, count: number): number[] {
+  return typeof stored === 'number' ? consecutive(stored, count) : Array.from(stored)
 }
 
 /** `words`: the file's dictionary of each column so far, which a dictionary column's frame adds to. */
@@ -386,35 +392,52 @@ function slicedWithNulls(text: string, ends: Uint32Array, nulls: Uint8Array, cou
 }
 
 const BUILT = Symbol('rows built')
+const LINES = Symbol('lines')
 
 /**
  * A replayed batch: its values by column, as they were stored; rows are
  * built only if something reads them (a destination that binds by column
  * never does), and then the columns are dropped, as a row may be changed in
- * place. `rows` is an accessor of each batch's own, so a batch behaves as
- * a plain one: spread (`{ ...batch, columns }`) it carries its rows, and
- * rows may be assigned (`batch.rows = kept`). One descriptor for every
- * batch, its functions shared (a getter closure per batch made V8 take the
- * replay 3.5 times as long, measured).
+ * place. Lines, for error messages, are made only if read. `rows` and
+ * `lines` are accessors of each batch's own, so a batch behaves as a plain
+ * one: spread (`{ ...batch, columns }`) it carries them, and they may be
+ * assigned (`batch.rows = kept`). One descriptor each for every batch, its
+ * functions shared (a getter closure per batch made V8 take the replay 3.5
+ * times as long, measured).
  */
 class ReplayedBatch implements RowBatch {
   declare readonly columns: readonly string[]
   declare readonly rowNumbers: number[]
-  declare readonly lines: number[]
+  declare lines: number[]
   declare rows: Value[][]
   declare vectors: readonly ArrayLike<Value>[] | undefined
   declare [BUILT]: Value[][] | undefined
+  declare [LINES]: Sequence | number[]
 
-  constructor(columns: readonly string[], vectors: readonly ArrayLike<Value>[], rowNumbers: number[], lines: number[]) {
+  constructor(columns: readonly string[], vectors: readonly ArrayLike<Value>[], rowNumbers: number[], lines: Sequence) {
     this.columns = columns
     this.rowNumbers = rowNumbers
-    this.lines = lines
+    Object.defineProperty(this, 'lines', LINES_PROPERTY)
     // Before `vectors`: a spread reads the properties in this order, and reading `rows` drops the columns, so a copy
     // never carries columns its rows may no longer match.
     Object.defineProperty(this, 'rows', ROWS)
     this.vectors = vectors
     this[BUILT] = undefined
+    this[LINES] = lines
   }
+}
+
+const LINES_PROPERTY: PropertyDescriptor = {
+  enumerable: true,
+  configurable: true,
+  get(this: ReplayedBatch): number[] {
+    const lines = this[LINES]
+    if (Array.isArray(lines)) return lines
+    return (this[LINES] = sequence(lines, this.rowNumbers.length))
+  },
+  set(this: ReplayedBatch, lines: number[]): void {
+    this[LINES] = lines
+  },
 }
 
 const ROWS: PropertyDescriptor = {
@@ -529,7 +552,7 @@ async function* decodeFrames(payloads: AsyncIterable<Buffer>): AsyncGenerator<Ro
     const count = input.u32()
     const width = input.u32()
     if (width !== names.length) throw new Error(`a cached batch has ${width} columns, the header ${names.length}`)
-    const rowNumbers = readSequence(input, count)
+    const rowNumbers = sequence(readSequence(input, count), count)
     const lines = readSequence(input, count)
     const vectors: (Float64Array | readonly Value[])[] = []
     for (let column = 0; column < width; column++) vectors.push(readColumn(input, count, dictionaries[column]!))

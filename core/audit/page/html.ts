@@ -206,7 +206,8 @@ export function renderPage(data: PageData): Buffer {
   const stateOptions = [...STATES.slice(0, 1), 'STUCK', ...STATES.slice(1)].map((state) => `<option>${state}</option>`).join('')
   const listed = data.files.count
   const { files, ...rest } = data
-  const page = `<!doctype html>
+  // The page up to the listed files' JSON, which goes in between as bytes, then the rest.
+  const head = `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -247,14 +248,11 @@ ${reasonChart(data)}
 ${lineage(data)}
 </section>
 ${pondTable(data)}
-<script type="application/json" id="filedge-data">${embedJson(rest).slice(0, -1)},"files":\u0000</script>
+<script type="application/json" id="filedge-data">${embedJson(rest).slice(0, -1)},"files":`
+  const tail = `}</script>
 <script>(${auditClient.toString()})()</script>
 </body>
 </html>
 `
-  const at = page.lastIndexOf(FILES_AT)
-  return Buffer.concat([Buffer.from(page.slice(0, at)), ...files.json.map(scriptSafe), Buffer.from(`}${page.slice(at + FILES_AT.length)}`)])
+  return Buffer.concat([Buffer.from(head), ...files.json.map(scriptSafe), Buffer.from(tail)])
 }
-
-/** Where the listed files go in the page: a NUL, the last in it (embedJson escapes one; the page script after it has none). */
-const FILES_AT = '\u0000'

@@ -148,11 +148,18 @@ export default defineConfig({
     workspaces.push(ws)
     const failed = await ws.cli(['--json'], { env: { REFUSE: '1' } })
     expect(failed.code, failed.stdout + failed.stderr).toBe(1)
+    const entries = async () => JSON.parse((await ws.cli(['cache', 'stats', '--json'])).stdout).entries as number
+    // The file's parsed rows (over 1 MiB) and the stage's output.
+    expect(await entries()).toBe(2)
     const retried = await ws.cli(['--json'])
     expect(retried.code, retried.stdout + retried.stderr).toBe(0)
     expect(runs(ws)).toEqual(Array.from({ length: Math.ceil(9000 / 700) }, () => 'label'))
-    // The file's parsed rows were kept too (over 1 MiB), and replayed for the retry before the stage's output was found: never read, still closed.
+    // The stage's output was found when the file was loaded: its parsed rows were neither read nor opened, and once it
+    // committed they were dropped (the stage's output stays, for reloads).
+    const said = retried.stdout.split('\n').filter((line) => line.includes('from the cache')).map((line) => (JSON.parse(line) as { message: string }).message)
+    expect(said).toEqual(['incoming/a.csv: the output of stage "label" read from the cache'])
     expect(readFileSync(ws.file('open.log'), 'utf8')).toBe('')
+    expect(await entries()).toBe(1)
 
     const fresh = workspace({ 'filedge.config.ts': many.replace("cache({ dir: '.cache' }), ", ''), 'incoming/a.csv': readFileSync(ws.file('incoming/a.csv'), 'utf8') })
     workspaces.push(fresh)

@@ -309,7 +309,7 @@ export interface StageCache {
 }
 
 /** Kept outputs to read instead of parsing the file, and the stages below them that run on them. */
-interface Cut {
+export interface Cut {
   readonly kept: ReadonlyMap<string, AsyncIterable<RowBatch>>
   readonly run: ReadonlySet<string>
 }
@@ -321,7 +321,9 @@ interface Cut {
  * with freshly parsed rows: kept under another batchSize, their batches
  * would not line up with the parse's.
  */
-async function cutOf(stages: readonly ResolvedStage[], hashes: ReadonlyMap<string, string>, cache: StageCache): Promise<Cut | undefined> {
+export async function cutOf(pipeline: ResolvedPipeline, cache: StageCache): Promise<Cut | undefined> {
+  const stages = pipeline.stages
+  const hashes = stageHashes(pipeline)
   const byName = new Map(stages.map((stage) => [stage.name, stage]))
   const walk = async (find: (stage: ResolvedStage) => Promise<AsyncIterable<RowBatch> | undefined> | true | undefined) => {
     const kept = new Map<string, AsyncIterable<RowBatch> | true>()
@@ -352,6 +354,10 @@ async function cutOf(stages: readonly ResolvedStage[], hashes: ReadonlyMap<strin
   return { kept: found.kept as Map<string, AsyncIterable<RowBatch>>, run: found.run }
 }
 
+function stageHashes(pipeline: ResolvedPipeline): Map<string, string> {
+  return new Map(pipelineCode(pipeline)!.stages.map((version) => [version.name, version.hash]))
+}
+
 /**
  * The file's rows through the pipeline's stages. With a cache, the kept
  * outputs of stages declared `cache: true` are read back instead of parsing
@@ -359,14 +365,22 @@ async function cutOf(stages: readonly ResolvedStage[], hashes: ReadonlyMap<strin
  * the parsed rows to the last stage (in a chain, the one nearest the last
  * stage does): a cached last stage runs no stage at all. Otherwise the file
  * is parsed and every stage runs; stages declared `cache: true` below the
- * kept outputs, or all of them, keep their output.
+ * kept outputs, or all of them, keep their output. `decided` is the cut
+ * `cutOf` found before the file was loaded (its batches are then not read),
+ * or that it found none; without it, the cache is asked here.
  */
-export async function* runStages(batches: AsyncIterable<RowBatch>, pipeline: ResolvedPipeline, file: FileRef, cache?: StageCache): AsyncGenerator<RowBatch> {
+export async function* runStages(
+  batches: AsyncIterable<RowBatch>,
+  pipeline: ResolvedPipeline,
+  file: FileRef,
+  cache?: StageCache,
+  decided?: { readonly cut: Cut | undefined },
+): AsyncGenerator<RowBatch> {
   const stages = pipeline.stages
-  const hashes = new Map(pipelineCode(pipeline)!.stages.map((version) => [version.name, version.hash]))
+  const hashes = stageHashes(pipeline)
   // Resolved stages come each after the stages it reads: the last is the one that feeds the table.
   const last = stages.at(-1)!
-  const cut = cache === undefined ? undefined : await cutOf(stages, hashes, cache)
+  const cut = decided !== undefined ? decided.cut : cache === undefined ? undefined : await cutOf(pipeline, cache)
   // The last stage's output is kept as the table's batches: nothing left to run.
   const table = cut?.kept.get(last.name)
   if (table !== undefined) return yield* table

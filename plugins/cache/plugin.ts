@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
 import { PassThrough, Transform, type Readable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
-import { describeError, RACY_MS, type FileRef, type Plugin, type ResolvedFormat, type ResolvedPipeline, type RowBatch, type SourceEntry } from '../../core/index.js'
+import { describeError, detectFormat, RACY_MS, type FileRef, type Plugin, type ResolvedFormat, type ResolvedPipeline, type RowBatch, type SourceEntry } from '../../core/index.js'
 import { batchEncoder, headerFrame, readBatches } from './batches.js'
 import { refused } from './codec.js'
 import { createCache, type CreateCacheOptions } from './store.js'
@@ -73,8 +73,8 @@ function digest(parts: unknown): string {
 }
 
 /** What a file's coerced rows depend on: its bytes, how they are parsed and coerced, and by which filedge. */
-function batchesKey(pipeline: ResolvedPipeline, file: FileRef, format: ResolvedFormat): string {
-  return `filedge:batches:${digest([version(), file.hash, format, pipeline.columns, pipeline.unknownColumns])}`
+function batchesKey(pipeline: ResolvedPipeline, hash: string, format: ResolvedFormat): string {
+  return `filedge:batches:${digest([version(), hash, format, pipeline.columns, pipeline.unknownColumns])}`
 }
 
 /**
@@ -178,9 +178,19 @@ export function cache(options: CachePluginOptions = {}): CachePlugin {
       /** Batch entries a load wrote or replayed, by pipeline and hash, with the write still in progress. */
       const used = new Map<string, { key: string; writing?: Promise<unknown> }>()
       const fileKey = (pipeline: ResolvedPipeline, hash: string) => `${pipeline.name}\u0000${hash}`
-      const drop = async (pipeline: ResolvedPipeline, hash: string) => {
+      /**
+       * A file done with (committed, or failed for good): the parsed rows its load wrote or replayed are dropped. So are those
+       * an earlier attempt kept and this load left unread, its stages' output read from kept outputs instead (`unread`: the
+       * file's path, which tells its format; only a pipeline with kept stages reads them so).
+       */
+      const drop = async (pipeline: ResolvedPipeline, hash: string, unread?: string) => {
         const entry = used.get(fileKey(pipeline, hash))
-        if (entry === undefined) return
+        if (entry === undefined) {
+          if (keepBatches || unread === undefined || !pipeline.stages.some((stage) => stage.cache)) return
+          const format = pipeline.format ?? detectFormat(unread)
+          if (format !== undefined) await store.delete(batchesKey(pipeline, hash, format)).catch((error: unknown) => warn('dropping cached rows failed', error))
+          return
+        }
         used.delete(fileKey(pipeline, hash))
         if (keepBatches) return
         await entry.writing
@@ -191,7 +201,7 @@ export function cache(options: CachePluginOptions = {}): CachePlugin {
         hooks.load.tapPromise({ name: 'filedge:cache', stage: -100 }, async ({ pipeline, file, format, validating }) => {
           // A quarantine writes its sidecar while the file's records are coerced: every attempt reads the file.
           if (validating === true || pipeline.quarantine !== undefined) return undefined
-          const key = batchesKey(pipeline, file, format)
+          const key = batchesKey(pipeline, file.hash, format)
           const replayed = await replay(key, 'its parsed rows', file)
           if (replayed === undefined) return undefined
           used.set(fileKey(pipeline, file.hash), { key })
@@ -199,7 +209,7 @@ export function cache(options: CachePluginOptions = {}): CachePlugin {
         })
         hooks.parsedRows.tap('filedge:cache', (rows, { pipeline, file, format }) => {
           if (file.size < minBytes || pipeline.quarantine !== undefined) return rows
-          const key = batchesKey(pipeline, file, format)
+          const key = batchesKey(pipeline, file.hash, format)
           const entry: { key: string; writing?: Promise<unknown> } = { key }
           used.set(fileKey(pipeline, file.hash), entry)
           return record(rows, store, key, (writing) => {
@@ -207,14 +217,14 @@ export function cache(options: CachePluginOptions = {}): CachePlugin {
             track(key, writing)
           }, (error) => warn(`${file.path}: keeping its parsed rows failed`, error))
         })
-        hooks.afterCommit.tapPromise('filedge:cache', ({ pipeline, file }) => drop(pipeline, file.hash))
+        hooks.afterCommit.tapPromise('filedge:cache', ({ pipeline, file }) => drop(pipeline, file.hash, file.size < minBytes ? undefined : file.path))
         // A file released (the run stopped, the destination stayed locked) keeps its rows for the next attempt.
         hooks.fileSkipped.tap('filedge:cache', ({ pipeline, hash }) => {
           if (hash !== undefined) used.delete(fileKey(pipeline, hash))
         })
-        hooks.fileFailed.tapPromise('filedge:cache', async ({ pipeline, hash, terminal }) => {
+        hooks.fileFailed.tapPromise('filedge:cache', async ({ pipeline, path, hash, terminal }) => {
           if (hash === undefined) return
-          if (terminal) await drop(pipeline, hash)
+          if (terminal) await drop(pipeline, hash, path)
           else used.delete(fileKey(pipeline, hash))
         })
       }

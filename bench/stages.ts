@@ -66,20 +66,23 @@ export async function stagesSuite(options: BenchOptions): Promise<Row[]> {
 async function cachedChain(options: BenchOptions, data: { file: string; rows: number }, stages: string): Promise<Row[]> {
   const cachedStages = stages.replace("stage({ name: 'untag',", "stage({ name: 'untag', cache: true,")
   const sides = { cold: timedProject(data.file, false, cachedStages), cached: timedProject(data.file, true, cachedStages) }
-  const attempt = (side: Project) => async () => (await failThenRetry(side)).retryWaitMs
+  const attempt = (side: Project) => () => failThenRetry(side)
   try {
     const results = await alternate(options.reps, { cold: attempt(sides.cold), cached: attempt(sides.cached) })
-    const cold = median(results.cold)
-    const cached = median(results.cached)
+    const of = (side: 'cold' | 'cached', key: 'retryWaitMs' | 'retryMs') => median(results[side].map((result) => result[key]))
+    const cold = of('cold', 'retryWaitMs')
+    const cached = of('cached', 'retryWaitMs')
+    const all = (side: 'cold' | 'cached', key: 'retryWaitMs' | 'retryMs') => results[side].map((result) => Math.round(result[key]))
     return [
       {
         work: `retry of the ${format.format(data.rows)}-row file through three stages, last one cached: time waiting for rows`,
-        filedge: `${seconds(cached)} (no parse, no stage)`,
-        native: `${seconds(cold)} parsed and run again`,
+        filedge: `${seconds(cached)} (no parse, no stage; retry ${seconds(of('cached', 'retryMs'))})`,
+        native: `${seconds(cold)} parsed and run again (retry ${seconds(of('cold', 'retryMs'))})`,
         ratio: Number((cached / cold).toFixed(2)),
         target: '≤ 10% of the cold run',
         met: cached / cold <= 0.1,
-        detail: { coldMs: results.cold.map(Math.round), cachedMs: results.cached.map(Math.round) },
+        // The whole retry too (a new process: start, ledger, the file's hash, the load, the SQLite insert and commit).
+        detail: { coldMs: all('cold', 'retryWaitMs'), cachedMs: all('cached', 'retryWaitMs'), coldRetryMs: all('cold', 'retryMs'), cachedRetryMs: all('cached', 'retryMs') },
       },
     ]
   } finally {

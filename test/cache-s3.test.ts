@@ -74,8 +74,9 @@ async function nextSecond(): Promise<void> {
   await waitFor(() => Math.floor(Date.now() / 1000) > now, 2_000, 'the next second')
 }
 
+/** The S3 cache's spool files in the temp directory (`filedge-cache-<uuid>.spool`): not the `filedge-cache-XXXXXX` directories other test files make there meanwhile. */
 function spools(): Set<string> {
-  return new Set(readdirSync(os.tmpdir()).filter((name) => name.startsWith('filedge-cache-')))
+  return new Set(readdirSync(os.tmpdir()).filter((name) => name.startsWith('filedge-cache-') && name.endsWith('.spool')))
 }
 
 describe('options', () => {

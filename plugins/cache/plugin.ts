@@ -186,7 +186,7 @@ export function cache(options: CachePluginOptions = {}): CachePlugin {
       const drop = async (pipeline: ResolvedPipeline, hash: string, unread?: string) => {
         const entry = used.get(fileKey(pipeline, hash))
         if (entry === undefined) {
-          if (keepBatches || unread === undefined || !pipeline.stages.some((stage) => stage.cache)) return
+          if (keepBatches || unread === undefined || pipeline.quarantine !== undefined || !pipeline.stages.some((stage) => stage.cache)) return
           const format = pipeline.format ?? detectFormat(unread)
           if (format !== undefined) await store.delete(batchesKey(pipeline, hash, format)).catch((error: unknown) => warn('dropping cached rows failed', error))
           return

@@ -6,6 +6,7 @@ import { Readable } from 'node:stream'
 import type { SymlinkPolicy } from '../config/types.js'
 import { FiledgeError, fileGone } from '../errors.js'
 import type { ArchiveAction, ListOptions, Source, SourceEntry, WatchOptions, Watching } from '../source.js'
+import { hashableDirectly, hashOpenFile } from './hash.js'
 import { boundary, confirmInside, isInside, linkedOutside, resolvesInside } from './links.js'
 import { excludePatterns, sourceMatcher } from './match.js'
 
@@ -200,7 +201,7 @@ export function localSource(options: LocalSourceOptions): Source {
         await handle.close()
         throw error
       }
-      return handle.createReadStream({ highWaterMark: readSize(entry.size) })
+      return hashableDirectly(handle.createReadStream({ highWaterMark: readSize(entry.size) }), () => hashOpenFile(handle))
     },
 
     localPath: (file) => absOf(file),

@@ -7,6 +7,7 @@ import { PassThrough } from 'node:stream'
 import { afterEach, describe, expect, it } from 'vitest'
 import { directHash, hashOpenFile } from '../core/source/hash.js'
 import { localSource } from '../core/source/local.js'
+import { readAhead } from '../core/source/read-ahead.js'
 import { workspace, type Workspace } from './helpers/workspace.js'
 
 /**
@@ -41,6 +42,26 @@ describe('hashing a local file in place', () => {
         await handle.close()
       }
     }
+  })
+
+  it('reading ahead stops at the first chunk its handler refuses, and the error reaches the caller', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'filedge-hash-'))
+    dirs.push(dir)
+    const file = path.join(dir, 'f')
+    writeFileSync(file, randomBytes(5 * 1024))
+    const handle = await open(file, 'r')
+    const seen: number[] = []
+    try {
+      await expect(
+        readAhead(handle, 1024, (chunk) => {
+          seen.push(chunk.length)
+          if (seen.length === 2) throw new Error('no more')
+        }),
+      ).rejects.toThrow('no more')
+    } finally {
+      await handle.close()
+    }
+    expect(seen).toEqual([1024, 1024])
   })
 
   it("the local source's stream of a large file says how to hash it in place, and the answer is its bytes' hash; a wrapped stream does not", async () => {

@@ -3,7 +3,7 @@ import { createReadStream, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSy
 import os from 'node:os'
 import path from 'node:path'
 import { pipeline } from 'node:stream/promises'
-import { hashRead } from '../core/source/hash.js'
+import { hashStream } from '../core/source/hash.js'
 import { localSource } from '../core/source/local.js'
 import { LOAD_MARKER_TABLE } from '../core/load-marker.js'
 import { ordersCsv, smallFiles, smallFilesWithProvenance, withProvenance } from './data.js'
@@ -253,12 +253,12 @@ export async function hashing(options: BenchOptions): Promise<Row[]> {
     hash.digest('hex')
     return performance.now() - started
   }
-  // As a run hashes a local file: the local source's stream, hashed in place when the file is over 1 MiB.
+  // As a run hashes a local file: the local source's stream into hashStream.
   const source = localSource({ dir: path.dirname(data.file), root: path.dirname(data.file), include: ['*.csv'], exclude: [], followSymlinks: 'inside' })
   const ours = async () => {
     const started = performance.now()
     const entry = (await source.stat!(path.basename(data.file)))!
-    await hashRead(await source.read(entry, { signal: new AbortController().signal }), entry.size, { keep: 1024 * 1024 })
+    await hashStream(await source.read(entry, { signal: new AbortController().signal }), { keep: 1024 * 1024 })
     return performance.now() - started
   }
   const runs = await alternate(Math.max(options.reps, 5), { a: ours, b: raw })

@@ -103,7 +103,6 @@ export { NumberText, PROVENANCE_COLUMNS, UnreadableValue, type RawBatch, type Ra
 export { assertNoDrift, diffColumns, type ActualColumn, type DriftCheck } from './drift.js'
 export { createSchemaIfMissing, inTransaction, quoteIdentifier, type SchemaClient, type TransactionClient } from './sql.js'
 export { readClaimedBytes, type ClaimedBytes } from './source/verify.js'
-export { readAhead } from './source/read-ahead.js'
 export { detectFormat, isGzipPath } from './formats/registry.js'
 export { canCheckCsvStructure, createCsvStructureCheck, type CsvStructureCheck, type CsvStructureOptions } from './formats/csv-structure.js'
 export { createMutex, sleep, type Mutex } from './concurrency.js'

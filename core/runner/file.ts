@@ -11,7 +11,7 @@ import { FiledgeError, capped, claimLost, describeError, fileChanged, fileInvali
 import { detectFormat, isGzipPath } from '../formats/registry.js'
 import type { FileCandidate, Hooks, Lease, SkipReason } from '../hooks.js'
 import type { SourceEntry } from '../source.js'
-import { hashRead, type HashedStream } from '../source/hash.js'
+import { hashStream, type HashedStream } from '../source/hash.js'
 import { RACY_MS } from '../source/racy.js'
 import { decode } from '../source/open.js'
 import { pipelineCode } from '../stages/code.js'
@@ -54,7 +54,7 @@ export interface FileRunContext {
   readonly heartbeatMs: number
   /** Aborted when the run is stopping: no new file starts, and files in flight are rolled back and released. */
   readonly signal: AbortSignal
-  /** Where remote files over SMALL_FILE bytes are written while they are hashed (see hashRead). */
+  /** Where remote files over SMALL_FILE bytes are written while they are hashed (see hashStream). */
   readonly spoolDir: string
   /** Files in flight by pipeline and hash (inFlightKey), so two names for the same bytes load once. */
   readonly inFlight: Map<string, Promise<FileOutcome>>
@@ -169,7 +169,7 @@ async function identify(candidate: FileCandidate, context: FileRunContext): Prom
   try {
     const raw = await readSource(pipeline, candidate, context.signal, hooks)
     const spool = localPath === undefined ? () => path.join(context.spoolDir, `${process.pid}-${randomUUID()}`) : undefined
-    hashed = await hashRead(raw, candidate.size, { keep: SMALL_FILE, ...(spool === undefined ? {} : { spool }) })
+    hashed = await hashStream(raw, { keep: SMALL_FILE, ...(spool === undefined ? {} : { spool }) })
   } catch (error) {
     return unreadable(error, candidate)
   }

@@ -1,8 +1,7 @@
 import { createHash } from 'node:crypto'
 import { createWriteStream, type WriteStream } from 'node:fs'
 import type { Readable } from 'node:stream'
-import { open, unlink, type FileHandle } from 'node:fs/promises'
-import { readAhead } from './read-ahead.js'
+import { open, unlink } from 'node:fs/promises'
 
 export interface HashResult {
   readonly hash: string
@@ -45,54 +44,6 @@ export async function hashFile(absPath: string, sizeHint = CHUNK, confirm?: (fd:
     return { hash: hash.digest('hex'), size, ...(whole === undefined ? {} : { bytes: whole }) }
   } finally {
     await handle.close()
-  }
-}
-
-/**
- * A source's stream of a file that can be hashed without being read as a
- * stream: the source's own read of a local file (which `sourceBytes` taps
- * left as it was) says how, and hashing then destroys the stream unread.
- */
-const DIRECT = Symbol('filedge.hashDirectly')
-
-type DirectlyHashed = Readable & { [DIRECT]?: () => Promise<{ hash: string; size: number }> }
-
-/** Marks `stream`, a local file's bytes from its start, as hashable by `hash` (for example `() => hashOpenFile(handle)`). */
-export function hashableDirectly<T extends Readable>(stream: T, hash: () => Promise<{ hash: string; size: number }>): T {
-  ;(stream as DirectlyHashed)[DIRECT] = hash
-  return stream
-}
-
-/** How to hash `stream` without reading it, when its source said so. */
-export function directHash(stream: Readable): (() => Promise<{ hash: string; size: number }>) | undefined {
-  return (stream as DirectlyHashed)[DIRECT]
-}
-
-/**
- * SHA-256 of an open file from its first byte to its end, read ahead 1 MiB
- * at a time into two buffers (readAhead). A read stream hashed as it flowed
- * read and hashed in turn, into a fresh buffer a read, whose pages a new
- * process paid for: the bench's 79 MB CSV took 0.26–0.36 s the first time in
- * a process, 0.09–0.16 s after, and 59–73 ms this way.
- */
-export async function hashOpenFile(handle: FileHandle): Promise<{ hash: string; size: number }> {
-  const hash = createHash('sha256')
-  const size = await readAhead(handle, CHUNK, (chunk) => hash.update(chunk))
-  return { hash: hash.digest('hex'), size }
-}
-
-/**
- * A listed file's bytes from its source, hashed: in place when the source
- * says how and the file (`size`, as listed) is too large to keep for the load
- * and is not being spooled, else as the stream flows (hashStream).
- */
-export async function hashRead(stream: Readable, size: number, options: { readonly keep: number; readonly spool?: () => string }): Promise<HashedStream> {
-  const direct = options.spool === undefined && size > options.keep ? directHash(stream) : undefined
-  if (direct === undefined) return hashStream(stream, options)
-  try {
-    return await direct()
-  } finally {
-    stream.destroy()
   }
 }
 

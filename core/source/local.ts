@@ -6,7 +6,6 @@ import { Readable } from 'node:stream'
 import type { SymlinkPolicy } from '../config/types.js'
 import { FiledgeError, fileGone } from '../errors.js'
 import type { ArchiveAction, ListOptions, Source, SourceEntry, WatchOptions, Watching } from '../source.js'
-import { hashableDirectly, hashOpenFile } from './hash.js'
 import { boundary, confirmInside, isInside, linkedOutside, resolvesInside } from './links.js'
 import { excludePatterns, sourceMatcher } from './match.js'
 
@@ -201,7 +200,7 @@ export function localSource(options: LocalSourceOptions): Source {
         await handle.close()
         throw error
       }
-      return hashableDirectly(handle.createReadStream({ highWaterMark: readSize(entry.size) }), () => hashOpenFile(handle))
+      return handle.createReadStream({ highWaterMark: readSize(entry.size) })
     },
 
     localPath: (file) => absOf(file),

@@ -5,7 +5,7 @@ import { pipeline as streamPipeline, Readable, Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { crc32 } from 'node:zlib'
 import { LRUCache } from 'lru-cache'
-import { isFiledgeError, readAhead } from '../../core/index.js'
+import { isFiledgeError } from '../../core/index.js'
 import { cacheError, compressionOf, compressor, decodeValue, decompressor, encodeValue, keyName, refused, ttlMs, VALUE_TYPES } from './codec.js'
 import { lockFile, processAlive, takeOverIfStale, type Release } from './lock-file.js'
 import { fileReader, streamReader } from './reader.js'
@@ -464,11 +464,22 @@ export function createDiskCache(options: DiskCacheOptions): BuiltinCache {
   async function intact(handle: FileHandle, meta: Meta): Promise<boolean> {
     const digest = meta.crc32 === undefined ? createHash('sha256') : undefined
     let crc = 0
-    // The next chunk is read while this one is checked.
-    const position = await readAhead(handle, Math.min(CHUNK, Math.max(meta.storedSize, 1)), (chunk) => {
+    const size = Math.min(CHUNK, Math.max(meta.storedSize, 1))
+    // Two buffers: the next chunk is read (on libuv's pool) while this one is checked.
+    const buffers = [Buffer.allocUnsafe(size), Buffer.allocUnsafe(size)]
+    let position = 0
+    let turn = 0
+    let reading = handle.read(buffers[0]!, 0, size, 0)
+    for (;;) {
+      const { bytesRead } = await reading
+      if (bytesRead === 0) break
+      const chunk = buffers[turn]!.subarray(0, bytesRead)
+      position += bytesRead
+      turn ^= 1
+      reading = handle.read(buffers[turn]!, 0, size, position)
       if (digest === undefined) crc = crc32(chunk, crc)
       else digest.update(chunk)
-    })
+    }
     return position === meta.storedSize && (digest === undefined ? crc === meta.crc32 : digest.digest('hex') === meta.sha256)
   }
 

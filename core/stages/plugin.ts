@@ -49,8 +49,9 @@ export function stagesPlugin(): Plugin {
 
       hooks.transform.tapPromise({ name: 'filedge:stages', stage: -100 }, async (batches, { pipeline, file }) => {
         if (pipeline.stages.length === 0) return batches
-        const decision = decided.get(file)?.get(pipeline)
-        decided.get(file)?.delete(pipeline)
+        const loads = decided.get(file)
+        const decision = loads?.get(pipeline)
+        loads?.delete(pipeline)
         // Loaded from a cut: the batches are the stages' output already.
         if (decision?.cut !== undefined) return batches
         return runStages(batches, pipeline, file, cacheOf(pipeline, file), decision)

@@ -44,7 +44,9 @@ export function stagesPlugin(): Plugin {
         let loads = decided.get(file)
         if (loads === undefined) decided.set(file, (loads = new Map()))
         loads.set(pipeline, { cut })
-        return cut === undefined ? undefined : { replayed: runStages(NO_BATCHES, pipeline, file, cache, { cut }) }
+        if (cut === undefined) return undefined
+        // The last stage's kept output is the table's rows as they are: handed on without a generator around it.
+        return { replayed: cut.kept.get(pipeline.stages.at(-1)!.name) ?? runStages(NO_BATCHES, pipeline, file, cache, { cut }) }
       })
 
       hooks.transform.tapPromise({ name: 'filedge:stages', stage: -100 }, async (batches, { pipeline, file }) => {

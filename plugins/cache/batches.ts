@@ -484,80 +484,104 @@ const FRAME_BUFFER = 1024 * 1024
 
 /**
  * An entry's frames' payloads, each a view of one buffer that the next read
- * reuses: valid until the next payload is asked for, which is all a decoder
- * needs (decoding copies out whatever it keeps). A stream's chunks were new
- * buffers, 70 MB of them for a 1M-row replay, whose fresh pages a new process
- * paid for: decoding that replay took 0.43–0.61 s from a stream, 0.20–0.25 s
- * read into one buffer (18,000 page faults fewer), measured in new processes.
+ * reuses: valid until the next payload is taken, which is all a decoder
+ * needs (decoding copies out whatever it keeps).
+ * - A stream's chunks were new buffers, 70 MB of them for a 1M-row replay,
+ *   whose fresh pages a new process paid for: decoding that replay took
+ *   0.43–0.61 s from a stream, 0.20–0.25 s read into one buffer (18,000 page
+ *   faults fewer), measured in new processes.
+ * - `take` hands out a frame the buffer holds whole without a promise: a read
+ *   brings ~7 frames of 2,000 rows, and every await between the decoder and
+ *   the destination costs each batch of a replay.
  */
-async function* frames(reader: EntryReader): AsyncGenerator<Buffer> {
-  let buffer = Buffer.allocUnsafe(FRAME_BUFFER)
+class Frames {
+  private buffer = Buffer.allocUnsafe(FRAME_BUFFER)
   // What was read and not yet taken: buffer[start, end).
-  let start = 0
-  let end = 0
+  private start = 0
+  private end = 0
+
+  constructor(private readonly reader: EntryReader) {}
+
+  /** The next frame if the buffer holds it whole, else undefined (`fill` then brings it, or the value's end). */
+  take(): Buffer | undefined {
+    const { buffer, start } = this
+    if (this.end - start < 4) return undefined
+    const size = buffer.readUInt32LE(start)
+    if (this.end - start < 4 + size) return undefined
+    this.start = start + 4 + size
+    return buffer.subarray(start + 4, this.start)
+  }
+
+  /** Reads until the next frame is whole; false at the value's end, which must be a frame's. */
+  async fill(): Promise<boolean> {
+    if (!(await this.fillTo(4))) return this.ended()
+    if (!(await this.fillTo(4 + this.buffer.readUInt32LE(this.start)))) return this.ended()
+    return true
+  }
+
+  private ended(): false {
+    if (this.end !== this.start) throw new Error(`the cached rows end inside a frame (${this.end - this.start} bytes left over)`)
+    return false
+  }
+
   /** At least `count` bytes from `start` on, unless the value ends first. */
-  const fill = async (count: number): Promise<boolean> => {
-    if (start + count > buffer.length && start > 0) {
+  private async fillTo(count: number): Promise<boolean> {
+    if (this.start + count > this.buffer.length && this.start > 0) {
       // The frame does not fit after what was taken: moved to the front.
-      buffer.copy(buffer, 0, start, end)
-      end -= start
-      start = 0
+      this.buffer.copy(this.buffer, 0, this.start, this.end)
+      this.end -= this.start
+      this.start = 0
     }
-    while (end - start < count) {
-      if (end === buffer.length) {
+    while (this.end - this.start < count) {
+      if (this.end === this.buffer.length) {
         // A frame larger than the buffer: it grows as the bytes arrive, so a length that promises more than the value
-        // holds ends in the error below, not in allocating what it promised.
-        const larger = Buffer.allocUnsafe(buffer.length * 2)
-        buffer.copy(larger, 0, start, end)
-        buffer = larger
+        // holds ends in the error above, not in allocating what it promised.
+        const larger = Buffer.allocUnsafe(this.buffer.length * 2)
+        this.buffer.copy(larger, 0, this.start, this.end)
+        this.buffer = larger
       }
-      const read = await reader.read(buffer, end, buffer.length - end)
+      const read = await this.reader.read(this.buffer, this.end, this.buffer.length - this.end)
       if (read === 0) return false
-      end += read
+      this.end += read
     }
     return true
   }
-  for (;;) {
-    if (!(await fill(4))) break
-    const size = buffer.readUInt32LE(start)
-    if (!(await fill(4 + size))) break
-    start += 4 + size
-    yield buffer.subarray(start - size, start)
-  }
-  if (end !== start) throw new Error(`the cached rows end inside a frame (${end - start} bytes left over)`)
 }
 
 /** Decodes what `headerFrame` and `batchFrame` wrote, batch by batch, as it is read; the reader is closed at the end, or when the batches are left unread. */
 export async function* readBatches(reader: EntryReader): AsyncGenerator<RowBatch> {
   try {
-    yield* decodeFrames(frames(reader))
+    const frames = new Frames(reader)
+    let names: readonly string[] | undefined
+    let dictionaries: (string | null)[][] = []
+    for (;;) {
+      const payload = frames.take() ?? ((await frames.fill()) ? frames.take()! : undefined)
+      if (payload === undefined) break
+      if (names === undefined) {
+        const header = deserialize(payload) as { format?: unknown; endianness?: unknown; columns?: unknown }
+        if (header.format !== FORMAT || !Array.isArray(header.columns)) throw new Error(`the cached rows are in an unknown format (${String(header.format)})`)
+        if (header.endianness !== endianness()) throw new Error(`the cached rows were written on a ${String(header.endianness)} machine`)
+        names = header.columns as string[]
+        dictionaries = names.map(() => [])
+        continue
+      }
+      yield decodeBatch(payload, names, dictionaries)
+    }
+    if (names === undefined) throw new Error('the cached rows have no header')
   } finally {
     await reader.close()
   }
 }
 
-async function* decodeFrames(payloads: AsyncIterable<Buffer>): AsyncGenerator<RowBatch> {
-  let names: readonly string[] | undefined
-  let dictionaries: (string | null)[][] = []
-  for await (const payload of payloads) {
-    if (names === undefined) {
-      const header = deserialize(payload) as { format?: unknown; endianness?: unknown; columns?: unknown }
-      if (header.format !== FORMAT || !Array.isArray(header.columns)) throw new Error(`the cached rows are in an unknown format (${String(header.format)})`)
-      if (header.endianness !== endianness()) throw new Error(`the cached rows were written on a ${String(header.endianness)} machine`)
-      names = header.columns as string[]
-      dictionaries = names.map(() => [])
-      continue
-    }
-    const input = new FrameReader(payload)
-    const count = input.u32()
-    const width = input.u32()
-    if (width !== names.length) throw new Error(`a cached batch has ${width} columns, the header ${names.length}`)
-    const rowNumbers = sequence(readSequence(input, count), count)
-    const lines = readSequence(input, count)
-    const vectors: (Float64Array | readonly Value[])[] = []
-    for (let column = 0; column < width; column++) vectors.push(readColumn(input, count, dictionaries[column]!))
-    input.end()
-    yield new ReplayedBatch(names, vectors, rowNumbers, lines)
-  }
-  if (names === undefined) throw new Error('the cached rows have no header')
+function decodeBatch(payload: Buffer, names: readonly string[], dictionaries: (string | null)[][]): RowBatch {
+  const input = new FrameReader(payload)
+  const count = input.u32()
+  const width = input.u32()
+  if (width !== names.length) throw new Error(`a cached batch has ${width} columns, the header ${names.length}`)
+  const rowNumbers = sequence(readSequence(input, count), count)
+  const lines = readSequence(input, count)
+  const vectors: (Float64Array | readonly Value[])[] = []
+  for (let column = 0; column < width; column++) vectors.push(readColumn(input, count, dictionaries[column]!))
+  input.end()
+  return new ReplayedBatch(names, vectors, rowNumbers, lines)
 }

@@ -161,15 +161,7 @@ export function cache(options: CachePluginOptions = {}): CachePlugin {
             throw error
           })
           logger.info(`${file.path}: ${what} read from the cache`)
-          return (async function* () {
-            try {
-              if (first.done !== true) yield first.value
-              yield* batches
-            } finally {
-              // Left unread (a stage's kept output that was not needed): the cache's file is closed.
-              await batches.return(undefined)
-            }
-          })()
+          return withFirst(first, batches)
         } catch (error) {
           warn(`${file.path}: ${what} could not be read from the cache`, error)
           return undefined
@@ -357,4 +349,29 @@ function keepCopy(stream: Readable, size: number, store: Cache, key: string, onW
   })
   stream.once('error', (error) => copy.destroy(error))
   return stream.pipe(copy)
+}
+
+/**
+ * The batches of a replay whose first was read to check it: that one, then
+ * the rest, as an iterator of its own rather than a generator, which would
+ * put one more await between each batch and the destination. Left unread or
+ * part read (a stage's kept output that was not needed), `return` closes the
+ * cache's file.
+ */
+function withFirst(first: IteratorResult<RowBatch>, rest: AsyncGenerator<RowBatch>): AsyncIterable<RowBatch> {
+  let held: IteratorResult<RowBatch> | undefined = first
+  const iterator: AsyncIterator<RowBatch> = {
+    next() {
+      if (held === undefined) return rest.next()
+      const result = held
+      held = undefined
+      return Promise.resolve(result)
+    },
+    async return() {
+      held = undefined
+      await rest.return(undefined)
+      return { done: true, value: undefined }
+    },
+  }
+  return { [Symbol.asyncIterator]: () => iterator }
 }

@@ -108,6 +108,26 @@ describe('a load longer than the lease', () => {
   })
 })
 
+describe('a load that never waits on I/O', () => {
+  it('still renews its lease: the rows read at once, each batch worked on without a pause, for several times the lease', async () => {
+    ws = project()
+    const w = ws
+    // 10 batches of 4 rows, 400 ms of work each: 4 s, where the lease is 1 s and renewed every 250 ms.
+    const slow = start(w, { SPIN_BATCH_MS: '400' })
+    await waitFor(() => w.exists('loading'), 20_000, 'the load to start')
+    const first = leaseExpiry(w)
+    await waitFor(() => Date.now() > first + 250, 5_000, 'the lease the load started with to lapse')
+    // Past it, the lease must have been renewed while the load still runs.
+    const renewed = leaseExpiry(w)
+    const running = slow.running()
+    expect({ running, renewed: renewed > Date.now() }).toEqual({ running: true, renewed: true })
+    const result = await slow.done
+    expect(result.stderr).toBe('')
+    expect(result.code).toBe(0)
+    expect(readLedger(w.dir).events.map((event) => event.event)).toEqual(['file:discovered', 'file:claimed', 'file:committed'])
+  })
+})
+
 describe('a worker frozen past its lease', () => {
   const cases = [
     { at: 'load', where: 'after its claim, before the destination transaction' },

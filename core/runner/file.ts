@@ -319,12 +319,29 @@ function notQuarantined(error: FiledgeError, format: string): FiledgeError {
   })
 }
 
-async function* counted(batches: AsyncIterable<RowBatch>, onRows: (rows: number) => void, signal: AbortSignal): AsyncGenerator<RowBatch> {
+/** The longest a load goes without giving the event loop a turn (see `counted`). */
+const TURN_MS = 100
+
+/**
+ * Hands on every batch and reports the rows so far. It gives the event loop
+ * a turn once `turnMs` have passed without one of its own. Rows that come
+ * without I/O (a replay from the cache, a small file read at once) into a
+ * destination that writes synchronously (SQLite) would otherwise hold the
+ * loop for the whole file, and the lease's heartbeat, a Ctrl-C and the live
+ * view wait as long: a 1M-row replay into SQLite ran 2.5 s with no turn.
+ */
+async function* counted(batches: AsyncIterable<RowBatch>, onRows: (rows: number) => void, signal: AbortSignal, turnMs: number): AsyncGenerator<RowBatch> {
   let rows = 0
+  let turned = performance.now()
   for await (const batch of batches) {
     if (signal.aborted) throw signal.reason
     rows += batch.rowNumbers.length
     onRows(rows)
+    if (performance.now() - turned >= turnMs) {
+      await new Promise((resolve) => setImmediate(resolve))
+      turned = performance.now()
+      if (signal.aborted) throw signal.reason
+    }
     yield batch
   }
   if (signal.aborted) throw signal.reason
@@ -544,7 +561,7 @@ async function loadClaimed(
       loadId: lease.loadId,
       ...(code === undefined ? {} : { code }),
       ingestedAt: isoInstant(new Date()),
-      batches: counted(transformed, (rows) => hooks.fileProgress.call({ pipeline, file, rows }), controller.signal),
+      batches: counted(transformed, (rows) => hooks.fileProgress.call({ pipeline, file, rows }), controller.signal, Math.min(TURN_MS, context.heartbeatMs / 4)),
       ...(untransformed && !('replayed' in raw)
         ? { source: { format, fields: raw.fields, headerLine: raw.headerLine, columns: pipeline.columns, unknownColumns: pipeline.unknownColumns, limits: pipeline.limits } }
         : {}),

@@ -9,6 +9,8 @@
 //            (the destination's lease check; the wrapper below)
 //   written  after the destination committed, before the ledger hears of it
 // SLOW_BATCH_MS=<ms> sleeps that long before handing each batch on (a long load).
+// SPIN_BATCH_MS=<ms> works that long before handing each batch on, never giving the event loop a turn (a long load
+// whose rows come without I/O, written by a destination that never waits, as SQLite's).
 import { existsSync, writeFileSync } from 'node:fs'
 import { withWrite } from './wrap-destination.mjs'
 
@@ -22,6 +24,7 @@ async function pause() {
 export function pausePoints() {
   const at = process.env.PAUSE_AT
   const slow = Number(process.env.SLOW_BATCH_MS ?? 0)
+  const spin = Number(process.env.SPIN_BATCH_MS ?? 0)
   return {
     name: 'pause-points',
     enforce: 'pre',
@@ -32,6 +35,7 @@ export function pausePoints() {
           let sent = 0
           for await (const batch of batches) {
             if (slow > 0) await sleep(slow)
+            for (const until = performance.now() + spin; performance.now() < until; );
             if (sent === 0) writeFileSync('loading', String(process.pid))
             yield batch
             if (++sent === 1 && at === 'batch') await pause()

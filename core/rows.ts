@@ -29,7 +29,21 @@ export interface RowBatch {
    * `rowNumbers.length`: reading `rows` builds them.
    */
   readonly vectors?: readonly ArrayLike<Value>[]
+  /**
+   * The same values as a replay holds them, column by column (see
+   * `StoredColumn`), for a destination that binds values one by one: a
+   * column of few distinct strings is then read through its dictionary,
+   * never copied into an array first. `vectors` is made from them when
+   * first read. Gone (undefined) once `rows` has been read, as `vectors` is.
+   */
+  readonly stored?: readonly StoredColumn[]
 }
+
+/**
+ * A column of a replayed batch as the cache keeps it: `values`, the values
+ * themselves; `words`, value `i` is `words[index[i]]` (a string or null).
+ */
+export type StoredColumn = { readonly kind: 'values'; readonly values: ArrayLike<Value> } | { readonly kind: 'words'; readonly words: readonly (string | null)[]; readonly index: Uint16Array }
 
 /**
  * A number as its source wrote it, for values a JS number would not hold

@@ -1,6 +1,6 @@
 import { endianness } from 'node:os'
 import { deserialize, serialize } from 'node:v8'
-import type { RowBatch, Value } from '../../core/index.js'
+import type { RowBatch, StoredColumn, Value } from '../../core/index.js'
 import type { EntryReader } from './types.js'
 
 /**
@@ -311,29 +311,49 @@ function sequence(stored: Sequence, count: number): number[] {
   return typeof stored === 'number' ? consecutive(stored, count) : Array.from(stored)
 }
 
-/** `words`: the file's dictionary of each column so far, which a dictionary column's frame adds to. */
-function readColumn(input: FrameReader, count: number, words: (string | null)[]): Float64Array | readonly Value[] {
+/**
+ * A column as its frame keeps it. A dictionary's values are looked up only
+ * if read through `vectors` or `rows`: a destination may read them through
+ * the dictionary instead (`RowBatch.stored`). `words`: the file's dictionary
+ * of each column so far, which a dictionary column's frame adds to.
+ */
+function readColumn(input: FrameReader, count: number, words: (string | null)[]): StoredColumn {
   const kind = input.u8()
   switch (kind) {
     case KIND.f64:
-      return input.array(Float64Array, count)
+      return { kind: 'values', values: input.array(Float64Array, count) }
     case KIND.dict: {
       const fresh = JSON.parse(input.slice(input.u32()).toString('utf8')) as unknown
       if (!Array.isArray(fresh) || words.length + fresh.length > MAX_WORDS) throw new Error('a cached batch has a damaged dictionary')
       for (const word of fresh as (string | null)[]) words.push(word)
-      return lookedUp(words, input.scratch(Uint16Array, count), count)
+      const index = input.array(Uint16Array, count)
+      // A word is a string or null: an index past the words would put undefined in a row.
+      const past = pastWords(index, words.length)
+      if (past >= 0) throw new Error(`a cached batch indexes word ${past} of a dictionary of ${words.length}`)
+      return { kind: 'words', words, index }
     }
     case KIND.text: {
       const wide = input.u8() === TWO_BYTE
       const text = input.string(input.u32(), wide)
       const ends = input.scratch(Uint32Array, count)
-      return input.u8() === 1 ? slicedWithNulls(text, ends, input.scratch(Uint8Array, count), count) : sliced(text, ends, count)
+      return { kind: 'values', values: input.u8() === 1 ? slicedWithNulls(text, ends, input.scratch(Uint8Array, count), count) : sliced(text, ends, count) }
     }
     case KIND.v8:
-      return deserialize(input.slice(input.u32())) as Value[]
+      return { kind: 'values', values: deserialize(input.slice(input.u32())) as Value[] }
     default:
       throw new Error(`a cached batch has a column of unknown kind ${kind}`)
   }
+}
+
+/** The first index at or past `words`, or -1. */
+function pastWords(index: Uint16Array, words: number): number {
+  for (let i = 0; i < index.length; i++) if (index[i]! >= words) return index[i]!
+  return -1
+}
+
+/** A stored column's values, made. */
+function valuesOf(column: StoredColumn, count: number): ArrayLike<Value> {
+  return column.kind === 'values' ? column.values : lookedUp(column.words, column.index, count)
 }
 
 // The loops over a column's values, each a function of its own: small and of one kind, V8 optimizes them sooner in a
@@ -360,12 +380,7 @@ function consecutive(first: number, count: number): number[] {
 
 function lookedUp(words: readonly (string | null)[], index: Uint16Array, count: number): (string | null)[] {
   const values = new Array<string | null>(count)
-  for (let i = 0; i < count; i++) {
-    const word = words[index[i]!]
-    // A word is a string or null: an index past the words would put undefined in a row.
-    if (word === undefined) throw new Error(`a cached batch indexes word ${index[i]} of a dictionary of ${words.length}`)
-    values[i] = word
-  }
+  for (let i = 0; i < count; i++) values[i] = words[index[i]!]!
   return values
 }
 
@@ -393,37 +408,50 @@ function slicedWithNulls(text: string, ends: Uint32Array, nulls: Uint8Array, cou
 
 const BUILT = Symbol('rows built')
 const LINES = Symbol('lines')
+const STORED = Symbol('stored')
+const VECTORS = Symbol('vectors')
 
 /**
- * A replayed batch: its values by column, as they were stored; rows are
- * built only if something reads them (a destination that binds by column
- * never does), and then the columns are dropped, as a row may be changed in
- * place. Lines, for error messages, are made only if read. `rows` and
- * `lines` are accessors of each batch's own, so a batch behaves as a plain
- * one: spread (`{ ...batch, columns }`) it carries them, and they may be
- * assigned (`batch.rows = kept`). One descriptor each for every batch, its
- * functions shared (a getter closure per batch made V8 take the replay 3.5
- * times as long, measured).
+ * A replayed batch: its columns as they were stored (`stored`), whose
+ * values are gathered only if something reads them (`vectors`, `rows`: a
+ * destination that binds by column never does); once rows are built, the
+ * columns are dropped, as a row may be changed in place. Lines, for error
+ * messages, are made only if read. `rows` and `lines` are accessors of each
+ * batch's own, so a batch behaves as a plain one: spread (`{ ...batch,
+ * columns }`) it carries them (and not the columns, the class's accessors),
+ * and they may be assigned (`batch.rows = kept`). One descriptor each for
+ * every batch, its functions shared (a getter closure per batch made V8 take
+ * the replay 3.5 times as long, measured).
  */
 class ReplayedBatch implements RowBatch {
   declare readonly columns: readonly string[]
   declare readonly rowNumbers: number[]
   declare lines: number[]
   declare rows: Value[][]
-  declare vectors: readonly ArrayLike<Value>[] | undefined
   declare [BUILT]: Value[][] | undefined
   declare [LINES]: Sequence | number[]
+  declare [STORED]: readonly StoredColumn[] | undefined
+  declare [VECTORS]: readonly ArrayLike<Value>[] | undefined
 
-  constructor(columns: readonly string[], vectors: readonly ArrayLike<Value>[], rowNumbers: number[], lines: Sequence) {
+  constructor(columns: readonly string[], stored: readonly StoredColumn[], rowNumbers: number[], lines: Sequence) {
     this.columns = columns
     this.rowNumbers = rowNumbers
     Object.defineProperty(this, 'lines', LINES_PROPERTY)
-    // Before `vectors`: a spread reads the properties in this order, and reading `rows` drops the columns, so a copy
-    // never carries columns its rows may no longer match.
     Object.defineProperty(this, 'rows', ROWS)
-    this.vectors = vectors
     this[BUILT] = undefined
     this[LINES] = lines
+    this[STORED] = stored
+    this[VECTORS] = undefined
+  }
+
+  get stored(): readonly StoredColumn[] | undefined {
+    return this[STORED]
+  }
+
+  get vectors(): readonly ArrayLike<Value>[] | undefined {
+    const stored = this[STORED]
+    if (stored === undefined) return undefined
+    return (this[VECTORS] ??= stored.map((column) => valuesOf(column, this.rowNumbers.length)))
   }
 }
 
@@ -448,13 +476,15 @@ const ROWS: PropertyDescriptor = {
     if (rows === undefined) {
       rows = buildRows(this.vectors!, this.rowNumbers.length)
       this[BUILT] = rows
-      this.vectors = undefined
+      this[STORED] = undefined
+      this[VECTORS] = undefined
     }
     return rows
   },
   set(this: ReplayedBatch, rows: Value[][]): void {
     this[BUILT] = rows
-    this.vectors = undefined
+    this[STORED] = undefined
+    this[VECTORS] = undefined
   },
 }
 
@@ -580,8 +610,8 @@ function decodeBatch(payload: Buffer, names: readonly string[], dictionaries: (s
   if (width !== names.length) throw new Error(`a cached batch has ${width} columns, the header ${names.length}`)
   const rowNumbers = sequence(readSequence(input, count), count)
   const lines = readSequence(input, count)
-  const vectors: (Float64Array | readonly Value[])[] = []
-  for (let column = 0; column < width; column++) vectors.push(readColumn(input, count, dictionaries[column]!))
+  const stored: StoredColumn[] = []
+  for (let column = 0; column < width; column++) stored.push(readColumn(input, count, dictionaries[column]!))
   input.end()
-  return new ReplayedBatch(names, vectors, rowNumbers, lines)
+  return new ReplayedBatch(names, stored, rowNumbers, lines)
 }

@@ -99,7 +99,7 @@ export type {
 } from './hooks.js'
 export type { Destination, DestinationCapabilities, DestinationContext, FileRef, LoadMarker, LoadQuery, SourceLayout, SqlSession, WriteJob, WriteResult } from './destination.js'
 export { LOAD_MARKER_ADDED_COLUMNS, LOAD_MARKER_COLUMNS, LOAD_MARKER_TABLE, markerValues, truncateMarker } from './load-marker.js'
-export { NumberText, PROVENANCE_COLUMNS, UnreadableValue, type RawBatch, type RawRows, type RowBatch, type StoredColumn, type TableColumn, type TableSpec, type Value } from './rows.js'
+export { batchSize, NumberText, PROVENANCE_COLUMNS, UnreadableValue, type RawBatch, type RawRows, type RowBatch, type StoredBatch, type StoredColumn, type TableColumn, type TableSpec, type Value } from './rows.js'
 export { assertNoDrift, diffColumns, type ActualColumn, type DriftCheck } from './drift.js'
 export { createSchemaIfMissing, inTransaction, quoteIdentifier, type SchemaClient, type TransactionClient } from './sql.js'
 export { readClaimedBytes, type ClaimedBytes } from './source/verify.js'

@@ -30,13 +30,27 @@ export interface RowBatch {
    */
   readonly vectors?: readonly ArrayLike<Value>[]
   /**
-   * The same values as a replay holds them, column by column (see
-   * `StoredColumn`), for a destination that binds values one by one: a
-   * column of few distinct strings is then read through its dictionary,
-   * never copied into an array first. `vectors` is made from them when
-   * first read. Gone (undefined) once `rows` has been read, as `vectors` is.
+   * The batch as a replay holds it (see `StoredBatch`), for a destination that
+   * binds values one by one: what it reads through them is never copied into
+   * arrays first. `vectors` and `rowNumbers` are made from them when first
+   * read. Gone (undefined) once `rows` has been read, as `vectors` is.
    */
-  readonly stored?: readonly StoredColumn[]
+  readonly stored?: StoredBatch
+}
+
+/** How many rows a batch holds, without making a replayed batch's record numbers. */
+export function batchSize(batch: RowBatch): number {
+  return batch.stored?.count ?? batch.rowNumbers.length
+}
+
+/** A replayed batch as the cache keeps it. */
+export interface StoredBatch {
+  /** Rows in the batch. */
+  readonly count: number
+  /** When the batch's record numbers run on one by one from this one (a replay's usually do); else `rowNumbers` holds them. */
+  readonly firstRowNumber: number | undefined
+  /** By column, aligned with `RowBatch.columns`. */
+  readonly columns: readonly StoredColumn[]
 }
 
 /**

@@ -251,7 +251,9 @@ export default defineConfig({
 `,
     })
     workspaces.push(ws)
-    ws.write('incoming/big.csv', csv(rows))
+    // A status of a few words and empty (null) ones: the replay binds it through its dictionary.
+    const statuses = ['open', 'closed', 'held', '']
+    ws.write('incoming/big.csv', `id,n,status\n${Array.from({ length: rows }, (_, i) => `r-${i + 1},${i + 1},${statuses[i % 4]}`).join('\n')}\n`)
     expect(statSync(ws.file('incoming/big.csv')).size).toBeGreaterThan(1024 * 1024)
     const failed = await run(ws, { REFUSE: '1' })
     expect(failed.summary.failed).toBe(1)
@@ -262,8 +264,17 @@ export default defineConfig({
     const retried = await run(ws, {})
     expect(retried.summary).toMatchObject({ committed: 1, rows })
     expect(parses(ws)).toEqual(['incoming/big.csv'])
-    const [table] = ws.query<{ rows: number; total: number; numbered: number }>('w.db', 'SELECT count(*) AS rows, sum(n) AS total, max(_source_row_number) = count(*) AS numbered FROM o')
-    expect(table).toEqual({ rows, total: (rows * (rows + 1)) / 2, numbered: 1 })
+    // Each row with its own record number (row i holds n = i), and its status.
+    const [table] = ws.query<{ rows: number; total: number; numbered: number }>('w.db', 'SELECT count(*) AS rows, sum(n) AS total, sum(_source_row_number = n) AS numbered FROM o')
+    expect(table).toEqual({ rows, total: (rows * (rows + 1)) / 2, numbered: rows })
+    const byStatus = ws.query<{ status: string | null; rows: number; first: number }>('w.db', 'SELECT status, count(*) AS rows, min(n) AS first FROM o GROUP BY status ORDER BY first')
+    expect(byStatus).toEqual([
+      { status: 'open', rows: rows / 4, first: 1 },
+      { status: 'closed', rows: rows / 4, first: 2 },
+      { status: 'held', rows: rows / 4, first: 3 },
+      { status: null, rows: rows / 4, first: 4 },
+    ])
+    expect(ws.query('w.db', "SELECT count(*) AS wrong FROM o WHERE status IS NOT (CASE (n - 1) % 4 WHEN 0 THEN 'open' WHEN 1 THEN 'closed' WHEN 2 THEN 'held' END)")).toEqual([{ wrong: 0 }])
     expect((await cacheStats(ws, {})).entries).toBe(0)
   })
 })

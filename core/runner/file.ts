@@ -15,7 +15,7 @@ import { hashStream, type HashedStream } from '../source/hash.js'
 import { RACY_MS } from '../source/racy.js'
 import { decode } from '../source/open.js'
 import { pipelineCode } from '../stages/code.js'
-import { letGo, type RowBatch, type TableSpec } from '../rows.js'
+import { batchSize, letGo, type RowBatch, type TableSpec } from '../rows.js'
 import { batchProtector, protectBatches } from '../protect/columns.js'
 import { sidecarOutcome, sidecarWriter, type QuarantineOutcome, type SidecarWriter } from '../quarantine/sidecar.js'
 import { cdcChangeCheck } from '../write-modes/cdc.js'
@@ -335,7 +335,7 @@ async function* counted(batches: AsyncIterable<RowBatch>, onRows: (rows: number)
   let turned = performance.now()
   for await (const batch of batches) {
     if (signal.aborted) throw signal.reason
-    rows += batch.rowNumbers.length
+    rows += batchSize(batch)
     onRows(rows)
     if (performance.now() - turned >= turnMs) {
       await new Promise((resolve) => setImmediate(resolve))

@@ -1,6 +1,6 @@
 import { endianness } from 'node:os'
 import { deserialize, serialize } from 'node:v8'
-import type { RowBatch, StoredColumn, Value } from '../../core/index.js'
+import type { RowBatch, StoredBatch, StoredColumn, Value } from '../../core/index.js'
 import type { EntryReader } from './types.js'
 
 /**
@@ -235,6 +235,38 @@ export function batchEncoder(): (batch: RowBatch) => Buffer[] {
   }
 }
 
+interface TypedArrayOf<T> {
+  new (count: number): T
+  new (buffer: ArrayBuffer, offset: number, count: number): T
+  readonly BYTES_PER_ELEMENT: number
+}
+
+/** Bytes of each buffer the typed arrays of replayed batches are cut from. */
+const POOL_BYTES = 256 * 1024
+let pool: ArrayBuffer | undefined
+let pooled = 0
+
+/**
+ * `count` elements of a typed array, cut from a shared buffer when small. A
+ * typed array of its own is a buffer of its own, allocated and freed outside
+ * V8's heap: a 1M-row replay made 2,000 of them (its numbers and dictionary
+ * indexes), and cutting them from buffers of 256 KiB took ~15 ms off the
+ * 130–175 ms it waited for rows (ABBA, 10 retries each, twice). A batch kept
+ * keeps the buffer it was cut from alive, as Node's own Buffer pool does.
+ */
+function pooledArray<T>(make: TypedArrayOf<T>, count: number): T {
+  const bytes = count * make.BYTES_PER_ELEMENT
+  if (bytes > POOL_BYTES >> 2) return new make(count)
+  pooled = (pooled + 7) & ~7
+  if (pool === undefined || pooled + bytes > POOL_BYTES) {
+    pool = new ArrayBuffer(POOL_BYTES)
+    pooled = 0
+  }
+  const values = new make(pool, pooled, count)
+  pooled += bytes
+  return values
+}
+
 /** FrameReader.scratch's arrays, one per type for every replay: a column is decoded synchronously, so none reads another's. */
 const scratches = new Map<unknown, Uint8Array | Uint16Array | Uint32Array>()
 
@@ -263,11 +295,11 @@ class FrameReader {
     return this.bytes.readDoubleLE(this.take(8))
   }
 
-  /** `count` elements into a typed array of its own (copied: a frame's offset need not be aligned for a view). */
-  array<T extends Float64Array | Uint16Array | Uint32Array | Uint8Array>(make: new (count: number) => T, count: number): T {
-    const values = new make(count)
+  /** `count` elements into a typed array the batch keeps (copied: a frame's offset need not be aligned for a view). */
+  array<T extends Float64Array | Uint16Array | Uint32Array | Uint8Array>(make: TypedArrayOf<T>, count: number): T {
+    const values = pooledArray(make, count)
     const start = this.take(values.byteLength)
-    new Uint8Array(values.buffer).set(this.bytes.subarray(start, start + values.byteLength))
+    new Uint8Array(values.buffer, values.byteOffset, values.byteLength).set(this.bytes.subarray(start, start + values.byteLength))
     return values
   }
 
@@ -408,6 +440,8 @@ function slicedWithNulls(text: string, ends: Uint32Array, nulls: Uint8Array, cou
 
 const BUILT = Symbol('rows built')
 const LINES = Symbol('lines')
+const NUMBERS = Symbol('row numbers')
+const COUNT = Symbol('count')
 const STORED = Symbol('stored')
 const VECTORS = Symbol('vectors')
 
@@ -415,58 +449,76 @@ const VECTORS = Symbol('vectors')
  * A replayed batch: its columns as they were stored (`stored`), whose
  * values are gathered only if something reads them (`vectors`, `rows`: a
  * destination that binds by column never does); once rows are built, the
- * columns are dropped, as a row may be changed in place. Lines, for error
- * messages, are made only if read. `rows` and `lines` are accessors of each
- * batch's own, so a batch behaves as a plain one: spread (`{ ...batch,
- * columns }`) it carries them (and not the columns, the class's accessors),
- * and they may be assigned (`batch.rows = kept`). One descriptor each for
- * every batch, its functions shared (a getter closure per batch made V8 take
- * the replay 3.5 times as long, measured).
+ * columns are dropped, as a row may be changed in place. Record numbers and
+ * lines are made only if read: a destination may count record numbers from
+ * the first, and lines are for error messages. `rows`, `rowNumbers` and
+ * `lines` are accessors of each batch's own, so a batch behaves as a plain
+ * one: spread (`{ ...batch, columns }`) it carries them (and not the stored
+ * columns, the class's), and they may be assigned (`batch.rows = kept`).
+ * One descriptor each for every batch, its functions shared (a getter
+ * closure per batch made V8 take the replay 3.5 times as long, measured).
  */
 class ReplayedBatch implements RowBatch {
   declare readonly columns: readonly string[]
-  declare readonly rowNumbers: number[]
+  declare rowNumbers: number[]
   declare lines: number[]
   declare rows: Value[][]
   declare [BUILT]: Value[][] | undefined
   declare [LINES]: Sequence | number[]
-  declare [STORED]: readonly StoredColumn[] | undefined
+  declare [NUMBERS]: Sequence | number[]
+  declare [COUNT]: number
+  declare [STORED]: StoredBatch | undefined
   declare [VECTORS]: readonly ArrayLike<Value>[] | undefined
 
-  constructor(columns: readonly string[], stored: readonly StoredColumn[], rowNumbers: number[], lines: Sequence) {
+  constructor(columns: readonly string[], stored: readonly StoredColumn[], count: number, rowNumbers: Sequence, lines: Sequence) {
     this.columns = columns
-    this.rowNumbers = rowNumbers
+    Object.defineProperty(this, 'rowNumbers', NUMBERS_PROPERTY)
     Object.defineProperty(this, 'lines', LINES_PROPERTY)
     Object.defineProperty(this, 'rows', ROWS)
     this[BUILT] = undefined
     this[LINES] = lines
-    this[STORED] = stored
+    this[NUMBERS] = rowNumbers
+    this[COUNT] = count
+    this[STORED] = { count, firstRowNumber: typeof rowNumbers === 'number' ? smallest(rowNumbers) : undefined, columns: stored }
     this[VECTORS] = undefined
   }
 
-  get stored(): readonly StoredColumn[] | undefined {
-    return this[STORED]
+  get stored(): StoredBatch | undefined {
+    const stored = this[STORED]
+    // Record numbers assigned since: they are no longer counted from the first.
+    return stored === undefined || typeof this[NUMBERS] === 'number' || stored.firstRowNumber === undefined ? stored : { ...stored, firstRowNumber: undefined }
   }
 
   get vectors(): readonly ArrayLike<Value>[] | undefined {
     const stored = this[STORED]
     if (stored === undefined) return undefined
-    return (this[VECTORS] ??= stored.map((column) => valuesOf(column, this.rowNumbers.length)))
+    return (this[VECTORS] ??= stored.columns.map((column) => valuesOf(column, stored.count)))
   }
 }
 
-const LINES_PROPERTY: PropertyDescriptor = {
-  enumerable: true,
-  configurable: true,
-  get(this: ReplayedBatch): number[] {
-    const lines = this[LINES]
-    if (Array.isArray(lines)) return lines
-    return (this[LINES] = sequence(lines, this.rowNumbers.length))
-  },
-  set(this: ReplayedBatch, lines: number[]): void {
-    this[LINES] = lines
-  },
+/** A record number counted on from, as a small integer when it is one: V8 keeps a double unboxed and boxes it on every read. */
+function smallest(first: number): number {
+  return first === (first | 0) ? first | 0 : first
 }
+
+/** Record numbers or lines, made from how they are stored when first read. */
+function sequenceProperty(key: typeof LINES | typeof NUMBERS): PropertyDescriptor {
+  return {
+    enumerable: true,
+    configurable: true,
+    get(this: ReplayedBatch): number[] {
+      const stored = this[key]
+      if (Array.isArray(stored)) return stored
+      return (this[key] = sequence(stored, this[COUNT]))
+    },
+    set(this: ReplayedBatch, values: number[]): void {
+      this[key] = values
+    },
+  }
+}
+
+const NUMBERS_PROPERTY = sequenceProperty(NUMBERS)
+const LINES_PROPERTY = sequenceProperty(LINES)
 
 const ROWS: PropertyDescriptor = {
   enumerable: true,
@@ -474,7 +526,7 @@ const ROWS: PropertyDescriptor = {
   get(this: ReplayedBatch): Value[][] {
     let rows = this[BUILT]
     if (rows === undefined) {
-      rows = buildRows(this.vectors!, this.rowNumbers.length)
+      rows = buildRows(this.vectors!, this[COUNT])
       this[BUILT] = rows
       this[STORED] = undefined
       this[VECTORS] = undefined
@@ -608,10 +660,10 @@ function decodeBatch(payload: Buffer, names: readonly string[], dictionaries: (s
   const count = input.u32()
   const width = input.u32()
   if (width !== names.length) throw new Error(`a cached batch has ${width} columns, the header ${names.length}`)
-  const rowNumbers = sequence(readSequence(input, count), count)
+  const rowNumbers = readSequence(input, count)
   const lines = readSequence(input, count)
   const stored: StoredColumn[] = []
   for (let column = 0; column < width; column++) stored.push(readColumn(input, count, dictionaries[column]!))
   input.end()
-  return new ReplayedBatch(names, stored, rowNumbers, lines)
+  return new ReplayedBatch(names, stored, count, rowNumbers, lines)
 }

@@ -47,20 +47,21 @@ export class Inserter {
     let total = 0
     let filled = 0
     for await (const batch of batches) {
-      const rowNumbers = batch.rowNumbers
-      const count = rowNumbers.length
-      // A batch that has its values by column (a replay) is bound from them, column by column: its rows are never built.
-      const stored = batch.stored ?? batch.vectors?.map(asStored)
+      // A batch that has its values by column (a replay) is bound from them, column by column: its rows are never built,
+      // nor its record numbers when they run on from the first.
+      const stored = batch.stored ?? (batch.vectors === undefined ? undefined : { count: batch.rowNumbers.length, firstRowNumber: undefined, columns: batch.vectors.map(asStored) })
       if (stored !== undefined) {
+        const { count, firstRowNumber } = stored
         for (let first = 0; first < count; ) {
           const rows = Math.min(perStatement - filled, count - first)
           const offset = filled * width
           for (let c = 0; c < columns; c++) {
-            const column = stored[c]!
+            const column = stored.columns[c]!
             if (column.kind === 'values') fillValues(params, offset + c, width, column.values, first, rows)
             else fillWords(params, offset + c, width, column.words, column.index, first, rows)
           }
-          fillValues(params, offset + columns, width, rowNumbers, first, rows)
+          if (firstRowNumber === undefined) fillValues(params, offset + columns, width, batch.rowNumbers, first, rows)
+          else fillCounted(params, offset + columns, width, firstRowNumber + first, rows)
           first += rows
           filled += rows
           if (filled === perStatement) {
@@ -71,6 +72,8 @@ export class Inserter {
         total += count
         continue
       }
+      const rowNumbers = batch.rowNumbers
+      const count = rowNumbers.length
       const rows = batch.rows
       for (let r = 0; r < count; r++) {
         let offset = filled * width
@@ -111,4 +114,8 @@ function fillValues(params: unknown[], slot: number, width: number, values: Arra
 
 function fillWords(params: unknown[], slot: number, width: number, words: readonly (string | null)[], index: Uint16Array, first: number, rows: number): void {
   for (let r = first; r < first + rows; r++, slot += width) params[slot] = words[index[r]!]
+}
+
+function fillCounted(params: unknown[], slot: number, width: number, from: number, rows: number): void {
+  for (let r = 0; r < rows; r++, slot += width) params[slot] = from + r
 }

@@ -364,11 +364,33 @@ function fileOf(args: unknown[]): string | undefined {
   return undefined
 }
 
-async function* attributed<T>(source: AsyncIterable<T>, wrap: (error: unknown) => FiledgeError): AsyncGenerator<T> {
-  try {
-    yield* source
-  } catch (error) {
-    throw wrap(error)
+/**
+ * A stream whose errors are wrapped, as an iterator of its own rather than a
+ * generator around the stream: a generator puts one more await between each
+ * batch and the destination, on every file. After an error it ends.
+ */
+function attributed<T>(source: AsyncIterable<T>, wrap: (error: unknown) => FiledgeError): AsyncIterable<T> {
+  return {
+    [Symbol.asyncIterator](): AsyncIterator<T> {
+      let iterator: AsyncIterator<T> | undefined
+      let failed = false
+      const fail = (error: unknown): never => {
+        failed = true
+        throw wrap(error)
+      }
+      const step = (take: () => Promise<IteratorResult<T>>): Promise<IteratorResult<T>> => {
+        if (failed) return Promise.resolve({ done: true, value: undefined })
+        try {
+          return take().then(undefined, fail)
+        } catch (error) {
+          return new Promise(() => fail(error))
+        }
+      }
+      return {
+        next: () => step(() => (iterator ??= source[Symbol.asyncIterator]()).next()),
+        return: (value?: unknown) => step(async () => (iterator === undefined || iterator.return === undefined ? { done: true, value: value as T } : iterator.return(value))),
+      }
+    },
   }
 }
 

@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream'
 import { serialize } from 'node:v8'
 import { describe, expect, it } from 'vitest'
-import type { RowBatch, Value } from '../core/index.js'
+import { batchSize, type RowBatch, type Value } from '../core/index.js'
 import { batchEncoder, headerFrame, readBatches } from '../plugins/cache/batches.js'
 import { streamReader } from '../plugins/cache/reader.js'
 
@@ -79,10 +79,16 @@ describe('cached rows', () => {
     const columns = ['id', 'n']
     const rows: Value[][] = Array.from({ length: 10 }, (_, i) => [`id-${i}`, i])
     const encode = batchEncoder()
-    const bytes = Buffer.concat([...headerFrame(columns), ...[0, 1, 2].flatMap(() => encode(batch(columns, rows)))])
+    const bytes = Buffer.concat([...headerFrame(columns), ...[0, 1, 2, 3].flatMap(() => encode(batch(columns, rows)))])
     const replayed: RowBatch[] = []
     for await (const one of readBatches(streamReader(Readable.from([bytes])))) replayed.push(one)
-    const [untouched, changed, assigned] = replayed as [RowBatch, RowBatch, RowBatch & { rows: Value[][] }]
+    const [untouched, changed, assigned, renumbered] = replayed as [RowBatch, RowBatch, RowBatch & { rows: Value[][] }, RowBatch & { rowNumbers: number[] }]
+    // As kept: its rows counted, its record numbers counted from the first; assigned record numbers replace them.
+    expect(renumbered.stored).toMatchObject({ count: 10, firstRowNumber: 1 })
+    expect(batchSize(renumbered)).toBe(10)
+    renumbered.rowNumbers = renumbered.rowNumbers.map((n) => n * 2)
+    expect(renumbered.stored).toMatchObject({ count: 10, firstRowNumber: undefined })
+    expect(renumbered.rowNumbers).toStrictEqual(rows.map((_, i) => (i + 1) * 2))
     // Spread before its rows are read: the copy has them, and no columns to bind from instead.
     const copy = { ...untouched }
     expect(copy.rows).toStrictEqual(rows)
@@ -98,6 +104,7 @@ describe('cached rows', () => {
     assigned.rows = assigned.rows.filter((row) => (row[1] as number) % 2 === 0)
     expect(assigned.rows.map((row) => row[0])).toStrictEqual(['id-0', 'id-2', 'id-4', 'id-6', 'id-8'])
     expect(assigned.vectors).toBeUndefined()
+    expect(assigned.stored).toBeUndefined()
   })
 
   it('fails on bytes cut inside a frame rather than yield a short file', async () => {

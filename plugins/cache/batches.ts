@@ -484,9 +484,7 @@ class ReplayedBatch implements RowBatch {
   }
 
   get stored(): StoredBatch | undefined {
-    const stored = this[STORED]
-    // Record numbers assigned since: they are no longer counted from the first.
-    return stored === undefined || typeof this[NUMBERS] === 'number' || stored.firstRowNumber === undefined ? stored : { ...stored, firstRowNumber: undefined }
+    return this[STORED]
   }
 
   get vectors(): readonly ArrayLike<Value>[] | undefined {
@@ -513,6 +511,9 @@ function sequenceProperty(key: typeof LINES | typeof NUMBERS): PropertyDescripto
     },
     set(this: ReplayedBatch, values: number[]): void {
       this[key] = values
+      // Record numbers assigned: no longer counted from the first.
+      const stored = this[STORED]
+      if (key === NUMBERS && stored?.firstRowNumber !== undefined) this[STORED] = { ...stored, firstRowNumber: undefined }
     },
   }
 }

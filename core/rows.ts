@@ -26,7 +26,7 @@ export interface RowBatch {
    * destination that binds values one by one may read them instead of
    * `rows`, which is then never built. Gone (undefined) once `rows` has been
    * read, since a row may then have been changed in place. Count rows with
-   * `rowNumbers.length`: reading `rows` builds them.
+   * `batchSize(batch)`: reading `rows` builds them.
    */
   readonly vectors?: readonly ArrayLike<Value>[]
   /**

@@ -323,8 +323,8 @@ function notQuarantined(error: FiledgeError, format: string): FiledgeError {
 const TURN_MS = 100
 
 /**
- * Hands on every batch and reports the rows so far. It gives the event loop
- * a turn once `turnMs` have passed without one of its own. Rows that come
+ * Hands on every batch and reports the rows so far, and gives the event
+ * loop a turn when `turnMs` have passed since it last did. Rows that come
  * without I/O (a replay from the cache, a small file read at once) into a
  * destination that writes synchronously (SQLite) would otherwise hold the
  * loop for the whole file, and the lease's heartbeat, a Ctrl-C and the live
